@@ -1,0 +1,100 @@
+/* MQTT 5 glue shared by every icefarm process: libmosquitto driven by the
+ * process's ifm_loop (no libmosquitto thread), TCP_NODELAY always on (without it
+ * a QoS 1 round trip costs ~88 ms instead of ~0.13 ms), a Will, automatic
+ * reconnect with back-off and re-subscription, and request/response with Response
+ * Topic + Correlation Data.
+ *
+ * Ownership: ifm_mqtt_free() releases the connection, its subscriptions and any
+ * pending requests (their callbacks are not called). Message callbacks get
+ * borrowed pointers valid only during the call.
+ */
+#ifndef ICEFARM_MQTT_H
+#define ICEFARM_MQTT_H
+
+#include <mosquitto.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "icefarm/loop.h"
+
+typedef struct ifm_mqtt ifm_mqtt;
+
+/* The MQTT 5 user property that names the client a request acts for. In the
+ * embedded (anonymous) farm the client sets it; in a secured farm the broker
+ * plugin overwrites it with the authenticated username, so control can trust it. */
+#define IFM_PROP_CLIENT "icefarm-client"
+
+typedef struct {
+    const char *host;        /* default 127.0.0.1 */
+    int port;                /* default 1883 */
+    const char *client_id;   /* MQTT client id; NULL: generated */
+    const char *name;        /* icefarm identity: reply topic icefarm/client/<name>/reply */
+    const char *username, *password;
+    const char *cafile;      /* TLS when set */
+    int keepalive;           /* seconds; default 5 */
+    /* Will: published by the broker if the connection dies without DISCONNECT. */
+    const char *will_topic;
+    const void *will_payload;
+    size_t will_len;
+    bool will_retain;
+} ifm_mqtt_opts;
+
+typedef struct {
+    const char *topic;
+    const void *payload;
+    size_t len;
+    bool retain;
+    const mosquitto_property *props; /* response topic, correlation data, user props */
+} ifm_mqtt_msg;
+
+typedef void (*ifm_mqtt_msg_cb)(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+/* Called after every successful (re)connect: republish births and retained state here. */
+typedef void (*ifm_mqtt_conn_cb)(ifm_mqtt *m, bool connected, void *arg);
+/* status 0: reply in msg; -ETIMEDOUT: no reply in time; -ENOTCONN: connection lost. */
+typedef void (*ifm_mqtt_reply_cb)(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *arg);
+
+/* Parses "mqtt://host:port", "host:port" or "host" into opts->host/port; the
+ * host is copied into `hostbuf`. Returns 0 or -1. */
+int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size_t cap);
+
+ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *opts, ifm_mqtt_conn_cb on_conn, void *arg);
+void ifm_mqtt_free(ifm_mqtt *m);
+
+/* Starts connecting; keeps retrying with back-off (0.1 s doubling to 2 s) until
+ * connected, and reconnects after any loss. Returns 0, or -1 on a bad option. */
+int ifm_mqtt_start(ifm_mqtt *m);
+bool ifm_mqtt_connected(const ifm_mqtt *m);
+/* Blocks (running the loop) until connected or `timeout_ms` passes. */
+int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms);
+/* Publishes pending retained-offline state and disconnects cleanly, so no Will fires. */
+void ifm_mqtt_disconnect(ifm_mqtt *m);
+/* Runs the loop until every queued outgoing packet is written (or timeout). */
+int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms);
+
+/* Subscriptions are remembered and renewed on every reconnect. Messages are
+ * dispatched to every subscription whose filter matches. */
+int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb cb, void *arg);
+
+int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                     bool retain);
+/* Publish with an IFM_PROP_CLIENT user property and optional message expiry. */
+int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
+                           int qos, bool retain, const mosquitto_property *props);
+
+/* Request/response: publishes to `topic` with Response Topic
+ * icefarm/client/<name>/reply, fresh Correlation Data and the client name as a user
+ * property; `cb` runs exactly once. Requires opts.name. */
+int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
+                     uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
+/* Answers a request message: publishes to its Response Topic with its Correlation
+ * Data. Returns -1 if the request carried no Response Topic. */
+int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *request, const void *payload, size_t len);
+
+/* Reads the IFM_PROP_CLIENT user property into out; -1 if absent or invalid. */
+int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap);
+
+const char *ifm_mqtt_name(const ifm_mqtt *m);
+ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m);
+
+#endif

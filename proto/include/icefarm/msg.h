@@ -1,0 +1,216 @@
+/* One schema per message: encoders and strict decoders. Field names, types and
+ * limits are documented in proto/PROTOCOL.md; keep the two in step.
+ *
+ * Decoded structs that contain pointers (args, files, boards, serials) point into
+ * the ifm_doc they were decoded from, or own malloc'd arrays released by the
+ * matching *_free(); each struct says which.
+ */
+#ifndef ICEFARM_MSG_H
+#define ICEFARM_MSG_H
+
+#include "icefarm/codec.h"
+#include "icefarm/topics.h"
+
+#define IFM_MAX_SERIALS 4096  /* serials in one request */
+#define IFM_MAX_KINDS 16
+#define IFM_MAX_FILES 256     /* bitstreams in one evaluate command */
+#define IFM_MAX_ARGS 4096     /* bytes of reserve args */
+#define IFM_BITSTREAM_SIZE 104090u
+
+/* ---- control requests: icefarm/ctl/req/<verb> ---- */
+
+typedef enum {
+    IFM_VERB_AVAILABLE,
+    IFM_VERB_DEVICES,
+    IFM_VERB_RESERVE,
+    IFM_VERB_RESERVE_SERIALS,
+    IFM_VERB_EXTEND,
+    IFM_VERB_EXTEND_ALL,
+    IFM_VERB_END,
+    IFM_VERB_END_ALL,
+    IFM_VERB_REBOOT,
+    IFM_VERB_DELETE,
+    IFM_VERB_STATUS,
+    IFM_VERB_COUNT
+} ifm_verb;
+
+const char *ifm_verb_name(ifm_verb v);
+/* -1 for an unknown verb name. */
+int ifm_verb_parse(const char *name);
+
+typedef struct {
+    ifm_verb verb;
+    uint32_t amount;                 /* reserve */
+    char kind[IFM_KIND_MAX];         /* reserve, reserve_serials; optional filter for available/devices */
+    const msgpack_object *args;      /* reserve*: a map, points into the doc; NULL when absent */
+    char (*serials)[IFM_SERIAL_MAX]; /* malloc'd; reserve_serials, extend, end, reboot, delete */
+    size_t nserials;
+    uint64_t wait_ms;                /* reserve: wait this long for boards (0: fail at once) */
+    uint64_t duration_s;             /* reserve*, extend*: requested lease length (0: default) */
+} ifm_ctl_req;
+
+/* Decodes a request for `verb`, checking that the verb's required fields are there. */
+int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_err *err);
+void ifm_ctl_req_free(ifm_ctl_req *req);
+/* Encodes; `args` (may be NULL) is raw msgpack of a map. */
+void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, size_t args_len);
+
+/* Replies: {v, ok, code, error?, ...verb-specific fields}. `code` follows HTTP
+ * (200, 400 bad request, 403 not yours, 404 unknown serial, 409 not enough boards,
+ * 503 unavailable) so the HTTP shim can pass it straight through. */
+typedef struct {
+    bool ok;
+    uint32_t code;
+    char error[200];
+} ifm_reply_status;
+/* Starts a reply map; `extra` more entries follow. */
+void ifm_reply_begin(ifm_enc *e, uint32_t code, const char *error, uint32_t extra);
+int ifm_reply_status_decode(const ifm_doc *doc, ifm_reply_status *st, ifm_err *err);
+
+/* ---- worker birth/death: icefarm/worker/<id>/state (retained) ---- */
+
+typedef enum {
+    IFM_BOARD_FLASHING, /* flashing the default firmware */
+    IFM_BOARD_TESTING,
+    IFM_BOARD_READY,
+    IFM_BOARD_PREPARING, /* flashing the reserved kind's firmware */
+    IFM_BOARD_RESERVED,  /* running the kind's firmware for the holder */
+    IFM_BOARD_BROKEN,
+    IFM_BOARD_GONE,      /* unplugged */
+    IFM_BOARD_STATE_COUNT
+} ifm_board_state;
+
+const char *ifm_board_state_name(ifm_board_state s);
+int ifm_board_state_parse(const char *name);
+
+typedef struct {
+    char serial[IFM_SERIAL_MAX];
+    ifm_board_state state;
+    char kind[IFM_KIND_MAX]; /* "" unless preparing/reserved */
+} ifm_board_brief;
+
+typedef struct {
+    char worker[IFM_NAME_MAX];
+    bool online;
+    uint64_t epoch;                 /* grows on every connect; a death names the epoch it ends */
+    char kinds[IFM_MAX_KINDS][IFM_KIND_MAX];
+    size_t nkinds;
+    ifm_board_brief *boards;        /* malloc'd */
+    size_t nboards;
+} ifm_worker_state;
+
+void ifm_worker_state_encode(ifm_enc *e, const ifm_worker_state *ws);
+int ifm_worker_state_decode(const ifm_doc *doc, ifm_worker_state *ws, ifm_err *err);
+void ifm_worker_state_free(ifm_worker_state *ws);
+
+/* ---- board state: icefarm/<serial>/state (retained, from the worker) ---- */
+
+typedef struct {
+    char serial[IFM_SERIAL_MAX];
+    char worker[IFM_NAME_MAX];
+    uint64_t epoch;
+    ifm_board_state state;
+    char kind[IFM_KIND_MAX];
+    char reason[160]; /* why broken, "" otherwise */
+} ifm_board_status;
+
+void ifm_board_status_encode(ifm_enc *e, const ifm_board_status *bs);
+int ifm_board_status_decode(const ifm_doc *doc, ifm_board_status *bs, ifm_err *err);
+
+/* ---- control -> worker: icefarm/worker/<id>/cmd ---- */
+
+typedef enum { IFM_WOP_RESERVE, IFM_WOP_RELEASE, IFM_WOP_REBOOT, IFM_WOP_DELETE, IFM_WOP_COUNT } ifm_worker_op;
+
+typedef struct {
+    ifm_worker_op op;
+    char serial[IFM_SERIAL_MAX];
+    char kind[IFM_KIND_MAX];     /* reserve */
+    char client[IFM_NAME_MAX];   /* reserve: the holder, for logs */
+    uint64_t lease;              /* reserve: lease id */
+    const msgpack_object *args;  /* reserve: map or NULL; points into the doc */
+} ifm_worker_cmd;
+
+void ifm_worker_cmd_encode(ifm_enc *e, const ifm_worker_cmd *c, const void *args, size_t args_len);
+int ifm_worker_cmd_decode(const ifm_doc *doc, ifm_worker_cmd *c, ifm_err *err);
+
+/* ---- holder -> board: icefarm/<serial>/cmd ---- */
+
+typedef struct {
+    char id[IFM_ID_MAX];
+    const uint8_t *data; /* points into the doc */
+    size_t len;
+} ifm_file;
+
+typedef struct {
+    char op[16];                 /* "evaluate" */
+    char batch_id[IFM_ID_MAX];
+    ifm_file *files;             /* malloc'd */
+    size_t nfiles;
+} ifm_board_cmd;
+
+/* Files are checked for their ids and for being non-empty; the exact size is the
+ * worker's business (it answers with an `error` event naming the bad ids). */
+int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err);
+void ifm_board_cmd_free(ifm_board_cmd *c);
+void ifm_board_cmd_encode(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n);
+
+/* ---- board events: icefarm/<serial>/event ---- */
+
+typedef enum { IFM_VALUE_PULSES, IFM_VALUE_FITNESS, IFM_VALUE_WAVEFORM, IFM_VALUE_FAILED } ifm_value_type;
+
+typedef struct {
+    char id[IFM_ID_MAX];
+    ifm_value_type type;
+    int64_t pulses;
+    double fitness;
+    const uint16_t *samples; /* waveform */
+    size_t nsamples;
+    char error[120];         /* failed */
+} ifm_result;
+
+void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
+void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id,
+                              const ifm_result *r, size_t n);
+
+/* Decoded board or client event: the common header only; results stay in the doc. */
+typedef struct {
+    char event[32];
+    char serial[IFM_SERIAL_MAX];
+    char batch_id[IFM_ID_MAX];
+    char reason[160];
+    const msgpack_object *results; /* array of [id, value] pairs, or NULL */
+} ifm_event;
+
+int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err);
+/* Decodes results[i] into r (samples are copied into r_samples when given). */
+int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *samples,
+                        size_t samples_cap, ifm_err *err);
+
+/* ---- control -> client: icefarm/client/<name>/event ---- */
+void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms);
+
+/* ---- icefarm/lease/<serial> (retained) ---- */
+typedef struct {
+    char serial[IFM_SERIAL_MAX];
+    char client[IFM_NAME_MAX];
+    char kind[IFM_KIND_MAX];
+    char worker[IFM_NAME_MAX];
+    uint64_t lease;
+    uint64_t until_ms;
+} ifm_lease_info;
+void ifm_lease_info_encode(ifm_enc *e, const ifm_lease_info *l);
+int ifm_lease_info_decode(const ifm_doc *doc, ifm_lease_info *l, ifm_err *err);
+
+/* ---- ctl state and availability (retained) ---- */
+void ifm_ctl_state_encode(ifm_enc *e, bool online, uint64_t epoch);
+
+typedef struct {
+    uint32_t amount;
+    char kinds[IFM_MAX_KINDS][IFM_KIND_MAX];
+    uint32_t counts[IFM_MAX_KINDS];
+    size_t nkinds;
+} ifm_available;
+void ifm_available_encode(ifm_enc *e, const ifm_available *a);
+int ifm_available_decode(const ifm_doc *doc, ifm_available *a, ifm_err *err);
+
+#endif

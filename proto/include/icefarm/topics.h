@@ -1,0 +1,51 @@
+/* The topic tree (proto/PROTOCOL.md is the authoritative description).
+ *
+ *   icefarm/<serial>/cmd              holder -> worker   evaluate, ...
+ *   icefarm/<serial>/event            worker -> holder   initialized, results, failure, error
+ *   icefarm/<serial>/state            worker, retained   board state
+ *   icefarm/worker/<id>/state         worker, retained   birth (online+epoch+boards); Will = offline+epoch
+ *   icefarm/worker/<id>/cmd           ctl -> worker      reserve, release, reboot, delete
+ *   icefarm/worker/<id>/sim           anyone -> worker   fault injection, sim workers only
+ *   icefarm/ctl/req/<verb>            client -> ctl      MQTT 5 request (Response Topic + Correlation Data)
+ *   icefarm/ctl/state                 ctl, retained      online/offline (Will)
+ *   icefarm/client/<name>/reply       ctl -> client      responses
+ *   icefarm/client/<name>/event       ctl -> client      reservation ending soon, reservation end, failure
+ *   icefarm/lease/<serial>            ctl, retained      who holds a board until when (empty = free)
+ *   icefarm/farm/available            ctl, retained      counts per kind
+ */
+#ifndef ICEFARM_TOPICS_H
+#define ICEFARM_TOPICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define IFM_SERIAL_MAX 64   /* board serial, incl. NUL */
+#define IFM_NAME_MAX 128    /* client and worker names, incl. NUL */
+#define IFM_KIND_MAX 32
+#define IFM_ID_MAX 96       /* evaluation and batch ids */
+#define IFM_TOPIC_MAX 256
+
+#define IFM_TOPIC_CTL_STATE "icefarm/ctl/state"
+#define IFM_TOPIC_AVAILABLE "icefarm/farm/available"
+#define IFM_TOPIC_CTL_REQ_ALL "icefarm/ctl/req/+"
+#define IFM_TOPIC_BOARD_STATE_ALL "icefarm/+/state"
+#define IFM_TOPIC_WORKER_STATE_ALL "icefarm/worker/+/state"
+
+/* A name that can be one topic level: 1..max-1 bytes, no '/', '+', '#', NUL,
+ * no leading '$'. Quotes, backslashes, spaces and UTF-8 are all fine. */
+bool ifm_name_valid(const char *s, size_t max);
+/* A board serial: a valid name that is not one of the reserved first levels
+ * (worker, ctl, client, lease, farm). */
+bool ifm_serial_valid(const char *s);
+
+/* Each returns 0, or -1 if a part is invalid or the topic does not fit. */
+int ifm_topic_board(char *out, size_t cap, const char *serial, const char *leaf);
+int ifm_topic_worker(char *out, size_t cap, const char *worker, const char *leaf);
+int ifm_topic_client(char *out, size_t cap, const char *name, const char *leaf);
+int ifm_topic_ctl_req(char *out, size_t cap, const char *verb);
+int ifm_topic_lease(char *out, size_t cap, const char *serial);
+
+/* Copies level `index` (0-based) of `topic` into out; -1 if absent or too long. */
+int ifm_topic_level(const char *topic, int index, char *out, size_t cap);
+
+#endif

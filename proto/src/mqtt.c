@@ -1,0 +1,500 @@
+/* libmosquitto on an ifm_loop. libmosquitto does the protocol; this file owns the
+ * socket's place in the loop, reconnection, subscriptions and request/response. */
+#include "icefarm/mqtt.h"
+
+#include <errno.h>
+#include <mqtt_protocol.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "icefarm/log.h"
+#include "icefarm/topics.h"
+
+#define CORR_LEN 16
+
+typedef struct sub {
+    struct sub *next;
+    char *filter;
+    int qos;
+    ifm_mqtt_msg_cb cb;
+    void *arg;
+} sub;
+
+typedef struct pending {
+    struct pending *next;
+    ifm_mqtt *m;
+    uint8_t corr[CORR_LEN];
+    uint64_t timer;
+    ifm_mqtt_reply_cb cb;
+    void *arg;
+} pending;
+
+struct ifm_mqtt {
+    ifm_loop *loop;
+    struct mosquitto *mosq;
+    char host[256];
+    int port;
+    int keepalive;
+    char name[IFM_NAME_MAX];
+    char reply_topic[IFM_TOPIC_MAX];
+    bool started, connected, stopping;
+    int fd;                 /* the fd currently in the loop, or -1 */
+    uint64_t misc_timer, retry_timer;
+    uint64_t backoff_ms;
+    sub *subs;
+    pending *pending;
+    uint64_t corr_seq;
+    uint8_t corr_prefix[8];
+    ifm_mqtt_conn_cb on_conn;
+    void *arg;
+};
+
+static void pump(ifm_mqtt *m);
+static void schedule_connect(ifm_mqtt *m);
+
+int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size_t cap)
+{
+    const char *p = url;
+    if (!p || !*p)
+        return -1;
+    if (strncmp(p, "mqtt://", 7) == 0)
+        p += 7;
+    else if (strncmp(p, "mqtts://", 8) == 0)
+        p += 8;
+    else if (strstr(p, "://"))
+        return -1;
+    const char *colon = strrchr(p, ':');
+    size_t hl = colon ? (size_t)(colon - p) : strlen(p);
+    if (hl >= cap)
+        return -1;
+    if (hl == 0) {
+        snprintf(hostbuf, cap, "127.0.0.1");
+    } else {
+        memcpy(hostbuf, p, hl);
+        hostbuf[hl] = '\0';
+    }
+    opts->host = hostbuf;
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end != '\0' && *end != '/')
+            return -1;
+        if (port <= 0 || port > 65535)
+            return -1;
+        opts->port = (int)port;
+    }
+    return 0;
+}
+
+/* ---- dispatch ---- */
+
+static pending *take_pending(ifm_mqtt *m, const void *corr, size_t len)
+{
+    if (len != CORR_LEN)
+        return NULL;
+    for (pending **pp = &m->pending; *pp; pp = &(*pp)->next) {
+        if (memcmp((*pp)->corr, corr, CORR_LEN) == 0) {
+            pending *p = *pp;
+            *pp = p->next;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static void on_reply(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    void *corr = NULL;
+    uint16_t len = 0;
+    if (!mosquitto_property_read_binary(msg->props, MQTT_PROP_CORRELATION_DATA, &corr, &len, false))
+        return;
+    pending *p = take_pending(m, corr, len);
+    free(corr);
+    if (!p)
+        return; /* a late reply after its timeout: nobody is waiting */
+    ifm_timer_cancel(m->loop, p->timer);
+    p->cb(m, 0, msg, p->arg);
+    free(p);
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *mm,
+                       const mosquitto_property *props)
+{
+    ifm_mqtt *m = obj;
+    ifm_mqtt_msg msg = { mm->topic, mm->payload, (size_t)mm->payloadlen, mm->retain, props };
+    for (sub *s = m->subs; s; s = s->next) {
+        bool match = false;
+        if (mosquitto_topic_matches_sub(s->filter, mm->topic, &match) == MOSQ_ERR_SUCCESS && match)
+            s->cb(m, &msg, s->arg);
+    }
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
+                       const mosquitto_property *props)
+{
+    ifm_mqtt *m = obj;
+    if (rc != 0) {
+        IFM_WARN("broker %s:%d refused the connection: %s", m->host, m->port,
+                 mosquitto_reason_string(rc));
+        return; /* the broker closes the socket; pump() notices and retries */
+    }
+    m->connected = true;
+    m->backoff_ms = 100;
+    for (sub *s = m->subs; s; s = s->next)
+        mosquitto_subscribe_v5(m->mosq, NULL, s->filter, s->qos, 0, NULL);
+    IFM_INFO("connected to broker %s:%d as %s", m->host, m->port, m->name[0] ? m->name : "-");
+    if (m->on_conn)
+        m->on_conn(m, true, m->arg);
+}
+
+static void fail_pending(ifm_mqtt *m, int status)
+{
+    while (m->pending) {
+        pending *p = m->pending;
+        m->pending = p->next;
+        ifm_timer_cancel(m->loop, p->timer);
+        p->cb(m, status, NULL, p->arg);
+        free(p);
+    }
+}
+
+static void lost(ifm_mqtt *m)
+{
+    if (m->fd >= 0) {
+        ifm_loop_unwatch(m->loop, m->fd);
+        m->fd = -1;
+    }
+    ifm_timer_cancel(m->loop, m->misc_timer);
+    m->misc_timer = 0;
+    bool was = m->connected;
+    m->connected = false;
+    if (was) {
+        if (!m->stopping)
+            IFM_WARN("lost connection to broker %s:%d; reconnecting", m->host, m->port);
+        fail_pending(m, -ENOTCONN);
+        if (m->on_conn)
+            m->on_conn(m, false, m->arg);
+    }
+    if (!m->stopping)
+        schedule_connect(m);
+}
+
+/* ---- the socket in the loop ---- */
+
+static void on_fd(ifm_loop *loop, int fd, int events, void *arg)
+{
+    ifm_mqtt *m = arg;
+    int rc = MOSQ_ERR_SUCCESS;
+    if (events & IFM_READ)
+        rc = mosquitto_loop_read(m->mosq, 1);
+    if (rc == MOSQ_ERR_SUCCESS && (events & IFM_WRITE))
+        rc = mosquitto_loop_write(m->mosq, 1);
+    if (rc != MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0)
+        mosquitto_disconnect(m->mosq);
+    pump(m);
+}
+
+static void on_misc(ifm_loop *loop, void *arg)
+{
+    ifm_mqtt *m = arg;
+    m->misc_timer = 0;
+    mosquitto_loop_misc(m->mosq);
+    pump(m);
+    if (m->fd >= 0 && !m->misc_timer)
+        m->misc_timer = ifm_timer_add(m->loop, 250, on_misc, m);
+}
+
+/* Brings the loop's view in line with libmosquitto's: the current socket, and
+ * whether it has bytes to write. Called after every call into libmosquitto. */
+static void pump(ifm_mqtt *m)
+{
+    int fd = mosquitto_socket(m->mosq);
+    if (fd < 0) {
+        if (m->fd >= 0 || m->connected)
+            lost(m);
+        return;
+    }
+    if (fd != m->fd && m->fd >= 0)
+        ifm_loop_unwatch(m->loop, m->fd);
+    m->fd = fd;
+    int ev = IFM_READ | (mosquitto_want_write(m->mosq) ? IFM_WRITE : 0);
+    ifm_loop_watch(m->loop, fd, ev, on_fd, m);
+    if (!m->misc_timer)
+        m->misc_timer = ifm_timer_add(m->loop, 250, on_misc, m);
+}
+
+static void try_connect(ifm_loop *loop, void *arg)
+{
+    ifm_mqtt *m = arg;
+    m->retry_timer = 0;
+    /* Blocking TCP connect: quick on a LAN or loopback, and a refused port fails at once. */
+    int rc = mosquitto_connect_bind_v5(m->mosq, m->host, m->port, m->keepalive, NULL, NULL);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        IFM_DEBUG("connect to %s:%d failed: %s", m->host, m->port, mosquitto_strerror(rc));
+        schedule_connect(m);
+        return;
+    }
+    pump(m);
+}
+
+static void schedule_connect(ifm_mqtt *m)
+{
+    if (m->retry_timer || m->stopping)
+        return;
+    m->retry_timer = ifm_timer_add(m->loop, m->backoff_ms, try_connect, m);
+    m->backoff_ms = m->backoff_ms * 2 > 2000 ? 2000 : m->backoff_ms * 2;
+}
+
+/* ---- public API ---- */
+
+ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb on_conn, void *arg)
+{
+    ifm_mqtt *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    mosquitto_lib_init();
+    m->loop = loop;
+    m->fd = -1;
+    m->backoff_ms = 100;
+    m->on_conn = on_conn;
+    m->arg = arg;
+    snprintf(m->host, sizeof m->host, "%s", o->host ? o->host : "127.0.0.1");
+    m->port = o->port ? o->port : 1883;
+    m->keepalive = o->keepalive ? o->keepalive : 5;
+    if (o->name)
+        snprintf(m->name, sizeof m->name, "%s", o->name);
+    FILE *ur = fopen("/dev/urandom", "rb");
+    if (!ur || fread(m->corr_prefix, 1, sizeof m->corr_prefix, ur) != sizeof m->corr_prefix)
+        memcpy(m->corr_prefix, &m, sizeof m < sizeof m->corr_prefix ? sizeof m : sizeof m->corr_prefix);
+    if (ur)
+        fclose(ur);
+    m->mosq = mosquitto_new(o->client_id, true, m);
+    if (!m->mosq)
+        goto fail;
+    mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_connect_v5_callback_set(m->mosq, on_connect);
+    mosquitto_message_v5_callback_set(m->mosq, on_message);
+    if (o->username && mosquitto_username_pw_set(m->mosq, o->username, o->password))
+        goto fail;
+    if (o->cafile && mosquitto_tls_set(m->mosq, o->cafile, NULL, NULL, NULL, NULL)) {
+        IFM_ERROR("cannot use CA file %s", o->cafile);
+        goto fail;
+    }
+    if (o->will_topic && mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len,
+                                               o->will_payload, 1, o->will_retain, NULL))
+        goto fail;
+    if (m->name[0]) {
+        if (ifm_topic_client(m->reply_topic, sizeof m->reply_topic, m->name, "reply"))
+            goto fail;
+        if (ifm_mqtt_subscribe(m, m->reply_topic, 1, on_reply, NULL))
+            goto fail;
+    }
+    return m;
+fail:
+    ifm_mqtt_free(m);
+    return NULL;
+}
+
+void ifm_mqtt_free(ifm_mqtt *m)
+{
+    if (!m)
+        return;
+    m->stopping = true;
+    if (m->fd >= 0)
+        ifm_loop_unwatch(m->loop, m->fd);
+    ifm_timer_cancel(m->loop, m->misc_timer);
+    ifm_timer_cancel(m->loop, m->retry_timer);
+    while (m->pending) {
+        pending *p = m->pending;
+        m->pending = p->next;
+        ifm_timer_cancel(m->loop, p->timer);
+        free(p);
+    }
+    while (m->subs) {
+        sub *s = m->subs;
+        m->subs = s->next;
+        free(s->filter);
+        free(s);
+    }
+    if (m->mosq)
+        mosquitto_destroy(m->mosq);
+    mosquitto_lib_cleanup();
+    free(m);
+}
+
+int ifm_mqtt_start(ifm_mqtt *m)
+{
+    if (m->started)
+        return 0;
+    m->started = true;
+    m->retry_timer = ifm_timer_add(m->loop, 0, try_connect, m);
+    return 0;
+}
+
+bool ifm_mqtt_connected(const ifm_mqtt *m) { return m->connected; }
+const char *ifm_mqtt_name(const ifm_mqtt *m) { return m->name; }
+ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m) { return m->loop; }
+
+int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms)
+{
+    uint64_t deadline = ifm_now_ms() + timeout_ms;
+    while (!m->connected && ifm_now_ms() < deadline && !ifm_loop_stopped(m->loop))
+        ifm_loop_once(m->loop, 50);
+    return m->connected ? 0 : -1;
+}
+
+int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms)
+{
+    uint64_t deadline = ifm_now_ms() + timeout_ms;
+    while (m->connected && mosquitto_want_write(m->mosq) && ifm_now_ms() < deadline)
+        ifm_loop_once(m->loop, 20);
+    return mosquitto_want_write(m->mosq) ? -1 : 0;
+}
+
+void ifm_mqtt_disconnect(ifm_mqtt *m)
+{
+    ifm_mqtt_flush(m, 2000);
+    m->stopping = true;
+    ifm_timer_cancel(m->loop, m->retry_timer);
+    m->retry_timer = 0;
+    if (mosquitto_socket(m->mosq) >= 0)
+        mosquitto_disconnect_v5(m->mosq, 0, NULL);
+    pump(m);
+    if (m->fd >= 0 || m->connected)
+        lost(m);
+}
+
+int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb cb, void *arg)
+{
+    sub *s = calloc(1, sizeof *s);
+    if (!s || !(s->filter = strdup(filter))) {
+        free(s);
+        return -1;
+    }
+    s->qos = qos;
+    s->cb = cb;
+    s->arg = arg;
+    /* Append so dispatch order is subscription order. */
+    sub **pp = &m->subs;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = s;
+    if (m->connected) {
+        mosquitto_subscribe_v5(m->mosq, NULL, filter, qos, 0, NULL);
+        pump(m);
+    }
+    return 0;
+}
+
+int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                           bool retain, const mosquitto_property *props)
+{
+    if (!m->connected)
+        return -1;
+    if (len > INT32_MAX)
+        return -1;
+    int rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, qos, retain, props);
+    pump(m);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        IFM_WARN("publish to %s failed: %s", topic, mosquitto_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+                     bool retain)
+{
+    return ifm_mqtt_publish_props(m, topic, payload, len, qos, retain, NULL);
+}
+
+static void on_request_timeout(ifm_loop *loop, void *arg)
+{
+    pending *p = arg;
+    ifm_mqtt *m = p->m;
+    for (pending **pp = &m->pending; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    p->cb(m, -ETIMEDOUT, NULL, p->arg);
+    free(p);
+}
+
+int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
+                     uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg)
+{
+    if (!m->reply_topic[0] || !m->connected)
+        return -1;
+    pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    p->m = m;
+    p->cb = cb;
+    p->arg = arg;
+    memcpy(p->corr, m->corr_prefix, 8);
+    uint64_t seq = ++m->corr_seq;
+    memcpy(p->corr + 8, &seq, 8);
+    mosquitto_property *props = NULL;
+    uint32_t expiry = (uint32_t)(timeout_ms / 1000 + 1);
+    int rc = mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, m->reply_topic);
+    rc = rc ? rc : mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, p->corr, CORR_LEN);
+    rc = rc ? rc : mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IFM_PROP_CLIENT, m->name);
+    /* Expiry: a request nobody picks up in time must not be acted on later. */
+    rc = rc ? rc : mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, expiry);
+    if (rc == 0)
+        rc = ifm_mqtt_publish_props(m, topic, payload, len, 1, false, props);
+    mosquitto_property_free_all(&props);
+    if (rc) {
+        free(p);
+        return -1;
+    }
+    p->timer = ifm_timer_add(m->loop, timeout_ms, on_request_timeout, p);
+    p->next = m->pending;
+    m->pending = p;
+    return 0;
+}
+
+int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *req, const void *payload, size_t len)
+{
+    char *topic = NULL;
+    void *corr = NULL;
+    uint16_t corr_len = 0;
+    if (!mosquitto_property_read_string(req->props, MQTT_PROP_RESPONSE_TOPIC, &topic, false))
+        return -1;
+    mosquitto_property_read_binary(req->props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+    mosquitto_property *props = NULL;
+    int rc = 0;
+    if (corr)
+        rc = mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, corr_len);
+    if (rc == 0)
+        rc = ifm_mqtt_publish_props(m, topic, payload, len, 1, false, props);
+    mosquitto_property_free_all(&props);
+    free(topic);
+    free(corr);
+    return rc ? -1 : 0;
+}
+
+int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap)
+{
+    char *name = NULL, *value = NULL;
+    const mosquitto_property *p =
+        mosquitto_property_read_string_pair(msg->props, MQTT_PROP_USER_PROPERTY, &name, &value, false);
+    while (p) {
+        bool hit = strcmp(name, IFM_PROP_CLIENT) == 0;
+        int rc = hit && ifm_name_valid(value, cap) ? 0 : -1;
+        if (rc == 0)
+            snprintf(out, cap, "%s", value);
+        free(name);
+        free(value);
+        name = value = NULL;
+        if (hit)
+            return rc;
+        p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, true);
+    }
+    return -1;
+}
