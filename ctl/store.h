@@ -34,7 +34,7 @@
 #define CTL_SERIAL_MAX 64    /* USB serial strings are short */
 #define CTL_CLIENT_MAX 255   /* any UTF-8, quotes and backslashes welcome */
 #define CTL_KIND_MAX 32
-#define CTL_WORKER_MAX 64
+#define CTL_WORKER_MAX 127   /* = proto IFM_NAME_MAX - 1 */
 #define CTL_ARGS_MAX 4096    /* opaque msgpack blob, stored as-is */
 
 typedef enum {
@@ -101,15 +101,17 @@ int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_
 int ctl_store_get(ctl_store *store, const char *serial, ctl_lease *out, char *err, size_t errlen);
 
 /* Sets until_ms (and clears warned) on each listed serial leased by `client`.
- * Serials held by others, unknown, corrupt or repeated are skipped. Appends
- * the updated leases to `out` in serial order. */
+ * Serials held by others, unknown or corrupt are skipped; a repeated serial
+ * counts once. Appends the updated leases to `out` in serial order (the
+ * caller passes the new deadline: the old system reset it to now + 1 h). */
 int ctl_store_extend(ctl_store *store, const char *client, const char *const *serials, size_t n, uint64_t until_ms,
                      ctl_lease_list *out, char *err, size_t errlen);
 /* The same for every lease `client` holds. */
 int ctl_store_extend_all(ctl_store *store, const char *client, uint64_t until_ms, ctl_lease_list *out, char *err,
                          size_t errlen);
 
-/* Deletes the listed leases and appends them (as they were) to `out`.
+/* Deletes the listed leases and appends them (as they were) to `out`, in
+ * serial order, each once.
  * client != NULL: only that client's leases; others are skipped.
  * client == NULL: administrative/expiry end of any holder; a listed serial
  * whose record is corrupt then fails the whole call (ECORRUPT, nothing

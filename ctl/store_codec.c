@@ -1,5 +1,6 @@
 /* Lease record codec: msgpack-c packer out, strict store_mp reader in. */
 #include "store_codec.h"
+#include "store_mp.h"
 
 #include <msgpack.h>
 #include <stdarg.h>

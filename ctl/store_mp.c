@@ -75,8 +75,8 @@ static int len_field(const store_mp *r, size_t w, uint64_t *len, const char *wan
 
 int store_mp_map(store_mp *r, uint32_t *count, char *err, size_t errlen)
 {
-  uint8_t b;
-  uint64_t n;
+  uint8_t b = 0;
+  uint64_t n = 0;
   size_t hl;
   if (head(r, &b, "map", err, errlen)) return -1;
   if (b >= 0x80 && b <= 0x8f) {
@@ -102,8 +102,8 @@ int store_mp_map(store_mp *r, uint32_t *count, char *err, size_t errlen)
 static int blob(store_mp *r, bool is_str, const uint8_t **out, uint32_t *len, char *err, size_t errlen)
 {
   const char *want = is_str ? "str" : "bin";
-  uint8_t b;
-  uint64_t n;
+  uint8_t b = 0;
+  uint64_t n = 0;
   size_t hl;
   if (head(r, &b, want, err, errlen)) return -1;
   if (is_str && b >= 0xa0 && b <= 0xbf) {
@@ -144,7 +144,7 @@ int store_mp_bin(store_mp *r, const uint8_t **b, uint32_t *len, char *err, size_
 
 int store_mp_uint(store_mp *r, uint64_t *v, char *err, size_t errlen)
 {
-  uint8_t b;
+  uint8_t b = 0;
   if (head(r, &b, "uint", err, errlen)) return -1;
   if (b <= 0x7f) {
     *v = b;
@@ -162,7 +162,7 @@ int store_mp_uint(store_mp *r, uint64_t *v, char *err, size_t errlen)
 
 int store_mp_bool(store_mp *r, bool *v, char *err, size_t errlen)
 {
-  uint8_t b;
+  uint8_t b = 0;
   if (head(r, &b, "bool", err, errlen)) return -1;
   if (b != 0xc2 && b != 0xc3)
     return fail(r, err, errlen, "expected bool, found %s", type_name(b));

@@ -13,24 +13,27 @@ void fw_lines_feed(fw_lines *s, const uint8_t *data, size_t len, fw_line_cb cb, 
 {
     size_t i = 0;
     while (i < len) {
-        /* Copy up to the next '\n' in one go; the byte loop is only for the end. */
+        /* Copy up to the next '\n' in one go. Room for FW_LINE_MAX bytes plus the
+         * '\r' of the terminator; anything beyond is dropped, the line flagged. */
         const uint8_t *nl = memchr(data + i, '\n', len - i);
         size_t seg = nl ? (size_t)(nl - (data + i)) : len - i;
-        size_t room = FW_LINE_MAX - s->len;
+        size_t room = FW_LINE_MAX + 1 - s->len;
         size_t take = seg < room ? seg : room;
         memcpy(s->buf + s->len, data + i, take);
         s->len += take;
         if (take < seg)
-            s->overflow = true; /* keep the head, drop the rest of this line */
+            s->overflow = true;
         i += seg;
         if (!nl)
             return;
         i++; /* the '\n' */
-        bool truncated = s->overflow;
         size_t l = s->len;
         /* "\r\n" is the protocol; a lone "\n" is tolerated. */
-        if (!truncated && l > 0 && s->buf[l - 1] == '\r')
+        if (l > 0 && s->buf[l - 1] == '\r' && !s->overflow)
             l--;
+        bool truncated = s->overflow || l > FW_LINE_MAX;
+        if (l > FW_LINE_MAX)
+            l = FW_LINE_MAX;
         s->buf[l] = '\0';
         s->len = 0;
         s->overflow = false;

@@ -33,7 +33,7 @@ typedef bool (*fw_line_cb)(void *arg, const char *line, size_t len, bool truncat
 typedef struct {
     size_t len;
     bool overflow; /* the current line passed FW_LINE_MAX; discarding to its end */
-    char buf[FW_LINE_MAX + 1];
+    char buf[FW_LINE_MAX + 2]; /* the line, its '\r', a NUL */
 } fw_lines;
 
 void fw_lines_init(fw_lines *s);

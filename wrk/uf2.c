@@ -194,15 +194,15 @@ int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out,
             if (n != count)
                 return fail(why, "block %zu: inconsistent block count %u, earlier blocks said %u", i,
                             n, count);
-            if (addr != next)
-                return fail(why, "block %zu: non-contiguous: address 0x%08x, expected 0x%08x", i,
-                            addr, next);
         }
         if (no != k)
             return fail(why, "block %zu: numbered %u, expected %zu (out of order or missing)", i, no,
                         k);
         if (no >= count)
             return fail(why, "block %zu: inconsistent block count: number %u of %u", i, no, count);
+        if (k > 0 && addr != next)
+            return fail(why, "block %zu: non-contiguous: address 0x%08x, expected 0x%08x", i, addr,
+                        next);
         if ((uint64_t)addr + size > UINT64_C(0x100000000))
             return fail(why, "block %zu: payload runs past the 32-bit address space", i);
         next = addr + size;

@@ -20,6 +20,7 @@ typedef struct sub {
     int qos;
     ifm_mqtt_msg_cb cb;
     void *arg;
+    bool dead; /* unsubscribed during dispatch; freed right after it */
 } sub;
 
 typedef struct pending {
@@ -40,6 +41,7 @@ struct ifm_mqtt {
     char name[IFM_NAME_MAX];
     char reply_topic[IFM_TOPIC_MAX];
     bool started, connected, stopping;
+    int dispatching;
     int fd;                 /* the fd currently in the loop, or -1 */
     uint64_t misc_timer, retry_timer;
     uint64_t backoff_ms;
@@ -124,10 +126,25 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 {
     ifm_mqtt *m = obj;
     ifm_mqtt_msg msg = { mm->topic, mm->payload, (size_t)mm->payloadlen, mm->retain, props };
+    /* Callbacks may subscribe or unsubscribe: unsubscribed entries are only
+     * marked while we walk the list, and swept afterwards. */
+    m->dispatching++;
     for (sub *s = m->subs; s; s = s->next) {
         bool match = false;
-        if (mosquitto_topic_matches_sub(s->filter, mm->topic, &match) == MOSQ_ERR_SUCCESS && match)
+        if (!s->dead && mosquitto_topic_matches_sub(s->filter, mm->topic, &match) == MOSQ_ERR_SUCCESS && match)
             s->cb(m, &msg, s->arg);
+    }
+    if (--m->dispatching == 0) {
+        for (sub **pp = &m->subs; *pp;) {
+            sub *s = *pp;
+            if (s->dead) {
+                *pp = s->next;
+                free(s->filter);
+                free(s);
+            } else {
+                pp = &s->next;
+            }
+        }
     }
 }
 
@@ -143,7 +160,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
     m->connected = true;
     m->backoff_ms = 100;
     for (sub *s = m->subs; s; s = s->next)
-        mosquitto_subscribe_v5(m->mosq, NULL, s->filter, s->qos, 0, NULL);
+        if (!s->dead)
+            mosquitto_subscribe_v5(m->mosq, NULL, s->filter, s->qos, 0, NULL);
     IFM_INFO("connected to broker %s:%d as %s", m->host, m->port, m->name[0] ? m->name : "-");
     if (m->on_conn)
         m->on_conn(m, true, m->arg);
@@ -387,6 +405,36 @@ int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb
         pump(m);
     }
     return 0;
+}
+
+int ifm_mqtt_set_will(ifm_mqtt *m, const char *topic, const void *payload, size_t len, bool retain)
+{
+    return mosquitto_will_set_v5(m->mosq, topic, (int)len, payload, 1, retain, NULL) == MOSQ_ERR_SUCCESS ? 0 : -1;
+}
+
+int ifm_mqtt_unsubscribe(ifm_mqtt *m, const char *filter)
+{
+    bool found = false;
+    for (sub **pp = &m->subs; *pp;) {
+        sub *s = *pp;
+        if (!s->dead && strcmp(s->filter, filter) == 0) {
+            found = true;
+            if (m->dispatching) {
+                s->dead = true;
+            } else {
+                *pp = s->next;
+                free(s->filter);
+                free(s);
+                continue;
+            }
+        }
+        pp = &s->next;
+    }
+    if (found && m->connected) {
+        mosquitto_unsubscribe_v5(m->mosq, NULL, filter, NULL);
+        pump(m);
+    }
+    return found ? 0 : -1;
 }
 
 int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,

@@ -72,9 +72,15 @@ void ifm_mqtt_disconnect(ifm_mqtt *m);
 /* Runs the loop until every queued outgoing packet is written (or timeout). */
 int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms);
 
+/* Replaces the Will used from the next connect on (e.g. with a new epoch after a
+ * disconnect, so the old connection's late Will can be told apart). */
+int ifm_mqtt_set_will(ifm_mqtt *m, const char *topic, const void *payload, size_t len, bool retain);
+
 /* Subscriptions are remembered and renewed on every reconnect. Messages are
  * dispatched to every subscription whose filter matches. */
 int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb cb, void *arg);
+/* Forgets every subscription with this exact filter (and unsubscribes). */
+int ifm_mqtt_unsubscribe(ifm_mqtt *m, const char *filter);
 
 int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                      bool retain);

@@ -1,0 +1,131 @@
+/* icefarm-ctl: the reservation service.
+ *
+ * One process, one event loop, one context struct. LMDB (store.h) is the source
+ * of truth for leases; everything else here is a cache rebuilt from the broker's
+ * retained messages (worker births, board states) and from the store on start.
+ *
+ *   registry.c  workers and boards as the workers report them
+ *   leases.c    lease timers: "ending soon" warnings and expiry
+ *   service.c   the request verbs (icefarm/ctl/req/<verb>)
+ *   waiters.c   reserve requests waiting for boards, first come first served
+ *   publish.c   what control tells others: worker commands, client events,
+ *               retained lease and availability messages
+ */
+#ifndef ICEFARM_CTL_H
+#define ICEFARM_CTL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "icefarm/loop.h"
+#include "icefarm/mqtt.h"
+#include "icefarm/msg.h"
+#include "store.h"
+
+typedef struct {
+    char broker_host[256];
+    int broker_port;
+    const char *user, *password, *cafile;
+    const char *data_dir;
+    uint64_t lease_default_s; /* a reservation's length unless the client asks */
+    uint64_t lease_max_s;     /* the longest a client may ask for */
+    uint64_t warn_before_s;   /* "reservation ending soon" lead time */
+    int keepalive;
+} ctl_config;
+
+typedef struct {
+    char id[IFM_NAME_MAX];
+    bool online;
+    uint64_t epoch;
+    char kinds[IFM_MAX_KINDS][IFM_KIND_MAX];
+    size_t nkinds;
+    uint64_t online_since_ms;
+} ctl_worker;
+
+/* A board as its worker last reported it, plus the lease mirror. */
+typedef struct ctl ctl;
+
+typedef struct {
+    ctl *owner;          /* for timer callbacks */
+    char serial[IFM_SERIAL_MAX];
+    char worker[IFM_NAME_MAX];
+    ifm_board_state state;
+    char kind[IFM_KIND_MAX];
+    char reason[160];
+    bool known;          /* reported by a worker (not only a lease from the store) */
+    /* lease mirror: valid when leased; the store stays authoritative */
+    bool leased;
+    char client[CTL_CLIENT_MAX + 1];
+    char lease_kind[CTL_KIND_MAX + 1];
+    uint64_t lease_id, until_ms;
+    bool warned;
+    uint64_t warn_timer, expire_timer;
+} ctl_board;
+
+typedef struct ctl_waiter ctl_waiter;
+
+struct ctl {
+    ctl_config cfg;
+    ifm_loop *loop;
+    ifm_mqtt *mqtt;
+    ctl_store *store;
+    uint64_t epoch;
+    ctl_worker *workers;
+    size_t nworkers, capworkers;
+    ctl_board **boards;    /* each board allocated once and kept: timers point at them */
+    size_t nboards, capboards;
+    ctl_waiter *waiters;   /* FIFO */
+    uint8_t last_avail[512];
+    size_t last_avail_len;
+    bool shutting_down;
+};
+
+/* registry.c */
+ctl_worker *ctl_worker_find(ctl *c, const char *id);
+ctl_board *ctl_board_find(ctl *c, const char *serial);
+ctl_board *ctl_board_get(ctl *c, const char *serial); /* find or create */
+bool ctl_worker_offers(const ctl_worker *w, const char *kind);
+bool ctl_board_allocatable(ctl *c, const ctl_board *b, const char *kind);
+void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+
+/* leases.c */
+int ctl_leases_load(ctl *c);
+void ctl_lease_arm(ctl *c, ctl_board *b);
+void ctl_lease_disarm(ctl *c, ctl_board *b);
+/* Mirrors a store lease into the board and arms its timers. */
+void ctl_lease_adopt(ctl *c, const ctl_lease *l);
+/* After the store ended `l`: clear the mirror, tell the holder (with `failure`
+ * first when failed), release the board on its worker, republish. */
+void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why);
+/* Pure planning, unit-tested with a fake clock: when the warn and expire timers
+ * should fire, as delays from `now_ms` (UINT64_MAX: not at all). */
+void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms,
+                    uint64_t *warn_in_ms, uint64_t *expire_in_ms);
+
+/* service.c */
+void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+
+/* waiters.c */
+int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
+                   const uint8_t *args, size_t args_len, uint64_t duration_s);
+void ctl_waiters_serve(ctl *c);
+void ctl_waiters_free(ctl *c);
+/* Tries to grant `amount` boards of `kind` to `client`; on success fills `enc`
+ * with the reply. Returns the reply code (200, 409, 500...). */
+uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind,
+                       const uint8_t *args, size_t args_len, uint64_t duration_s, ifm_enc *enc,
+                       char *why, size_t whylen);
+
+/* publish.c */
+void ctl_publish_lease(ctl *c, const ctl_board *b);
+void ctl_publish_available(ctl *c, bool force);
+void ctl_publish_state(ctl *c, bool online);
+void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial,
+                         const char *kind, const char *client, uint64_t lease, const uint8_t *args,
+                         size_t args_len);
+void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial,
+                           uint64_t until_ms);
+uint64_t ctl_now_ms(const ctl *c);
+
+#endif

@@ -1,0 +1,141 @@
+/* Lease timers. Each leased board carries two loop timers: the "ending soon"
+ * warning and the expiry. Deadlines are wall-clock (they are stored on disk and
+ * must mean the same after a restart); the timers hold the remaining time. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "icefarm/log.h"
+
+void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms,
+                    uint64_t *warn_in_ms, uint64_t *expire_in_ms)
+{
+    *expire_in_ms = until_ms > now_ms ? until_ms - now_ms : 0;
+    *warn_in_ms = UINT64_MAX;
+    if (warned || warn_before_ms == 0 || *expire_in_ms == 0)
+        return;
+    uint64_t warn_at = until_ms > warn_before_ms ? until_ms - warn_before_ms : 0;
+    /* A lease shorter than the lead time is warned at once: the holder still
+     * deserves to hear before it ends. */
+    *warn_in_ms = warn_at > now_ms ? warn_at - now_ms : 0;
+}
+
+void ctl_lease_disarm(ctl *c, ctl_board *b)
+{
+    ifm_timer_cancel(c->loop, b->warn_timer);
+    ifm_timer_cancel(c->loop, b->expire_timer);
+    b->warn_timer = b->expire_timer = 0;
+}
+
+static void on_warn(ifm_loop *loop, void *arg)
+{
+    ctl_board *b = arg;
+    ctl *c = b->owner;
+    b->warn_timer = 0;
+    if (!b->leased)
+        return;
+    char err[200];
+    int rc = ctl_store_mark_warned(c->store, b->serial, b->lease_id, b->until_ms, err, sizeof err);
+    if (rc < 0)
+        IFM_ERROR("serial=%s client=%s cannot record the warning: %s", b->serial, b->client, err);
+    b->warned = true;
+    IFM_INFO("serial=%s client=%s reservation ending soon", b->serial, b->client);
+    ctl_send_client_event(c, b->client, "reservation ending soon", b->serial, b->until_ms);
+}
+
+static void on_expire(ifm_loop *loop, void *arg)
+{
+    ctl_board *b = arg;
+    ctl *c = b->owner;
+    b->expire_timer = 0;
+    if (!b->leased)
+        return;
+    const char *serial = b->serial;
+    ctl_lease_list ended = CTL_LEASE_LIST_INIT;
+    char err[200];
+    if (ctl_store_end(c->store, NULL, &serial, 1, &ended, err, sizeof err) != CTL_STORE_OK) {
+        IFM_ERROR("serial=%s client=%s expiry failed: %s; retrying in 1 s", b->serial, b->client, err);
+        b->expire_timer = ifm_timer_add(c->loop, 1000, on_expire, b);
+        ctl_lease_list_free(&ended);
+        return;
+    }
+    for (size_t i = 0; i < ended.n; i++) {
+        IFM_INFO("serial=%s client=%s reservation expired", ended.v[i].serial, ended.v[i].client);
+        ctl_lease_ended(c, &ended.v[i], false, "expired");
+    }
+    ctl_lease_list_free(&ended);
+    ctl_publish_available(c, false);
+    ctl_waiters_serve(c);
+}
+
+void ctl_lease_arm(ctl *c, ctl_board *b)
+{
+    ctl_lease_disarm(c, b);
+    uint64_t warn_in, expire_in;
+    ctl_lease_plan(ifm_wall_ms(), b->until_ms, b->warned, c->cfg.warn_before_s * 1000, &warn_in,
+                   &expire_in);
+    b->expire_timer = ifm_timer_add(c->loop, expire_in, on_expire, b);
+    if (warn_in != UINT64_MAX)
+        b->warn_timer = ifm_timer_add(c->loop, warn_in, on_warn, b);
+}
+
+void ctl_lease_adopt(ctl *c, const ctl_lease *l)
+{
+    ctl_board *b = ctl_board_get(c, l->serial);
+    if (!b)
+        return;
+    b->leased = true;
+    snprintf(b->client, sizeof b->client, "%s", l->client);
+    snprintf(b->lease_kind, sizeof b->lease_kind, "%s", l->kind);
+    if (!b->known)
+        snprintf(b->worker, sizeof b->worker, "%s", l->worker);
+    b->lease_id = l->lease_id;
+    b->until_ms = l->until_ms;
+    b->warned = l->warned;
+    ctl_lease_arm(c, b);
+    ctl_publish_lease(c, b);
+}
+
+void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why)
+{
+    ctl_board *b = ctl_board_find(c, l->serial);
+    if (b && b->lease_id == l->lease_id) {
+        ctl_lease_disarm(c, b);
+        b->leased = false;
+        b->client[0] = '\0';
+        ctl_publish_lease(c, b);
+    }
+    if (failed)
+        ctl_send_client_event(c, l->client, "failure", l->serial, 0);
+    ctl_send_client_event(c, l->client, "reservation end", l->serial, 0);
+    /* The worker puts the board back on the default firmware; if the worker is
+     * gone the command simply finds nobody, and its next birth resets it anyway. */
+    ctl_send_worker_cmd(c, l->worker, IFM_WOP_RELEASE, l->serial, NULL, NULL, 0, NULL, 0);
+    IFM_INFO("serial=%s client=%s reservation end (%s)", l->serial, l->client, why);
+}
+
+static int adopt_visit(const ctl_lease *l, void *arg)
+{
+    ctl_lease_adopt(arg, l);
+    return 0;
+}
+
+static void bad_record(const char *serial, const char *reason, void *arg)
+{
+    IFM_ERROR("serial=%s lease record is corrupt and was skipped: %s", serial, reason);
+}
+
+int ctl_leases_load(ctl *c)
+{
+    char err[200];
+    int rc = ctl_store_foreach(c->store, adopt_visit, bad_record, c, err, sizeof err);
+    if (rc < 0) {
+        IFM_ERROR("cannot read leases: %s", err);
+        return -1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < c->nboards; i++)
+        n += c->boards[i]->leased;
+    IFM_INFO("loaded %zu lease(s) from the store", n);
+    return 0;
+}

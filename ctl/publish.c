@@ -1,0 +1,115 @@
+/* Everything control tells others. Retained messages (leases, availability,
+ * control's own state) give dashboards and the broker's ACL plugin a complete
+ * picture the moment they subscribe. */
+#include <string.h>
+
+#include "ctl.h"
+#include "icefarm/log.h"
+
+void ctl_publish_lease(ctl *c, const ctl_board *b)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_lease(topic, sizeof topic, b->serial))
+        return;
+    if (!b->leased) {
+        ifm_mqtt_publish(c->mqtt, topic, NULL, 0, 1, true); /* empty retained = cleared */
+        return;
+    }
+    ifm_lease_info li;
+    memset(&li, 0, sizeof li);
+    snprintf(li.serial, sizeof li.serial, "%s", b->serial);
+    snprintf(li.client, sizeof li.client, "%s", b->client);
+    snprintf(li.kind, sizeof li.kind, "%s", b->lease_kind);
+    snprintf(li.worker, sizeof li.worker, "%s", b->worker);
+    li.lease = b->lease_id;
+    li.until_ms = b->until_ms;
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_lease_info_encode(&e, &li);
+    ifm_mqtt_publish(c->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, true);
+    ifm_enc_free(&e);
+}
+
+void ctl_publish_available(ctl *c, bool force)
+{
+    ifm_available a;
+    memset(&a, 0, sizeof a);
+    for (size_t i = 0; i < c->nworkers; i++) {
+        const ctl_worker *w = &c->workers[i];
+        for (size_t k = 0; k < w->nkinds; k++) {
+            bool seen = false;
+            for (size_t j = 0; j < a.nkinds && !seen; j++)
+                seen = strcmp(a.kinds[j], w->kinds[k]) == 0;
+            if (!seen && a.nkinds < IFM_MAX_KINDS)
+                snprintf(a.kinds[a.nkinds++], IFM_KIND_MAX, "%s", w->kinds[k]);
+        }
+    }
+    for (size_t i = 0; i < c->nboards; i++) {
+        const ctl_board *b = c->boards[i];
+        if (!ctl_board_allocatable(c, b, NULL))
+            continue;
+        a.amount++;
+        const ctl_worker *w = ctl_worker_find(c, b->worker);
+        for (size_t j = 0; j < a.nkinds; j++)
+            if (ctl_worker_offers(w, a.kinds[j]))
+                a.counts[j]++;
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_available_encode(&e, &a);
+    /* Only on change: every board state change calls this. */
+    if (force || ifm_enc_size(&e) != c->last_avail_len ||
+        memcmp(ifm_enc_data(&e), c->last_avail, c->last_avail_len) != 0) {
+        if (ifm_mqtt_publish(c->mqtt, IFM_TOPIC_AVAILABLE, ifm_enc_data(&e), ifm_enc_size(&e), 1, true) == 0 &&
+            ifm_enc_size(&e) <= sizeof c->last_avail) {
+            memcpy(c->last_avail, ifm_enc_data(&e), ifm_enc_size(&e));
+            c->last_avail_len = ifm_enc_size(&e);
+        }
+    }
+    ifm_enc_free(&e);
+}
+
+void ctl_publish_state(ctl *c, bool online)
+{
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_ctl_state_encode(&e, online, c->epoch);
+    ifm_mqtt_publish(c->mqtt, IFM_TOPIC_CTL_STATE, ifm_enc_data(&e), ifm_enc_size(&e), 1, true);
+    ifm_enc_free(&e);
+}
+
+void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial,
+                         const char *kind, const char *client, uint64_t lease, const uint8_t *args,
+                         size_t args_len)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (!worker || !*worker || ifm_topic_worker(topic, sizeof topic, worker, "cmd"))
+        return;
+    ifm_worker_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.op = op;
+    snprintf(cmd.serial, sizeof cmd.serial, "%s", serial);
+    if (kind)
+        snprintf(cmd.kind, sizeof cmd.kind, "%s", kind);
+    if (client)
+        snprintf(cmd.client, sizeof cmd.client, "%s", client);
+    cmd.lease = lease;
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_worker_cmd_encode(&e, &cmd, args_len ? args : NULL, args_len);
+    ifm_mqtt_publish(c->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
+    ifm_enc_free(&e);
+}
+
+void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial,
+                           uint64_t until_ms)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_client(topic, sizeof topic, client, "event"))
+        return;
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_client_event_encode(&e, event, serial, until_ms);
+    ifm_mqtt_publish(c->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
+    ifm_enc_free(&e);
+}

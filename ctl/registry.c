@@ -1,0 +1,218 @@
+/* Workers and boards as the workers report them. A worker's birth (retained,
+ * with an epoch) lists its boards; its Will names the epoch it ends, so a late
+ * death of an old connection never takes down a newer one (Sparkplug's bdSeq). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "icefarm/log.h"
+
+ctl_worker *ctl_worker_find(ctl *c, const char *id)
+{
+    for (size_t i = 0; i < c->nworkers; i++)
+        if (strcmp(c->workers[i].id, id) == 0)
+            return &c->workers[i];
+    return NULL;
+}
+
+static ctl_worker *worker_get(ctl *c, const char *id)
+{
+    ctl_worker *w = ctl_worker_find(c, id);
+    if (w)
+        return w;
+    if (c->nworkers == c->capworkers) {
+        size_t cap = c->capworkers ? c->capworkers * 2 : 16;
+        ctl_worker *nw = realloc(c->workers, cap * sizeof *nw);
+        if (!nw)
+            return NULL;
+        c->workers = nw;
+        c->capworkers = cap;
+    }
+    w = &c->workers[c->nworkers++];
+    memset(w, 0, sizeof *w);
+    snprintf(w->id, sizeof w->id, "%s", id);
+    return w;
+}
+
+ctl_board *ctl_board_find(ctl *c, const char *serial)
+{
+    for (size_t i = 0; i < c->nboards; i++)
+        if (strcmp(c->boards[i]->serial, serial) == 0)
+            return c->boards[i];
+    return NULL;
+}
+
+ctl_board *ctl_board_get(ctl *c, const char *serial)
+{
+    ctl_board *b = ctl_board_find(c, serial);
+    if (b)
+        return b;
+    if (c->nboards == c->capboards) {
+        size_t cap = c->capboards ? c->capboards * 2 : 64;
+        ctl_board **nb = realloc(c->boards, cap * sizeof *nb);
+        if (!nb)
+            return NULL;
+        c->boards = nb;
+        c->capboards = cap;
+    }
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->owner = c;
+    c->boards[c->nboards++] = b;
+    snprintf(b->serial, sizeof b->serial, "%s", serial);
+    b->state = IFM_BOARD_GONE;
+    return b;
+}
+
+bool ctl_worker_offers(const ctl_worker *w, const char *kind)
+{
+    for (size_t i = 0; i < w->nkinds; i++)
+        if (strcmp(w->kinds[i], kind) == 0)
+            return true;
+    return false;
+}
+
+bool ctl_board_allocatable(ctl *c, const ctl_board *b, const char *kind)
+{
+    if (!b->known || b->leased || b->state != IFM_BOARD_READY)
+        return false;
+    const ctl_worker *w = ctl_worker_find(c, b->worker);
+    return w && w->online && (!kind || !*kind || ctl_worker_offers(w, kind));
+}
+
+/* The worker is gone: its boards stop being allocatable and their holders are
+ * told at once; the leases end because nobody can serve them any more. */
+static void worker_lost(ctl *c, ctl_worker *w, const char *why)
+{
+    w->online = false;
+    ctl_lease_list ended = CTL_LEASE_LIST_INIT;
+    char err[200];
+    if (ctl_store_end_worker(c->store, w->id, &ended, err, sizeof err) != CTL_STORE_OK)
+        IFM_ERROR("worker=%s ending its leases failed: %s", w->id, err);
+    for (size_t i = 0; i < ended.n; i++)
+        ctl_lease_ended(c, &ended.v[i], true, why);
+    ctl_lease_list_free(&ended);
+    IFM_WARN("worker=%s offline (%s); %zu lease(s) ended", w->id, why, ended.n);
+    ctl_publish_available(c, false);
+}
+
+static void worker_birth(ctl *c, ctl_worker *w, const ifm_worker_state *ws)
+{
+    bool restarted = w->online && ws->epoch != w->epoch;
+    w->epoch = ws->epoch;
+    w->online = true;
+    w->online_since_ms = ifm_wall_ms();
+    w->nkinds = ws->nkinds;
+    memcpy(w->kinds, ws->kinds, sizeof w->kinds);
+    if (restarted)
+        IFM_WARN("worker=%s restarted (epoch %llu) without a death message", w->id,
+                 (unsigned long long)ws->epoch);
+    /* The birth is the complete list: boards it no longer has are gone. */
+    for (size_t i = 0; i < c->nboards; i++) {
+        ctl_board *b = c->boards[i];
+        if (strcmp(b->worker, w->id) != 0)
+            continue;
+        bool listed = false;
+        for (size_t k = 0; k < ws->nboards && !listed; k++)
+            listed = strcmp(ws->boards[k].serial, b->serial) == 0;
+        if (!listed)
+            b->state = IFM_BOARD_GONE;
+    }
+    for (size_t k = 0; k < ws->nboards; k++) {
+        ctl_board *b = ctl_board_get(c, ws->boards[k].serial);
+        if (!b)
+            continue;
+        snprintf(b->worker, sizeof b->worker, "%s", w->id);
+        b->state = ws->boards[k].state;
+        snprintf(b->kind, sizeof b->kind, "%s", ws->boards[k].kind);
+        b->known = true;
+    }
+    IFM_INFO("worker=%s online epoch=%llu boards=%zu kinds=%zu", w->id,
+             (unsigned long long)ws->epoch, ws->nboards, ws->nkinds);
+    if (restarted) {
+        /* Leases on a restarted worker were lost with its old process. */
+        worker_lost(c, w, "worker restarted");
+        w->online = true;
+    }
+    ctl_publish_available(c, false);
+    ctl_waiters_serve(c);
+}
+
+void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    ctl *c = arg;
+    if (msg->len == 0)
+        return; /* a cleared retained message */
+    ifm_doc doc;
+    ifm_err err = { "" };
+    ifm_worker_state ws;
+    memset(&ws, 0, sizeof ws);
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
+        ifm_worker_state_decode(&doc, &ws, &err)) {
+        IFM_WARN("ignoring malformed worker state on %s: %s", msg->topic, err.msg);
+        goto out;
+    }
+    char topic_id[IFM_NAME_MAX];
+    if (ifm_topic_level(msg->topic, 2, topic_id, sizeof topic_id) || strcmp(topic_id, ws.worker) != 0) {
+        IFM_WARN("ignoring worker state on %s: it names worker %s", msg->topic, ws.worker);
+        goto out;
+    }
+    ctl_worker *w = worker_get(c, ws.worker);
+    if (!w)
+        goto out;
+    if (ws.epoch < w->epoch) {
+        IFM_INFO("worker=%s ignoring %s from old epoch %llu (current %llu)", w->id,
+                 ws.online ? "birth" : "death", (unsigned long long)ws.epoch,
+                 (unsigned long long)w->epoch);
+        goto out;
+    }
+    if (ws.online)
+        worker_birth(c, w, &ws);
+    else if (w->online || w->epoch == 0) {
+        w->epoch = ws.epoch;
+        worker_lost(c, w, "worker died or shut down");
+    }
+out:
+    ifm_worker_state_free(&ws);
+    ifm_doc_free(&doc);
+}
+
+void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    ctl *c = arg;
+    char first[IFM_SERIAL_MAX];
+    if (msg->len == 0 || ifm_topic_level(msg->topic, 1, first, sizeof first) || !ifm_serial_valid(first))
+        return; /* icefarm/ctl/state and friends share the filter */
+    ifm_doc doc;
+    ifm_err err = { "" };
+    ifm_board_status bs;
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
+        ifm_board_status_decode(&doc, &bs, &err)) {
+        IFM_WARN("serial=%s ignoring malformed board state: %s", first, err.msg);
+        ifm_doc_free(&doc);
+        return;
+    }
+    ifm_doc_free(&doc);
+    if (strcmp(bs.serial, first) != 0)
+        return;
+    ctl_worker *w = ctl_worker_find(c, bs.worker);
+    if (w && bs.epoch < w->epoch)
+        return; /* stale retained state from an older worker process */
+    ctl_board *b = ctl_board_get(c, bs.serial);
+    if (!b)
+        return;
+    ifm_board_state old = b->state;
+    snprintf(b->worker, sizeof b->worker, "%s", bs.worker);
+    b->state = bs.state;
+    snprintf(b->kind, sizeof b->kind, "%s", bs.kind);
+    snprintf(b->reason, sizeof b->reason, "%s", bs.reason);
+    b->known = true;
+    if (old != bs.state)
+        IFM_INFO("serial=%s worker=%s state %s -> %s%s%s", bs.serial, bs.worker,
+                 ifm_board_state_name(old), ifm_board_state_name(bs.state), bs.reason[0] ? ": " : "",
+                 bs.reason);
+    ctl_publish_available(c, false);
+    if (bs.state == IFM_BOARD_READY)
+        ctl_waiters_serve(c);
+}

@@ -1,0 +1,382 @@
+/* The request verbs. Each request arrives on icefarm/ctl/req/<verb> with a
+ * Response Topic and Correlation Data; each gets exactly one reply. The caller's
+ * identity is the IFM_PROP_CLIENT user property (set by the broker plugin in a
+ * secured farm), never a name inside the payload. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "icefarm/log.h"
+
+static void reply(ctl *c, const ifm_mqtt_msg *msg, const ifm_enc *e)
+{
+    if (ifm_mqtt_reply(c->mqtt, msg, ifm_enc_data(e), ifm_enc_size(e)))
+        IFM_WARN("request on %s had no response topic; reply dropped", msg->topic);
+}
+
+static void reply_error(ctl *c, const ifm_mqtt_msg *msg, uint32_t code, const char *why)
+{
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, code, why, 0);
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+}
+
+static uint64_t lease_duration(const ctl *c, uint64_t asked_s)
+{
+    uint64_t d = asked_s ? asked_s : c->cfg.lease_default_s;
+    return d > c->cfg.lease_max_s ? c->cfg.lease_max_s : d;
+}
+
+static void encode_leases(ifm_enc *e, const char *key, const ctl_lease_list *l)
+{
+    ifm_enc_key(e, key);
+    ifm_enc_array(e, (uint32_t)l->n);
+    for (size_t i = 0; i < l->n; i++)
+        ifm_enc_str(e, l->v[i].serial);
+}
+
+static void do_available(ctl *c, const ifm_mqtt_msg *msg, const ifm_ctl_req *req, bool list)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < c->nboards; i++)
+        n += ctl_board_allocatable(c, c->boards[i], req->kind);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 1);
+    if (!list) {
+        ifm_enc_kuint(&e, "amount", n);
+    } else {
+        ifm_enc_key(&e, "serials");
+        ifm_enc_array(&e, n);
+        for (size_t i = 0; i < c->nboards; i++)
+            if (ctl_board_allocatable(c, c->boards[i], req->kind))
+                ifm_enc_str(&e, c->boards[i]->serial);
+    }
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+}
+
+static void do_reserve(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req)
+{
+    ifm_enc args;
+    ifm_enc_init(&args);
+    if (req->args)
+        ifm_obj_pack(req->args, &args);
+    if (ifm_enc_size(&args) > IFM_MAX_ARGS) {
+        reply_error(c, msg, 400, "reserve args are larger than 4096 bytes");
+        ifm_enc_free(&args);
+        return;
+    }
+    uint64_t duration = lease_duration(c, req->duration_s);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    char why[200] = "";
+    uint32_t code = ctl_grant_any(c, client, req->amount, req->kind,
+                                  (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args), duration,
+                                  &e, why, sizeof why);
+    if (code == 200) {
+        reply(c, msg, &e);
+    } else if (code == 409 && req->wait_ms > 0) {
+        if (ctl_waiter_add(c, msg, client, req, (const uint8_t *)ifm_enc_data(&args),
+                           ifm_enc_size(&args), duration))
+            reply_error(c, msg, 500, "cannot queue the request");
+    } else {
+        reply_error(c, msg, code, why);
+    }
+    ifm_enc_free(&e);
+    ifm_enc_free(&args);
+}
+
+static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *client,
+                               const ifm_ctl_req *req)
+{
+    char why[200] = "";
+    for (size_t i = 0; i < req->nserials; i++) {
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(req->serials[i], req->serials[j]) == 0) {
+                snprintf(why, sizeof why, "serial %s is listed twice", req->serials[i]);
+                reply_error(c, msg, 400, why);
+                return;
+            }
+        const ctl_board *b = ctl_board_find(c, req->serials[i]);
+        if (!b || !b->known) {
+            snprintf(why, sizeof why, "unknown serial %s", req->serials[i]);
+            reply_error(c, msg, 404, why);
+            return;
+        }
+        if (!ctl_board_allocatable(c, b, req->kind)) {
+            snprintf(why, sizeof why, "serial %s is not available for kind %s (%s%s)", b->serial,
+                     req->kind, b->leased ? "reserved" : ifm_board_state_name(b->state),
+                     ctl_worker_find(c, b->worker) && ctl_worker_find(c, b->worker)->online ? "" : ", worker offline");
+            reply_error(c, msg, 409, why);
+            return;
+        }
+    }
+    ifm_enc args;
+    ifm_enc_init(&args);
+    if (req->args)
+        ifm_obj_pack(req->args, &args);
+    ctl_lease *leases = calloc(req->nserials ? req->nserials : 1, sizeof *leases);
+    uint64_t *ids = calloc(req->nserials ? req->nserials : 1, sizeof *ids);
+    uint64_t now = ifm_wall_ms(), until = now + lease_duration(c, req->duration_s) * 1000;
+    if (!leases || !ids) {
+        reply_error(c, msg, 500, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < req->nserials; i++) {
+        const ctl_board *b = ctl_board_find(c, req->serials[i]);
+        ctl_lease *l = &leases[i];
+        snprintf(l->serial, sizeof l->serial, "%s", b->serial);
+        snprintf(l->client, sizeof l->client, "%s", client);
+        snprintf(l->kind, sizeof l->kind, "%s", req->kind);
+        snprintf(l->worker, sizeof l->worker, "%s", b->worker);
+        l->args = (const uint8_t *)ifm_enc_data(&args);
+        l->args_len = ifm_enc_size(&args);
+        l->granted_ms = now;
+        l->until_ms = until;
+    }
+    if (ctl_store_grant(c->store, leases, req->nserials, ids, why, sizeof why) != CTL_STORE_OK) {
+        reply_error(c, msg, 409, why);
+        goto out;
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 1);
+    ifm_enc_key(&e, "serials");
+    ifm_enc_array(&e, (uint32_t)req->nserials);
+    for (size_t i = 0; i < req->nserials; i++) {
+        leases[i].lease_id = ids[i];
+        ctl_lease_adopt(c, &leases[i]);
+        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, req->kind, client,
+                            ids[i], leases[i].args, leases[i].args_len);
+        ifm_enc_map(&e, 3);
+        ifm_enc_kstr(&e, "serial", leases[i].serial);
+        ifm_enc_kstr(&e, "worker", leases[i].worker);
+        ifm_enc_kuint(&e, "until", until);
+        IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, client, req->kind,
+                 leases[i].worker);
+    }
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+    ctl_publish_available(c, false);
+out:
+    free(leases);
+    free(ids);
+    ifm_enc_free(&args);
+}
+
+static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
+                      bool all)
+{
+    uint64_t until = ifm_wall_ms() + lease_duration(c, req->duration_s) * 1000;
+    ctl_lease_list out = CTL_LEASE_LIST_INIT;
+    char err[200];
+    int rc;
+    if (all) {
+        rc = ctl_store_extend_all(c->store, client, until, &out, err, sizeof err);
+    } else {
+        const char **s = calloc(req->nserials ? req->nserials : 1, sizeof *s);
+        for (size_t i = 0; s && i < req->nserials; i++)
+            s[i] = req->serials[i];
+        rc = s ? ctl_store_extend(c->store, client, s, req->nserials, until, &out, err, sizeof err)
+               : CTL_STORE_ENOMEM;
+        free(s);
+    }
+    if (rc != CTL_STORE_OK) {
+        reply_error(c, msg, 500, err);
+        ctl_lease_list_free(&out);
+        return;
+    }
+    for (size_t i = 0; i < out.n; i++) {
+        ctl_board *b = ctl_board_find(c, out.v[i].serial);
+        if (b && b->leased) {
+            b->until_ms = out.v[i].until_ms;
+            b->warned = false;
+            ctl_lease_arm(c, b);
+            ctl_publish_lease(c, b);
+        }
+        IFM_INFO("serial=%s client=%s extended", out.v[i].serial, client);
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 2);
+    encode_leases(&e, "serials", &out);
+    ifm_enc_kuint(&e, "until", until);
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+    ctl_lease_list_free(&out);
+}
+
+static void do_end(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
+                   bool all)
+{
+    ctl_lease_list out = CTL_LEASE_LIST_INIT;
+    char err[200];
+    int rc;
+    if (all) {
+        rc = ctl_store_end_all(c->store, client, &out, err, sizeof err);
+    } else {
+        const char **s = calloc(req->nserials ? req->nserials : 1, sizeof *s);
+        for (size_t i = 0; s && i < req->nserials; i++)
+            s[i] = req->serials[i];
+        rc = s ? ctl_store_end(c->store, client, s, req->nserials, &out, err, sizeof err)
+               : CTL_STORE_ENOMEM;
+        free(s);
+    }
+    if (rc != CTL_STORE_OK) {
+        reply_error(c, msg, 500, err);
+        ctl_lease_list_free(&out);
+        return;
+    }
+    for (size_t i = 0; i < out.n; i++)
+        ctl_lease_ended(c, &out.v[i], false, "ended by the holder");
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 1);
+    encode_leases(&e, "serials", &out);
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+    ctl_lease_list_free(&out);
+    ctl_publish_available(c, false);
+    ctl_waiters_serve(c);
+}
+
+/* reboot and delete act on boards: only the holder may touch a leased board. */
+static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
+                        ifm_worker_op op)
+{
+    char why[200];
+    for (size_t i = 0; i < req->nserials; i++) {
+        const ctl_board *b = ctl_board_find(c, req->serials[i]);
+        if (!b || !b->known) {
+            snprintf(why, sizeof why, "unknown serial %s", req->serials[i]);
+            reply_error(c, msg, 404, why);
+            return;
+        }
+        if (b->leased && strcmp(b->client, client) != 0) {
+            snprintf(why, sizeof why, "serial %s is reserved by another client", b->serial);
+            reply_error(c, msg, 403, why);
+            return;
+        }
+        if (op == IFM_WOP_REBOOT && !b->leased) {
+            snprintf(why, sizeof why, "serial %s is not reserved by you", b->serial);
+            reply_error(c, msg, 403, why);
+            return;
+        }
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 1);
+    ifm_enc_key(&e, "serials");
+    ifm_enc_array(&e, (uint32_t)req->nserials);
+    for (size_t i = 0; i < req->nserials; i++) {
+        const ctl_board *b = ctl_board_find(c, req->serials[i]);
+        ctl_send_worker_cmd(c, b->worker, op, b->serial, NULL, NULL, 0, NULL, 0);
+        ifm_enc_str(&e, b->serial);
+        IFM_INFO("serial=%s client=%s %s requested", b->serial, client,
+                 op == IFM_WOP_REBOOT ? "reboot" : "delete");
+    }
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+}
+
+static void do_status(ctl *c, const ifm_mqtt_msg *msg)
+{
+    size_t nleases = 0;
+    for (size_t i = 0; i < c->nboards; i++)
+        nleases += c->boards[i]->leased;
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 3);
+    ifm_enc_key(&e, "workers");
+    ifm_enc_array(&e, (uint32_t)c->nworkers);
+    for (size_t i = 0; i < c->nworkers; i++) {
+        const ctl_worker *w = &c->workers[i];
+        ifm_enc_map(&e, 4);
+        ifm_enc_kstr(&e, "id", w->id);
+        ifm_enc_kbool(&e, "online", w->online);
+        ifm_enc_kuint(&e, "epoch", w->epoch);
+        ifm_enc_key(&e, "kinds");
+        ifm_enc_array(&e, (uint32_t)w->nkinds);
+        for (size_t k = 0; k < w->nkinds; k++)
+            ifm_enc_str(&e, w->kinds[k]);
+    }
+    ifm_enc_key(&e, "boards");
+    ifm_enc_array(&e, (uint32_t)c->nboards);
+    for (size_t i = 0; i < c->nboards; i++) {
+        const ctl_board *b = c->boards[i];
+        ifm_enc_map(&e, 6);
+        ifm_enc_kstr(&e, "serial", b->serial);
+        ifm_enc_kstr(&e, "worker", b->worker);
+        ifm_enc_kstr(&e, "state", ifm_board_state_name(b->state));
+        ifm_enc_kstr(&e, "kind", b->kind);
+        ifm_enc_kstr(&e, "reason", b->reason);
+        ifm_enc_kbool(&e, "available", ctl_board_allocatable(c, b, NULL));
+    }
+    ifm_enc_key(&e, "leases");
+    ifm_enc_array(&e, (uint32_t)nleases);
+    for (size_t i = 0; i < c->nboards; i++) {
+        const ctl_board *b = c->boards[i];
+        if (!b->leased)
+            continue;
+        ifm_enc_map(&e, 5);
+        ifm_enc_kstr(&e, "serial", b->serial);
+        ifm_enc_kstr(&e, "client", b->client);
+        ifm_enc_kstr(&e, "kind", b->lease_kind);
+        ifm_enc_kuint(&e, "lease", b->lease_id);
+        ifm_enc_kuint(&e, "until", b->until_ms);
+    }
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+}
+
+void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    ctl *c = arg;
+    char verb_name[32];
+    if (ifm_topic_level(msg->topic, 3, verb_name, sizeof verb_name)) {
+        reply_error(c, msg, 400, "malformed request topic");
+        return;
+    }
+    int verb = ifm_verb_parse(verb_name);
+    if (verb < 0) {
+        char why[96];
+        snprintf(why, sizeof why, "unknown verb \"%s\"", verb_name);
+        reply_error(c, msg, 400, why);
+        return;
+    }
+    char client[IFM_NAME_MAX];
+    if (ifm_mqtt_msg_client(msg, client, sizeof client)) {
+        reply_error(c, msg, 400, "request carries no valid icefarm-client user property");
+        return;
+    }
+    ifm_doc doc;
+    ifm_err err = { "" };
+    ifm_ctl_req req;
+    memset(&req, 0, sizeof req);
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
+        ifm_ctl_req_decode(&doc, (ifm_verb)verb, &req, &err)) {
+        IFM_WARN("client=%s bad %s request: %s", client, verb_name, err.msg);
+        reply_error(c, msg, 400, err.msg);
+        goto out;
+    }
+    switch ((ifm_verb)verb) {
+    case IFM_VERB_AVAILABLE: do_available(c, msg, &req, false); break;
+    case IFM_VERB_DEVICES: do_available(c, msg, &req, true); break;
+    case IFM_VERB_RESERVE: do_reserve(c, msg, client, &req); break;
+    case IFM_VERB_RESERVE_SERIALS: do_reserve_serials(c, msg, client, &req); break;
+    case IFM_VERB_EXTEND: do_extend(c, msg, client, &req, false); break;
+    case IFM_VERB_EXTEND_ALL: do_extend(c, msg, client, &req, true); break;
+    case IFM_VERB_END: do_end(c, msg, client, &req, false); break;
+    case IFM_VERB_END_ALL: do_end(c, msg, client, &req, true); break;
+    case IFM_VERB_REBOOT: do_board_op(c, msg, client, &req, IFM_WOP_REBOOT); break;
+    case IFM_VERB_DELETE: do_board_op(c, msg, client, &req, IFM_WOP_DELETE); break;
+    case IFM_VERB_STATUS: do_status(c, msg); break;
+    default: reply_error(c, msg, 400, "unsupported verb"); break;
+    }
+out:
+    ifm_ctl_req_free(&req);
+    ifm_doc_free(&doc);
+}

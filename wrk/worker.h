@@ -1,0 +1,155 @@
+/* icefarm-wrk internals: the worker context, boards and their state machine.
+ *
+ *   board.c    lifecycle: flash default -> test -> ready -> (reserve) prepare ->
+ *              reserved -> (release) flash default; broken with back-off retries;
+ *              every state owns one timer that dies with it
+ *   flash.c    getting an image onto a board: 1200-baud touch -> BOOTSEL ->
+ *              write UF2 -> re-enumerate in the new firmware
+ *   upload.c   the evaluation engine of a reserved board (queue, serial protocol,
+ *              result batching and flushing, reboot keeping the queue)
+ *   bridge.c   MQTT: births/Will with epochs, board states, commands, events
+ *   main.c     configuration and the event loop
+ *
+ * Everything runs on one ifm_loop; a hung board only ever holds its own timers.
+ */
+#ifndef ICEFARM_WRK_WORKER_H
+#define ICEFARM_WRK_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fwproto.h"
+#include "icefarm/loop.h"
+#include "icefarm/mqtt.h"
+#include "icefarm/msg.h"
+#include "transport.h"
+
+enum { FW_DEFAULT, FW_PULSECOUNT, FW_VARIANCE, FW_COUNT };
+
+typedef struct {
+    uint64_t flash_ms;      /* whole flash procedure, touch to re-enumeration */
+    uint64_t test_ms;       /* default firmware must say "default firmware" within this */
+    uint64_t ready_ms;      /* kind firmware must say "Waiting for bitstream transfer" */
+    uint64_t eval_ms;       /* one bitstream: transfer + count window + margin */
+    uint64_t retry_min_ms;  /* broken boards are retried after this, doubling */
+    uint64_t retry_max_ms;
+    int max_attempts;       /* tries per bitstream before it is reported failed */
+} wrk_timeouts;
+
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    char path[256]; /* "" for the built-in simulated image */
+} wrk_image;
+
+typedef struct wrk_board wrk_board;
+
+typedef struct wrk_ctx {
+    ifm_loop *loop;
+    ifm_mqtt *mqtt;
+    wrk_transport *t;
+    char id[IFM_NAME_MAX];
+    uint64_t epoch;
+    wrk_timeouts to;
+    wrk_image fw[FW_COUNT];
+    bool offers[FW_COUNT];  /* kinds this worker offers (FW_DEFAULT unused) */
+    bool sim;
+    wrk_board **boards;
+    size_t nboards, capboards;
+    bool stopping;
+} wrk_ctx;
+
+typedef enum { FL_IDLE, FL_WAIT_DEVICE, FL_TOUCHING, FL_WRITING, FL_REBOOTING } flash_step;
+
+typedef struct evaljob {
+    struct evaljob *next;
+    char id[IFM_ID_MAX];
+    char batch[IFM_ID_MAX];
+    uint8_t *data;
+    size_t len;
+    int attempts;
+} evaljob;
+
+typedef struct resbatch {
+    struct resbatch *next;
+    char batch[IFM_ID_MAX];
+    ifm_result *r;
+    uint16_t **samples; /* owned copies, parallel to r */
+    size_t n, cap;
+} resbatch;
+
+typedef void (*flash_done_fn)(wrk_board *b, bool ok, const char *why);
+
+struct wrk_board {
+    wrk_ctx *w;
+    char serial[IFM_SERIAL_MAX];
+    wrk_usbdev *dev;
+    uint16_t vid, pid;
+    ifm_board_state state;
+    char reason[160];
+    uint64_t gen;            /* bumped on every state change; stale callbacks compare it */
+    uint64_t state_timer;    /* the one timer of the current state */
+    /* flashing */
+    flash_step fstep;
+    int image;               /* FW_* being flashed */
+    int touches;
+    flash_done_fn flash_done;
+    /* serial channel */
+    bool cdc;
+    fw_lines lines;
+    /* reservation */
+    int kind;                /* FW_PULSECOUNT / FW_VARIANCE while prepared or reserved */
+    char holder[IFM_NAME_MAX];
+    uint64_t lease;
+    uint64_t flush_interval_ms;
+    uint32_t flush_at;
+    bool send_waveform;
+    /* evaluation engine */
+    evaljob *qhead, *qtail;
+    size_t queued;
+    evaljob *current;
+    bool fw_ready, writing;
+    uint64_t flush_timer;
+    resbatch *results;
+    int reboots;
+    /* quarantine */
+    int failures;
+};
+
+/* board.c */
+wrk_board *wrk_board_get(wrk_ctx *w, const char *serial, bool create);
+void wrk_board_set_state(wrk_board *b, ifm_board_state s, const char *reason);
+void wrk_board_arm(wrk_board *b, uint64_t ms, ifm_timer_cb cb);
+void wrk_board_arrive(wrk_board *b, wrk_usbdev *dev, const wrk_usbinfo *info);
+void wrk_board_leave(wrk_board *b);
+void wrk_board_flash_default(wrk_board *b);
+int wrk_board_reserve(wrk_board *b, const ifm_worker_cmd *cmd, char *err, size_t errlen);
+void wrk_board_release(wrk_board *b);
+void wrk_board_reboot(wrk_board *b);
+void wrk_board_broken(wrk_board *b, const char *why);
+void wrk_board_close_cdc(wrk_board *b);
+int wrk_kind_parse(const char *name);
+const char *wrk_kind_name(int kind);
+
+/* flash.c */
+void wrk_flash_start(wrk_board *b, int image, flash_done_fn done);
+/* Called by board.c on arrive/leave while a flash is in progress. */
+void wrk_flash_on_arrive(wrk_board *b);
+
+/* upload.c */
+void wrk_upload_start(wrk_board *b);  /* open CDC on the kind firmware, wait for ready */
+int wrk_upload_evaluate(wrk_board *b, const ifm_board_cmd *cmd, char *err, size_t errlen);
+void wrk_upload_stop(wrk_board *b, bool keep_queue);
+void wrk_upload_fail_all(wrk_board *b, const char *why); /* report every queued evaluation failed */
+void wrk_upload_free(wrk_board *b);
+void wrk_upload_flush(wrk_board *b);
+
+/* bridge.c */
+int wrk_bridge_start(wrk_ctx *w);
+void wrk_publish_board(wrk_board *b);
+void wrk_publish_birth(wrk_ctx *w);
+void wrk_send_event(wrk_board *b, const char *event, const char *reason);
+void wrk_send_results(wrk_board *b, const resbatch *rb);
+void wrk_bridge_stop(wrk_ctx *w);
+
+#endif
