@@ -206,11 +206,13 @@ static void on_ready(icefarm *f, const ifm_event *ev, void *arg)
     }
 }
 
+static bool all_done(void *arg);
+
 static void on_failure(icefarm *f, const ifm_event *ev, void *arg)
 {
     run *r = arg;
     board *bd = find_board(r, ev->serial);
-    if (bd)
+    if (bd && !all_done(r))
         retire_board(r, bd, ev->reason[0] ? ev->reason : ev->event);
     dispatch(r);
 }

@@ -165,6 +165,8 @@ int main(int argc, char **argv)
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    /* A CLI speaks through its output; library chatter only when asked for. */
+    setenv("ICEFARM_LOG_LEVEL", "warn", 0);
     int rc = cmd->fn(&o);
     free(csv_copy);
     return rc;

@@ -31,9 +31,9 @@
 
 /* Limits in bytes, excluding the terminating NUL. They bound every record so a
  * lease value always fits a fixed buffer and a corrupt size is caught early. */
-#define CTL_SERIAL_MAX 64    /* USB serial strings are short */
-#define CTL_CLIENT_MAX 255   /* any UTF-8, quotes and backslashes welcome */
-#define CTL_KIND_MAX 32
+#define CTL_SERIAL_MAX 63    /* = IFM_SERIAL_MAX - 1: the topic-level limit */
+#define CTL_CLIENT_MAX 127   /* = IFM_NAME_MAX - 1; any UTF-8, quotes and backslashes welcome */
+#define CTL_KIND_MAX 31
 #define CTL_WORKER_MAX 127   /* = proto IFM_NAME_MAX - 1 */
 #define CTL_ARGS_MAX 4096    /* opaque msgpack blob, stored as-is */
 

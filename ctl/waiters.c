@@ -18,9 +18,7 @@ struct ctl_waiter {
     uint8_t *args;
     size_t args_len;
     uint64_t duration_s;
-    char *reply_topic;
-    void *corr;
-    uint16_t corr_len;
+    ifm_reply_to *reply_to;
     uint64_t timer;
 };
 
@@ -107,8 +105,7 @@ out:
 static void waiter_free(ctl_waiter *w)
 {
     free(w->args);
-    free(w->reply_topic);
-    free(w->corr);
+    ifm_reply_to_free(w->reply_to);
     free(w);
 }
 
@@ -123,11 +120,7 @@ static void unlink_waiter(ctl *c, ctl_waiter *w)
 
 static void waiter_reply(ctl_waiter *w, const ifm_enc *e)
 {
-    mosquitto_property *props = NULL;
-    if (w->corr)
-        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, w->corr, w->corr_len);
-    ifm_mqtt_publish_props(w->c->mqtt, w->reply_topic, ifm_enc_data(e), ifm_enc_size(e), 1, false, props);
-    mosquitto_property_free_all(&props);
+    ifm_mqtt_reply_to(w->c->mqtt, w->reply_to, ifm_enc_data(e), ifm_enc_size(e));
 }
 
 static void on_waiter_timeout(ifm_loop *loop, void *arg)
@@ -165,9 +158,8 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
     if (args_len)
         memcpy(w->args, args, args_len);
     w->args_len = args_len;
-    if (!mosquitto_property_read_string(msg->props, MQTT_PROP_RESPONSE_TOPIC, &w->reply_topic, false))
+    if (!(w->reply_to = ifm_reply_to_save(msg)))
         goto fail;
-    mosquitto_property_read_binary(msg->props, MQTT_PROP_CORRELATION_DATA, &w->corr, &w->corr_len, false);
     w->timer = ifm_timer_add(c->loop, req->wait_ms, on_waiter_timeout, w);
     ctl_waiter **pp = &c->waiters;
     while (*pp)

@@ -252,6 +252,7 @@ void wrk_board_release(wrk_board *b)
     if (b->kind < 0 && b->state != IFM_BOARD_BROKEN)
         return;
     IFM_INFO("serial=%s client=%s released", b->serial, b->holder[0] ? b->holder : "-");
+    wrk_upload_flush(b); /* results measured before the end still belong to the holder */
     wrk_upload_stop(b, false);
     if (!b->dev) {
         wrk_upload_free(b);

@@ -33,9 +33,11 @@ void sim_usb_print(sim_board *b, const char *text)
         return;
     if (b->tx_len + n > b->tx_cap) {
         /* Compact first; grow only if the pending bytes really need it. */
-        memmove(b->tx, b->tx + b->tx_off, b->tx_len - b->tx_off);
-        b->tx_len -= b->tx_off;
-        b->tx_off = 0;
+        if (b->tx_off) {
+            memmove(b->tx, b->tx + b->tx_off, b->tx_len - b->tx_off);
+            b->tx_len -= b->tx_off;
+            b->tx_off = 0;
+        }
         if (b->tx_len + n > b->tx_cap) {
             size_t cap = b->tx_cap ? b->tx_cap : 1024;
             while (cap < b->tx_len + n)

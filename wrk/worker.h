@@ -146,10 +146,13 @@ void wrk_upload_flush(wrk_board *b);
 
 /* bridge.c */
 int wrk_bridge_start(wrk_ctx *w);
+/* The MQTT connection callback: pass it to ifm_mqtt_new with the context. */
+void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg);
 void wrk_publish_board(wrk_board *b);
 void wrk_publish_birth(wrk_ctx *w);
 void wrk_send_event(wrk_board *b, const char *event, const char *reason);
 void wrk_send_results(wrk_board *b, const resbatch *rb);
+int wrk_bridge_watch_board(wrk_ctx *w, const char *serial);
 void wrk_bridge_stop(wrk_ctx *w);
 
 #endif

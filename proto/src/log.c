@@ -19,13 +19,18 @@ static const char *level_name(enum ifm_log_level l)
 
 void ifm_log(enum ifm_log_level level, const char *fmt, ...)
 {
-    /* ICEFARM_LOG_LEVEL=debug opts in to debug lines; read each time so there is
-     * no global to initialise (debug lines are rare). */
-    if (level == IFM_LOG_DEBUG) {
-        const char *want = getenv("ICEFARM_LOG_LEVEL");
-        if (!want || strcmp(want, "debug") != 0)
-            return;
-    }
+    /* ICEFARM_LOG_LEVEL (debug, info, warn, error; default info) is read each
+     * time, so there is no logger state to initialise or share. */
+    const char *want = getenv("ICEFARM_LOG_LEVEL");
+    enum ifm_log_level min = IFM_LOG_INFO;
+    if (want && strcmp(want, "debug") == 0)
+        min = IFM_LOG_DEBUG;
+    else if (want && strcmp(want, "warn") == 0)
+        min = IFM_LOG_WARN;
+    else if (want && strcmp(want, "error") == 0)
+        min = IFM_LOG_ERROR;
+    if (level < min)
+        return;
     char line[1024];
     struct timespec ts;
     struct tm tm;

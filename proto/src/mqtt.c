@@ -507,25 +507,56 @@ int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t
     return 0;
 }
 
-int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *req, const void *payload, size_t len)
+struct ifm_reply_to {
+    char *topic;
+    void *corr;
+    uint16_t corr_len;
+};
+
+ifm_reply_to *ifm_reply_to_save(const ifm_mqtt_msg *req)
 {
-    char *topic = NULL;
-    void *corr = NULL;
-    uint16_t corr_len = 0;
-    if (!mosquitto_property_read_string(req->props, MQTT_PROP_RESPONSE_TOPIC, &topic, false))
-        return -1;
-    mosquitto_property_read_binary(req->props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+    ifm_reply_to *to = calloc(1, sizeof *to);
+    if (!to)
+        return NULL;
+    if (!mosquitto_property_read_string(req->props, MQTT_PROP_RESPONSE_TOPIC, &to->topic, false)) {
+        free(to);
+        return NULL;
+    }
+    mosquitto_property_read_binary(req->props, MQTT_PROP_CORRELATION_DATA, &to->corr, &to->corr_len, false);
+    return to;
+}
+
+void ifm_reply_to_free(ifm_reply_to *to)
+{
+    if (!to)
+        return;
+    free(to->topic);
+    free(to->corr);
+    free(to);
+}
+
+int ifm_mqtt_reply_to(ifm_mqtt *m, const ifm_reply_to *to, const void *payload, size_t len)
+{
     mosquitto_property *props = NULL;
     int rc = 0;
-    if (corr)
-        rc = mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, corr_len);
+    if (to->corr)
+        rc = mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, to->corr, to->corr_len);
     if (rc == 0)
-        rc = ifm_mqtt_publish_props(m, topic, payload, len, 1, false, props);
+        rc = ifm_mqtt_publish_props(m, to->topic, payload, len, 1, false, props);
     mosquitto_property_free_all(&props);
-    free(topic);
-    free(corr);
     return rc ? -1 : 0;
 }
+
+int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *req, const void *payload, size_t len)
+{
+    ifm_reply_to *to = ifm_reply_to_save(req);
+    if (!to)
+        return -1;
+    int rc = ifm_mqtt_reply_to(m, to, payload, len);
+    ifm_reply_to_free(to);
+    return rc;
+}
+
 
 int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap)
 {

@@ -97,6 +97,13 @@ int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t
  * Data. Returns -1 if the request carried no Response Topic. */
 int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *request, const void *payload, size_t len);
 
+/* For answering later (e.g. a reserve that waits for boards): saves the request's
+ * Response Topic and Correlation Data. NULL if the request has no Response Topic. */
+typedef struct ifm_reply_to ifm_reply_to;
+ifm_reply_to *ifm_reply_to_save(const ifm_mqtt_msg *request);
+int ifm_mqtt_reply_to(ifm_mqtt *m, const ifm_reply_to *to, const void *payload, size_t len);
+void ifm_reply_to_free(ifm_reply_to *to);
+
 /* Reads the IFM_PROP_CLIENT user property into out; -1 if absent or invalid. */
 int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap);
 

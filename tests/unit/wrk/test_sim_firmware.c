@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "fwproto.h"
+#include "sim.h"
 #include "sim_firmware.h"
 #include "uf2.h"
 
@@ -83,6 +85,34 @@ static void test_names(void **state)
     assert_string_equal(sim_fw_kind_name((sim_fw_kind)99), "unknown");
 }
 
+/* The documented measurement definitions (sim.h, wrk/README.md), pinned to
+ * values computed independently with Python's zlib.crc32 and a plain xorshift32,
+ * so end-to-end tests in any language can reproduce them. */
+static void test_measure_definition(void **state)
+{
+    assert_int_equal(sim_crc32(0, (const uint8_t *)"123456789", 9), 0xCBF43926u);
+    assert_int_equal(sim_expected_pulses((const uint8_t *)"123456789", 9), 80262);
+    /* Chaining, as the sim computes it while bytes stream in. */
+    assert_int_equal(sim_crc32(sim_crc32(0, (const uint8_t *)"1234", 4), (const uint8_t *)"56789", 5),
+                     0xCBF43926u);
+
+    uint8_t *bits = malloc(BITSTREAM_SIZE);
+    for (size_t i = 0; i < BITSTREAM_SIZE; i++)
+        bits[i] = (uint8_t)(i * 7 + 3);
+    assert_int_equal(sim_crc32(0, bits, BITSTREAM_SIZE), 0x777165B8u);
+    assert_int_equal(sim_expected_pulses(bits, BITSTREAM_SIZE), 20312);
+    uint16_t s[SIM_SAMPLES];
+    sim_expected_samples(bits, BITSTREAM_SIZE, s);
+    static const uint16_t head[] = { 560, 2662, 594, 2833, 2722 };
+    assert_memory_equal(s, head, sizeof head);
+    assert_int_equal(s[SIM_SAMPLES - 1], 3109);
+    assert_true(fw_variance_fitness(s, SIM_SAMPLES) == 1340.122);
+    free(bits);
+
+    sim_samples_from_crc(0, s); /* xorshift32 cannot start from 0 */
+    assert_int_equal(s[0], 1296);
+}
+
 static int check_file(const char *path, const char *kind_name)
 {
     sim_fw_kind want;
@@ -125,6 +155,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_build_and_identify),
         cmocka_unit_test(test_identify_rejects),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_measure_definition),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -263,6 +263,10 @@ static void test_close_mid_transfer(void **state)
     RUN_UNTIL(d, b->n_ready == 1);
     assert_string_equal(b->log[0], "USB Reconnected :)");
     assert_string_equal(b->log[1], "Waiting for bitstream transfer");
+    /* The write queued on the old channel is gone for good. */
+    drv_idle(d, 100);
+    assert_int_equal(b->writes_done, 0);
+    assert_int_equal(d->violations, 0);
     drv_free(d);
 }
 

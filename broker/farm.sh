@@ -1,0 +1,85 @@
+# The embedded farm: a private Mosquitto, icefarm-ctl and one simulated worker on
+# this machine, on free loopback ports. Sourced by ./icefarm (demo, up) and by the
+# end-to-end tests so that all of them run exactly the same farm.
+#
+#   farm_start DIR BOARDS [icefarm-wrk options...]   needs FARM_BIN (the build dir)
+#   farm_wait_ready BOARDS SECONDS
+#   farm_stop
+# After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR.
+
+FARM_PIDS=()
+
+farm_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+farm_log() { printf '%s\n' "$*" >&2; }
+
+# Waits until HOST:PORT accepts TCP connections.
+farm_wait_port() {
+    local port=$1 tries=${2:-100}
+    while ((tries-- > 0)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+farm_start() {
+    local dir=$1 boards=$2
+    shift 2
+    FARM_DIR=$dir
+    mkdir -p "$dir"
+    local port ws
+    port=$(farm_free_port)
+    ws=$(farm_free_port)
+    sed -e "s/@PORT@/$port/" -e "s/@WSPORT@/$ws/" -e "s/@HOST@/127.0.0.1/" \
+        "$(dirname "${BASH_SOURCE[0]}")/embedded.conf.in" >"$dir/mosquitto.conf"
+    mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+    FARM_PIDS+=($!)
+    if ! farm_wait_port "$port"; then
+        farm_log "the broker did not start; see $dir/mosquitto.log"
+        return 1
+    fi
+    FARM_BROKER="mqtt://127.0.0.1:$port"
+    FARM_WS="ws://127.0.0.1:$ws"
+    "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" --data "$dir/ctl-data" \
+        ${FARM_CTL_ARGS:-} >"$dir/ctl.log" 2>&1 &
+    FARM_PIDS+=($!)
+    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" --name "${FARM_WORKER:-sim-worker}" \
+        --sim "$boards" "$@" >"$dir/wrk.log" 2>&1 &
+    FARM_PIDS+=($!)
+}
+
+# Waits until control reports BOARDS boards available.
+farm_wait_ready() {
+    local want=$1 secs=${2:-60} n=0
+    local deadline=$((SECONDS + secs))
+    while ((SECONDS < deadline)); do
+        n=$("$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --timeout 2 --json available 2>/dev/null |
+            python3 -c 'import json,sys; print(json.load(sys.stdin).get("amount",0))' 2>/dev/null || echo 0)
+        if ((n >= want)); then return 0; fi
+        sleep 0.2
+    done
+    farm_log "only $n of $want boards became ready within ${secs}s; logs in $FARM_DIR"
+    return 1
+}
+
+# Stops the farm: SIGTERM (each process shuts down cleanly), then SIGKILL
+# whatever is still there after 5 s, so nothing is ever left behind.
+farm_stop() {
+    local i pid
+    # Newest first, so the worker and control say goodbye while the broker is up.
+    for ((i = ${#FARM_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${FARM_PIDS[i]}
+        kill -TERM "$pid" 2>/dev/null || continue
+        local t
+        for ((t = 0; t < 100; t++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    FARM_PIDS=()
+}

@@ -1,0 +1,270 @@
+/* The worker on MQTT. Births are retained and carry an epoch that grows with
+ * every connection; the Will carries the same epoch, so control can tell a late
+ * death of an old connection from the death of the current one. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "icefarm/log.h"
+#include "sim.h"
+#include "worker.h"
+
+static void publish_enc(wrk_ctx *w, const char *topic, ifm_enc *e, bool retain)
+{
+    ifm_mqtt_publish(w->mqtt, topic, ifm_enc_data(e), ifm_enc_size(e), 1, retain);
+    ifm_enc_free(e);
+}
+
+void wrk_publish_board(wrk_board *b)
+{
+    wrk_ctx *w = b->w;
+    char topic[IFM_TOPIC_MAX];
+    if (!ifm_mqtt_connected(w->mqtt) || ifm_topic_board(topic, sizeof topic, b->serial, "state"))
+        return;
+    ifm_board_status bs;
+    memset(&bs, 0, sizeof bs);
+    snprintf(bs.serial, sizeof bs.serial, "%s", b->serial);
+    snprintf(bs.worker, sizeof bs.worker, "%s", w->id);
+    bs.epoch = w->epoch;
+    bs.state = b->state;
+    if (b->kind >= 0)
+        snprintf(bs.kind, sizeof bs.kind, "%s", wrk_kind_name(b->kind));
+    snprintf(bs.reason, sizeof bs.reason, "%s", b->reason);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_board_status_encode(&e, &bs);
+    publish_enc(w, topic, &e, true);
+}
+
+static void encode_worker_state(wrk_ctx *w, ifm_enc *e, bool online)
+{
+    ifm_worker_state ws;
+    memset(&ws, 0, sizeof ws);
+    snprintf(ws.worker, sizeof ws.worker, "%s", w->id);
+    ws.online = online;
+    ws.epoch = w->epoch;
+    for (int k = FW_PULSECOUNT; k < FW_COUNT; k++)
+        if (w->offers[k])
+            snprintf(ws.kinds[ws.nkinds++], IFM_KIND_MAX, "%s", wrk_kind_name(k));
+    if (online) {
+        ws.boards = calloc(w->nboards ? w->nboards : 1, sizeof *ws.boards);
+        for (size_t i = 0; ws.boards && i < w->nboards; i++) {
+            const wrk_board *b = w->boards[i];
+            if (b->state == IFM_BOARD_GONE)
+                continue;
+            ifm_board_brief *bb = &ws.boards[ws.nboards++];
+            snprintf(bb->serial, sizeof bb->serial, "%s", b->serial);
+            bb->state = b->state;
+            if (b->kind >= 0)
+                snprintf(bb->kind, sizeof bb->kind, "%s", wrk_kind_name(b->kind));
+        }
+    }
+    ifm_enc_init(e);
+    ifm_worker_state_encode(e, &ws);
+    free(ws.boards);
+}
+
+void wrk_publish_birth(wrk_ctx *w)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (!ifm_mqtt_connected(w->mqtt) || ifm_topic_worker(topic, sizeof topic, w->id, "state"))
+        return;
+    ifm_enc e;
+    encode_worker_state(w, &e, true);
+    publish_enc(w, topic, &e, true);
+}
+
+static void set_will(wrk_ctx *w)
+{
+    char topic[IFM_TOPIC_MAX];
+    ifm_topic_worker(topic, sizeof topic, w->id, "state");
+    ifm_enc e;
+    encode_worker_state(w, &e, false);
+    ifm_mqtt_set_will(w->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), true);
+    ifm_enc_free(&e);
+}
+
+void wrk_send_event(wrk_board *b, const char *event, const char *reason)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_board(topic, sizeof topic, b->serial, "event"))
+        return;
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_event_simple_encode(&e, event, b->serial, reason);
+    publish_enc(b->w, topic, &e, false);
+}
+
+void wrk_send_results(wrk_board *b, const resbatch *rb)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_board(topic, sizeof topic, b->serial, "event"))
+        return;
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_event_results_encode(&e, b->serial, rb->batch, rb->r, rb->n);
+    publish_enc(b->w, topic, &e, false);
+}
+
+/* Holder -> board: icefarm/<serial>/cmd. The broker's ACL plugin makes sure only
+ * the lease holder can publish here in a secured farm. */
+static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    wrk_ctx *w = arg;
+    char serial[IFM_SERIAL_MAX];
+    if (ifm_topic_level(msg->topic, 1, serial, sizeof serial))
+        return;
+    wrk_board *b = wrk_board_get(w, serial, false);
+    if (!b)
+        return;
+    ifm_doc doc;
+    ifm_err err = { "" };
+    ifm_board_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    char why[200] = "";
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_board_cmd_decode(&doc, &cmd, &err))
+        snprintf(why, sizeof why, "bad command: %s", err.msg);
+    else
+        wrk_upload_evaluate(b, &cmd, why, sizeof why);
+    if (why[0]) {
+        IFM_WARN("serial=%s client=%s rejected command: %s", b->serial, b->holder[0] ? b->holder : "-", why);
+        wrk_send_event(b, "error", why);
+    }
+    ifm_board_cmd_free(&cmd);
+    ifm_doc_free(&doc);
+}
+
+static void on_worker_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    wrk_ctx *w = arg;
+    ifm_doc doc;
+    ifm_err err = { "" };
+    ifm_worker_cmd cmd;
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_worker_cmd_decode(&doc, &cmd, &err)) {
+        IFM_WARN("ignoring malformed control command: %s", err.msg);
+        ifm_doc_free(&doc);
+        return;
+    }
+    wrk_board *b = wrk_board_get(w, cmd.serial, false);
+    char why[200] = "";
+    if (!b) {
+        IFM_WARN("serial=%s control command for a board this worker does not have", cmd.serial);
+    } else {
+        switch (cmd.op) {
+        case IFM_WOP_RESERVE:
+            if (wrk_board_reserve(b, &cmd, why, sizeof why)) {
+                IFM_WARN("serial=%s client=%s cannot reserve: %s", b->serial, cmd.client, why);
+                /* The holder must hear, or it would wait for "initialized" forever. */
+                snprintf(b->holder, sizeof b->holder, "%s", cmd.client);
+                wrk_send_event(b, "failure", why);
+                b->holder[0] = '\0';
+            } else {
+                IFM_INFO("serial=%s client=%s reserved as %s (lease %llu)", b->serial, cmd.client, cmd.kind,
+                         (unsigned long long)cmd.lease);
+            }
+            break;
+        case IFM_WOP_RELEASE: wrk_board_release(b); break;
+        case IFM_WOP_REBOOT: wrk_board_reboot(b); break;
+        case IFM_WOP_DELETE:
+            IFM_INFO("serial=%s deleted by control: starting over", b->serial);
+            wrk_upload_free(b);
+            b->kind = -1;
+            b->holder[0] = '\0';
+            b->failures = 0;
+            if (b->dev)
+                wrk_board_flash_default(b);
+            else
+                wrk_board_set_state(b, IFM_BOARD_GONE, "deleted");
+            break;
+        default: break;
+        }
+    }
+    ifm_doc_free(&doc);
+}
+
+/* Fault injection for simulated boards: {v, serial, fault, count} or
+ * {v, serial, fault: "plug"}. Only subscribed when the worker runs --sim. */
+static void on_sim_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    wrk_ctx *w = arg;
+    ifm_doc doc;
+    ifm_err err = { "" };
+    char serial[IFM_SERIAL_MAX], fault[32];
+    uint64_t count = 1;
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
+        ifm_get_str(doc.root, "serial", true, serial, sizeof serial, &err) ||
+        ifm_get_str(doc.root, "fault", true, fault, sizeof fault, &err) ||
+        ifm_get_uint(doc.root, "count", false, 0, 1000000, &count, &err) < 0) {
+        IFM_WARN("ignoring malformed sim command: %s", err.msg);
+        ifm_doc_free(&doc);
+        return;
+    }
+    ifm_doc_free(&doc);
+    sim_fault f;
+    int rc;
+    if (strcmp(fault, "plug") == 0)
+        rc = sim_plug(w->t, serial);
+    else if (sim_fault_from_name(fault, &f) == 0)
+        rc = sim_inject(w->t, serial, f, (unsigned)count);
+    else
+        rc = -1;
+    IFM_INFO("serial=%s sim fault %s x%llu: %s", serial, fault, (unsigned long long)count, rc ? "refused" : "armed");
+}
+
+void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg)
+{
+    wrk_ctx *w = arg;
+    if (!connected) {
+        /* Next connection, next epoch: the Will of this one must not kill it. */
+        w->epoch++;
+        set_will(w);
+        return;
+    }
+    wrk_publish_birth(w);
+    for (size_t i = 0; i < w->nboards; i++)
+        wrk_publish_board(w->boards[i]);
+}
+
+int wrk_bridge_start(wrk_ctx *w)
+{
+    char topic[IFM_TOPIC_MAX];
+    set_will(w);
+    ifm_topic_worker(topic, sizeof topic, w->id, "cmd");
+    if (ifm_mqtt_subscribe(w->mqtt, topic, 1, on_worker_cmd, w))
+        return -1;
+    if (w->sim) {
+        ifm_topic_worker(topic, sizeof topic, w->id, "sim");
+        if (ifm_mqtt_subscribe(w->mqtt, topic, 1, on_sim_cmd, w))
+            return -1;
+    }
+    return 0;
+}
+
+/* Each board's command topic is subscribed on its own, so a bitstream only
+ * travels to the worker that has the board. */
+int wrk_bridge_watch_board(wrk_ctx *w, const char *serial)
+{
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_board(topic, sizeof topic, serial, "cmd"))
+        return -1;
+    return ifm_mqtt_subscribe(w->mqtt, topic, 1, on_board_cmd, w);
+}
+
+void wrk_bridge_stop(wrk_ctx *w)
+{
+    if (!ifm_mqtt_connected(w->mqtt))
+        return;
+    /* A clean shutdown says so itself (the broker drops the Will on DISCONNECT). */
+    char topic[IFM_TOPIC_MAX];
+    ifm_topic_worker(topic, sizeof topic, w->id, "state");
+    ifm_enc e;
+    encode_worker_state(w, &e, false);
+    publish_enc(w, topic, &e, true);
+    for (size_t i = 0; i < w->nboards; i++) {
+        wrk_board *b = w->boards[i];
+        if (b->state == IFM_BOARD_GONE)
+            continue;
+        b->state = IFM_BOARD_GONE;
+        snprintf(b->reason, sizeof b->reason, "worker stopped");
+        wrk_publish_board(b);
+    }
+}
