@@ -57,7 +57,8 @@ farm_wait_ready() {
     local deadline=$((SECONDS + secs))
     while ((SECONDS < deadline)); do
         n=$("$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --timeout 2 --json available 2>/dev/null |
-            python3 -c 'import json,sys; print(json.load(sys.stdin).get("amount",0))' 2>/dev/null || echo 0)
+            python3 -c 'import json,sys; print(json.load(sys.stdin).get("amount",0))' 2>/dev/null || true)
+        n=${n:-0}
         if ((n >= want)); then return 0; fi
         sleep 0.2
     done

@@ -7,7 +7,6 @@
  * for the next one. The measurement is the documented function of the bytes'
  * CRC-32 (sim.h), computed as they stream in.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>

@@ -7,6 +7,7 @@
 #ifndef ICEFARM_WRK_SIM_INTERNAL_H
 #define ICEFARM_WRK_SIM_INTERNAL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -122,6 +123,15 @@ static inline bool sim_rebooting(const sim_board *b)
 {
     /* A touch or a finished flash: the board is about to leave; ops are refused. */
     return b->t_enum && !b->enum_arrive && !b->leave_flap;
+}
+
+/* 0 if ops may use `dev` now. A dev is usable from its arrive until its leave
+ * starts (during the leave callback the board no longer points at it). */
+static inline int sim_dev_usable(const wrk_usbdev *dev)
+{
+    if (!dev || dev->board->dev != dev)
+        return -ENODEV;
+    return sim_rebooting(dev->board) ? -EBUSY : 0;
 }
 
 /* sim_usb.c */

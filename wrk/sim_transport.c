@@ -179,16 +179,9 @@ static int sim_start(wrk_transport *t, const wrk_transport_events *ev, void *arg
     return 0;
 }
 
-static int present(const wrk_usbdev *dev)
-{
-    if (!dev || dev->board->dev != dev)
-        return -ENODEV;
-    return sim_rebooting(dev->board) ? -EBUSY : 0;
-}
-
 static int sim_touch_1200(wrk_transport *t, wrk_usbdev *dev)
 {
-    int rc = present(dev);
+    int rc = sim_dev_usable(dev);
     if (rc)
         return rc;
     sim_board *b = dev->board;
@@ -221,7 +214,7 @@ static void flash_fire(ifm_loop *loop, void *arg)
 static int sim_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len,
                          wrk_done_cb done, void *arg)
 {
-    int rc = present(dev);
+    int rc = sim_dev_usable(dev);
     if (rc)
         return rc;
     sim_board *b = dev->board;

@@ -160,20 +160,9 @@ static void usb_tick(ifm_loop *loop, void *arg)
 
 /* ---- the CDC transport ops ---- */
 
-static int usable(const wrk_usbdev *dev)
-{
-    /* A dev is usable from arrive until leave starts; during the leave callback
-     * the board no longer points at it. */
-    if (!dev || dev->board->dev != dev)
-        return -ENODEV;
-    if (sim_rebooting(dev->board))
-        return -EBUSY;
-    return 0;
-}
-
 int sim_cdc_open(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_err_cb err, void *arg)
 {
-    int rc = usable(dev);
+    int rc = sim_dev_usable(dev);
     if (rc)
         return rc;
     sim_board *b = dev->board;
@@ -196,7 +185,7 @@ int sim_cdc_open(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_er
 int sim_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len,
                   wrk_done_cb done, void *arg)
 {
-    int rc = usable(dev);
+    int rc = sim_dev_usable(dev);
     if (rc)
         return rc;
     sim_board *b = dev->board;
