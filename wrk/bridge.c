@@ -120,7 +120,7 @@ static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     ifm_err err = { "" };
     ifm_board_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
-    char why[200] = "";
+    char why[sizeof err.msg + 16] = "";
     if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_board_cmd_decode(&doc, &cmd, &err))
         snprintf(why, sizeof why, "bad command: %s", err.msg);
     else
