@@ -476,7 +476,13 @@ static void on_request_timeout(ifm_loop *loop, void *arg)
 int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
                      uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg)
 {
-    if (!m->reply_topic[0] || !m->connected)
+    return ifm_mqtt_request_as(m, m->name, topic, payload, len, timeout_ms, cb, arg);
+}
+
+int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload,
+                        size_t len, uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg)
+{
+    if (!m->reply_topic[0] || !m->connected || !ifm_name_valid(client, IFM_NAME_MAX))
         return -1;
     pending *p = calloc(1, sizeof *p);
     if (!p)
@@ -491,7 +497,7 @@ int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t
     uint32_t expiry = (uint32_t)(timeout_ms / 1000 + 1);
     int rc = mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, m->reply_topic);
     rc = rc ? rc : mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, p->corr, CORR_LEN);
-    rc = rc ? rc : mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IFM_PROP_CLIENT, m->name);
+    rc = rc ? rc : mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IFM_PROP_CLIENT, client);
     /* Expiry: a request nobody picks up in time must not be acted on later. */
     rc = rc ? rc : mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, expiry);
     if (rc == 0)

@@ -93,6 +93,10 @@ int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, 
  * property; `cb` runs exactly once. Requires opts.name. */
 int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
                      uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
+/* The same, acting for `client` (a gateway such as the HTTP shim serving many
+ * callers); the reply still comes to this connection's reply topic. */
+int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload,
+                        size_t len, uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
 /* Answers a request message: publishes to its Response Topic with its Correlation
  * Data. Returns -1 if the request carried no Response Topic. */
 int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *request, const void *payload, size_t len);
