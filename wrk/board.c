@@ -254,13 +254,15 @@ void wrk_board_release(wrk_board *b)
     IFM_INFO("serial=%s client=%s released", b->serial, b->holder[0] ? b->holder : "-");
     wrk_upload_flush(b); /* results measured before the end still belong to the holder */
     wrk_upload_stop(b, false);
-    if (!b->dev) {
-        wrk_upload_free(b);
+    b->failures = 0;
+    if (b->state == IFM_BOARD_GONE) {
+        /* Unplugged: nothing to flash; it starts over when it is plugged back in. */
         b->kind = -1;
         b->holder[0] = '\0';
         return;
     }
-    b->failures = 0;
+    /* Also when a flash is in flight (released while preparing): starting the
+     * default flash supersedes it. */
     wrk_board_flash_default(b);
 }
 

@@ -18,6 +18,8 @@ typedef struct {
     uint64_t gen;
 } flash_token;
 
+static void step(wrk_board *b);
+
 static bool is_bootsel(const wrk_board *b)
 {
     return b->vid == WRK_VID_RPI && b->pid == WRK_PID_BOOTSEL;
@@ -39,7 +41,8 @@ static void on_timeout(ifm_loop *loop, void *arg)
     wrk_board *b = arg;
     b->state_timer = 0;
     static const char *const step[] = { "idle", "waiting for the board", "waiting for BOOTSEL",
-                                        "writing the image", "waiting for the new firmware" };
+                                        "writing the image", "waiting for the new firmware",
+                                        "waiting for an earlier write to finish" };
     char why[120];
     snprintf(why, sizeof why, "flashing %s timed out while %s", wrk_kind_name(b->image), step[b->fstep]);
     finish(b, false, why);
@@ -51,8 +54,13 @@ static void on_written(void *arg, int status, const char *reason)
     wrk_board *b = tok->b;
     bool current = tok->gen == b->gen && b->fstep == FL_WRITING;
     free(tok);
-    if (!current)
+    if (!current) {
+        /* An earlier write we superseded: if it failed the board stays in
+         * BOOTSEL and will not re-enumerate, so continue with the new image now. */
+        if (b->fstep == FL_SETTLING && status != 0)
+            step(b);
         return;
+    }
     if (status != 0) {
         char why[160];
         snprintf(why, sizeof why, "writing %s failed: %s", wrk_kind_name(b->image), reason ? reason : "error");
@@ -96,10 +104,17 @@ static void step(wrk_board *b)
 
 void wrk_flash_start(wrk_board *b, int image, flash_done_fn done)
 {
+    bool writing = b->fstep == FL_WRITING || b->fstep == FL_SETTLING;
     b->image = image;
     b->touches = 0;
     b->flash_done = done;
     wrk_board_arm(b, b->w->to.flash_ms, on_timeout);
+    if (writing) {
+        /* The bootloader is busy with the previous image: a second write would
+         * be refused. Let it finish and reboot, then flash this one. */
+        b->fstep = FL_SETTLING;
+        return;
+    }
     step(b);
 }
 
@@ -116,6 +131,7 @@ void wrk_flash_on_arrive(wrk_board *b)
         return;
     case FL_WAIT_DEVICE:
     case FL_TOUCHING:
+    case FL_SETTLING:
         step(b);
         return;
     default:

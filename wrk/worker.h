@@ -59,7 +59,9 @@ typedef struct wrk_ctx {
     bool stopping;
 } wrk_ctx;
 
-typedef enum { FL_IDLE, FL_WAIT_DEVICE, FL_TOUCHING, FL_WRITING, FL_REBOOTING } flash_step;
+/* FL_SETTLING: a new flash started while the previous image was still being
+ * written; wait for that write to end and the board to re-enumerate first. */
+typedef enum { FL_IDLE, FL_WAIT_DEVICE, FL_TOUCHING, FL_WRITING, FL_REBOOTING, FL_SETTLING } flash_step;
 
 typedef struct evaljob {
     struct evaljob *next;

@@ -82,7 +82,7 @@ int ifm_obj_pack(const msgpack_object *o, ifm_enc *e)
 static bool key_is(const msgpack_object *k, const char *key, size_t keylen)
 {
     return k->type == MSGPACK_OBJECT_STR && k->via.str.size == keylen &&
-           memcmp(k->via.str.ptr, key, keylen) == 0;
+           (keylen == 0 || memcmp(k->via.str.ptr, key, keylen) == 0); /* empty str: ptr NULL */
 }
 
 static int check_maps(const msgpack_object *o, ifm_err *err)

@@ -1483,7 +1483,7 @@ static void test_available(void **state)
     ifm_enc_key(&e, "kinds");
     ifm_enc_map(&e, IFM_MAX_KINDS + 1);
     for (int i = 0; i < IFM_MAX_KINDS + 1; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "k%d", i);
         ifm_enc_kuint(&e, k, 1);
     }

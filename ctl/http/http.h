@@ -1,0 +1,129 @@
+/* icefarm-http: the documented HTTP API of the old control server, translated
+ * to MQTT requests to icefarm-ctl. One thread, one ifm_loop: libmicrohttpd runs
+ * in external epoll mode (its epoll fd is watched by the loop, its timeouts are
+ * a loop timer), and a request waiting for control's reply is a suspended MHD
+ * connection, so nothing ever blocks.
+ *
+ * Ownership: the server owns every http_req (one per HTTP request, freed by the
+ * MHD "request completed" callback) and every sse_stream (owned by its MHD
+ * response, freed by the response's free callback). MQTT callbacks never touch
+ * MHD directly: they mark a connection to resume and kick a 0 ms timer, which
+ * resumes it and runs MHD from the loop, outside any MHD callback.
+ */
+#ifndef ICEFARM_HTTP_H
+#define ICEFARM_HTTP_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "icefarm/loop.h"
+#include "icefarm/mqtt.h"
+#include "icefarm/msg.h"
+
+#define HTTP_BODY_MAX (64u * 1024u)           /* request bodies above this get 413 */
+#define HTTP_SSE_KEEPALIVE_MS 15000u          /* comment line on idle event streams */
+#define HTTP_SSE_QUEUE_MAX (1024u * 1024u)    /* a slower reader than this is dropped */
+
+typedef struct http_srv http_srv;
+typedef struct http_req http_req;
+typedef struct sse_stream sse_stream;
+typedef struct http_call http_call;
+
+typedef enum {
+    REQ_NEW,      /* reading the request */
+    REQ_WAITING,  /* suspended until control answers */
+    REQ_READY,    /* answer prepared, connection resumed (or about to be) */
+    REQ_DONE,     /* response queued */
+} req_state;
+
+struct http_req {
+    http_req *prev, *next;
+    http_srv *srv;
+    struct MHD_Connection *conn;
+    char method[16];
+    char *path;
+    char client[IFM_NAME_MAX]; /* the acting client, for the log ("" if none) */
+    uint64_t t0;
+    char *body;
+    size_t len, cap;
+    req_state state;
+    bool resume_pending;
+    unsigned status;            /* as queued; 0 if no response was ever queued */
+    unsigned ready_status;      /* REQ_READY: the answer to queue */
+    char *ready_body;           /* REQ_READY: malloc'd JSON text */
+    const struct endpoint *ep;  /* the API endpoint being served */
+    http_call *call;            /* the MQTT request in flight, if any */
+};
+
+/* An MQTT request in flight; outlives its http_req if the server stops first. */
+struct http_call {
+    http_call *prev, *next;
+    http_srv *srv;
+    http_req *req; /* NULL once the request is gone */
+};
+
+typedef struct {
+    char serial[IFM_SERIAL_MAX];
+    char client[IFM_NAME_MAX]; /* "" = free */
+    bool subscribed;           /* to icefarm/<serial>/event */
+} lease_ent;
+
+struct http_srv {
+    ifm_loop *loop;
+    ifm_mqtt *mqtt;
+    struct MHD_Daemon *mhd;
+    int epfd;
+    uint64_t mhd_timer, kick_timer;
+    char broker_host[256];
+    int broker_port;
+    uint64_t timeout_ms;
+    char listen_url[300];
+    http_req *reqs;
+    http_call *calls;
+    sse_stream *streams;
+    lease_ent *leases;
+    size_t nleases, capleases;
+    bool stopping;
+};
+
+/* server.c */
+int http_server_start(http_srv *s, const char *listen, char *err, size_t errlen);
+void http_server_stop(http_srv *s);
+/* Runs MHD from the loop on the next iteration (after resumes). */
+void http_kick(http_srv *s);
+/* Queues a JSON body with this status on a request in the access handler. */
+enum MHD_Result http_reply_json(http_req *r, unsigned status, json_t *body);
+enum MHD_Result http_reply_error(http_req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Finishes a suspended request from an MQTT callback: stores the answer, resumes. */
+void http_finish(http_req *r, unsigned status, json_t *body);
+void http_finish_error(http_req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* api.c: the control endpoints. Returns NULL for a path that is not one. */
+const struct endpoint *api_find(const char *path);
+/* Serves an endpoint once the body is complete; may suspend the connection. */
+enum MHD_Result api_serve(http_req *r, json_t *args);
+void api_call_done(http_call *c);
+
+/* events.c: GET /events (Server-Sent Events) and the lease table. */
+int events_init(http_srv *s);
+enum MHD_Result events_serve(http_req *r, json_t *args);
+/* Resumes streams with pending data (from the kick timer). */
+void events_resume(http_srv *s);
+/* Ends every stream (shutdown). */
+void events_close_all(http_srv *s);
+void events_free(http_srv *s);
+
+/* json.c */
+json_t *json_from_msgpack(const msgpack_object *o);
+int json_to_msgpack(const json_t *j, ifm_enc *e);
+const char *json_type_name(const json_t *j);
+
+/* page.c */
+extern const char http_status_page[];
+
+#endif

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# icefarm benchmarks: prints tables of our numbers beside the old system's.
+#   tests/bench/run.sh [BUILD_DIR]        (default: ./build; run ./icefarm build first)
+# Sizes: ICEFARM_BENCH_WORKERS (50) x ICEFARM_BENCH_BOARDS (20) simulated boards for
+# the control plane; 1, 8 and 64 boards on one worker for evaluations.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+FARM_BIN=$(cd "${1:-$ROOT/build}" && pwd)
+WORKERS=${ICEFARM_BENCH_WORKERS:-50}
+PER=${ICEFARM_BENCH_BOARDS:-20}
+SECS=${ICEFARM_BENCH_SECONDS:-10}
+WINDOW_MS=${ICEFARM_BENCH_WINDOW_MS:-50}
+source "$ROOT/broker/farm.sh"
+RUN=$(mktemp -d)
+EXTRA=()
+cleanup() { for p in "${EXTRA[@]}"; do kill -9 "$p" 2>/dev/null || true; done; farm_stop; rm -rf "$RUN"; }
+trap cleanup EXIT
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tck=$(getconf CLK_TCK)
+cli() { "$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --timeout 5 "$@"; }
+avail() { cli --json available 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["amount"])' 2>/dev/null || echo 0; }
+
+echo "== control plane: $WORKERS workers x $PER simulated boards =="
+FARM_WORKER=w0 farm_start "$RUN/cp" "$PER" --sim-flash-ms 20 --sim-window-ms "$WINDOW_MS"
+for ((i = 1; i < WORKERS; i++)); do
+    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" --name "w$i" --sim "$PER" --sim-flash-ms 20 \
+        --sim-window-ms "$WINDOW_MS" >"$RUN/cp/wrk$i.log" 2>&1 &
+    EXTRA+=($!)
+done
+total=$((WORKERS * PER))
+farm_wait_ready "$total" 180
+CTL=${FARM_PIDS[1]}
+rss_idle=$(rss_kb "$CTL")
+results=()
+for clients in 1 8 32; do
+    c0=$(cpu_ticks "$CTL")
+    line=$("$FARM_BIN/tests/bench/bench_reserve" "$FARM_BROKER" "$clients" "$SECS")
+    c1=$(cpu_ticks "$CTL")
+    cpu=$(python3 -c "print(f'{($c1-$c0)/$tck/$SECS*100:.0f}')")
+    results+=("$line ctl_cpu_pct=$cpu")
+done
+rss_busy=$(rss_kb "$CTL")
+
+# Worker death: time from the signal until control reports the worker offline.
+worker_online() {
+    cli --json status 2>/dev/null | python3 -c "import json,sys; print([w['online'] for w in json.load(sys.stdin)['workers'] if w['id']=='$1'][0])" 2>/dev/null || echo unknown
+}
+time_offline() { # PID NAME SIGNAL
+    local t0 t1 deadline=$((SECONDS + 60))
+    t0=$(date +%s%N)
+    kill "-$3" "$1"
+    while [[ $(worker_online "$2") != False ]] && ((SECONDS < deadline)); do sleep 0.05; done
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000000))
+}
+sleep 2
+death_ms=$(time_offline "${EXTRA[0]}" w1 KILL)
+hang_ms=$(time_offline "${EXTRA[1]}" w2 STOP)
+kill -9 "${EXTRA[1]}"
+
+printf '\n%-44s %-22s %s\n' "control plane ($total boards)" "old iCEFARM" "icefarm"
+for r in "${results[@]}"; do
+    eval "$(tr ' ' '\n' <<<"$r" | grep '=' | sed 's/^/local_/')"
+    printf '%-44s %-22s %s\n' "reserve+end pairs/s, $local_clients client(s)" "<= 34" "$local_pairs_per_s (ctl CPU $local_ctl_cpu_pct%)"
+    printf '%-44s %-22s %s\n' "  reserve latency p50 / p99" "16.5 / 25.7 ms" "$local_reserve_p50_ms / $local_reserve_p99_ms ms"
+    printf '%-44s %-22s %s\n' "  end latency p50 / p99" "-" "$local_end_p50_ms / $local_end_p99_ms ms"
+done
+printf '%-44s %-22s %s\n' "control resident memory idle / after load" "66 MB (4 boards)" "$((rss_idle / 1024)) MB / $((rss_busy / 1024)) MB"
+printf '%-44s %-22s %s\n' "dead worker noticed (kill -9)" "166 s" "$death_ms ms"
+printf '%-44s %-22s %s\n' "hung worker noticed (SIGSTOP, keep-alive 5 s)" "166 s" "$hang_ms ms (bound: 7500 ms)"
+for p in "${EXTRA[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+EXTRA=()
+farm_stop
+
+echo
+echo "== evaluations: one worker, simulated count window ${WINDOW_MS} ms =="
+printf '%-10s %-12s %-22s %-24s %-22s %s\n' boards "evals/s" "ms/eval/board" "overhead ms/eval" "worker CPU ms/eval" "worker KB/board"
+for boards in 1 8 64; do
+    FARM_WORKER=evalw farm_start "$RUN/ev$boards" "$boards" --sim-flash-ms 20 --sim-window-ms "$WINDOW_MS"
+    farm_wait_ready "$boards" 120
+    WRK=${FARM_PIDS[2]}
+    rss0=$(rss_kb "$WRK")
+    c0=$(cpu_ticks "$WRK")
+    per=$((boards >= 64 ? 20 : 40))
+    line=$("$FARM_BIN/tests/bench/bench_eval" "$FARM_BROKER" "$boards" "$per" 2 "$WINDOW_MS")
+    c1=$(cpu_ticks "$WRK")
+    rss1=$(rss_kb "$WRK")
+    eval "$(tr ' ' '\n' <<<"$line" | grep '=' | sed 's/^/e_/')"
+    cpu_ms=$(python3 -c "print(f'{($c1-$c0)*1000/$tck/$e_evals:.2f}')")
+    printf '%-10s %-12s %-22s %-24s %-22s %s\n' "$boards" "$e_evals_per_s" "$e_per_eval_per_board_ms" \
+        "$e_overhead_ms" "$cpu_ms" "$((rss1 / boards))"
+    farm_stop
+done
+echo "(old iCEFARM: ~240 ms overhead and ~5 ms worker CPU per evaluation; its window is 1000 ms)"

@@ -1,0 +1,56 @@
+#!/bin/sh
+# Builds the libFuzzer targets with clang and runs each for SECONDS (default 20).
+#
+#   tests/fuzz/run.sh [SECONDS]
+#
+# Environment: ICEFARM_FUZZ_BUILD (build dir, default <repo>/build-fuzz),
+# CC (default clang), FUZZ_TARGETS (default "scan msg"), FUZZ_JOBS (parallel
+# workers per target, default 1).
+#
+# The build is tests/fuzz/ configured as a standalone CMake project, so it needs
+# only clang, libclang-rt and msgpack-c, not the rest of the tree. New inputs go
+# to <build>/work/<target>/corpus (seeded from tests/fuzz/corpus/<target>);
+# crashes, leaks and timeouts to <build>/work/<target>/artifacts/. Exits non-zero
+# if any target found one. To keep a reproducer as a regression test, copy it into
+# tests/fuzz/corpus/<target>/ (ctest replays that directory in every build).
+set -eu
+
+SECS=${1:-20}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${ICEFARM_FUZZ_BUILD:-$ROOT/build-fuzz}
+CC=${CC:-clang}
+TARGETS=${FUZZ_TARGETS:-"scan msg"}
+JOBS=${FUZZ_JOBS:-1}
+
+cmake -S "$ROOT/tests/fuzz" -B "$BUILD" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=Debug >/dev/null
+for t in $TARGETS; do
+    cmake --build "$BUILD" --target "fuzz_$t" -j "$(nproc)"
+done
+
+status=0
+for t in $TARGETS; do
+    work="$BUILD/work/$t"
+    mkdir -p "$work/corpus" "$work/artifacts"
+    echo "== fuzz_$t for ${SECS}s"
+    # -timeout: any single input slower than 25 s is reported as a hang.
+    if ! "$BUILD/fuzz_$t" \
+        -max_len=65536 -max_total_time="$SECS" -timeout=25 -rss_limit_mb=4096 \
+        -jobs="$JOBS" -workers="$JOBS" -print_final_stats=1 \
+        -artifact_prefix="$work/artifacts/" \
+        "$work/corpus" "$ROOT/tests/fuzz/corpus/$t" 2>"$work/log.txt"; then
+        status=1
+    fi
+    tail -n 15 "$work/log.txt"
+    found=$(find "$work/artifacts" -type f | head -n 20)
+    if [ -n "$found" ]; then
+        status=1
+        echo "!! fuzz_$t found problems:"
+        echo "$found"
+    fi
+done
+if [ "$status" -ne 0 ]; then
+    echo "FUZZING FOUND PROBLEMS (see artifacts above)"
+else
+    echo "fuzzing: no crashes"
+fi
+exit "$status"
