@@ -29,6 +29,15 @@ static uint64_t lease_duration(const ctl *c, uint64_t asked_s)
     return d > c->cfg.lease_max_s ? c->cfg.lease_max_s : d;
 }
 
+/* The store takes serials as an array of pointers. */
+static const char **serial_ptrs(const ifm_ctl_req *req)
+{
+    const char **s = calloc(req->nserials ? req->nserials : 1, sizeof *s);
+    for (size_t i = 0; s && i < req->nserials; i++)
+        s[i] = req->serials[i];
+    return s;
+}
+
 static void encode_leases(ifm_enc *e, const char *key, const ctl_lease_list *l)
 {
     ifm_enc_key(e, key);
@@ -177,11 +186,8 @@ static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const
     if (all) {
         rc = ctl_store_extend_all(c->store, client, until, &out, err, sizeof err);
     } else {
-        const char **s = calloc(req->nserials ? req->nserials : 1, sizeof *s);
-        for (size_t i = 0; s && i < req->nserials; i++)
-            s[i] = req->serials[i];
-        rc = s ? ctl_store_extend(c->store, client, s, req->nserials, until, &out, err, sizeof err)
-               : CTL_STORE_ENOMEM;
+        const char **s = serial_ptrs(req);
+        rc = s ? ctl_store_extend(c->store, client, s, req->nserials, until, &out, err, sizeof err) : CTL_STORE_ENOMEM;
         free(s);
     }
     if (rc != CTL_STORE_OK) {
@@ -218,11 +224,8 @@ static void do_end(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
     if (all) {
         rc = ctl_store_end_all(c->store, client, &out, err, sizeof err);
     } else {
-        const char **s = calloc(req->nserials ? req->nserials : 1, sizeof *s);
-        for (size_t i = 0; s && i < req->nserials; i++)
-            s[i] = req->serials[i];
-        rc = s ? ctl_store_end(c->store, client, s, req->nserials, &out, err, sizeof err)
-               : CTL_STORE_ENOMEM;
+        const char **s = serial_ptrs(req);
+        rc = s ? ctl_store_end(c->store, client, s, req->nserials, &out, err, sizeof err) : CTL_STORE_ENOMEM;
         free(s);
     }
     if (rc != CTL_STORE_OK) {
