@@ -55,6 +55,7 @@ struct http_req {
     unsigned ready_status;      /* REQ_READY: the answer to queue */
     char *ready_body;           /* REQ_READY: malloc'd JSON text */
     const struct endpoint *ep;  /* the API endpoint being served */
+    uint64_t wait_ms;           /* reserve's wait_ms: added to the reply timeout */
     http_call *call;            /* the MQTT request in flight, if any */
 };
 
@@ -108,6 +109,8 @@ const struct endpoint *api_find(const char *path);
 /* Serves an endpoint once the body is complete; may suspend the connection. */
 enum MHD_Result api_serve(http_req *r, json_t *args);
 void api_call_done(http_call *c);
+/* A client name control accepts: one topic level, no control characters. */
+bool api_name_ok(const char *name);
 
 /* events.c: GET /events (Server-Sent Events) and the lease table. */
 int events_init(http_srv *s);

@@ -10,7 +10,8 @@
 # The build is tests/fuzz/ configured as a standalone CMake project, so it needs
 # only clang, libclang-rt and msgpack-c, not the rest of the tree. New inputs go
 # to <build>/work/<target>/corpus (seeded from tests/fuzz/corpus/<target>);
-# crashes, leaks and timeouts to <build>/work/<target>/artifacts/. Exits non-zero
+# crashes, leaks and timeouts to <build>/work/<target>/artifacts/ (those of the
+# previous run move to artifacts.prev/). Exits non-zero
 # if any target found one. To keep a reproducer as a regression test, copy it into
 # tests/fuzz/corpus/<target>/ (ctest replays that directory in every build).
 set -eu
@@ -30,6 +31,11 @@ done
 status=0
 for t in $TARGETS; do
     work="$BUILD/work/$t"
+    # artifacts of an earlier run are kept in artifacts.prev/, not reported again
+    if [ -d "$work/artifacts" ]; then
+        mkdir -p "$work/artifacts.prev"
+        find "$work/artifacts" -type f -exec mv -f {} "$work/artifacts.prev/" \;
+    fi
     mkdir -p "$work/corpus" "$work/artifacts"
     echo "== fuzz_$t for ${SECS}s"
     # -timeout: any single input slower than 25 s is reported as a hang.

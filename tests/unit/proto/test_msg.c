@@ -561,6 +561,8 @@ static void test_ctl_req_args_limit(void **state)
         ifm_ctl_req_encode(&e, &req, ifm_enc_data(&a), ifm_enc_size(&a));
         ifm_err err = { "" };
         int rc = decode_req(IFM_VERB_RESERVE, &e, &err);
+        ifm_enc_free(&e);
+        ifm_enc_free(&a);
         if (!big)
             assert_int_equal(rc, 0);
         else if (rc != -1)
@@ -568,8 +570,6 @@ static void test_ctl_req_args_limit(void **state)
                      IFM_MAX_ARGS);
         else
             ERR_HAS(err, "\"args\"");
-        ifm_enc_free(&e);
-        ifm_enc_free(&a);
     }
 }
 

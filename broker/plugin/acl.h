@@ -1,0 +1,153 @@
+/* The icefarm access policy, free of any Mosquitto type so that it can be
+ * driven directly by unit tests (tests/security/test_acl_core.c, under ASan).
+ * plugin.c is the thin Mosquitto glue around it. SECURITY.md describes the
+ * policy in prose; keep the two in step.
+ *
+ * Roles (one per user, from the roles file):
+ *   control    icefarm-ctl: publishes leases, availability, its state, client
+ *              events and replies, worker commands; reads everything.
+ *   worker     icefarm-wrk, username = worker id: publishes its own birth and,
+ *              for the boards it owns, their state and events; reads its own
+ *              worker topics and the commands of the boards it owns.
+ *   client     a person or program using boards: publishes requests to control
+ *              and commands to the boards it holds a lease on; reads its own
+ *              client topics and the events of the boards it holds.
+ *   gateway    like client, but trusted to name the client it acts for in the
+ *              icefarm-client property (the HTTP shim).
+ *   dashboard  reads the farm's public state; publishes nothing.
+ * Every role reads the public state: icefarm/ctl/state, icefarm/farm/#,
+ * icefarm/lease/+, icefarm/<serial>/state, icefarm/worker/+/state.
+ *
+ * State learnt from messages passing through the broker (acl_observe):
+ *   leases      control's retained icefarm/lease/<serial> (empty = released)
+ *   ownership   a board belongs to the worker whose birth lists it or whose
+ *               state message for it names it; a board owned by a worker whose
+ *               connection is gone may be claimed by another worker.
+ */
+#ifndef ICEFARM_ACL_H
+#define ICEFARM_ACL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Same values as Mosquitto's MOSQ_ACL_*. */
+#define ACL_READ 0x01
+#define ACL_WRITE 0x02
+#define ACL_SUBSCRIBE 0x04
+#define ACL_UNSUBSCRIBE 0x08
+
+#define ACL_NAME_MAX 128   /* user, client and worker names incl. NUL (IFM_NAME_MAX) */
+#define ACL_SERIAL_MAX 64  /* IFM_SERIAL_MAX */
+#define ACL_PROP_CLIENT "icefarm-client"
+
+typedef enum {
+    ROLE_NONE = 0,
+    ROLE_CONTROL,
+    ROLE_WORKER,
+    ROLE_CLIENT,
+    ROLE_GATEWAY,
+    ROLE_DASHBOARD,
+} acl_role;
+
+typedef struct acl_state acl_state;
+
+typedef void (*acl_log_fn)(int level, const char *msg);
+#define ACL_LOG_INFO 0
+#define ACL_LOG_WARNING 1
+#define ACL_LOG_ERR 2
+
+typedef struct {
+    /* A lease is honoured until `until` + grace, even if control never clears it
+     * (control dead). 0: leases end only when control clears them. */
+    uint64_t lease_grace_ms;
+    /* Caps on learnt state, so a misbehaving peer cannot grow the broker without bound. */
+    size_t max_leases, max_boards;
+    acl_log_fn log;              /* NULL: silent */
+    uint64_t (*now_ms)(void);    /* wall clock in ms; NULL: CLOCK_REALTIME */
+} acl_opts;
+
+acl_state *acl_new(const acl_opts *opts);
+void acl_free(acl_state *st);
+
+/* Reads a roles file: one `user role` per line, '#' comments, blank lines.
+ * Replaces the current roles only if the whole file is valid. Returns 0, or -1
+ * with a reason (naming the line) in err. */
+int acl_load_roles(acl_state *st, const char *path, char *err, size_t errlen);
+acl_role acl_role_of(const acl_state *st, const char *user);
+const char *acl_role_name(acl_role r);
+int acl_role_parse(const char *s);
+size_t acl_user_count(const acl_state *st);
+
+/* A name that can be one topic level (same rule as proto's ifm_name_valid). */
+bool acl_name_valid(const char *s, size_t max);
+
+/* At CONNECT, before the password is checked: 0 to go on (the password file
+ * decides), -1 to refuse (why says why). Refuses users without a role, and
+ * client ids that would take over another identity's connection: "wrk-<id>" is
+ * the worker <id>'s alone, and a worker must use it; "icefarm-ctl" is control's. */
+int acl_check_connect(const acl_state *st, const char *user, const char *client_id, char *why,
+                      size_t whylen);
+
+/* One access decision. SUBSCRIBE of a filter with wildcards is allowed when the
+ * filter can match something the user may read; what is actually delivered is
+ * then decided per message by READ. SUBSCRIBE of an exact topic is decided as
+ * READ now. "$share/<group>/" prefixes are looked through. */
+bool acl_check(acl_state *st, const char *user, int access, const char *topic,
+               const void *payload, size_t len, bool retain);
+
+/* A message accepted by the broker: learn leases and ownership from it.
+ * `conn` and `conn_id` identify the publishing connection (pointer and client id). */
+void acl_observe(acl_state *st, const char *user, const void *conn, const char *conn_id,
+                 const char *topic, const void *payload, size_t len, bool retain);
+/* A connection ended: a worker whose live connection this was no longer holds
+ * its boards against other workers. */
+void acl_disconnect(acl_state *st, const void *conn, const char *conn_id);
+
+/* What to do with the icefarm-client property of a message to icefarm/ctl/req/+. */
+typedef enum {
+    ACL_REQ_PASS,     /* not a request: leave it alone */
+    ACL_REQ_REPLACE,  /* drop every icefarm-client property, add one = username */
+    ACL_REQ_GATEWAY,  /* keep one valid icefarm-client if present, else as REPLACE */
+    ACL_REQ_DENY,     /* refuse the message */
+} acl_req_action;
+/* `response_topic` may be NULL. A request's Response Topic must be under the
+ * sender's own icefarm/client/<username>/, so nobody can make control publish
+ * its reply on someone else's topic (a lease, a worker's commands...). */
+acl_req_action acl_request_action(const acl_state *st, const char *user, const char *topic,
+                                  const char *response_topic);
+
+/* For tests and logs. */
+bool acl_lease_holder(acl_state *st, const char *serial, const char *client);
+const char *acl_board_owner(const acl_state *st, const char *serial);
+
+/* Decoders (strict, bounded), exposed for tests. Return 0 or -1. */
+typedef struct {
+    char serial[ACL_SERIAL_MAX];
+    char client[ACL_NAME_MAX];
+    char worker[ACL_NAME_MAX];
+    uint64_t lease, until_ms;
+} acl_lease;
+int acl_decode_lease(const void *p, size_t len, acl_lease *out);
+
+typedef struct {
+    char serial[ACL_SERIAL_MAX];
+    char worker[ACL_NAME_MAX];
+    char state[16];
+} acl_board_state;
+int acl_decode_board_state(const void *p, size_t len, acl_board_state *out);
+
+typedef struct {
+    char worker[ACL_NAME_MAX];
+    bool online;
+    char (*serials)[ACL_SERIAL_MAX]; /* malloc'd; acl_worker_birth_free() */
+    size_t nserials;
+} acl_worker_birth;
+#define ACL_MAX_BIRTH_BOARDS 4096
+int acl_decode_worker_birth(const void *p, size_t len, acl_worker_birth *out);
+void acl_worker_birth_free(acl_worker_birth *b);
+
+/* MQTT filter/filter overlap: can some topic match both? */
+bool acl_filters_intersect(const char *a, const char *b);
+
+#endif

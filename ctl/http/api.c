@@ -1,0 +1,381 @@
+/* The documented control endpoints: strict argument checks (a wrong type or a
+ * missing field is a 400 naming the field, never a 500), one MQTT request to
+ * icefarm-ctl acting for the caller's name, and the old JSON shapes back. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "icefarm/log.h"
+
+typedef enum { SHAPE_AMOUNT, SHAPE_SERIALS, SHAPE_LEASES, SHAPE_STATUS } reply_shape;
+
+enum {
+    F_NAME = 1,       /* name: the acting client */
+    F_SERIALS = 2,    /* serials: list of strings */
+    F_AMOUNT = 4,     /* amount: integer */
+    F_KIND = 8,       /* kind: string, required */
+    F_KIND_OPT = 16,  /* kind: string, optional filter */
+    F_ARGS = 32,      /* args: object, optional */
+    F_DURATION = 64,  /* duration_s: integer, optional (an extension) */
+    F_WAIT = 128,     /* wait_ms: integer, optional (an extension) */
+};
+
+struct endpoint {
+    const char *path;
+    ifm_verb verb;
+    unsigned fields;
+    reply_shape shape;
+};
+
+static const struct endpoint endpoints[] = {
+    { "/available", IFM_VERB_AVAILABLE, F_KIND_OPT, SHAPE_AMOUNT },
+    { "/devices", IFM_VERB_DEVICES, F_KIND_OPT, SHAPE_SERIALS },
+    { "/reserve", IFM_VERB_RESERVE, F_NAME | F_AMOUNT | F_KIND | F_ARGS | F_DURATION | F_WAIT, SHAPE_LEASES },
+    { "/reserveserials", IFM_VERB_RESERVE_SERIALS, F_NAME | F_SERIALS | F_KIND | F_ARGS | F_DURATION,
+      SHAPE_LEASES },
+    { "/extend", IFM_VERB_EXTEND, F_NAME | F_SERIALS | F_DURATION, SHAPE_SERIALS },
+    { "/extendall", IFM_VERB_EXTEND_ALL, F_NAME | F_DURATION, SHAPE_SERIALS },
+    { "/end", IFM_VERB_END, F_NAME | F_SERIALS, SHAPE_SERIALS },
+    { "/endall", IFM_VERB_END_ALL, F_NAME, SHAPE_SERIALS },
+    { "/reboot", IFM_VERB_REBOOT, F_NAME | F_SERIALS, SHAPE_SERIALS },
+    { "/delete", IFM_VERB_DELETE, F_NAME | F_SERIALS, SHAPE_SERIALS },
+    { "/status", IFM_VERB_STATUS, 0, SHAPE_STATUS },
+};
+
+const struct endpoint *api_find(const char *path)
+{
+    for (size_t i = 0; i < sizeof endpoints / sizeof *endpoints; i++)
+        if (strcmp(path, endpoints[i].path) == 0)
+            return &endpoints[i];
+    return NULL;
+}
+
+/* ---- argument checks: 0 found, 1 absent (optional), -1 error in err ---- */
+
+typedef struct {
+    char msg[300];
+} argerr;
+
+static int get_field(json_t *args, const char *key, bool required, json_type want, const char *what,
+                     json_t **out, argerr *err)
+{
+    json_t *v = json_object_get(args, key);
+    if (!v || (json_is_null(v) && !required)) {
+        if (!required)
+            return 1;
+        snprintf(err->msg, sizeof err->msg, "missing field \"%s\" (%s)", key, what);
+        return -1;
+    }
+    if (json_typeof(v) != want) {
+        snprintf(err->msg, sizeof err->msg, "field \"%s\" must be %s, not %s", key, what, json_type_name(v));
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static bool has_control_chars(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < ' ' || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* A client name as control accepts it: one MQTT topic level. */
+bool api_name_ok(const char *name)
+{
+    return ifm_name_valid(name, IFM_NAME_MAX) && !has_control_chars(name);
+}
+
+static int get_name(json_t *args, const char **name, argerr *err)
+{
+    json_t *v;
+    if (get_field(args, "name", true, JSON_STRING, "a string", &v, err))
+        return -1;
+    *name = json_string_value(v);
+    if (!api_name_ok(*name)) {
+        snprintf(err->msg, sizeof err->msg,
+                 "field \"name\" must be 1 to %d bytes without '/', '+', '#', control characters or a "
+                 "leading '$'",
+                 IFM_NAME_MAX - 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_uint(json_t *args, const char *key, bool required, uint64_t min, uint64_t max, uint64_t *out,
+                    argerr *err)
+{
+    json_t *v;
+    int rc = get_field(args, key, required, JSON_INTEGER, "an integer", &v, err);
+    if (rc)
+        return rc;
+    json_int_t n = json_integer_value(v);
+    if (n < 0 || (uint64_t)n < min || (uint64_t)n > max) {
+        snprintf(err->msg, sizeof err->msg, "field \"%s\" must be between %llu and %llu, not %lld", key,
+                 (unsigned long long)min, (unsigned long long)max, (long long)n);
+        return -1;
+    }
+    *out = (uint64_t)n;
+    return 0;
+}
+
+static int get_serials(json_t *args, ifm_ctl_req *req, argerr *err)
+{
+    json_t *v;
+    if (get_field(args, "serials", true, JSON_ARRAY, "a list of serials", &v, err))
+        return -1;
+    size_t n = json_array_size(v);
+    if (n > IFM_MAX_SERIALS) {
+        snprintf(err->msg, sizeof err->msg, "field \"serials\" lists %zu serials; at most %d at once", n,
+                 IFM_MAX_SERIALS);
+        return -1;
+    }
+    req->serials = calloc(n ? n : 1, sizeof *req->serials);
+    if (!req->serials) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_string(e)) {
+            snprintf(err->msg, sizeof err->msg, "field \"serials\" must be a list of strings; serials[%zu] is %s", i,
+                     json_type_name(e));
+            return -1;
+        }
+        const char *sv = json_string_value(e);
+        if (!ifm_serial_valid(sv) || has_control_chars(sv)) {
+            snprintf(err->msg, sizeof err->msg, "serials[%zu] is not a valid serial: \"%.64s\"", i, sv);
+            return -1;
+        }
+        snprintf(req->serials[i], IFM_SERIAL_MAX, "%s", sv);
+    }
+    req->nserials = n;
+    return 0;
+}
+
+static int get_kind(json_t *args, bool required, ifm_ctl_req *req, argerr *err)
+{
+    json_t *v;
+    int rc = get_field(args, "kind", required, JSON_STRING, "a string", &v, err);
+    if (rc)
+        return rc;
+    const char *k = json_string_value(v);
+    if (!*k || strlen(k) >= IFM_KIND_MAX || has_control_chars(k)) {
+        snprintf(err->msg, sizeof err->msg, "field \"kind\" must be 1 to %d printable bytes", IFM_KIND_MAX - 1);
+        return -1;
+    }
+    snprintf(req->kind, sizeof req->kind, "%s", k);
+    return 0;
+}
+
+static int get_args(json_t *args, ifm_enc *enc, bool *have, argerr *err)
+{
+    json_t *v;
+    int rc = get_field(args, "args", false, JSON_OBJECT, "an object", &v, err);
+    if (rc)
+        return rc < 0 ? -1 : 0;
+    if (json_to_msgpack(v, enc)) {
+        snprintf(err->msg, sizeof err->msg, "field \"args\" cannot be encoded");
+        return -1;
+    }
+    if (ifm_enc_size(enc) > IFM_MAX_ARGS) {
+        snprintf(err->msg, sizeof err->msg, "field \"args\" is larger than %d bytes", IFM_MAX_ARGS);
+        return -1;
+    }
+    *have = true;
+    return 0;
+}
+
+static int check_args(const struct endpoint *ep, json_t *args, ifm_ctl_req *req, const char **name,
+                      ifm_enc *renc, bool *have_args, argerr *err)
+{
+    unsigned f = ep->fields;
+    uint64_t u;
+    if ((f & F_NAME) && get_name(args, name, err))
+        return -1;
+    if (f & F_AMOUNT) {
+        if (get_uint(args, "amount", true, 1, IFM_MAX_SERIALS, &u, err))
+            return -1;
+        req->amount = (uint32_t)u;
+    }
+    if ((f & F_SERIALS) && get_serials(args, req, err))
+        return -1;
+    if ((f & (F_KIND | F_KIND_OPT)) && get_kind(args, (f & F_KIND) != 0, req, err) < 0)
+        return -1;
+    if ((f & F_ARGS) && get_args(args, renc, have_args, err))
+        return -1;
+    if ((f & F_DURATION) && get_uint(args, "duration_s", false, 0, 365u * 86400u, &req->duration_s, err) < 0)
+        return -1;
+    if ((f & F_WAIT) && get_uint(args, "wait_ms", false, 0, 3600u * 1000u, &req->wait_ms, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- control's reply -> the old JSON shapes ---- */
+
+static json_t *shape_reply(http_srv *s, const struct endpoint *ep, const msgpack_object *root)
+{
+    switch (ep->shape) {
+    case SHAPE_AMOUNT: {
+        const msgpack_object *a = ifm_map_get(root, "amount");
+        return a ? json_pack("{s:o}", "amount", json_from_msgpack(a)) : NULL;
+    }
+    case SHAPE_SERIALS: {
+        const msgpack_object *a = ifm_map_get(root, "serials");
+        return a && a->type == MSGPACK_OBJECT_ARRAY ? json_from_msgpack(a) : NULL;
+    }
+    case SHAPE_LEASES: {
+        const msgpack_object *a = ifm_map_get(root, "serials");
+        if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+            return NULL;
+        json_t *out = json_array();
+        for (uint32_t i = 0; out && i < a->via.array.size; i++) {
+            const msgpack_object *l = &a->via.array.ptr[i];
+            if (l->type != MSGPACK_OBJECT_MAP)
+                continue;
+            json_t *o = json_object();
+            const msgpack_object *v;
+            if ((v = ifm_map_get(l, "serial")))
+                json_object_set_new(o, "serial", json_from_msgpack(v));
+            /* The old API named the worker's HTTP server; workers are now reached
+             * through the broker, so these name the broker. */
+            json_object_set_new(o, "ip", json_string(s->broker_host));
+            json_object_set_new(o, "serverport", json_integer(s->broker_port));
+            if ((v = ifm_map_get(l, "worker")))
+                json_object_set_new(o, "worker", json_from_msgpack(v));
+            if ((v = ifm_map_get(l, "until")))
+                json_object_set_new(o, "until", json_from_msgpack(v));
+            json_array_append_new(out, o);
+        }
+        return out;
+    }
+    case SHAPE_STATUS: {
+        json_t *o = json_from_msgpack(root);
+        json_object_del(o, "v");
+        json_object_del(o, "ok");
+        json_object_del(o, "code");
+        return o;
+    }
+    }
+    return NULL;
+}
+
+static void unlink_call(http_call *c)
+{
+    http_srv *s = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+void api_call_done(http_call *c)
+{
+    unlink_call(c);
+    if (c->req)
+        c->req->call = NULL;
+    free(c);
+}
+
+static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *arg)
+{
+    http_call *c = arg;
+    http_req *r = c->req;
+    http_srv *s = c->srv;
+    api_call_done(c);
+    if (!r)
+        return; /* the HTTP request is gone */
+    if (status == -ETIMEDOUT) {
+        http_finish_error(r, 503, "control did not answer within %llu ms (is icefarm-ctl running?)",
+                          (unsigned long long)(s->timeout_ms + r->wait_ms));
+        return;
+    }
+    if (status) {
+        http_finish_error(r, 503, "lost the connection to the broker before control answered");
+        return;
+    }
+    ifm_doc doc;
+    ifm_err err = { "" };
+    ifm_reply_status st;
+    if (ifm_doc_parse(&doc, reply->payload, reply->len, &err) || ifm_reply_status_decode(&doc, &st, &err)) {
+        IFM_WARN("malformed reply from control to %s: %s", r->path, err.msg);
+        http_finish_error(r, 502, "malformed reply from control: %s", err.msg);
+    } else if (!st.ok) {
+        unsigned code = st.code >= 400 && st.code <= 599 ? st.code : 502;
+        http_finish_error(r, code, "%s", st.error[0] ? st.error : "control refused the request");
+    } else {
+        json_t *body = shape_reply(s, r->ep, doc.root);
+        if (body)
+            http_finish(r, 200, body);
+        else
+            http_finish_error(r, 502, "control's reply to %s lacks the expected fields", r->path);
+    }
+    ifm_doc_free(&doc);
+}
+
+enum MHD_Result api_serve(http_req *r, json_t *args)
+{
+    http_srv *s = r->srv;
+    const struct endpoint *ep = r->ep;
+    ifm_ctl_req req;
+    memset(&req, 0, sizeof req);
+    req.verb = ep->verb;
+    const char *name = NULL;
+    ifm_enc renc;
+    ifm_enc_init(&renc);
+    bool have_args = false;
+    argerr err = { "" };
+    enum MHD_Result rc;
+    if (check_args(ep, args, &req, &name, &renc, &have_args, &err)) {
+        if (name)
+            snprintf(r->client, sizeof r->client, "%s", name);
+        rc = http_reply_error(r, 400, "%s", err.msg);
+        goto out;
+    }
+    if (name)
+        snprintf(r->client, sizeof r->client, "%s", name);
+    char topic[IFM_TOPIC_MAX];
+    ifm_topic_ctl_req(topic, sizeof topic, ifm_verb_name(ep->verb));
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_ctl_req_encode(&e, &req, have_args ? ifm_enc_data(&renc) : NULL, ifm_enc_size(&renc));
+    http_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        ifm_enc_free(&e);
+        rc = http_reply_error(r, 500, "out of memory");
+        goto out;
+    }
+    c->srv = s;
+    c->req = r;
+    c->next = s->calls;
+    if (s->calls)
+        s->calls->prev = c;
+    s->calls = c;
+    r->wait_ms = req.wait_ms;
+    int sent = s->mqtt && !s->stopping
+                   ? ifm_mqtt_request_as(s->mqtt, name ? name : ifm_mqtt_name(s->mqtt), topic, ifm_enc_data(&e),
+                                         ifm_enc_size(&e), s->timeout_ms + req.wait_ms, on_reply, c)
+                   : -1;
+    ifm_enc_free(&e);
+    if (sent) {
+        c->req = NULL;
+        api_call_done(c);
+        rc = http_reply_error(r, 503, "control unreachable: not connected to the MQTT broker");
+        goto out;
+    }
+    r->call = c;
+    r->state = REQ_WAITING;
+    MHD_suspend_connection(r->conn);
+    rc = MHD_YES;
+out:
+    ifm_enc_free(&renc);
+    ifm_ctl_req_free(&req);
+    return rc;
+}

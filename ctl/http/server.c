@@ -1,0 +1,519 @@
+/* libmicrohttpd on the ifm_loop: external epoll mode, suspended connections for
+ * requests waiting on MQTT, routing, argument parsing and the request log. */
+#include <ctype.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "http.h"
+#include "icefarm/log.h"
+
+/* ---- MHD on the loop ---- */
+
+static void mhd_pump(http_srv *s);
+
+static void on_mhd_timer(ifm_loop *loop, void *arg)
+{
+    http_srv *s = arg;
+    s->mhd_timer = 0;
+    mhd_pump(s);
+}
+
+static void on_mhd_fd(ifm_loop *loop, int fd, int events, void *arg)
+{
+    mhd_pump(arg);
+}
+
+/* Runs MHD once (it never blocks here) and re-arms the timer MHD asks for. */
+static void mhd_pump(http_srv *s)
+{
+    if (!s->mhd)
+        return;
+    MHD_run(s->mhd);
+    if (s->mhd_timer) {
+        ifm_timer_cancel(s->loop, s->mhd_timer);
+        s->mhd_timer = 0;
+    }
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(s->mhd, &ms) == MHD_YES)
+        s->mhd_timer = ifm_timer_add(s->loop, ms, on_mhd_timer, s);
+}
+
+static void on_kick(ifm_loop *loop, void *arg)
+{
+    http_srv *s = arg;
+    s->kick_timer = 0;
+    for (http_req *r = s->reqs; r; r = r->next) {
+        if (r->resume_pending) {
+            r->resume_pending = false;
+            MHD_resume_connection(r->conn);
+        }
+    }
+    events_resume(s);
+    mhd_pump(s);
+}
+
+void http_kick(http_srv *s)
+{
+    if (!s->kick_timer && s->mhd)
+        s->kick_timer = ifm_timer_add(s->loop, 0, on_kick, s);
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result queue_text(http_req *r, unsigned status, char *text, size_t len,
+                                  const char *allow)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->state = REQ_DONE;
+    return rc;
+}
+
+/* JSON text with a trailing newline (friendlier on a terminal, still one JSON value). */
+static char *dump(json_t *body, size_t *len)
+{
+    char *s = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(body);
+    if (!s)
+        s = strdup("{\"error\": \"out of memory\"}");
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    char *t = realloc(s, n + 2);
+    if (!t) {
+        free(s);
+        return NULL;
+    }
+    t[n] = '\n';
+    t[n + 1] = '\0';
+    *len = n + 1;
+    return t;
+}
+
+enum MHD_Result http_reply_json(http_req *r, unsigned status, json_t *body)
+{
+    size_t len = 0;
+    char *text = dump(body, &len);
+    return text ? queue_text(r, status, text, len, NULL) : MHD_NO;
+}
+
+static json_t *error_body(const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    json_t *s = json_string(msg);
+    if (!s) /* the message quoted invalid UTF-8 */
+        s = json_string("invalid request");
+    return json_pack("{s:o}", "error", s);
+}
+
+enum MHD_Result http_reply_error(http_req *r, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *body = error_body(fmt, ap);
+    va_end(ap);
+    return http_reply_json(r, status, body);
+}
+
+static enum MHD_Result reply_405(http_req *r, const char *allow)
+{
+    size_t len = 0;
+    char *text = dump(json_pack("{s:s+}", "error", "method not allowed; use ", allow), &len);
+    return text ? queue_text(r, MHD_HTTP_METHOD_NOT_ALLOWED, text, len, allow) : MHD_NO;
+}
+
+void http_finish(http_req *r, unsigned status, json_t *body)
+{
+    if (r->state != REQ_WAITING) {
+        json_decref(body);
+        return;
+    }
+    size_t len = 0;
+    r->ready_body = dump(body, &len);
+    r->ready_status = status;
+    r->state = REQ_READY;
+    r->resume_pending = true;
+    http_kick(r->srv);
+}
+
+void http_finish_error(http_req *r, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    json_t *body = error_body(fmt, ap);
+    va_end(ap);
+    http_finish(r, status, body);
+}
+
+static enum MHD_Result serve_page(http_req *r)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        strlen(http_status_page), (void *)http_status_page, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    r->status = MHD_HTTP_OK;
+    r->state = REQ_DONE;
+    return rc;
+}
+
+/* ---- arguments: ?json=..., or the body (JSON, or a form with json=...) ---- */
+
+static bool blank(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isspace((unsigned char)p[i]))
+            return false;
+    return true;
+}
+
+/* Returns the arguments object, or NULL after queueing a 400. */
+static json_t *parse_args(http_req *r, enum MHD_Result *rc)
+{
+    const char *q = NULL;
+    size_t qlen = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "json", 4, &q, &qlen) != MHD_YES)
+        q = NULL;
+    const char *text = q;
+    size_t len = qlen;
+    const char *where = "?json=";
+    if (r->len && !blank(r->body, r->len)) {
+        if (q) {
+            *rc = http_reply_error(r, 400, "give the arguments either as ?json= or as the request body, not both");
+            return NULL;
+        }
+        text = r->body;
+        len = r->len;
+        where = "the request body";
+        /* An HTML form posting json=<urlencoded JSON>. */
+        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0 && len > 5 &&
+            memcmp(text, "json=", 5) == 0) {
+            r->body[r->len] = '\0';
+            for (char *p = r->body + 5; *p; p++)
+                if (*p == '+')
+                    *p = ' ';
+            len = MHD_http_unescape(r->body + 5);
+            text = r->body + 5;
+        }
+    }
+    if (!text || blank(text, len))
+        return json_object();
+    json_error_t je;
+    json_t *args = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!args) {
+        *rc = http_reply_error(r, 400, "malformed JSON in %s: %s (line %d, column %d)", where, je.text,
+                               je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(args)) {
+        *rc = http_reply_error(r, 400, "the arguments must be a JSON object, not %s", json_type_name(args));
+        json_decref(args);
+        return NULL;
+    }
+    return args;
+}
+
+/* ---- the access handler ---- */
+
+static http_req *req_new(http_srv *s, struct MHD_Connection *conn, const char *url, const char *method)
+{
+    http_req *r = calloc(1, sizeof *r);
+    if (!r || !(r->path = strdup(url))) {
+        free(r);
+        return NULL;
+    }
+    r->srv = s;
+    r->conn = conn;
+    r->t0 = ifm_now_ms();
+    snprintf(r->method, sizeof r->method, "%s", method);
+    r->next = s->reqs;
+    if (s->reqs)
+        s->reqs->prev = r;
+    s->reqs = r;
+    return r;
+}
+
+static enum MHD_Result route(http_req *r)
+{
+    bool get = strcmp(r->method, MHD_HTTP_METHOD_GET) == 0;
+    bool post = strcmp(r->method, MHD_HTTP_METHOD_POST) == 0;
+    bool head = strcmp(r->method, MHD_HTTP_METHOD_HEAD) == 0;
+    enum MHD_Result rc = MHD_NO;
+    if (strcmp(r->path, "/") == 0 || strcmp(r->path, "/index.html") == 0)
+        return get || head ? serve_page(r) : reply_405(r, "GET, HEAD");
+    if (strcmp(r->path, "/events") == 0) {
+        if (!get)
+            return reply_405(r, "GET");
+        json_t *args = parse_args(r, &rc);
+        if (!args)
+            return rc;
+        rc = events_serve(r, args);
+        json_decref(args);
+        return rc;
+    }
+    r->ep = api_find(r->path);
+    if (!r->ep)
+        return http_reply_error(r, 404, "unknown path %s", r->path);
+    if (!get && !post)
+        return reply_405(r, "GET, POST");
+    json_t *args = parse_args(r, &rc);
+    if (!args)
+        return rc;
+    rc = api_serve(r, args);
+    json_decref(args);
+    return rc;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    http_srv *s = cls;
+    http_req *r = *con_cls;
+    if (!r) {
+        r = req_new(s, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > HTTP_BODY_MAX)
+            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes",
+                                    HTTP_BODY_MAX);
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->state != REQ_NEW)
+            return MHD_YES;
+        if (r->len + n > HTTP_BODY_MAX) {
+            r->len = HTTP_BODY_MAX + 1; /* too large: keep reading, answer 413 at the end */
+            return MHD_YES;
+        }
+        if (r->len + n + 1 > r->cap) {
+            size_t cap = r->cap ? r->cap : 1024;
+            while (cap < r->len + n + 1)
+                cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (!b)
+                return MHD_NO;
+            r->body = b;
+            r->cap = cap;
+        }
+        memcpy(r->body + r->len, upload_data, n);
+        r->len += n;
+        r->body[r->len] = '\0';
+        return MHD_YES;
+    }
+    switch (r->state) {
+    case REQ_NEW:
+        if (r->len > HTTP_BODY_MAX)
+            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes",
+                                    HTTP_BODY_MAX);
+        return route(r);
+    case REQ_READY: {
+        char *text = r->ready_body;
+        r->ready_body = NULL;
+        if (!text)
+            return MHD_NO;
+        return queue_text(r, r->ready_status, text, strlen(text), NULL);
+    }
+    case REQ_WAITING:
+    case REQ_DONE: return MHD_YES;
+    }
+    return MHD_NO;
+}
+
+/* ---- the request log ---- */
+
+/* The client name as a log token: quoted and escaped when it needs to be. */
+static const char *log_name(const char *name, char *out, size_t cap)
+{
+    if (!*name)
+        return "-";
+    bool plain = true;
+    for (const char *p = name; *p; p++)
+        if (*p == '"' || *p == '\\' || (unsigned char)*p <= ' ' || *p == 0x7f)
+            plain = false;
+    if (plain)
+        return name;
+    size_t o = 0;
+    out[o++] = '"';
+    for (const char *p = name; *p && o + 6 < cap; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < ' ' || c == 0x7f) {
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_srv *s = cls;
+    http_req *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    char buf[IFM_NAME_MAX * 4 + 4];
+    char path[200];
+    /* Paths come from the network: keep control characters out of the log. */
+    size_t i = 0;
+    for (; r->path[i] && i < sizeof path - 1; i++)
+        path[i] = (unsigned char)r->path[i] < ' ' || r->path[i] == 0x7f ? '?' : r->path[i];
+    path[i] = '\0';
+    char status[8];
+    snprintf(status, sizeof status, "%u", r->status);
+    IFM_INFO("%s %s client=%s status=%s %.1f ms%s", r->method, path, log_name(r->client, buf, sizeof buf),
+             r->status ? status : "-", (double)(ifm_now_ms() - r->t0),
+             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
+             : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? " (client went away)"
+             : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutting down)"
+             : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
+                                                             : " (connection closed)");
+    if (r->call)
+        r->call->req = NULL;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    free(r->ready_body);
+    free(r->body);
+    free(r->path);
+    free(r);
+}
+
+/* ---- start / stop ---- */
+
+/* "HOST:PORT", "[V6]:PORT", ":PORT" (all interfaces) or "PORT" (loopback). */
+static int resolve_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *sslen, char *host,
+                          size_t hostcap, char *port, size_t portcap)
+{
+    const char *colon = NULL;
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+        if (!end || end[1] != ':')
+            return -1;
+        snprintf(host, hostcap, "%.*s", (int)(end - spec - 1), spec + 1);
+        colon = end + 1;
+    } else {
+        colon = strrchr(spec, ':');
+        if (!colon)
+            snprintf(host, hostcap, "127.0.0.1");
+        else
+            snprintf(host, hostcap, "%.*s", (int)(colon - spec), spec);
+    }
+    snprintf(port, portcap, "%s", colon ? colon + 1 : spec);
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (!*port || *end || p < 0 || p > 65535)
+        return -1;
+    struct addrinfo hints = { 0 }, *res = NULL;
+    hints.ai_family = *host ? AF_UNSPEC : AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (getaddrinfo(*host ? host : NULL, port, &hints, &res) || !res)
+        return -1;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *sslen = res->ai_addrlen;
+    freeaddrinfo(res);
+    if (!*host)
+        snprintf(host, hostcap, "0.0.0.0");
+    return 0;
+}
+
+int http_server_start(http_srv *s, const char *listen, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    char host[256], port[16];
+    if (resolve_listen(listen, &ss, &sslen, host, sizeof host, port, sizeof port)) {
+        snprintf(err, errlen, "bad --listen address %s (want HOST:PORT)", listen);
+        return -1;
+    }
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
+                              (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s (address in use or not available?)", listen);
+        return -1;
+    }
+    const union MHD_DaemonInfo *ep = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *bp = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    if (!ep) {
+        snprintf(err, errlen, "libmicrohttpd has no epoll fd");
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        return -1;
+    }
+    s->epfd = ep->epoll_fd;
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(s->listen_url, sizeof s->listen_url, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
+             bp ? (unsigned)bp->port : (unsigned)atoi(port));
+    ifm_loop_watch(s->loop, s->epfd, IFM_READ, on_mhd_fd, s);
+    mhd_pump(s);
+    return 0;
+}
+
+void http_server_stop(http_srv *s)
+{
+    s->stopping = true;
+    if (!s->mhd)
+        return;
+    /* MHD must not be stopped with suspended connections: answer and resume them. */
+    for (http_req *r = s->reqs; r; r = r->next) {
+        if (r->state == REQ_WAITING) {
+            if (r->call) {
+                r->call->req = NULL;
+                r->call = NULL;
+            }
+            http_finish_error(r, 503, "icefarm-http is shutting down");
+        }
+        if (r->resume_pending) {
+            r->resume_pending = false;
+            MHD_resume_connection(r->conn);
+        }
+    }
+    events_close_all(s);
+    for (int i = 0; i < 3; i++)
+        MHD_run(s->mhd);
+    ifm_loop_unwatch(s->loop, s->epfd);
+    MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+    ifm_timer_cancel(s->loop, s->mhd_timer);
+    ifm_timer_cancel(s->loop, s->kick_timer);
+    s->mhd_timer = s->kick_timer = 0;
+}
