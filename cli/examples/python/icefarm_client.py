@@ -24,8 +24,15 @@ try:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 except ImportError as exc:  # pragma: no cover - depends on the host
-    sys.exit("icefarm_client: %s\n(install python3-paho-mqtt and python3-msgpack and run it with "
-             "Debian's /usr/bin/python3)" % exc)
+    # A pyenv/venv python3 first on PATH does not see Debian's packages: retry once
+    # with the system interpreter before giving up.
+    SYSTEM_PY = "/usr/bin/python3"
+    if (not os.environ.get("ICEFARM_PY_REEXEC") and os.path.exists(SYSTEM_PY)
+            and os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PY)):
+        os.environ["ICEFARM_PY_REEXEC"] = "1"
+        os.execv(SYSTEM_PY, [SYSTEM_PY] + sys.argv)
+    sys.exit("icefarm_client: %s\n(install python3-paho-mqtt and python3-msgpack: "
+             "apt-get install python3-paho-mqtt python3-msgpack)" % exc)
 
 PROTO_VERSION = 1          # section 16
 BITSTREAM_SIZE = 104090    # section 15.1

@@ -1,0 +1,384 @@
+/* GET /events?name=NAME: a client's events as Server-Sent Events.
+ *
+ * A stream carries what control sends the client (icefarm/client/<name>/event)
+ * and what the boards it holds send (icefarm/<serial>/event). Who holds which
+ * board comes from the retained icefarm/lease/+ topic, which the shim follows
+ * all the time; a board's event topic is subscribed exactly while its holder has
+ * at least one open stream, and a client topic while that client has one.
+ *
+ * A stream's bytes wait in its queue; MHD pulls them through a content reader,
+ * which suspends the connection when the queue is empty. New data (or the 15 s
+ * keep-alive comment) resumes it through the server's kick timer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "icefarm/log.h"
+
+#define LEASE_FILTER "icefarm/lease/+"
+
+struct sse_stream {
+    sse_stream *prev, *next;
+    http_srv *srv;
+    struct MHD_Connection *conn;
+    char name[IFM_NAME_MAX];
+    char *buf;
+    size_t off, len, cap;
+    bool suspended, resume_pending, closed;
+    uint64_t ka_timer;
+};
+
+static size_t streams_for(http_srv *s, const char *name)
+{
+    size_t n = 0;
+    for (sse_stream *st = s->streams; st; st = st->next)
+        n += strcmp(st->name, name) == 0;
+    return n;
+}
+
+static void wake(sse_stream *st)
+{
+    if (st->suspended && !st->resume_pending) {
+        st->resume_pending = true;
+        http_kick(st->srv);
+    }
+}
+
+static void push(sse_stream *st, const char *data, size_t n)
+{
+    if (st->closed)
+        return;
+    if (st->len - st->off + n > HTTP_SSE_QUEUE_MAX) {
+        IFM_WARN("client=%s event stream is not being read; closing it", st->name);
+        st->closed = true;
+        st->off = st->len = 0;
+        wake(st);
+        return;
+    }
+    if (st->off && st->off == st->len)
+        st->off = st->len = 0;
+    if (st->len + n > st->cap) {
+        if (st->off) { /* compact before growing */
+            memmove(st->buf, st->buf + st->off, st->len - st->off);
+            st->len -= st->off;
+            st->off = 0;
+        }
+        size_t cap = st->cap ? st->cap : 1024;
+        while (cap < st->len + n)
+            cap *= 2;
+        char *b = realloc(st->buf, cap);
+        if (!b) {
+            st->closed = true;
+            wake(st);
+            return;
+        }
+        st->buf = b;
+        st->cap = cap;
+    }
+    memcpy(st->buf + st->len, data, n);
+    st->len += n;
+    wake(st);
+}
+
+/* ---- subscriptions ---- */
+
+static void on_client_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+static void on_board_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+
+/* Subscribes or unsubscribes icefarm/<serial>/event as the lease entry needs;
+ * drops the entry once it is free and unsubscribed. Returns true if dropped. */
+static bool sync_serial(http_srv *s, size_t i)
+{
+    lease_ent *e = &s->leases[i];
+    bool want = e->client[0] && !s->stopping && streams_for(s, e->client) > 0;
+    if (want != e->subscribed && s->mqtt) {
+        char topic[IFM_TOPIC_MAX];
+        if (ifm_topic_board(topic, sizeof topic, e->serial, "event") == 0) {
+            if (want)
+                ifm_mqtt_subscribe(s->mqtt, topic, 1, on_board_event, s);
+            else
+                ifm_mqtt_unsubscribe(s->mqtt, topic);
+        }
+        e->subscribed = want;
+    }
+    if (!e->client[0] && !e->subscribed) {
+        s->leases[i] = s->leases[--s->nleases];
+        return true;
+    }
+    return false;
+}
+
+static void sync_client(http_srv *s, const char *name)
+{
+    for (size_t i = s->nleases; i-- > 0;)
+        if (strcmp(s->leases[i].client, name) == 0 || s->leases[i].subscribed)
+            sync_serial(s, i);
+}
+
+static void on_lease(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    http_srv *s = arg;
+    char serial[IFM_SERIAL_MAX];
+    if (ifm_topic_level(msg->topic, 2, serial, sizeof serial))
+        return;
+    ifm_lease_info li;
+    memset(&li, 0, sizeof li);
+    if (msg->len) {
+        ifm_doc doc;
+        ifm_err err = { "" };
+        int bad = ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_lease_info_decode(&doc, &li, &err);
+        ifm_doc_free(&doc);
+        if (bad) {
+            IFM_WARN("ignoring a malformed lease on %s: %s", msg->topic, err.msg);
+            return;
+        }
+    }
+    size_t i = 0;
+    while (i < s->nleases && strcmp(s->leases[i].serial, serial) != 0)
+        i++;
+    if (i == s->nleases) {
+        if (!li.client[0])
+            return;
+        if (s->nleases == s->capleases) {
+            size_t cap = s->capleases ? s->capleases * 2 : 16;
+            lease_ent *n = realloc(s->leases, cap * sizeof *n);
+            if (!n)
+                return;
+            s->leases = n;
+            s->capleases = cap;
+        }
+        memset(&s->leases[i], 0, sizeof s->leases[i]);
+        snprintf(s->leases[i].serial, sizeof s->leases[i].serial, "%s", serial);
+        s->nleases++;
+    }
+    lease_ent *e = &s->leases[i];
+    if (strcmp(e->client, li.client) == 0)
+        return;
+    /* A new holder: the old holder's streams stop seeing this board. */
+    if (e->subscribed && s->mqtt) {
+        char topic[IFM_TOPIC_MAX];
+        if (ifm_topic_board(topic, sizeof topic, e->serial, "event") == 0)
+            ifm_mqtt_unsubscribe(s->mqtt, topic);
+        e->subscribed = false;
+    }
+    snprintf(e->client, sizeof e->client, "%s", li.client);
+    sync_serial(s, i);
+}
+
+int events_init(http_srv *s)
+{
+    return ifm_mqtt_subscribe(s->mqtt, LEASE_FILTER, 1, on_lease, s);
+}
+
+/* ---- delivery ---- */
+
+static void deliver(http_srv *s, const char *name, const ifm_mqtt_msg *msg, const char *serial)
+{
+    if (!streams_for(s, name))
+        return;
+    ifm_doc doc;
+    ifm_err err = { "" };
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err)) {
+        IFM_WARN("client=%s dropping a malformed event from %s: %s", name, msg->topic, err.msg);
+        ifm_doc_free(&doc);
+        return;
+    }
+    json_t *j = json_from_msgpack(doc.root);
+    ifm_doc_free(&doc);
+    if (!j)
+        return;
+    json_object_del(j, "v");
+    if (serial && !json_object_get(j, "serial"))
+        json_object_set_new(j, "serial", json_string(serial));
+    char event[64];
+    const char *ev = json_string_value(json_object_get(j, "event"));
+    snprintf(event, sizeof event, "%s", ev && *ev ? ev : "message");
+    for (char *p = event; *p; p++)
+        if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    char *data = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!data)
+        return;
+    size_t n = strlen(event) + strlen(data) + 20;
+    char *text = malloc(n);
+    if (text) {
+        int len = snprintf(text, n, "event: %s\ndata: %s\n\n", event, data);
+        for (sse_stream *st = s->streams; st; st = st->next)
+            if (strcmp(st->name, name) == 0)
+                push(st, text, (size_t)len);
+    }
+    free(text);
+    free(data);
+}
+
+static void on_client_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    char name[IFM_NAME_MAX];
+    if (ifm_topic_level(msg->topic, 2, name, sizeof name) == 0)
+        deliver(arg, name, msg, NULL);
+}
+
+static void on_board_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    http_srv *s = arg;
+    char serial[IFM_SERIAL_MAX];
+    if (ifm_topic_level(msg->topic, 1, serial, sizeof serial))
+        return;
+    for (size_t i = 0; i < s->nleases; i++)
+        if (strcmp(s->leases[i].serial, serial) == 0 && s->leases[i].client[0]) {
+            char holder[IFM_NAME_MAX];
+            /* deliver() may not change the table, but copy: the entry is not ours to pin. */
+            snprintf(holder, sizeof holder, "%s", s->leases[i].client);
+            deliver(s, holder, msg, serial);
+            return;
+        }
+}
+
+/* ---- the stream ---- */
+
+static void on_keepalive(ifm_loop *loop, void *arg)
+{
+    sse_stream *st = arg;
+    st->ka_timer = ifm_timer_add(loop, HTTP_SSE_KEEPALIVE_MS, on_keepalive, st);
+    static const char ka[] = ": keep-alive\n\n";
+    push(st, ka, sizeof ka - 1);
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    sse_stream *st = cls;
+    if (st->len > st->off) {
+        size_t n = st->len - st->off < max ? st->len - st->off : max;
+        memcpy(buf, st->buf + st->off, n);
+        st->off += n;
+        if (st->off == st->len)
+            st->off = st->len = 0;
+        return (ssize_t)n;
+    }
+    if (st->closed)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    /* Nothing to send: park the connection until push() wakes it. */
+    st->suspended = true;
+    MHD_suspend_connection(st->conn);
+    return 0;
+}
+
+static void sse_free(void *cls)
+{
+    sse_stream *st = cls;
+    http_srv *s = st->srv;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        s->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    ifm_timer_cancel(s->loop, st->ka_timer);
+    if (!streams_for(s, st->name)) {
+        char topic[IFM_TOPIC_MAX];
+        if (s->mqtt && ifm_topic_client(topic, sizeof topic, st->name, "event") == 0)
+            ifm_mqtt_unsubscribe(s->mqtt, topic);
+        sync_client(s, st->name);
+    }
+    IFM_INFO("client=%s event stream closed", st->name);
+    free(st->buf);
+    free(st);
+}
+
+enum MHD_Result events_serve(http_req *r, json_t *args)
+{
+    http_srv *s = r->srv;
+    const char *name = NULL;
+    size_t nlen = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "name", 4, &name, &nlen) != MHD_YES) {
+        json_t *v = json_object_get(args, "name");
+        if (v && !json_is_string(v))
+            return http_reply_error(r, 400, "field \"name\" must be a string, not %s", json_type_name(v));
+        name = json_string_value(v);
+        nlen = name ? json_string_length(v) : 0;
+    }
+    if (!name)
+        return http_reply_error(r, 400, "missing query parameter \"name\" (GET /events?name=NAME)");
+    json_t *utf8 = json_stringn(name, nlen); /* NULL for invalid UTF-8 */
+    bool ok = utf8 && strlen(name) == nlen && api_name_ok(name);
+    json_decref(utf8);
+    if (!ok)
+        return http_reply_error(r, 400,
+                                "\"name\" must be 1 to %d bytes of UTF-8 without '/', '+', '#', control "
+                                "characters or a leading '$'",
+                                IFM_NAME_MAX - 1);
+    snprintf(r->client, sizeof r->client, "%s", name);
+    if (s->stopping)
+        return http_reply_error(r, 503, "icefarm-http is shutting down");
+    sse_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return http_reply_error(r, 500, "out of memory");
+    st->srv = s;
+    st->conn = r->conn;
+    snprintf(st->name, sizeof st->name, "%s", name);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, st, sse_free);
+    if (!resp) {
+        free(st);
+        return http_reply_error(r, 500, "out of memory");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    st->next = s->streams;
+    if (s->streams)
+        s->streams->prev = st;
+    s->streams = st;
+    if (streams_for(s, name) == 1) {
+        char topic[IFM_TOPIC_MAX];
+        if (s->mqtt && ifm_topic_client(topic, sizeof topic, name, "event") == 0)
+            ifm_mqtt_subscribe(s->mqtt, topic, 1, on_client_event, s);
+        sync_client(s, name);
+    }
+    static const char hello[] = ": icefarm events\nretry: 3000\n\n";
+    push(st, hello, sizeof hello - 1);
+    st->ka_timer = ifm_timer_add(s->loop, HTTP_SSE_KEEPALIVE_MS, on_keepalive, st);
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp); /* the connection holds it; sse_free runs when it closes */
+    r->status = MHD_HTTP_OK;
+    r->state = REQ_DONE;
+    IFM_INFO("client=%s event stream opened", st->name);
+    return rc;
+}
+
+void events_resume(http_srv *s)
+{
+    for (sse_stream *st = s->streams; st; st = st->next) {
+        if (!st->resume_pending)
+            continue;
+        st->resume_pending = false;
+        if (st->suspended) {
+            st->suspended = false;
+            MHD_resume_connection(st->conn);
+        }
+    }
+}
+
+void events_close_all(http_srv *s)
+{
+    for (sse_stream *st = s->streams; st; st = st->next) {
+        st->closed = true;
+        st->off = st->len = 0;
+        ifm_timer_cancel(s->loop, st->ka_timer);
+        st->ka_timer = 0;
+        st->resume_pending = false;
+        if (st->suspended) {
+            st->suspended = false;
+            MHD_resume_connection(st->conn);
+        }
+    }
+}
+
+void events_free(http_srv *s)
+{
+    free(s->leases);
+    s->leases = NULL;
+    s->nleases = s->capleases = 0;
+}
