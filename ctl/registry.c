@@ -81,6 +81,30 @@ bool ctl_board_allocatable(ctl *c, const ctl_board *b, const char *kind)
     return w && w->online && (!kind || !*kind || ctl_worker_offers(w, kind));
 }
 
+/* The worker's view of a board against the lease store's: a board serving a
+ * lease nobody holds is released (e.g. a release sent while the worker was cut
+ * off), and a lease whose board went back to the default firmware without
+ * control asking (a refused reserve, a worker that lost its state) ends with a
+ * failure instead of lingering until it expires. */
+static void reconcile(ctl *c, ctl_board *b)
+{
+    bool serving = b->state == IFM_BOARD_PREPARING || b->state == IFM_BOARD_RESERVED;
+    bool idle = b->state == IFM_BOARD_READY || b->state == IFM_BOARD_TESTING || b->state == IFM_BOARD_FLASHING;
+    if (serving && !b->leased) {
+        IFM_WARN("serial=%s worker=%s serves a lease that no longer exists; releasing it", b->serial, b->worker);
+        ctl_send_worker_cmd(c, b->worker, IFM_WOP_RELEASE, b->serial, NULL, NULL, 0, NULL, 0);
+    } else if (idle && b->leased) {
+        const char *serial = b->serial;
+        char why[120], err[200];
+        snprintf(why, sizeof why, "the worker is not serving this lease (board %s)", ifm_board_state_name(b->state));
+        ctl_lease_list ended = CTL_LEASE_LIST_INIT;
+        if (ctl_store_end(c->store, NULL, &serial, 1, &ended, err, sizeof err) == CTL_STORE_OK)
+            for (size_t i = 0; i < ended.n; i++)
+                ctl_lease_ended(c, &ended.v[i], true, why);
+        ctl_lease_list_free(&ended);
+    }
+}
+
 /* The worker is gone: its boards stop being allocatable and their holders are
  * told at once; the leases end because nobody can serve them any more. */
 static void worker_lost(ctl *c, ctl_worker *w, const char *why)
@@ -127,6 +151,8 @@ static void worker_birth(ctl *c, ctl_worker *w, const ifm_worker_state *ws)
         b->state = ws->boards[k].state;
         snprintf(b->kind, sizeof b->kind, "%s", ws->boards[k].kind);
         b->known = true;
+        if (!restarted)
+            reconcile(c, b);
     }
     IFM_INFO("worker=%s online epoch=%llu boards=%zu kinds=%zu", w->id,
              (unsigned long long)ws->epoch, ws->nboards, ws->nkinds);
@@ -212,6 +238,7 @@ void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         IFM_INFO("serial=%s worker=%s state %s -> %s%s%s", bs.serial, bs.worker,
                  ifm_board_state_name(old), ifm_board_state_name(bs.state), bs.reason[0] ? ": " : "",
                  bs.reason);
+    reconcile(c, b);
     ctl_publish_available(c, false);
     if (bs.state == IFM_BOARD_READY)
         ctl_waiters_serve(c);

@@ -102,6 +102,10 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
                                const ifm_ctl_req *req)
 {
     char why[200] = "";
+    if (req->nserials == 0) {
+        reply_error(c, msg, 400, "field \"serials\" must name at least one board");
+        return;
+    }
     for (size_t i = 0; i < req->nserials; i++) {
         for (size_t j = 0; j < i; j++)
             if (strcmp(req->serials[i], req->serials[j]) == 0) {
@@ -127,6 +131,11 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
     ifm_enc_init(&args);
     if (req->args)
         ifm_obj_pack(req->args, &args);
+    if (ifm_enc_size(&args) > IFM_MAX_ARGS) {
+        reply_error(c, msg, 400, "reserve args are larger than 4096 bytes");
+        ifm_enc_free(&args);
+        return;
+    }
     ctl_lease *leases = calloc(req->nserials ? req->nserials : 1, sizeof *leases);
     uint64_t *ids = calloc(req->nserials ? req->nserials : 1, sizeof *ids);
     uint64_t now = ifm_wall_ms(), until = now + lease_duration(c, req->duration_s) * 1000;
@@ -276,6 +285,16 @@ static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, con
     ifm_enc_array(&e, (uint32_t)req->nserials);
     for (size_t i = 0; i < req->nserials; i++) {
         const ctl_board *b = ctl_board_find(c, req->serials[i]);
+        if (op == IFM_WOP_DELETE && b->leased) {
+            /* Deleting your own board gives it up: the lease ends first. */
+            const char *serial = b->serial;
+            ctl_lease_list ended = CTL_LEASE_LIST_INIT;
+            char err[200];
+            if (ctl_store_end(c->store, client, &serial, 1, &ended, err, sizeof err) == CTL_STORE_OK)
+                for (size_t k = 0; k < ended.n; k++)
+                    ctl_lease_ended(c, &ended.v[k], false, "deleted by the holder");
+            ctl_lease_list_free(&ended);
+        }
         ctl_send_worker_cmd(c, b->worker, op, b->serial, NULL, NULL, 0, NULL, 0);
         ifm_enc_str(&e, b->serial);
         IFM_INFO("serial=%s client=%s %s requested", b->serial, client,

@@ -157,6 +157,7 @@ static void on_worker_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
                 snprintf(b->holder, sizeof b->holder, "%s", cmd.client);
                 wrk_send_event(b, "failure", why);
                 b->holder[0] = '\0';
+                wrk_publish_board(b); /* lets control see the lease is not being served */
             } else {
                 IFM_INFO("serial=%s client=%s reserved as %s (lease %llu)", b->serial, cmd.client, cmd.kind,
                          (unsigned long long)cmd.lease);

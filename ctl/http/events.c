@@ -10,9 +10,11 @@
  * which suspends the connection when the queue is empty. New data (or the 15 s
  * keep-alive comment) resumes it through the server's kick timer.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "http.h"
 #include "icefarm/log.h"
@@ -27,8 +29,38 @@ struct sse_stream {
     char *buf;
     size_t off, len, cap;
     bool suspended, resume_pending, closed;
+    int peer_fd; /* watched while suspended, to notice a client that hangs up */
     uint64_t ka_timer;
 };
+
+/* Resumes a suspended stream (never from inside an MHD callback). */
+static void unpark(sse_stream *st)
+{
+    if (st->peer_fd >= 0) {
+        ifm_loop_unwatch(st->srv->loop, st->peer_fd);
+        st->peer_fd = -1;
+    }
+    if (st->suspended) {
+        st->suspended = false;
+        MHD_resume_connection(st->conn);
+    }
+}
+
+/* MHD does not watch a suspended connection, so the stream watches its socket
+ * meanwhile. An SSE client sends nothing: end of file (or any bytes, or an
+ * error) means it is gone, and the stream ends so MHD closes the connection. */
+static void on_peer(ifm_loop *loop, int fd, int events, void *arg)
+{
+    sse_stream *st = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    st->closed = true;
+    st->off = st->len = 0;
+    unpark(st);
+    http_kick(st->srv);
+}
 
 static size_t streams_for(http_srv *s, const char *name)
 {
@@ -263,6 +295,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     /* Nothing to send: park the connection until push() wakes it. */
     st->suspended = true;
     MHD_suspend_connection(st->conn);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(st->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && ci->connect_fd >= 0 && ifm_loop_watch(st->srv->loop, ci->connect_fd, IFM_READ, on_peer, st) == 0)
+        st->peer_fd = ci->connect_fd;
     return 0;
 }
 
@@ -277,6 +312,8 @@ static void sse_free(void *cls)
     if (st->next)
         st->next->prev = st->prev;
     ifm_timer_cancel(s->loop, st->ka_timer);
+    if (st->peer_fd >= 0)
+        ifm_loop_unwatch(s->loop, st->peer_fd);
     if (!streams_for(s, st->name)) {
         char topic[IFM_TOPIC_MAX];
         if (s->mqtt && ifm_topic_client(topic, sizeof topic, st->name, "event") == 0)
@@ -318,6 +355,7 @@ enum MHD_Result events_serve(http_req *r, json_t *args)
         return http_reply_error(r, 500, "out of memory");
     st->srv = s;
     st->conn = r->conn;
+    st->peer_fd = -1;
     snprintf(st->name, sizeof st->name, "%s", name);
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, st, sse_free);
     if (!resp) {
@@ -354,10 +392,7 @@ void events_resume(http_srv *s)
         if (!st->resume_pending)
             continue;
         st->resume_pending = false;
-        if (st->suspended) {
-            st->suspended = false;
-            MHD_resume_connection(st->conn);
-        }
+        unpark(st);
     }
 }
 
@@ -369,10 +404,7 @@ void events_close_all(http_srv *s)
         ifm_timer_cancel(s->loop, st->ka_timer);
         st->ka_timer = 0;
         st->resume_pending = false;
-        if (st->suspended) {
-            st->suspended = false;
-            MHD_resume_connection(st->conn);
-        }
+        unpark(st);
     }
 }
 

@@ -7,9 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "http.h"
 #include "icefarm/log.h"
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 /* ---- MHD on the loop ---- */
 
@@ -243,7 +251,7 @@ static http_req *req_new(http_srv *s, struct MHD_Connection *conn, const char *u
     }
     r->srv = s;
     r->conn = conn;
-    r->t0 = ifm_now_ms();
+    r->t0 = now_us();
     snprintf(r->method, sizeof r->method, "%s", method);
     r->next = s->reqs;
     if (s->reqs)
@@ -392,7 +400,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     char status[8];
     snprintf(status, sizeof status, "%u", r->status);
     IFM_INFO("%s %s client=%s status=%s %.1f ms%s", r->method, path, log_name(r->client, buf, sizeof buf),
-             r->status ? status : "-", (double)(ifm_now_ms() - r->t0),
+             r->status ? status : "-", (double)(now_us() - r->t0) / 1000.0,
              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? " (client went away)"
              : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutting down)"

@@ -377,7 +377,8 @@ def main(argv=None):
                     help="mqtt://HOST:PORT (default: $ICEFARM_BROKER or mqtt://127.0.0.1:1883)")
     ap.add_argument("--name", default=os.environ.get("ICEFARM_NAME") or default_name(),
                     help="client name (default: $ICEFARM_NAME or USER@HOST); end-all ends every lease of it")
-    ap.add_argument("--boards", type=int, default=0, help="boards to reserve (default: min(files, 4))")
+    ap.add_argument("--boards", type=int, default=0,
+                    help="boards to reserve (default: as many as are free, at most 4 and one per file)")
     ap.add_argument("--kind", default="pulsecount", help="pulsecount (default) or variance")
     ap.add_argument("--per-message", type=int, default=8,
                     help="bitstreams per evaluate message (1..%d, default 8)" % MAX_FILES_PER_MESSAGE)
@@ -404,7 +405,6 @@ def main(argv=None):
             ap.error("%s is %d bytes; an iCE40UP5K bitstream is exactly %d bytes"
                      % (path, len(data), BITSTREAM_SIZE))
         files.append((path, data))
-    nboards = a.boards or min(len(files), 4)
 
     farm, reserved, status = None, False, 1
     try:
@@ -417,6 +417,11 @@ def main(argv=None):
         # A threshold of all our files flushes every result as soon as it is measured
         # (section 15.3); the 1 s interval is only a safety net.
         args = {"flush_interval_seconds": 1, "flush_at_bitstreams_remaining": len(files)}
+        nboards = a.boards
+        if not nboards:
+            # No --boards: up to 4, but no more than are free right now (section 6.1).
+            free = farm.request("available", kind=a.kind)
+            nboards = min(len(files), 4, free.get("amount", 0) if free["ok"] else 0) or min(len(files), 4)
         reply = farm.request("reserve", timeout=REQUEST_TIMEOUT_S + a.wait, amount=nboards,
                              kind=a.kind, args=args, wait_ms=int(a.wait * 1000))
         if not reply["ok"]:

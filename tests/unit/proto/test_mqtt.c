@@ -546,13 +546,15 @@ static void test_msg_client_property(void **state)
 /* ---- Will ---- */
 
 /* In a child process: connect with a Will, report on `fd`, then end as asked. */
-static void will_child(int port, const char *topic, bool clean, int fd)
+static void will_child(int port, const char *topic, bool clean, const char *new_will, int fd)
 {
     ifm_loop *l = ifm_loop_new();
     ifm_mqtt_opts o = { .host = "127.0.0.1", .port = port, .will_topic = topic,
                         .will_payload = "gone", .will_len = 4 };
     ifm_mqtt *m = ifm_mqtt_new(l, &o, NULL, NULL);
     char status = 'F';
+    if (m && new_will && ifm_mqtt_set_will(m, topic, new_will, strlen(new_will), false) != 0)
+        m = NULL;
     if (m && ifm_mqtt_start(m) == 0 && ifm_mqtt_wait_connected(m, DEADLINE_MS) == 0)
         status = 'C';
     if (status == 'C' && clean) {
@@ -564,7 +566,7 @@ static void will_child(int port, const char *topic, bool clean, int fd)
     _exit(0); /* the socket closes without a DISCONNECT unless `clean` */
 }
 
-static char run_will_child(const char *topic, bool clean)
+static char run_will_child(const char *topic, bool clean, const char *new_will)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -572,7 +574,7 @@ static char run_will_child(const char *topic, bool clean)
     assert_true(pid >= 0);
     if (pid == 0) {
         close(p[0]);
-        will_child(g_broker.port, topic, clean, p[1]);
+        will_child(g_broker.port, topic, clean, new_will, p[1]);
     }
     close(p[1]);
     char status = 0;
@@ -588,20 +590,21 @@ static void test_will(void **state)
 {
     ifm_loop *l = ifm_loop_new();
     ifm_mqtt *watcher = client(l, g_broker.port, "watcher", NULL, NULL);
-    sink dirty = { 0 }, clean = { 0 };
+    sink dirty = { 0 }, clean = { 0 }, replaced = { 0 };
     assert_int_equal(ifm_mqtt_subscribe(watcher, "test/will/dirty", 1, on_sink, &dirty), 0);
     assert_int_equal(ifm_mqtt_subscribe(watcher, "test/will/clean", 1, on_sink, &clean), 0);
+    assert_int_equal(ifm_mqtt_subscribe(watcher, "test/will/replaced", 1, on_sink, &replaced), 0);
     barrier(watcher);
 
     /* a client that vanishes: its Will is published */
-    assert_int_equal(run_will_child("test/will/dirty", false), 'C');
+    assert_int_equal(run_will_child("test/will/dirty", false, NULL), 'C');
     wait_flag(l, &dirty.got, "the Will");
     assert_string_equal(dirty.payload, "gone");
     assert_int_equal(dirty.count, 1);
 
     /* a clean disconnect: no Will. (Proved as well as a negative can be: the
      * watcher's own marker on the same topic arrives and nothing came before it.) */
-    assert_int_equal(run_will_child("test/will/clean", true), 'D');
+    assert_int_equal(run_will_child("test/will/clean", true, NULL), 'D');
     settle(l, 200);
     assert_int_equal(ifm_mqtt_publish(watcher, "test/will/clean", "marker", 6, 1, false), 0);
     wait_flag(l, &clean.got, "the marker");
@@ -609,8 +612,174 @@ static void test_will(void **state)
     assert_string_equal(clean.payload, "marker");
     assert_int_equal(dirty.count, 1);
 
+    /* ifm_mqtt_set_will() before connecting: the new Will is the one published */
+    assert_int_equal(run_will_child("test/will/replaced", false, "epoch 2"), 'C');
+    wait_flag(l, &replaced.got, "the replaced Will");
+    assert_string_equal(replaced.payload, "epoch 2");
+
     ifm_mqtt_disconnect(watcher);
     ifm_mqtt_free(watcher);
+    free_barriers();
+    ifm_loop_free(l);
+}
+
+/* ---- unsubscribe ---- */
+
+typedef struct {
+    ifm_mqtt *m;
+    const char *unsub; /* filter to drop from inside the callback */
+    int count;
+} unsub_ctx;
+
+static void on_unsub(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    unsub_ctx *u = arg;
+    u->count++;
+    if (u->unsub)
+        assert_int_equal(ifm_mqtt_unsubscribe(m, u->unsub), 0);
+}
+
+static void test_unsubscribe(void **state)
+{
+    ifm_loop *l = ifm_loop_new();
+    ifm_mqtt *m = client(l, g_broker.port, NULL, NULL, NULL);
+    sink a1 = { 0 }, a2 = { 0 }, b = { 0 };
+    assert_int_equal(ifm_mqtt_subscribe(m, "test/un/a", 1, on_sink, &a1), 0);
+    assert_int_equal(ifm_mqtt_subscribe(m, "test/un/a", 1, on_sink, &a2), 0); /* same filter twice */
+    assert_int_equal(ifm_mqtt_subscribe(m, "test/un/b", 1, on_sink, &b), 0);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/a", "1", 1, 1, false), 0);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/b", "1", 1, 1, false), 0);
+    barrier(m);
+    assert_int_equal(a1.count, 1);
+    assert_int_equal(a2.count, 1);
+    assert_int_equal(b.count, 1);
+
+    /* drops every subscription with that filter, and only those */
+    assert_int_equal(ifm_mqtt_unsubscribe(m, "test/un/a"), 0);
+    assert_int_equal(ifm_mqtt_unsubscribe(m, "test/un/a"), -1);
+    assert_int_equal(ifm_mqtt_unsubscribe(m, "test/un/never"), -1);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/a", "2", 1, 1, false), 0);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/b", "2", 1, 1, false), 0);
+    barrier(m);
+    assert_int_equal(a1.count, 1);
+    assert_int_equal(a2.count, 1);
+    assert_int_equal(b.count, 2);
+
+    /* from inside a callback: the first of two subs with one filter drops both;
+     * the second is not called for the message being dispatched, nor later */
+    unsub_ctx first = { m, "test/un/s", 0 }, second = { m, NULL, 0 };
+    assert_int_equal(ifm_mqtt_subscribe(m, "test/un/s", 1, on_unsub, &first), 0);
+    assert_int_equal(ifm_mqtt_subscribe(m, "test/un/s", 1, on_unsub, &second), 0);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/s", "1", 1, 1, false), 0);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/s", "2", 1, 1, false), 0);
+    barrier(m);
+    assert_int_equal(first.count, 1);
+    assert_int_equal(second.count, 0);
+    /* re-subscribing after an in-dispatch unsubscribe works */
+    sink again = { 0 };
+    assert_int_equal(ifm_mqtt_subscribe(m, "test/un/s", 1, on_sink, &again), 0);
+    assert_int_equal(ifm_mqtt_publish(m, "test/un/s", "3", 1, 1, false), 0);
+    wait_flag(l, &again.got, "the message after re-subscribing");
+    assert_int_equal(first.count, 1);
+
+    /* unsubscribed while disconnected: not renewed on connect */
+    ifm_mqtt *m2 = ifm_mqtt_new(l, &(ifm_mqtt_opts){ .host = "127.0.0.1", .port = g_broker.port },
+                                NULL, NULL);
+    sink gone = { 0 };
+    assert_int_equal(ifm_mqtt_subscribe(m2, "test/un/offline", 1, on_sink, &gone), 0);
+    assert_int_equal(ifm_mqtt_unsubscribe(m2, "test/un/offline"), 0);
+    assert_int_equal(ifm_mqtt_start(m2), 0);
+    assert_int_equal(ifm_mqtt_wait_connected(m2, DEADLINE_MS), 0);
+    assert_int_equal(ifm_mqtt_publish(m2, "test/un/offline", "x", 1, 1, false), 0);
+    barrier(m2);
+    assert_int_equal(gone.count, 0);
+
+    ifm_mqtt_disconnect(m2);
+    ifm_mqtt_free(m2);
+    ifm_mqtt_disconnect(m);
+    ifm_mqtt_free(m);
+    free_barriers();
+    ifm_loop_free(l);
+}
+
+/* ---- requests for another client, deferred replies ---- */
+
+static void test_request_as(void **state)
+{
+    ifm_loop *l = ifm_loop_new();
+    ifm_mqtt *ctl = client(l, g_broker.port, "ctl-as", NULL, NULL);
+    responder r = { .m = ctl };
+    assert_int_equal(ifm_mqtt_subscribe(ctl, "icefarm/ctl/req/+", 1, on_request, &r), 0);
+    barrier(ctl);
+    ifm_mqtt *gw = client(l, g_broker.port, "http-gw", NULL, NULL);
+    waiter w = { 0 };
+    assert_int_equal(ifm_mqtt_request_as(gw, "bob@lab \"pc\"", "icefarm/ctl/req/end_all", "e", 1,
+                                         DEADLINE_MS, on_reply, &w), 0);
+    wait_flag(l, &w.done, "the reply to a request made for bob");
+    assert_int_equal(w.status, 0);
+    assert_string_equal(w.payload, "re:e");
+    assert_int_equal(r.client_rc, 0);
+    assert_string_equal(r.client, "bob@lab \"pc\"");
+    /* the client must be a valid name */
+    assert_int_equal(ifm_mqtt_request_as(gw, "a/b", "icefarm/ctl/req/x", "e", 1, 1000, on_reply, &w), -1);
+    assert_int_equal(ifm_mqtt_request_as(gw, "", "icefarm/ctl/req/x", "e", 1, 1000, on_reply, &w), -1);
+    assert_int_equal(ifm_mqtt_request_as(gw, NULL, "icefarm/ctl/req/x", "e", 1, 1000, on_reply, &w), -1);
+    assert_int_equal(w.calls, 1);
+    ifm_mqtt_disconnect(gw);
+    ifm_mqtt_free(gw);
+    ifm_mqtt_disconnect(ctl);
+    ifm_mqtt_free(ctl);
+    free_barriers();
+    ifm_loop_free(l);
+}
+
+typedef struct {
+    ifm_reply_to *to;
+    int got;
+} saver;
+
+static void on_save(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    saver *s = arg;
+    s->got++;
+    s->to = ifm_reply_to_save(msg);
+}
+
+static void test_reply_later(void **state)
+{
+    ifm_loop *l = ifm_loop_new();
+    ifm_mqtt *ctl = client(l, g_broker.port, "ctl-later", NULL, NULL);
+    saver sv = { 0 };
+    assert_int_equal(ifm_mqtt_subscribe(ctl, "icefarm/ctl/req/reserve", 1, on_save, &sv), 0);
+    barrier(ctl);
+    ifm_mqtt *alice = client(l, g_broker.port, "alice-later", NULL, NULL);
+    waiter w = { 0 };
+    assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/reserve", "wait", 4, DEADLINE_MS,
+                                      on_reply, &w), 0);
+    bool saved = false;
+    uint64_t deadline = ifm_now_ms() + DEADLINE_MS;
+    while (!sv.got && ifm_now_ms() < deadline)
+        ifm_loop_once(l, 50);
+    saved = sv.to != NULL;
+    assert_true(saved);
+    /* the request message is long gone; answer from the saved Response Topic */
+    settle(l, 50);
+    assert_int_equal(w.calls, 0);
+    assert_int_equal(ifm_mqtt_reply_to(ctl, sv.to, "granted", 7), 0);
+    wait_flag(l, &w.done, "the deferred reply");
+    assert_int_equal(w.status, 0);
+    assert_string_equal(w.payload, "granted");
+    assert_int_equal(w.calls, 1);
+    ifm_reply_to_free(sv.to);
+    ifm_reply_to_free(NULL);
+    /* a message that is not a request cannot be answered */
+    ifm_mqtt_msg plain = { .topic = "x", .payload = "", .len = 0, .props = NULL };
+    assert_null(ifm_reply_to_save(&plain));
+
+    ifm_mqtt_disconnect(alice);
+    ifm_mqtt_free(alice);
+    ifm_mqtt_disconnect(ctl);
+    ifm_mqtt_free(ctl);
     free_barriers();
     ifm_loop_free(l);
 }
@@ -758,6 +927,9 @@ int main(void)
         cmocka_unit_test(test_request_timeout),
         cmocka_unit_test(test_free_with_pending),
         cmocka_unit_test(test_msg_client_property),
+        cmocka_unit_test(test_unsubscribe),
+        cmocka_unit_test(test_request_as),
+        cmocka_unit_test(test_reply_later),
         cmocka_unit_test(test_will),
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_request_not_resent_after_failure),

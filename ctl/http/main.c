@@ -1,0 +1,150 @@
+/* icefarm-http: a foreground daemon (systemd- and docker-friendly). */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "icefarm/conf.h"
+#include "icefarm/log.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: icefarm-http [OPTIONS]\n"
+            "The HTTP shim: the documented /reserve API, an event stream and a status page,\n"
+            "translated to MQTT requests to icefarm-ctl.\n\n"
+            "  --broker URL        MQTT broker (mqtt://HOST:PORT)      [ICEFARM_BROKER, mqtt://127.0.0.1:1883]\n"
+            "  --listen HOST:PORT  HTTP address (:PORT = all interfaces) [ICEFARM_LISTEN, 127.0.0.1:8080]\n"
+            "  --timeout-ms MS     how long to wait for control          [ICEFARM_TIMEOUT_MS, 5000]\n"
+            "  --keepalive SECONDS MQTT keep-alive                       [ICEFARM_KEEPALIVE, 5]\n"
+            "  --user NAME --password PW --cafile FILE   broker credentials and TLS CA\n"
+            "  --config FILE       `name = value` file read after flags and environment\n"
+            "  -h, --help          this help\n");
+}
+
+typedef struct {
+    const char *listen, *user, *password, *cafile;
+    long keepalive;
+} http_cfg;
+
+static void on_signal(ifm_loop *loop, int signo, void *arg)
+{
+    IFM_INFO("signal %d: shutting down", signo);
+    ifm_loop_stop(loop);
+}
+
+static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf **confp)
+{
+    enum { O_BROKER = 1, O_LISTEN, O_TIMEOUT, O_KEEPALIVE, O_USER, O_PASSWORD, O_CAFILE, O_CONFIG };
+    static const struct option opts[] = {
+        { "broker", required_argument, 0, O_BROKER }, { "listen", required_argument, 0, O_LISTEN },
+        { "timeout-ms", required_argument, 0, O_TIMEOUT }, { "keepalive", required_argument, 0, O_KEEPALIVE },
+        { "user", required_argument, 0, O_USER }, { "password", required_argument, 0, O_PASSWORD },
+        { "cafile", required_argument, 0, O_CAFILE }, { "config", required_argument, 0, O_CONFIG },
+        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+    };
+    const char *flag[O_CONFIG + 1] = { 0 };
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (o == 'h') {
+            usage(stdout);
+            exit(0);
+        }
+        if (o <= 0 || o > O_CONFIG) {
+            usage(stderr);
+            return -1;
+        }
+        flag[o] = optarg;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "icefarm-http: unexpected argument %s\n", argv[optind]);
+        return -1;
+    }
+    char err[256] = "";
+    ifm_conf *conf = ifm_conf_load(ifm_conf_get(NULL, "config", flag[O_CONFIG], NULL), err, sizeof err);
+    if (!conf) {
+        fprintf(stderr, "icefarm-http: %s\n", err);
+        return -1;
+    }
+    *confp = conf;
+    ifm_mqtt_opts mo = { 0 };
+    mo.port = 1883;
+    const char *broker = ifm_conf_get(conf, "broker", flag[O_BROKER], "mqtt://127.0.0.1:1883");
+    if (ifm_mqtt_parse_url(broker, &mo, s->broker_host, sizeof s->broker_host)) {
+        fprintf(stderr, "icefarm-http: bad broker address %s\n", broker);
+        return -1;
+    }
+    s->broker_port = mo.port;
+    cfg->listen = ifm_conf_get(conf, "listen", flag[O_LISTEN], "127.0.0.1:8080");
+    cfg->user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
+    cfg->password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
+    cfg->cafile = ifm_conf_get(conf, "cafile", flag[O_CAFILE], NULL);
+    long timeout;
+    if (ifm_conf_get_long(conf, "timeout-ms", flag[O_TIMEOUT], 5000, 1, 3600L * 1000, &timeout, err, sizeof err) ||
+        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 1, 3600, &cfg->keepalive, err, sizeof err)) {
+        fprintf(stderr, "icefarm-http: %s\n", err);
+        return -1;
+    }
+    s->timeout_ms = (uint64_t)timeout;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    http_srv s;
+    memset(&s, 0, sizeof s);
+    s.epfd = -1;
+    http_cfg cfg = { 0 };
+    ifm_conf *conf = NULL;
+    int rc = 1;
+    if (configure(&s, &cfg, argc, argv, &conf))
+        goto out;
+    signal(SIGPIPE, SIG_IGN);
+    s.loop = ifm_loop_new();
+    if (!s.loop)
+        goto out;
+    ifm_mqtt_opts mo = {
+        .host = s.broker_host, .port = s.broker_port, .client_id = NULL, .name = "icefarm-http",
+        .username = cfg.user, .password = cfg.password, .cafile = cfg.cafile, .keepalive = (int)cfg.keepalive,
+    };
+    s.mqtt = ifm_mqtt_new(s.loop, &mo, NULL, NULL);
+    if (!s.mqtt) {
+        IFM_ERROR("cannot set up the MQTT client");
+        goto out;
+    }
+    if (events_init(&s)) {
+        IFM_ERROR("cannot subscribe to the lease topic");
+        goto out;
+    }
+    char err[256] = "";
+    if (http_server_start(&s, cfg.listen, err, sizeof err)) {
+        IFM_ERROR("%s", err);
+        goto out;
+    }
+    int sigs[] = { SIGINT, SIGTERM };
+    ifm_loop_signals(s.loop, sigs, 2, on_signal, &s);
+    IFM_INFO("icefarm-http listening on %s: broker %s:%d, control timeout %llu ms", s.listen_url, s.broker_host,
+             s.broker_port, (unsigned long long)s.timeout_ms);
+    ifm_mqtt_start(s.mqtt);
+    ifm_loop_run(s.loop);
+    rc = 0;
+out:
+    http_server_stop(&s);
+    if (s.mqtt) {
+        ifm_mqtt_disconnect(s.mqtt);
+        ifm_mqtt_free(s.mqtt);
+        s.mqtt = NULL;
+    }
+    /* Requests still in flight when MQTT went away: their callbacks never run. */
+    while (s.calls) {
+        http_call *c = s.calls;
+        s.calls = c->next;
+        free(c);
+    }
+    events_free(&s);
+    ifm_loop_free(s.loop);
+    ifm_conf_free(conf);
+    return rc;
+}
