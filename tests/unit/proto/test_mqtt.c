@@ -756,12 +756,11 @@ static void test_reply_later(void **state)
     waiter w = { 0 };
     assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/reserve", "wait", 4, DEADLINE_MS,
                                       on_reply, &w), 0);
-    bool saved = false;
     uint64_t deadline = ifm_now_ms() + DEADLINE_MS;
     while (!sv.got && ifm_now_ms() < deadline)
         ifm_loop_once(l, 50);
-    saved = sv.to != NULL;
-    assert_true(saved);
+    assert_int_equal(sv.got, 1);
+    assert_non_null(sv.to);
     /* the request message is long gone; answer from the saved Response Topic */
     settle(l, 50);
     assert_int_equal(w.calls, 0);
