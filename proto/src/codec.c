@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void ifm_err_set(ifm_err *err, const char *fmt, ...)
@@ -85,6 +86,46 @@ static bool key_is(const msgpack_object *k, const char *key, size_t keylen)
            (keylen == 0 || memcmp(k->via.str.ptr, key, keylen) == 0); /* empty str: ptr NULL */
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+    const msgpack_object *x = *(const msgpack_object *const *)a;
+    const msgpack_object *y = *(const msgpack_object *const *)b;
+    if (x->via.str.size != y->via.str.size)
+        return x->via.str.size < y->via.str.size ? -1 : 1;
+    return x->via.str.size ? memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size) : 0;
+}
+
+/* Duplicate keys: pairwise for small maps, sorted for big ones (a payload can
+ * hold a million distinct keys; pairwise that is hours of CPU). */
+static int check_dup_keys(const msgpack_object_kv *kv, uint32_t n, ifm_err *err)
+{
+    const msgpack_object *dup = NULL;
+    if (n <= 16) {
+        for (uint32_t i = 1; i < n && !dup; i++)
+            for (uint32_t j = 0; j < i && !dup; j++)
+                if (key_is(&kv[j].key, kv[i].key.via.str.ptr, kv[i].key.via.str.size))
+                    dup = &kv[i].key;
+    } else {
+        const msgpack_object **keys = malloc(n * sizeof *keys);
+        if (!keys) {
+            ifm_err_set(err, "out of memory");
+            return -1;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = &kv[i].key;
+        qsort(keys, n, sizeof *keys, key_cmp);
+        for (uint32_t i = 1; i < n && !dup; i++)
+            if (key_cmp(&keys[i - 1], &keys[i]) == 0)
+                dup = keys[i];
+        free(keys);
+    }
+    if (dup) {
+        ifm_err_set(err, "duplicate key \"%.*s\"", (int)dup->via.str.size, dup->via.str.ptr);
+        return -1;
+    }
+    return 0;
+}
+
 static int check_maps(const msgpack_object *o, ifm_err *err)
 {
     if (o->type == MSGPACK_OBJECT_ARRAY) {
@@ -93,21 +134,16 @@ static int check_maps(const msgpack_object *o, ifm_err *err)
                 return -1;
     } else if (o->type == MSGPACK_OBJECT_MAP) {
         const msgpack_object_kv *kv = o->via.map.ptr;
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
+        for (uint32_t i = 0; i < o->via.map.size; i++)
             if (kv[i].key.type != MSGPACK_OBJECT_STR) {
                 ifm_err_set(err, "map key %u is not a string", i);
                 return -1;
             }
-            /* Quadratic, but maps here are small (bounded by the payload scan). */
-            for (uint32_t j = 0; j < i; j++)
-                if (key_is(&kv[j].key, kv[i].key.via.str.ptr, kv[i].key.via.str.size)) {
-                    ifm_err_set(err, "duplicate key \"%.*s\"", (int)kv[i].key.via.str.size,
-                                kv[i].key.via.str.ptr);
-                    return -1;
-                }
+        if (check_dup_keys(kv, o->via.map.size, err))
+            return -1;
+        for (uint32_t i = 0; i < o->via.map.size; i++)
             if (check_maps(&kv[i].val, err))
                 return -1;
-        }
     }
     return 0;
 }

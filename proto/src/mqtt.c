@@ -16,6 +16,7 @@
 
 typedef struct sub {
     struct sub *next;
+    uint32_t id;            /* MQTT 5 subscription identifier */
     char *filter;
     int qos;
     ifm_mqtt_msg_cb cb;
@@ -48,6 +49,7 @@ struct ifm_mqtt {
     sub *subs;
     pending *pending;
     uint64_t corr_seq;
+    uint32_t last_sub_id;
     uint8_t corr_prefix[8];
     ifm_mqtt_conn_cb on_conn;
     void *arg;
@@ -121,6 +123,37 @@ static void on_reply(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     free(p);
 }
 
+static void send_subscribe(ifm_mqtt *m, const sub *s)
+{
+    mosquitto_property *props = NULL;
+    mosquitto_property_add_varint(&props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, s->id);
+    mosquitto_subscribe_v5(m->mosq, NULL, s->filter, s->qos, 0, props);
+    mosquitto_property_free_all(&props);
+}
+
+/* The live subscriptions a copy of a message is for. Mosquitto sends one copy per
+ * matching subscription, tagged with that subscription's identifier: a copy goes
+ * to the subs with the filter it was tagged for (subscribing a filter twice
+ * replaces the broker-side subscription, so match by filter). Untagged copies
+ * go to every matching filter. */
+static bool sub_wants(const ifm_mqtt *m, const sub *s, const char *topic, const mosquitto_property *props)
+{
+    if (s->dead)
+        return false;
+    uint32_t sid = 0;
+    const mosquitto_property *p =
+        mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &sid, false);
+    if (!p) {
+        bool match = false;
+        return mosquitto_topic_matches_sub(s->filter, topic, &match) == MOSQ_ERR_SUCCESS && match;
+    }
+    for (; p; p = mosquitto_property_read_varint(p, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &sid, true))
+        for (const sub *t = m->subs; t; t = t->next)
+            if (t->id == sid && strcmp(t->filter, s->filter) == 0)
+                return true;
+    return false;
+}
+
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *mm,
                        const mosquitto_property *props)
 {
@@ -130,8 +163,7 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
      * marked while we walk the list, and swept afterwards. */
     m->dispatching++;
     for (sub *s = m->subs; s; s = s->next) {
-        bool match = false;
-        if (!s->dead && mosquitto_topic_matches_sub(s->filter, mm->topic, &match) == MOSQ_ERR_SUCCESS && match)
+        if (sub_wants(m, s, mm->topic, props))
             s->cb(m, &msg, s->arg);
     }
     if (--m->dispatching == 0) {
@@ -161,7 +193,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
     m->backoff_ms = 100;
     for (sub *s = m->subs; s; s = s->next)
         if (!s->dead)
-            mosquitto_subscribe_v5(m->mosq, NULL, s->filter, s->qos, 0, NULL);
+            send_subscribe(m, s);
     IFM_INFO("connected to broker %s:%d as %s", m->host, m->port, m->name[0] ? m->name : "-");
     if (m->on_conn)
         m->on_conn(m, true, m->arg);
@@ -392,6 +424,7 @@ int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb
         free(s);
         return -1;
     }
+    s->id = ++m->last_sub_id;
     s->qos = qos;
     s->cb = cb;
     s->arg = arg;
@@ -401,7 +434,7 @@ int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb
         pp = &(*pp)->next;
     *pp = s;
     if (m->connected) {
-        mosquitto_subscribe_v5(m->mosq, NULL, filter, qos, 0, NULL);
+        send_subscribe(m, s);
         pump(m);
     }
     return 0;
@@ -501,7 +534,10 @@ int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, cons
     /* Expiry: a request nobody picks up in time must not be acted on later. */
     rc = rc ? rc : mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, expiry);
     if (rc == 0)
-        rc = ifm_mqtt_publish_props(m, topic, payload, len, 1, false, props);
+        /* QoS 0: libmosquitto re-sends unacknowledged QoS 1 messages after a
+         * reconnect, which would deliver a request whose caller was already
+         * told -ENOTCONN. A request lives and dies with its connection. */
+        rc = ifm_mqtt_publish_props(m, topic, payload, len, 0, false, props);
     mosquitto_property_free_all(&props);
     if (rc) {
         free(p);

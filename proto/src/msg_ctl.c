@@ -66,6 +66,17 @@ int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_
         return -1;
     if (reserving && ifm_get_map(root, "args", false, &req->args, err) < 0)
         return -1;
+    if (req->args) {
+        ifm_enc e;
+        ifm_enc_init(&e);
+        int rc = ifm_obj_pack(req->args, &e);
+        size_t n = ifm_enc_size(&e);
+        ifm_enc_free(&e);
+        if (rc || n > IFM_MAX_ARGS) {
+            ifm_err_set(err, "field \"args\" is %zu bytes, at most %d allowed", n, IFM_MAX_ARGS);
+            return -1;
+        }
+    }
     if (needs_serials(verb) && decode_serials(root, req, err))
         return -1;
     if (ifm_get_uint(root, "wait_ms", false, 0, 3600u * 1000u, &req->wait_ms, err) < 0)

@@ -1,5 +1,6 @@
 #include "icefarm/topics.h"
 
+#include <mosquitto.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +13,8 @@ bool ifm_name_valid(const char *s, size_t max)
     size_t n = strnlen(s, max);
     if (n >= max)
         return false;
-    return strcspn(s, "/+#") == n;
+    /* MQTT topics are UTF-8 without control characters (libmosquitto refuses others) */
+    return strcspn(s, "/+#") == n && mosquitto_validate_utf8(s, (int)n) == MOSQ_ERR_SUCCESS;
 }
 
 bool ifm_serial_valid(const char *s)

@@ -8,7 +8,7 @@
 # workers per target, default 1).
 #
 # The build is tests/fuzz/ configured as a standalone CMake project, so it needs
-# only clang, libclang-rt and msgpack-c, not the rest of the tree. New inputs go
+# only clang, libclang-rt, msgpack-c and libmosquitto, not the rest of the tree. New inputs go
 # to <build>/work/<target>/corpus (seeded from tests/fuzz/corpus/<target>);
 # crashes, leaks and timeouts to <build>/work/<target>/artifacts/ (those of the
 # previous run move to artifacts.prev/). Exits non-zero
@@ -38,15 +38,24 @@ for t in $TARGETS; do
     fi
     mkdir -p "$work/corpus" "$work/artifacts"
     echo "== fuzz_$t for ${SECS}s"
+    parallel=""
+    if [ "$JOBS" -gt 1 ]; then
+        parallel="-jobs=$JOBS -workers=$JOBS"
+    fi
     # -timeout: any single input slower than 25 s is reported as a hang.
-    if ! "$BUILD/fuzz_$t" \
+    # Run inside the work dir: with -jobs libFuzzer writes fuzz-N.log to the cwd.
+    # shellcheck disable=SC2086
+    if ! (cd "$work" && "$BUILD/fuzz_$t" \
         -max_len=65536 -max_total_time="$SECS" -timeout=25 -rss_limit_mb=4096 \
-        -jobs="$JOBS" -workers="$JOBS" -print_final_stats=1 \
+        $parallel -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/" \
-        "$work/corpus" "$ROOT/tests/fuzz/corpus/$t" 2>"$work/log.txt"; then
+        "$work/corpus" "$ROOT/tests/fuzz/corpus/$t" >"$work/log.txt" 2>&1); then
         status=1
     fi
-    tail -n 15 "$work/log.txt"
+    if [ -n "$parallel" ]; then
+        cat "$work"/fuzz-*.log >>"$work/log.txt" 2>/dev/null || true
+    fi
+    grep -vE '^"|Uses: |^###' "$work/log.txt" | tail -n 12
     found=$(find "$work/artifacts" -type f | head -n 20)
     if [ -n "$found" ]; then
         status=1

@@ -267,7 +267,9 @@ static void decode_sizes(void **state)
   memcpy(f, good, sizeof f);
   f[2].s = big;
   f[2].len = CTL_CLIENT_MAX + 1;
-  expect_reject(f, NGOOD, -1, "client is 256 bytes (max 255)");
+  char want[64];
+  snprintf(want, sizeof want, "client is %d bytes (max %d)", CTL_CLIENT_MAX + 1, CTL_CLIENT_MAX);
+  expect_reject(f, NGOOD, -1, want);
   memcpy(f, good, sizeof f);
   f[1].len = 0;
   expect_reject(f, NGOOD, -1, "serial is empty");

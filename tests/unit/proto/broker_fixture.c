@@ -16,6 +16,42 @@
 
 #define START_TIMEOUT_MS 30000
 #define STOP_TIMEOUT_MS 10000
+#define MAX_LIVE 32
+
+/* Every broker this process started and has not reaped: killed at exit, so a
+ * test that fails (cmocka longjmps out of it) before its stop() leaks nothing. */
+static pid_t g_live[MAX_LIVE];
+static bool g_atexit;
+
+static void kill_live_at_exit(void)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (g_live[i] > 0) {
+            kill(g_live[i], SIGKILL);
+            waitpid(g_live[i], NULL, 0);
+            g_live[i] = 0;
+        }
+}
+
+static void live_add(pid_t pid)
+{
+    if (!g_atexit) {
+        atexit(kill_live_at_exit);
+        g_atexit = true;
+    }
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (g_live[i] == 0) {
+            g_live[i] = pid;
+            return;
+        }
+}
+
+static void live_del(pid_t pid)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (g_live[i] == pid)
+            g_live[i] = 0;
+}
 
 static unsigned long long mono_ms(void)
 {
@@ -78,6 +114,10 @@ static int write_conf(const ifm_test_broker *b, const char *extra)
             "log_dest stderr\n"
             "log_timestamp_format %%H:%%M:%%S\n",
             b->port);
+    /* As root, mosquitto switches to the "mosquitto" user, and a credential change
+     * clears PR_SET_PDEATHSIG: a crashed test would leave its broker running. */
+    if (geteuid() == 0)
+        fprintf(f, "user root\n");
     if (getenv("ICEFARM_BROKER_DEBUG"))
         fprintf(f, "log_type all\n");
     if (extra)
@@ -121,10 +161,12 @@ static int launch(ifm_test_broker *b)
     }
     close(logfd);
     b->pid = pid;
+    live_add(pid);
     unsigned long long deadline = mono_ms() + START_TIMEOUT_MS;
     while (mono_ms() < deadline) {
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
+            live_del(pid);
             b->pid = 0;
             return 1;
         }
@@ -132,6 +174,7 @@ static int launch(ifm_test_broker *b)
             /* Still ours? (another process could own the port if mosquitto lost the race) */
             nap_ms(20);
             if (waitpid(pid, &status, WNOHANG) == pid) {
+                live_del(pid);
                 b->pid = 0;
                 return 1;
             }
@@ -187,6 +230,7 @@ void ifm_test_broker_kill(ifm_test_broker *b)
     kill(b->pid, SIGKILL);
     while (waitpid(b->pid, NULL, 0) < 0 && errno == EINTR)
         ;
+    live_del(b->pid);
     b->pid = 0;
 }
 
@@ -215,6 +259,7 @@ void ifm_test_broker_stop(ifm_test_broker *b)
         while (mono_ms() < deadline) {
             pid_t r = waitpid(b->pid, NULL, WNOHANG);
             if (r == b->pid || (r < 0 && errno != EINTR)) {
+                live_del(b->pid);
                 b->pid = 0;
                 break;
             }

@@ -10,8 +10,12 @@
  *
  * The broker binary is $ICEFARM_MOSQUITTO or /usr/sbin/mosquitto. The broker's own
  * log (log_type all) goes to b.log, which ifm_test_broker_dump_log() prints to stderr:
- * useful in a failing test. The child gets PR_SET_PDEATHSIG so a crashed test never
- * leaves a broker behind. Not thread-safe; one test process may run several brokers.
+ * useful in a failing test. No broker outlives its test process: the child gets
+ * PR_SET_PDEATHSIG (and, as root, runs with `user root` so mosquitto's privilege
+ * drop does not clear it), and brokers still running at exit() are killed (a
+ * cmocka failure skips the test's own stop()). The temp dir of a broker that was
+ * not stopped stays behind for inspection. Not thread-safe; one test process may
+ * run several brokers.
  */
 #ifndef ICEFARM_TEST_BROKER_FIXTURE_H
 #define ICEFARM_TEST_BROKER_FIXTURE_H
