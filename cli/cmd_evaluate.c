@@ -1,12 +1,8 @@
-/* evaluate: stream bitstreams to boards and collect one result per bitstream.
- *
- * Work is balanced by keeping at most --window bitstreams in flight per board and
- * topping a board up whenever one of its results comes back, so fast boards take
- * more. A board that goes quiet for --result-timeout is rebooted once (the worker
- * keeps its queue across a reboot); if it stalls again, or fails, its bitstreams
- * move to the other boards. Each bitstream is assigned to exactly one board at a
- * time and only that board's result is accepted, so nothing is lost or counted
- * twice. */
+/* evaluate: stream bitstreams to boards and collect one result per bitstream,
+ * with libicefarm's batch engine (icefarm/batch.h: balancing, stall detection,
+ * reboot once, move work off failed boards, never lose or duplicate a result).
+ * The command adds reserving boards when none are given, a progress bar on a
+ * terminal, and human or --json output. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,56 +11,27 @@
 #include <unistd.h>
 
 #include "cli.h"
-
-typedef enum { JOB_PENDING, JOB_INFLIGHT, JOB_DONE } job_state;
+#include "icefarm/batch.h"
 
 typedef struct {
     const char *path;
     uint8_t *data;
     size_t len;
-    char id[IFM_ID_MAX];
-    job_state state;
-    char serial[IFM_SERIAL_MAX]; /* where it is in flight or was measured */
+    bool done;
+    char serial[IFM_SERIAL_MAX];
     ifm_result result;
     uint16_t *samples;
 } job;
 
 typedef struct {
-    char serial[IFM_SERIAL_MAX];
-    bool ready, dead;
-    uint32_t inflight;
-    uint64_t last_progress_ms;
-    int reboots;
-} board;
-
-typedef struct {
     icefarm *f;
     const cli_opts *o;
     job *jobs;
-    size_t njobs, ndone, nfailed;
-    board *boards;
-    size_t nboards;
-    char batch_id[IFM_ID_MAX];
-    bool interrupted;
+    size_t njobs, ndone, nfailed, nboards;
+    icefarm_batch *batch;
     bool progress;
     uint64_t started_ms;
 } run;
-
-static board *find_board(run *r, const char *serial)
-{
-    for (size_t i = 0; i < r->nboards; i++)
-        if (strcmp(r->boards[i].serial, serial) == 0)
-            return &r->boards[i];
-    return NULL;
-}
-
-static job *find_job(run *r, const char *id)
-{
-    /* ids are "<index>" so lookup is direct */
-    char *end;
-    unsigned long i = strtoul(id, &end, 10);
-    return *id && !*end && i < r->njobs ? &r->jobs[i] : NULL;
-}
 
 static void draw_progress(run *r)
 {
@@ -74,15 +41,18 @@ static void draw_progress(run *r)
     int filled = r->njobs ? (int)(r->ndone * (size_t)width / r->njobs) : width;
     double s = (double)(ifm_now_ms() - r->started_ms) / 1000.0;
     fprintf(stderr, "\revaluating [%.*s%*s] %zu/%zu  %zu board(s)  %.1f s ", filled,
-            "##############################", width - filled, "", r->ndone, r->njobs, r->nboards, s);
+            "##############################", width - filled, "", r->ndone, r->njobs,
+            r->batch ? icefarm_batch_boards_alive(r->batch) : r->nboards, s);
     if (r->ndone == r->njobs)
         fputc('\n', stderr);
     fflush(stderr);
 }
 
-static void finish_job(run *r, job *j, const ifm_result *res, const char *serial)
+static void on_result(icefarm_batch *b, size_t index, const char *serial, const ifm_result *res, void *arg)
 {
-    j->state = JOB_DONE;
+    run *r = arg;
+    job *j = &r->jobs[index];
+    j->done = true;
     j->result = *res;
     snprintf(j->serial, sizeof j->serial, "%s", serial);
     if (res->type == IFM_VALUE_WAVEFORM && res->nsamples) {
@@ -90,166 +60,24 @@ static void finish_job(run *r, job *j, const ifm_result *res, const char *serial
         if (j->samples)
             memcpy(j->samples, res->samples, res->nsamples * sizeof *j->samples);
         j->result.samples = j->samples;
+        j->result.nsamples = j->samples ? res->nsamples : 0;
     }
     r->ndone++;
     r->nfailed += res->type == IFM_VALUE_FAILED;
     draw_progress(r);
 }
 
-static void fail_job(run *r, job *j, const char *why)
-{
-    ifm_result res;
-    memset(&res, 0, sizeof res);
-    snprintf(res.id, sizeof res.id, "%s", j->id);
-    res.type = IFM_VALUE_FAILED;
-    snprintf(res.error, sizeof res.error, "%s", why);
-    finish_job(r, j, &res, j->serial);
-}
-
-/* Tops every ready board up to the window. One message per board per round. */
-static void dispatch(run *r)
-{
-    for (size_t b = 0; b < r->nboards; b++) {
-        board *bd = &r->boards[b];
-        if (!bd->ready || bd->dead || bd->inflight >= r->o->window)
-            continue;
-        ifm_file files[64];
-        job *picked[64];
-        size_t n = 0;
-        for (size_t i = 0; i < r->njobs && bd->inflight + n < r->o->window && n < 64; i++) {
-            job *j = &r->jobs[i];
-            if (j->state != JOB_PENDING)
-                continue;
-            files[n] = (ifm_file){ "", j->data, j->len };
-            snprintf(files[n].id, sizeof files[n].id, "%s", j->id);
-            picked[n++] = j;
-        }
-        if (!n)
-            return;
-        if (icefarm_evaluate(r->f, bd->serial, r->batch_id, files, n))
-            continue; /* not connected; the next round retries */
-        for (size_t i = 0; i < n; i++) {
-            picked[i]->state = JOB_INFLIGHT;
-            snprintf(picked[i]->serial, sizeof picked[i]->serial, "%s", bd->serial);
-        }
-        if (!bd->inflight)
-            bd->last_progress_ms = ifm_now_ms();
-        bd->inflight += (uint32_t)n;
-    }
-}
-
-/* A board is out: its in-flight bitstreams go back to the queue. */
-static void retire_board(run *r, board *bd, const char *why)
-{
-    if (bd->dead)
-        return;
-    bd->dead = true;
-    bd->inflight = 0;
-    for (size_t i = 0; i < r->njobs; i++) {
-        job *j = &r->jobs[i];
-        if (j->state == JOB_INFLIGHT && strcmp(j->serial, bd->serial) == 0) {
-            j->state = JOB_PENDING;
-            j->serial[0] = '\0';
-        }
-    }
-    fprintf(stderr, "%sicefarm-cli: board %s dropped (%s); its bitstreams move to the other boards\n",
-            r->progress ? "\n" : "", bd->serial, why);
-    size_t alive = 0;
-    for (size_t i = 0; i < r->nboards; i++)
-        alive += !r->boards[i].dead;
-    if (!alive)
-        for (size_t i = 0; i < r->njobs; i++)
-            if (r->jobs[i].state == JOB_PENDING)
-                fail_job(r, &r->jobs[i], "no working board left");
-    /* Give the board back so it can be repaired and reused. */
-    ifm_ctl_req req = { .verb = IFM_VERB_END };
-    char one[1][IFM_SERIAL_MAX];
-    snprintf(one[0], IFM_SERIAL_MAX, "%s", bd->serial);
-    req.serials = one;
-    req.nserials = 1;
-    icefarm_send(r->f, &req);
-}
-
-static void on_results(icefarm *f, const ifm_event *ev, void *arg)
+static void on_dropped(icefarm_batch *b, const char *serial, const char *why, void *arg)
 {
     run *r = arg;
-    board *bd = find_board(r, ev->serial);
-    if (!bd || strcmp(ev->batch_id, r->batch_id) != 0)
-        return;
-    size_t n = ev->results ? ev->results->via.array.size : 0;
-    uint16_t samples[4096];
-    for (size_t i = 0; i < n; i++) {
-        ifm_result res;
-        ifm_err err;
-        if (ifm_event_result_at(ev, i, &res, samples, 4096, &err))
-            continue;
-        job *j = find_job(r, res.id);
-        /* Only the board it is assigned to may answer for it: no duplicates. */
-        if (!j || j->state != JOB_INFLIGHT || strcmp(j->serial, ev->serial) != 0)
-            continue;
-        finish_job(r, j, &res, ev->serial);
-        if (bd->inflight)
-            bd->inflight--;
-    }
-    bd->last_progress_ms = ifm_now_ms();
-    dispatch(r);
-}
-
-static void on_ready(icefarm *f, const ifm_event *ev, void *arg)
-{
-    run *r = arg;
-    board *bd = find_board(r, ev->serial);
-    if (bd && !bd->dead) {
-        bd->ready = true;
-        bd->last_progress_ms = ifm_now_ms();
-        dispatch(r);
-    }
-}
-
-static bool all_done(void *arg);
-
-static void on_failure(icefarm *f, const ifm_event *ev, void *arg)
-{
-    run *r = arg;
-    board *bd = find_board(r, ev->serial);
-    if (bd && !all_done(r))
-        retire_board(r, bd, ev->reason[0] ? ev->reason : ev->event);
-    dispatch(r);
-}
-
-static void check_stalls(run *r)
-{
-    uint64_t now = ifm_now_ms(), limit = r->o->result_timeout_s * 1000;
-    for (size_t i = 0; i < r->nboards; i++) {
-        board *bd = &r->boards[i];
-        if (bd->dead || !bd->inflight || now - bd->last_progress_ms < limit)
-            continue;
-        if (bd->reboots == 0) {
-            bd->reboots++;
-            bd->last_progress_ms = now;
-            fprintf(stderr, "%sicefarm-cli: board %s stalled; rebooting it\n", r->progress ? "\n" : "", bd->serial);
-            ifm_ctl_req req = { .verb = IFM_VERB_REBOOT };
-            char one[1][IFM_SERIAL_MAX];
-            snprintf(one[0], IFM_SERIAL_MAX, "%s", bd->serial);
-            req.serials = one;
-            req.nserials = 1;
-            icefarm_send(r->f, &req);
-        } else {
-            retire_board(r, bd, "stalled again after a reboot");
-            dispatch(r);
-        }
-    }
-}
-
-static bool all_done(void *arg)
-{
-    run *r = arg;
-    return r->ndone == r->njobs || r->interrupted;
+    fprintf(stderr, "%sicefarm-cli: board %s: %s\n", r->progress ? "\n" : "", serial, why);
 }
 
 static void on_signal(ifm_loop *loop, int signo, void *arg)
 {
-    ((run *)arg)->interrupted = true;
+    run *r = arg;
+    if (r->batch)
+        icefarm_batch_cancel(r->batch);
 }
 
 static int read_file(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
@@ -321,7 +149,7 @@ static void print_results(run *r)
         for (size_t i = 0; i < r->njobs; i++) {
             job *j = &r->jobs[i];
             json_t *o = json_pack("{s:s, s:s}", "file", j->path, "serial", j->serial);
-            switch (j->state == JOB_DONE ? j->result.type : IFM_VALUE_FAILED) {
+            switch (j->done ? j->result.type : IFM_VALUE_FAILED) {
             case IFM_VALUE_PULSES: json_object_set_new(o, "pulses", json_integer(j->result.pulses)); break;
             case IFM_VALUE_FITNESS: json_object_set_new(o, "fitness", json_real(j->result.fitness)); break;
             case IFM_VALUE_WAVEFORM: {
@@ -333,7 +161,7 @@ static void print_results(run *r)
                 break;
             }
             default:
-                json_object_set_new(o, "error", json_string(j->state == JOB_DONE ? j->result.error : "not evaluated"));
+                json_object_set_new(o, "error", json_string(j->done ? j->result.error : "not evaluated"));
             }
             json_array_append_new(arr, o);
         }
@@ -345,7 +173,7 @@ static void print_results(run *r)
     for (size_t i = 0; i < r->njobs; i++) {
         job *j = &r->jobs[i];
         char value[160];
-        if (j->state != JOB_DONE)
+        if (!j->done)
             snprintf(value, sizeof value, "not evaluated");
         else if (j->result.type == IFM_VALUE_PULSES)
             snprintf(value, sizeof value, "%lld pulses", (long long)j->result.pulses);
@@ -377,7 +205,6 @@ int cmd_evaluate(const cli_opts *o)
         return CLI_FAILED;
     for (size_t i = 0; i < r.njobs; i++) {
         r.jobs[i].path = o->pos[i];
-        snprintf(r.jobs[i].id, sizeof r.jobs[i].id, "%zu", i);
         if (read_file(o->pos[i], &r.jobs[i].data, &r.jobs[i].len, err, sizeof err)) {
             rc = cli_error(o, CLI_USAGE, "%s", err);
             goto out;
@@ -386,12 +213,6 @@ int cmd_evaluate(const cli_opts *o)
     r.f = cli_connect(o, &rc);
     if (!r.f)
         goto out;
-    snprintf(r.batch_id, sizeof r.batch_id, "%s-%llx-%d", icefarm_name(r.f),
-             (unsigned long long)ifm_wall_ms(), (int)getpid());
-    icefarm_on(r.f, "results", on_results, &r);
-    icefarm_on(r.f, "initialized", on_ready, &r);
-    icefarm_on(r.f, "failure", on_failure, &r);
-    icefarm_on(r.f, "reservation end", on_failure, &r);
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(icefarm_loop(r.f), sigs, 2, on_signal, &r);
     r.started_ms = ifm_now_ms();
@@ -399,35 +220,29 @@ int cmd_evaluate(const cli_opts *o)
     if (rc != CLI_OK)
         goto out;
     r.nboards = nserials;
-    r.boards = calloc(nserials ? nserials : 1, sizeof *r.boards);
-    for (size_t i = 0; r.boards && i < nserials; i++) {
-        snprintf(r.boards[i].serial, IFM_SERIAL_MAX, "%s", serials[i]);
-        icefarm_watch(r.f, serials[i]);
+    icefarm_batch_opts bo = { .window = o->window, .result_timeout_ms = o->result_timeout_s * 1000 };
+    r.batch = icefarm_batch_new(r.f, serials, nserials, &bo, on_result, &r);
+    if (!r.batch) {
+        rc = cli_error(o, CLI_FAILED, "out of memory");
+        goto out;
+    }
+    icefarm_batch_on_board_dropped(r.batch, on_dropped);
+    for (size_t i = 0; i < r.njobs; i++) {
+        icefarm_batch_add(r.batch, r.jobs[i].data, r.jobs[i].len, NULL);
+        free(r.jobs[i].data);
+        r.jobs[i].data = NULL;
     }
     r.progress = !o->json && isatty(STDERR_FILENO);
     if (r.progress)
         fprintf(stderr, "waiting for %zu board(s) to load the %s firmware...\n", r.nboards,
                 o->kind ? o->kind : "pulsecount");
-    while (!all_done(&r)) {
-        /* A board reserved before we subscribed may have said "initialized"
-         * already; its retained state says the same. */
-        for (size_t i = 0; i < r.nboards; i++)
-            if (!r.boards[i].ready && !r.boards[i].dead &&
-                icefarm_board_state(r.f, r.boards[i].serial) == IFM_BOARD_RESERVED) {
-                r.boards[i].ready = true;
-                r.boards[i].last_progress_ms = ifm_now_ms();
-            }
-        dispatch(&r);
-        check_stalls(&r);
-        if (!ifm_mqtt_connected(icefarm_mqtt(r.f)) && ifm_loop_stopped(icefarm_loop(r.f)))
-            break;
-        ifm_loop_once(icefarm_loop(r.f), 200);
-    }
-    if (r.interrupted)
+    bool complete = icefarm_batch_run(r.batch, 0) == 0;
+    if (!complete)
         fprintf(stderr, "\nicefarm-cli: interrupted; %zu of %zu done\n", r.ndone, r.njobs);
     print_results(&r);
-    rc = r.interrupted || r.nfailed ? CLI_FAILED : CLI_OK;
+    rc = !complete || r.nfailed ? CLI_FAILED : CLI_OK;
 out:
+    icefarm_batch_free(r.batch);
     if (r.f && reserved) {
         ifm_ctl_req req = { .verb = IFM_VERB_END, .serials = serials, .nserials = nserials };
         icefarm_reply rep;
@@ -440,7 +255,6 @@ out:
         free(r.jobs[i].samples);
     }
     free(r.jobs);
-    free(r.boards);
     free(serials);
     icefarm_close(r.f);
     return rc;

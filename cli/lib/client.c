@@ -14,6 +14,7 @@ typedef struct handler {
     char event[32]; /* "" = all */
     icefarm_event_cb cb;
     void *arg;
+    bool dead; /* removed during dispatch; freed right after it */
 } handler;
 
 typedef struct watched {
@@ -30,8 +31,22 @@ struct icefarm {
     uint64_t timeout_ms;
     bool auto_extend;
     handler *handlers;
+    int dispatching;
     watched *watched;
 };
+
+static void sweep_handlers(icefarm *f)
+{
+    for (handler **pp = &f->handlers; *pp;) {
+        handler *h = *pp;
+        if (h->dead) {
+            *pp = h->next;
+            free(h);
+        } else {
+            pp = &h->next;
+        }
+    }
+}
 
 typedef struct {
     bool done;
@@ -41,9 +56,12 @@ typedef struct {
 
 static void dispatch(icefarm *f, const ifm_event *ev)
 {
+    f->dispatching++;
     for (handler *h = f->handlers; h; h = h->next)
-        if (!h->event[0] || strcmp(h->event, ev->event) == 0)
+        if (!h->dead && (!h->event[0] || strcmp(h->event, ev->event) == 0))
             h->cb(f, ev, h->arg);
+    if (--f->dispatching == 0)
+        sweep_handlers(f);
 }
 
 static void on_event_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
@@ -297,6 +315,15 @@ int icefarm_on(icefarm *f, const char *event, icefarm_event_cb cb, void *arg)
         pp = &(*pp)->next;
     *pp = h;
     return 0;
+}
+
+void icefarm_off(icefarm *f, icefarm_event_cb cb, void *arg)
+{
+    for (handler *h = f->handlers; h; h = h->next)
+        if (h->cb == cb && h->arg == arg)
+            h->dead = true;
+    if (!f->dispatching)
+        sweep_handlers(f);
 }
 
 int icefarm_watch(icefarm *f, const char *serial)

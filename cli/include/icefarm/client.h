@@ -66,6 +66,8 @@ size_t icefarm_reply_serials(const icefarm_reply *reply, char (**serials)[IFM_SE
  * during the call. */
 typedef void (*icefarm_event_cb)(icefarm *f, const ifm_event *ev, void *arg);
 int icefarm_on(icefarm *f, const char *event, icefarm_event_cb cb, void *arg);
+/* Removes every handler registered with this callback and arg. */
+void icefarm_off(icefarm *f, icefarm_event_cb cb, void *arg);
 
 /* Subscribes to a board's events (and retained state). Boards that were reserved
  * through this handle are watched automatically. */

@@ -1,0 +1,318 @@
+/* libicefarm batch evaluation engine (see icefarm/batch.h for the contract). */
+#include "icefarm/batch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { JOB_PENDING, JOB_INFLIGHT, JOB_DONE } job_state;
+
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    job_state state;
+    char serial[IFM_SERIAL_MAX]; /* where it is in flight, or was measured */
+} job;
+
+typedef struct {
+    char serial[IFM_SERIAL_MAX];
+    bool ready, dead;
+    uint32_t inflight;
+    uint64_t last_progress_ms;
+    int reboots;
+} board;
+
+struct icefarm_batch {
+    icefarm *f;
+    icefarm_batch_opts o;
+    icefarm_result_cb on_result;
+    icefarm_board_cb on_dropped;
+    void *arg;
+    job *jobs;
+    size_t njobs, capjobs, ndone, nfailed;
+    board *boards;
+    size_t nboards;
+    char batch_id[IFM_ID_MAX];
+    bool cancelled;
+    uint64_t tick;
+};
+
+static board *find_board(icefarm_batch *b, const char *serial)
+{
+    for (size_t i = 0; i < b->nboards; i++)
+        if (strcmp(b->boards[i].serial, serial) == 0)
+            return &b->boards[i];
+    return NULL;
+}
+
+static job *find_job(icefarm_batch *b, const char *id)
+{
+    char *end;
+    unsigned long i = strtoul(id, &end, 10);
+    return *id && !*end && i < b->njobs ? &b->jobs[i] : NULL;
+}
+
+static void finish(icefarm_batch *b, job *j, const ifm_result *r, const char *serial)
+{
+    j->state = JOB_DONE;
+    snprintf(j->serial, sizeof j->serial, "%s", serial);
+    free(j->data); /* measured: the bytes are not needed any more */
+    j->data = NULL;
+    b->ndone++;
+    b->nfailed += r->type == IFM_VALUE_FAILED;
+    if (b->on_result)
+        b->on_result(b, (size_t)(j - b->jobs), serial, r, b->arg);
+}
+
+static void fail(icefarm_batch *b, job *j, const char *why)
+{
+    ifm_result r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.id, sizeof r.id, "%zu", (size_t)(j - b->jobs));
+    r.type = IFM_VALUE_FAILED;
+    snprintf(r.error, sizeof r.error, "%s", why);
+    finish(b, j, &r, j->serial);
+}
+
+/* Tops every ready board up to the window: one message per board per round,
+ * spreading pending work one bitstream at a time so boards share it evenly. */
+static void dispatch(icefarm_batch *b)
+{
+    size_t next = 0;
+    for (bool progress = true; progress;) {
+        progress = false;
+        for (size_t k = 0; k < b->nboards; k++) {
+            board *bd = &b->boards[k];
+            if (!bd->ready || bd->dead || bd->inflight >= b->o.window)
+                continue;
+            while (next < b->njobs && b->jobs[next].state != JOB_PENDING)
+                next++;
+            if (next >= b->njobs)
+                return;
+            job *j = &b->jobs[next];
+            ifm_file file = { "", j->data, j->len };
+            snprintf(file.id, sizeof file.id, "%zu", next);
+            if (icefarm_evaluate(b->f, bd->serial, b->batch_id, &file, 1))
+                return; /* not connected: the next round retries */
+            j->state = JOB_INFLIGHT;
+            snprintf(j->serial, sizeof j->serial, "%s", bd->serial);
+            if (!bd->inflight)
+                bd->last_progress_ms = ifm_now_ms();
+            bd->inflight++;
+            progress = true;
+        }
+    }
+}
+
+static void send_verb(icefarm_batch *b, ifm_verb verb, const char *serial)
+{
+    ifm_ctl_req req = { .verb = verb };
+    char one[1][IFM_SERIAL_MAX];
+    snprintf(one[0], IFM_SERIAL_MAX, "%s", serial);
+    req.serials = one;
+    req.nserials = 1;
+    icefarm_send(b->f, &req);
+}
+
+/* A board is out: its in-flight bitstreams go back to the queue. */
+static void drop_board(icefarm_batch *b, board *bd, const char *why)
+{
+    if (bd->dead)
+        return;
+    bd->dead = true;
+    bd->inflight = 0;
+    for (size_t i = 0; i < b->njobs; i++) {
+        job *j = &b->jobs[i];
+        if (j->state == JOB_INFLIGHT && strcmp(j->serial, bd->serial) == 0) {
+            j->state = JOB_PENDING;
+            j->serial[0] = '\0';
+        }
+    }
+    if (b->on_dropped)
+        b->on_dropped(b, bd->serial, why, b->arg);
+    if (!b->o.keep_failed_boards)
+        send_verb(b, IFM_VERB_END, bd->serial); /* give it back to be repaired */
+    if (!icefarm_batch_boards_alive(b))
+        for (size_t i = 0; i < b->njobs; i++)
+            if (b->jobs[i].state == JOB_PENDING)
+                fail(b, &b->jobs[i], "no working board left");
+}
+
+static void on_results(icefarm *f, const ifm_event *ev, void *arg)
+{
+    icefarm_batch *b = arg;
+    board *bd = find_board(b, ev->serial);
+    if (!bd || strcmp(ev->batch_id, b->batch_id) != 0)
+        return;
+    size_t n = ev->results ? ev->results->via.array.size : 0;
+    uint16_t samples[4096];
+    for (size_t i = 0; i < n; i++) {
+        ifm_result r;
+        ifm_err err;
+        if (ifm_event_result_at(ev, i, &r, samples, 4096, &err))
+            continue;
+        job *j = find_job(b, r.id);
+        /* Only the board it is assigned to may answer for it: no duplicates. */
+        if (!j || j->state != JOB_INFLIGHT || strcmp(j->serial, ev->serial) != 0)
+            continue;
+        if (bd->inflight)
+            bd->inflight--;
+        finish(b, j, &r, ev->serial);
+    }
+    bd->last_progress_ms = ifm_now_ms();
+    dispatch(b);
+}
+
+static void on_ready(icefarm *f, const ifm_event *ev, void *arg)
+{
+    icefarm_batch *b = arg;
+    board *bd = find_board(b, ev->serial);
+    if (bd && !bd->dead) {
+        bd->ready = true;
+        bd->last_progress_ms = ifm_now_ms();
+        dispatch(b);
+    }
+}
+
+static void on_failure(icefarm *f, const ifm_event *ev, void *arg)
+{
+    icefarm_batch *b = arg;
+    board *bd = find_board(b, ev->serial);
+    if (bd && b->ndone < b->njobs) {
+        drop_board(b, bd, ev->reason[0] ? ev->reason : ev->event);
+        dispatch(b);
+    }
+}
+
+static void check_stalls(icefarm_batch *b)
+{
+    uint64_t now = ifm_now_ms();
+    for (size_t i = 0; i < b->nboards; i++) {
+        board *bd = &b->boards[i];
+        /* A board reserved before we subscribed may have said "initialized"
+         * already; its retained state says the same. */
+        if (!bd->ready && !bd->dead && icefarm_board_state(b->f, bd->serial) == IFM_BOARD_RESERVED) {
+            bd->ready = true;
+            bd->last_progress_ms = now;
+        }
+        if (bd->dead || !bd->inflight || now - bd->last_progress_ms < b->o.result_timeout_ms)
+            continue;
+        if (bd->reboots == 0 && !b->o.no_reboot) {
+            bd->reboots++;
+            bd->last_progress_ms = now;
+            if (b->on_dropped)
+                b->on_dropped(b, bd->serial, "stalled; rebooting it once", b->arg);
+            send_verb(b, IFM_VERB_REBOOT, bd->serial);
+        } else {
+            drop_board(b, bd, bd->reboots ? "stalled again after a reboot" : "stalled");
+        }
+    }
+}
+
+icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], size_t nserials,
+                                 const icefarm_batch_opts *opts, icefarm_result_cb on_result, void *arg)
+{
+    icefarm_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->f = f;
+    if (opts)
+        b->o = *opts;
+    if (!b->o.window)
+        b->o.window = 2;
+    if (!b->o.result_timeout_ms)
+        b->o.result_timeout_ms = 60000;
+    b->on_result = on_result;
+    b->arg = arg;
+    b->boards = calloc(nserials ? nserials : 1, sizeof *b->boards);
+    if (!b->boards) {
+        free(b);
+        return NULL;
+    }
+    b->nboards = nserials;
+    for (size_t i = 0; i < nserials; i++) {
+        snprintf(b->boards[i].serial, IFM_SERIAL_MAX, "%s", serials[i]);
+        icefarm_watch(f, serials[i]);
+    }
+    /* Unique per run, so results of an earlier run on the same boards are ignored. */
+    static const char hex[] = "0123456789abcdef";
+    uint64_t t = ifm_wall_ms() ^ ((uint64_t)(uintptr_t)b << 16);
+    char tag[17];
+    for (int i = 0; i < 16; i++)
+        tag[i] = hex[(t >> (i * 4)) & 15];
+    tag[16] = '\0';
+    snprintf(b->batch_id, sizeof b->batch_id, "%.64s-%s", icefarm_name(f), tag);
+    icefarm_on(f, "results", on_results, b);
+    icefarm_on(f, "initialized", on_ready, b);
+    icefarm_on(f, "failure", on_failure, b);
+    icefarm_on(f, "reservation end", on_failure, b);
+    return b;
+}
+
+void icefarm_batch_on_board_dropped(icefarm_batch *b, icefarm_board_cb cb) { b->on_dropped = cb; }
+
+int icefarm_batch_add(icefarm_batch *b, const uint8_t *data, size_t len, size_t *index)
+{
+    if (b->njobs == b->capjobs) {
+        size_t cap = b->capjobs ? b->capjobs * 2 : 64;
+        job *nj = realloc(b->jobs, cap * sizeof *nj);
+        if (!nj)
+            return -1;
+        b->jobs = nj;
+        b->capjobs = cap;
+    }
+    job *j = &b->jobs[b->njobs];
+    memset(j, 0, sizeof *j);
+    j->data = malloc(len ? len : 1);
+    if (!j->data)
+        return -1;
+    memcpy(j->data, data, len);
+    j->len = len;
+    if (index)
+        *index = b->njobs;
+    b->njobs++;
+    return 0;
+}
+
+int icefarm_batch_run(icefarm_batch *b, uint64_t timeout_ms)
+{
+    uint64_t deadline = timeout_ms ? ifm_now_ms() + timeout_ms : UINT64_MAX;
+    if (!icefarm_batch_boards_alive(b))
+        for (size_t i = 0; i < b->njobs; i++)
+            if (b->jobs[i].state == JOB_PENDING)
+                fail(b, &b->jobs[i], "no boards to evaluate on");
+    while (b->ndone < b->njobs && !b->cancelled && ifm_now_ms() < deadline &&
+           !ifm_loop_stopped(icefarm_loop(b->f))) {
+        check_stalls(b);
+        dispatch(b);
+        ifm_loop_once(icefarm_loop(b->f), 100);
+    }
+    return b->ndone == b->njobs ? 0 : -1;
+}
+
+void icefarm_batch_cancel(icefarm_batch *b) { b->cancelled = true; }
+size_t icefarm_batch_count(const icefarm_batch *b) { return b->njobs; }
+size_t icefarm_batch_done(const icefarm_batch *b) { return b->ndone; }
+size_t icefarm_batch_failed(const icefarm_batch *b) { return b->nfailed; }
+
+size_t icefarm_batch_boards_alive(const icefarm_batch *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->nboards; i++)
+        n += !b->boards[i].dead;
+    return n;
+}
+
+void icefarm_batch_free(icefarm_batch *b)
+{
+    if (!b)
+        return;
+    icefarm_off(b->f, on_results, b);
+    icefarm_off(b->f, on_ready, b);
+    icefarm_off(b->f, on_failure, b);
+    for (size_t i = 0; i < b->njobs; i++)
+        free(b->jobs[i].data);
+    free(b->jobs);
+    free(b->boards);
+    free(b);
+}
