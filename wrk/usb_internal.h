@@ -54,6 +54,7 @@ struct wrk_usbdev {
     bool lost;    /* a transfer or a request saw LIBUSB_ERROR_NO_DEVICE */
     bool ignored; /* could not be opened or identified: ignored until it leaves */
     bool probing; /* a serial request is in flight */
+    bool autodetach; /* libusb detaches kernel drivers on claim */
     uint8_t iserial;
     uint16_t langid;
     uint32_t claimed; /* bit i: interface i claimed by us */

@@ -30,6 +30,7 @@
 
 #include "acl.h"
 
+int mosquitto__get_state(struct mosquitto *);
 typedef struct {
     mosquitto_plugin_id_t *id;
     acl_state *st;
@@ -78,6 +79,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
     plugin_ctx *ctx = userdata;
     struct mosquitto_evt_acl_check *ed = event_data;
     const char *user = mosquitto_client_username(ed->client);
+    if (ed->access == MOSQ_ACL_WRITE) mosquitto_log_printf(MOSQ_LOG_NOTICE, "XXX write check %p state %d", (void*)ed->client, (int)mosquitto__get_state(ed->client));
     if (acl_check(ctx->st, user, ed->access, ed->topic, ed->payload, ed->payloadlen, ed->retain))
         return MOSQ_ERR_SUCCESS;
     /* Reads are refused per delivered message (e.g. a dashboard on '#'): only
@@ -219,6 +221,7 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 {
     plugin_ctx *ctx = userdata;
     struct mosquitto_evt_disconnect *ed = event_data;
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, "XXX disconnect event %p %s", (void*)ed->client, mosquitto_client_id(ed->client));
     acl_disconnect(ctx->st, ed->client, mosquitto_client_id(ed->client));
     return MOSQ_ERR_SUCCESS;
 }

@@ -12,6 +12,7 @@ typedef struct {
     size_t len;
     job_state state;
     char serial[IFM_SERIAL_MAX]; /* where it is in flight, or was measured */
+    char failed_on[IFM_SERIAL_MAX]; /* the board that already failed it once */
 } job;
 
 typedef struct {
@@ -76,22 +77,29 @@ static void fail(icefarm_batch *b, job *j, const char *why)
 
 /* Tops every ready board up to the window: one message per board per round,
  * spreading pending work one bitstream at a time so boards share it evenly. */
+size_t icefarm_batch_boards_alive(const icefarm_batch *b);
+
 static void dispatch(icefarm_batch *b)
 {
     size_t next = 0;
+    bool others = icefarm_batch_boards_alive(b) > 1; /* else even a board that failed a job retries it */
     for (bool progress = true; progress;) {
         progress = false;
         for (size_t k = 0; k < b->nboards; k++) {
             board *bd = &b->boards[k];
             if (!bd->ready || bd->dead || bd->inflight >= b->o.window)
                 continue;
+            size_t pick = next;
+            while (pick < b->njobs && (b->jobs[pick].state != JOB_PENDING ||
+                                       (others && strcmp(b->jobs[pick].failed_on, bd->serial) == 0)))
+                pick++;
             while (next < b->njobs && b->jobs[next].state != JOB_PENDING)
                 next++;
-            if (next >= b->njobs)
-                return;
-            job *j = &b->jobs[next];
+            if (pick >= b->njobs)
+                continue;
+            job *j = &b->jobs[pick];
             ifm_file file = { "", j->data, j->len };
-            snprintf(file.id, sizeof file.id, "%zu", next);
+            snprintf(file.id, sizeof file.id, "%zu", pick);
             if (icefarm_evaluate(b->f, bd->serial, b->batch_id, &file, 1))
                 return; /* not connected: the next round retries */
             j->state = JOB_INFLIGHT;
@@ -157,6 +165,14 @@ static void on_results(icefarm *f, const ifm_event *ev, void *arg)
             continue;
         if (bd->inflight)
             bd->inflight--;
+        if (r.type == IFM_VALUE_FAILED && !j->failed_on[0] && icefarm_batch_boards_alive(b) > 1) {
+            /* The worker already retried it on that board: one more try on
+             * another board before reporting the failure. */
+            snprintf(j->failed_on, sizeof j->failed_on, "%s", ev->serial);
+            j->state = JOB_PENDING;
+            j->serial[0] = '\0';
+            continue;
+        }
         finish(b, j, &r, ev->serial);
     }
     bd->last_progress_ms = ifm_now_ms();

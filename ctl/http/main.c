@@ -105,8 +105,11 @@ int main(int argc, char **argv)
     s.loop = ifm_loop_new();
     if (!s.loop)
         goto out;
+    /* Replies come to icefarm/client/<name>/reply; in a secured farm only the
+     * authenticated user may read its own client topics, so name = user there. */
     ifm_mqtt_opts mo = {
-        .host = s.broker_host, .port = s.broker_port, .client_id = NULL, .name = "icefarm-http",
+        .host = s.broker_host, .port = s.broker_port, .client_id = NULL,
+        .name = cfg.user ? cfg.user : "icefarm-http",
         .username = cfg.user, .password = cfg.password, .cafile = cfg.cafile, .keepalive = (int)cfg.keepalive,
     };
     s.mqtt = ifm_mqtt_new(s.loop, &mo, NULL, NULL);

@@ -85,7 +85,7 @@ cli() {
 jpy() {
     "$PY" -c 'import json, sys
 j = json.loads(sys.argv[1])
-r = eval(sys.argv[2])
+r = eval("(" + sys.argv[2] + ")")
 print(json.dumps(r) if isinstance(r, (dict, list, bool)) or r is None else r)' "$1" "$2"
 }
 
@@ -94,7 +94,7 @@ jtest() {
     "$PY" -c 'import json, sys
 try:
     j = json.loads(sys.argv[1])
-    sys.exit(0 if eval(sys.argv[2]) else 1)
+    sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)
 except Exception as e:
     sys.stderr.write("jtest: %s\n" % e)
     sys.exit(1)' "$1" "$2" 2>>"$RUN/cli.log"
