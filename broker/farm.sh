@@ -84,3 +84,23 @@ farm_stop() {
     done
     FARM_PIDS=()
 }
+
+# Injects a fault into a simulated board: farm_sim_fault SERIAL FAULT [COUNT]
+# (faults: hang, watchdog, disconnect, unplug, slow_flash, wrong_fw, flash_fail,
+# or "plug" to plug an unplugged board back in). The payload is msgpack
+# {v:1, serial, fault, count}, built with the Python standard library only.
+farm_sim_fault() {
+    local serial=$1 fault=$2 count=${3:-1} f
+    f=$(mktemp)
+    python3 - "$serial" "$fault" "$count" "$f" <<'PY'
+import sys
+def s(x):
+    b = x.encode()
+    return bytes([0xa0 | len(b)]) + b if len(b) < 32 else b"\xd9" + bytes([len(b)]) + b
+serial, fault, count, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+n = bytes([count]) if count < 128 else b"\xcd" + count.to_bytes(2, "big")
+open(out, "wb").write(b"\x84" + s("v") + b"\x01" + s("serial") + s(serial) + s("fault") + s(fault) + s("count") + n)
+PY
+    mosquitto_pub -L "$FARM_BROKER/icefarm/worker/${FARM_WORKER:-sim-worker}/sim" -q 1 -f "$f"
+    rm -f "$f"
+}
