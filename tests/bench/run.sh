@@ -4,6 +4,7 @@
 # Sizes: ICEFARM_BENCH_WORKERS (50) x ICEFARM_BENCH_BOARDS (20) simulated boards for
 # the control plane; 1, 8 and 64 boards on one worker for evaluations.
 set -euo pipefail
+export ICEFARM_LOG_LEVEL=warn
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 FARM_BIN=$(cd "${1:-$ROOT/build}" && pwd)
 WORKERS=${ICEFARM_BENCH_WORKERS:-50}
@@ -94,3 +95,16 @@ for boards in 1 8 64; do
     farm_stop
 done
 echo "(old iCEFARM: ~240 ms overhead and ~5 ms worker CPU per evaluation; its window is 1000 ms)"
+
+echo
+echo "== client side: libicefarm's batch engine vs raw MQTT messages, 64 boards =="
+printf '%-34s %-12s %s\n' client "evals/s" "overhead ms/eval/board"
+for engine in bench_eval bench_eval_raw; do
+    FARM_WORKER=evalw farm_start "$RUN/cl-$engine" 64 --sim-flash-ms 20 --sim-window-ms "$WINDOW_MS"
+    farm_wait_ready 64 120
+    line=$("$FARM_BIN/tests/bench/$engine" "$FARM_BROKER" 64 20 2 "$WINDOW_MS")
+    eval "$(tr ' ' '\n' <<<"$line" | grep '=' | sed 's/^/c_/')"
+    name=$([[ $engine == bench_eval ]] && echo "libicefarm batch engine" || echo "raw MQTT (proto glue only)")
+    printf '%-34s %-12s %s\n' "$name" "$c_evals_per_s" "$c_overhead_ms"
+    farm_stop
+done
