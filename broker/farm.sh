@@ -5,7 +5,9 @@
 #   farm_start DIR BOARDS [icefarm-wrk options...]   needs FARM_BIN (the build dir)
 #   farm_wait_ready BOARDS SECONDS
 #   farm_stop
-# After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR.
+#   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
+# After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR;
+# after farm_start_http: FARM_HTTP (http://HOST:PORT).
 
 FARM_PIDS=()
 
@@ -49,6 +51,20 @@ farm_start() {
     "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" --name "${FARM_WORKER:-sim-worker}" \
         --sim "$boards" "$@" >"$dir/wrk.log" 2>&1 &
     FARM_PIDS+=($!)
+}
+
+# icefarm-http on the running farm (default: a free loopback port). It is appended
+# to FARM_PIDS after the broker, control and worker, so farm_stop stops it first.
+farm_start_http() {
+    local listen=${1:-127.0.0.1:$(farm_free_port)}
+    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" --listen "$listen" \
+        >"$FARM_DIR/http.log" 2>&1 &
+    FARM_PIDS+=($!)
+    FARM_HTTP="http://$listen"
+    if ! farm_wait_port "${listen##*:}"; then
+        farm_log "icefarm-http did not start on $listen; see $FARM_DIR/http.log"
+        return 1
+    fi
 }
 
 # Waits until control reports BOARDS boards available.

@@ -155,7 +155,14 @@ struct acl_state {
     smap leases; /* serial -> acl_lease */
     smap owners; /* serial -> worker name */
     smap live;   /* worker -> live_conn */
+    smap ended;  /* connections that ended ("%p"): their writes are Wills */
+    smap ids;    /* client id -> id_owner, for live connections */
 };
+
+typedef struct {
+    const void *conn;
+    char user[];
+} id_owner;
 
 static void logf_(const acl_state *st, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -192,7 +199,8 @@ acl_state *acl_new(const acl_opts *opts)
     if (!st->o.max_boards)
         st->o.max_boards = 100000;
     if (smap_init(&st->roles, NULL) || smap_init(&st->leases, free) ||
-        smap_init(&st->owners, free) || smap_init(&st->live, free_live)) {
+        smap_init(&st->owners, free) || smap_init(&st->live, free_live) || smap_init(&st->ended, NULL) ||
+        smap_init(&st->ids, free)) {
         acl_free(st);
         return NULL;
     }
@@ -207,6 +215,8 @@ void acl_free(acl_state *st)
     smap_clear(&st->leases);
     smap_clear(&st->owners);
     smap_clear(&st->live);
+    smap_clear(&st->ended);
+    smap_clear(&st->ids);
     free(st);
 }
 
@@ -572,14 +582,76 @@ static void mark_live(acl_state *st, const char *worker, const void *conn, const
     smap_put(&st->live, worker, n);
 }
 
+static void conn_key(char *out, size_t cap, const void *conn) { snprintf(out, cap, "%p", conn); }
+
+#define MAX_ENDED 1000000
+
 void acl_disconnect(acl_state *st, const void *conn, const char *conn_id)
 {
+    if (!conn)
+        return;
+    /* By pointer only: the broker frees a connection only after this event, and
+     * the client id may already be gone. */
     for (size_t b = 0; b < st->live.nb; b++)
         for (entry *e = st->live.b[b]; e; e = e->next) {
             live_conn *c = e->val;
-            if (c->conn == conn && strcmp(c->conn_id, conn_id ? conn_id : "") == 0)
+            if (c->conn == conn)
                 c->conn = NULL;
         }
+    /* Its client id is free again. Collect, then delete. */
+    char *gone = NULL;
+    for (size_t b = 0; b < st->ids.nb && !gone; b++)
+        for (entry *e = st->ids.b[b]; e && !gone; e = e->next)
+            if (((id_owner *)e->val)->conn == conn)
+                gone = strdup(e->key);
+    if (gone) {
+        smap_del(&st->ids, gone);
+        free(gone);
+    }
+    char k[32];
+    conn_key(k, sizeof k, conn);
+    if (st->ended.n >= MAX_ENDED && !smap_get(&st->ended, k)) {
+        /* Marks are cleared when the memory is reused by a new connection, so this
+         * many means something is off; start over rather than grow. */
+        logf_(st, ACL_LOG_WARNING, "icefarm_acl: %zu ended connections remembered; forgetting them", st->ended.n);
+        smap_clear(&st->ended);
+        smap_init(&st->ended, NULL);
+    }
+    smap_put(&st->ended, k, (void *)1);
+}
+
+static bool ended(const acl_state *st, const void *conn);
+
+void acl_seen(acl_state *st, const void *conn, const char *conn_id, const char *user)
+{
+    if (!conn || !conn_id || !*conn_id || !user || ended(st, conn))
+        return; /* an ended connection's Will check must not claim its id again */
+    id_owner *o = smap_get(&st->ids, conn_id);
+    if (o && o->conn == conn)
+        return;
+    size_t n = strlen(user);
+    id_owner *fresh = malloc(sizeof *fresh + n + 1);
+    if (!fresh)
+        return;
+    fresh->conn = conn;
+    memcpy(fresh->user, user, n + 1);
+    smap_put(&st->ids, conn_id, fresh);
+}
+
+void acl_connect(acl_state *st, const void *conn)
+{
+    char k[32];
+    conn_key(k, sizeof k, conn);
+    smap_del(&st->ended, k);
+}
+
+static bool ended(const acl_state *st, const void *conn)
+{
+    if (!conn || st->ended.n == 0)
+        return false;
+    char k[32];
+    conn_key(k, sizeof k, conn);
+    return smap_get(&st->ended, k) != NULL;
 }
 
 /* ---- decoders ---- */
@@ -890,8 +962,8 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
     }
 }
 
-bool acl_check(acl_state *st, const char *user, int access, const char *topic, const void *payload, size_t len,
-               bool retain)
+bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic,
+               const void *payload, size_t len, bool retain)
 {
     acl_role role = acl_role_of(st, user);
     if (role == ROLE_NONE || !topic)
@@ -914,8 +986,15 @@ bool acl_check(acl_state *st, const char *user, int access, const char *topic, c
     classify(topic, &t);
     if (access == ACL_READ)
         return can_read(st, role, user, &t, false);
-    if (access == ACL_WRITE)
+    if (access == ACL_WRITE) {
+        if (ended(st, conn)) {
+            /* a Will */
+            bool ok = (role == ROLE_CONTROL && t.k == T_CTL_STATE) ||
+                      (role == ROLE_WORKER && t.k == T_WORKER && is(t.name, user) && is(t.leaf, "state"));
+            return ok && can_write(st, role, user, &t, payload, len, retain);
+        }
         return can_write(st, role, user, &t, payload, len, retain);
+    }
     return false;
 }
 
@@ -940,6 +1019,11 @@ int acl_check_connect(const acl_state *st, const char *user, const char *client_
     }
     if (role != ROLE_CONTROL && is(id, "icefarm-ctl")) {
         snprintf(why, whylen, "client id \"icefarm-ctl\" is reserved for control");
+        return -1;
+    }
+    const id_owner *o = *id ? smap_get(&st->ids, id) : NULL;
+    if (o && strcmp(o->user, user) != 0) {
+        snprintf(why, whylen, "client id \"%.64s\" is in use by another user", id);
         return -1;
     }
     return 0;

@@ -85,15 +85,24 @@ bool acl_name_valid(const char *s, size_t max);
 /* At CONNECT, before the password is checked: 0 to go on (the password file
  * decides), -1 to refuse (why says why). Refuses users without a role, and
  * client ids that would take over another identity's connection: "wrk-<id>" is
- * the worker <id>'s alone, and a worker must use it; "icefarm-ctl" is control's. */
+ * the worker <id>'s alone, and a worker must use it; "icefarm-ctl" is control's;
+ * and a client id in use by a connection of another user (see acl_seen). */
 int acl_check_connect(const acl_state *st, const char *user, const char *client_id, char *why,
                       size_t whylen);
 
-/* One access decision. SUBSCRIBE of a filter with wildcards is allowed when the
- * filter can match something the user may read; what is actually delivered is
- * then decided per message by READ. SUBSCRIBE of an exact topic is decided as
- * READ now. "$share/<group>/" prefixes are looked through. */
-bool acl_check(acl_state *st, const char *user, int access, const char *topic,
+/* One access decision for connection `conn` (may be NULL). SUBSCRIBE of a
+ * filter with wildcards is allowed when the filter can match something the user
+ * may read; what is actually delivered is then decided per message by READ.
+ * SUBSCRIBE of an exact topic is decided as READ now. "$share/<group>/"
+ * prefixes are looked through.
+ *
+ * Wills: Mosquitto 2.0 checks a Will only when it is about to publish it, with
+ * the same WRITE check as a publish, and a Will skips MOSQ_EVT_MESSAGE (so the
+ * identity on a request could not be rewritten). A WRITE from a connection that
+ * has ended (acl_disconnect) is therefore a Will, and the only Wills allowed are
+ * a worker's death notice on its own icefarm/worker/<id>/state and control's on
+ * icefarm/ctl/state. */
+bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic,
                const void *payload, size_t len, bool retain);
 
 /* A message accepted by the broker: learn leases and ownership from it.
@@ -101,8 +110,15 @@ bool acl_check(acl_state *st, const char *user, int access, const char *topic,
 void acl_observe(acl_state *st, const char *user, const void *conn, const char *conn_id,
                  const char *topic, const void *payload, size_t len, bool retain);
 /* A connection ended: a worker whose live connection this was no longer holds
- * its boards against other workers. */
+ * its boards against other workers, and what the connection still "publishes"
+ * is its Will. */
 void acl_disconnect(acl_state *st, const void *conn, const char *conn_id);
+/* An authenticated connection acted (subscribed, published): its client id is
+ * now its user's until it ends, so nobody else can take its session over. */
+void acl_seen(acl_state *st, const void *conn, const char *conn_id, const char *user);
+/* A new connection authenticates (BASIC_AUTH): `conn` is a fresh connection,
+ * even if the broker reuses the memory of one that ended. */
+void acl_connect(acl_state *st, const void *conn);
 
 /* What to do with the icefarm-client property of a message to icefarm/ctl/req/+. */
 typedef enum {

@@ -30,7 +30,6 @@
 
 #include "acl.h"
 
-int mosquitto__get_state(struct mosquitto *);
 typedef struct {
     mosquitto_plugin_id_t *id;
     acl_state *st;
@@ -61,6 +60,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
                              addr ? addr : "?", id ? id : "?", why);
         return MOSQ_ERR_AUTH;
     }
+    acl_connect(ctx->st, ed->client);
     return MOSQ_ERR_PLUGIN_DEFER; /* the password file checks the password */
 }
 
@@ -79,8 +79,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
     plugin_ctx *ctx = userdata;
     struct mosquitto_evt_acl_check *ed = event_data;
     const char *user = mosquitto_client_username(ed->client);
-    if (ed->access == MOSQ_ACL_WRITE) mosquitto_log_printf(MOSQ_LOG_NOTICE, "XXX write check %p state %d", (void*)ed->client, (int)mosquitto__get_state(ed->client));
-    if (acl_check(ctx->st, user, ed->access, ed->topic, ed->payload, ed->payloadlen, ed->retain))
+    if (ed->access != MOSQ_ACL_READ)
+        acl_seen(ctx->st, ed->client, mosquitto_client_id(ed->client), user);
+    if (acl_check(ctx->st, ed->client, user, ed->access, ed->topic, ed->payload, ed->payloadlen, ed->retain))
         return MOSQ_ERR_SUCCESS;
     /* Reads are refused per delivered message (e.g. a dashboard on '#'): only
      * worth a debug line. Publishes and subscriptions are worth a notice. */
@@ -221,7 +222,6 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 {
     plugin_ctx *ctx = userdata;
     struct mosquitto_evt_disconnect *ed = event_data;
-    mosquitto_log_printf(MOSQ_LOG_NOTICE, "XXX disconnect event %p %s", (void*)ed->client, mosquitto_client_id(ed->client));
     acl_disconnect(ctx->st, ed->client, mosquitto_client_id(ed->client));
     return MOSQ_ERR_SUCCESS;
 }

@@ -159,7 +159,7 @@ static bool pub(acl_state *st, const char *user, const void *conn, const char *t
 {
     const void *p = m ? m->b : NULL;
     size_t n = m ? m->n : 0;
-    if (!acl_check(st, user, ACL_WRITE, topic, p, n, retain))
+    if (!acl_check(st, conn, user, ACL_WRITE, topic, p, n, retain))
         return false;
     char id[160];
     snprintf(id, sizeof id, "%s-id", user);
@@ -169,15 +169,15 @@ static bool pub(acl_state *st, const char *user, const void *conn, const char *t
 
 static bool rd(acl_state *st, const char *user, const char *topic)
 {
-    return acl_check(st, user, ACL_READ, topic, NULL, 0, false);
+    return acl_check(st, NULL, user, ACL_READ, topic, NULL, 0, false);
 }
 static bool sub(acl_state *st, const char *user, const char *filter)
 {
-    return acl_check(st, user, ACL_SUBSCRIBE, filter, NULL, 0, false);
+    return acl_check(st, NULL, user, ACL_SUBSCRIBE, filter, NULL, 0, false);
 }
 static bool wr(acl_state *st, const char *user, const char *topic)
 {
-    return acl_check(st, user, ACL_WRITE, topic, "x", 1, false);
+    return acl_check(st, NULL, user, ACL_WRITE, topic, "x", 1, false);
 }
 
 /* ---- tests ---- */
@@ -224,6 +224,19 @@ static void test_connect(void)
     check(acl_check_connect(st, "alice", "icefarm-ctl", why, sizeof why) == -1,
           "connect: client cannot take control's client id");
     check(acl_check_connect(st, "ctl", "icefarm-ctl", why, sizeof why) == 0, "connect: control as icefarm-ctl");
+    const void *bob1 = (const void *)0x50, *bob2 = (const void *)0x60;
+    acl_seen(st, bob1, "bob-laptop", "bob");
+    check(acl_check_connect(st, "alice", "bob-laptop", why, sizeof why) == -1,
+          "connect: a client id in use by another user's connection is refused (%s)", why);
+    check(acl_check_connect(st, "bob", "bob-laptop", why, sizeof why) == 0, "connect: ... but not to its user");
+    acl_seen(st, bob2, "bob-laptop", "bob"); /* bob reconnected before the old one timed out */
+    acl_disconnect(st, bob1, "bob-laptop");
+    check(acl_check_connect(st, "alice", "bob-laptop", why, sizeof why) == -1,
+          "connect: the old connection ending does not free an id the new one uses");
+    acl_disconnect(st, bob2, NULL);
+    acl_seen(st, bob2, "bob-laptop", "bob"); /* its Will check */
+    check(acl_check_connect(st, "alice", "bob-laptop", why, sizeof why) == 0,
+          "connect: once bob's connections ended the id is free again");
     acl_free(st);
 }
 
@@ -238,7 +251,7 @@ static void test_static_rights(void)
     check(!wr(st, "ctl", "icefarm/S1/cmd") && !wr(st, "ctl", "icefarm/S1/event") &&
               !wr(st, "ctl", "icefarm/ctl/req/reserve") && !wr(st, "ctl", "elsewhere"),
           "control does not publish board commands/events, requests or foreign topics");
-    check(!acl_check(st, "ctl", ACL_WRITE, "icefarm/lease/S1", "x", 1, false),
+    check(!acl_check(st, NULL, "ctl", ACL_WRITE, "icefarm/lease/S1", "x", 1, false),
           "control: a non-retained lease message is refused");
     check(rd(st, "ctl", "icefarm/S1/event") && rd(st, "ctl", "icefarm/ctl/req/reserve") && sub(st, "ctl", "#"),
           "control reads everything");
@@ -246,13 +259,13 @@ static void test_static_rights(void)
     const char *others[] = { "alice", "w1", "dash", "http" };
     bool none = true;
     for (size_t i = 0; i < 4; i++)
-        none = none && !acl_check(st, others[i], ACL_WRITE, "icefarm/lease/S1", "", 0, true) &&
+        none = none && !acl_check(st, NULL, others[i], ACL_WRITE, "icefarm/lease/S1", "", 0, true) &&
                !wr(st, others[i], "icefarm/farm/available") && !wr(st, others[i], "icefarm/ctl/state") &&
                !wr(st, others[i], "icefarm/client/alice/event") && !wr(st, others[i], "icefarm/worker/w1/cmd") &&
                !wr(st, others[i], "icefarm/worker/w1/sim");
     check(none, "nobody but control publishes leases, farm, ctl/state, client events, worker commands");
     /* clients */
-    check(wr(st, "alice", "icefarm/ctl/req/reserve") && !acl_check(st, "alice", ACL_WRITE, "icefarm/ctl/req/reserve",
+    check(wr(st, "alice", "icefarm/ctl/req/reserve") && !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/ctl/req/reserve",
                                                                    "x", 1, true),
           "client publishes requests (not retained)");
     check(!wr(st, "alice", "icefarm/S1/state") && !wr(st, "alice", "icefarm/S1/event") &&
@@ -314,7 +327,7 @@ static void test_leases(void)
           "lease: the holder commands the board and reads its events");
     check(!wr(st, "bob", "icefarm/S1/cmd") && !rd(st, "bob", "icefarm/S1/event") && !sub(st, "bob", "icefarm/S1/event"),
           "lease: another client does not");
-    check(!acl_check(st, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, true), "lease: no retained commands");
+    check(!acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, true), "lease: no retained commands");
     check(!wr(st, "alice", "icefarm/S2/cmd"), "lease: only for the leased board");
     check(!rd(st, "dash", "icefarm/S1/event"), "lease: dashboards still do not read board events");
     pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", NULL, true);
@@ -358,7 +371,7 @@ static void test_ownership(void)
     buf s1 = board_msg("S1", "w1", "ready");
     check(pub(st, "w1", W1_CONN, "icefarm/S1/state", &s1, true) && pub(st, "w1", W1_CONN, "icefarm/S1/event", &s1, false),
           "owner: owner publishes state and events of its board");
-    check(!acl_check(st, "w1", ACL_WRITE, "icefarm/S1/event", "x", 1, true), "owner: events are never retained");
+    check(!acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/S1/event", "x", 1, true), "owner: events are never retained");
     check(rd(st, "w1", "icefarm/S1/cmd") && sub(st, "w1", "icefarm/S1/cmd"), "owner: owner reads its boards' commands");
     buf b2 = birth_msg("w2", true, w1b, 2);
     pub(st, "w2", W2_CONN, "icefarm/worker/w2/state", &b2, true);
@@ -386,7 +399,7 @@ static void test_ownership(void)
     pub(st, "w1", W1_CONN, "icefarm/worker/w1/state", &b1b, true);
     check(!acl_board_owner(st, "S2"), "owner: a birth without a board releases it");
     /* the owner's connection dies: its boards may move */
-    acl_disconnect(st, W2_CONN, "w1-id"); /* not w1's connection: nothing happens */
+    acl_disconnect(st, (const void *)0x99, "w1-id"); /* not w1's connection: nothing happens */
     check(!pub(st, "w2", W2_CONN, "icefarm/S1/state", &s1w2, true), "owner: an unrelated disconnect changes nothing");
     acl_disconnect(st, W1_CONN, "w1-id");
     check(pub(st, "w2", W2_CONN, "icefarm/S1/state", &s1w2, true) && strcmp(acl_board_owner(st, "S1"), "w2") == 0,
@@ -423,6 +436,38 @@ static void test_ownership(void)
         owned += acl_board_owner(st2, many[i]) != NULL;
     check(owned == 64, "owner: the board table is capped (%d of 100 recorded, cap 64)", owned);
     acl_free(st2);
+    acl_free(st);
+}
+
+/* Mosquitto checks a Will as a WRITE after the connection's DISCONNECT event. */
+static void test_wills(void)
+{
+    acl_state *st = new_state();
+    const void *alice = (const void *)0x40;
+    buf off = birth_msg("w1", false, NULL, 0);
+    buf l = lease_msg("S1", "alice", fake_now + 60000);
+    pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", &l, true);
+    check(acl_check(st, alice, "alice", ACL_WRITE, "icefarm/ctl/req/end_all", "x", 1, false) &&
+              acl_check(st, alice, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, false),
+          "will: a live client publishes requests and commands");
+    acl_disconnect(st, alice, "a");
+    check(!acl_check(st, alice, "alice", ACL_WRITE, "icefarm/ctl/req/end_all", "x", 1, false) &&
+              !acl_check(st, alice, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, false),
+          "will: a client's Will is refused (it would skip the identity rewrite)");
+    check(acl_check(st, alice, "alice", ACL_READ, "icefarm/client/alice/event", NULL, 0, false),
+          "will: reads are not affected");
+    acl_connect(st, alice);
+    check(acl_check(st, alice, "alice", ACL_WRITE, "icefarm/ctl/req/end_all", "x", 1, false),
+          "will: a new connection at the same address publishes normally");
+    acl_disconnect(st, W1_CONN, "wrk-w1");
+    check(acl_check(st, W1_CONN, "w1", ACL_WRITE, "icefarm/worker/w1/state", off.b, off.n, true),
+          "will: a worker's death notice on its own state is allowed");
+    check(!acl_check(st, W1_CONN, "w1", ACL_WRITE, "icefarm/worker/w2/state", off.b, off.n, true),
+          "will: ... not on another worker's");
+    acl_disconnect(st, CTL_CONN, "icefarm-ctl");
+    check(acl_check(st, CTL_CONN, "ctl", ACL_WRITE, "icefarm/ctl/state", "x", 1, true) &&
+              !acl_check(st, CTL_CONN, "ctl", ACL_WRITE, "icefarm/lease/S1", "", 0, true),
+          "will: control's Will only on icefarm/ctl/state");
     acl_free(st);
 }
 
@@ -540,7 +585,7 @@ static void test_garbage(void)
             memcpy(p, samples[s].b, cut);
             for (int t = 0; t < 5; t++)
                 for (int u = 0; u < 3; u++) {
-                    if (acl_check(st, users[u], ACL_WRITE, topics[t], p, cut, true))
+                    if (acl_check(st, NULL, users[u], ACL_WRITE, topics[t], p, cut, true))
                         acl_observe(st, users[u], W1_CONN, "id", topics[t], p, cut, true);
                     runs++;
                 }
@@ -566,7 +611,7 @@ static void test_garbage(void)
                 acl_worker_birth_free(&wz);
             const char *topic = topics[(seed >> 12) % 5];
             const char *user = users[(seed >> 16) % 3];
-            if (acl_check(st, user, ACL_WRITE, topic, p, cut, true))
+            if (acl_check(st, NULL, user, ACL_WRITE, topic, p, cut, true))
                 acl_observe(st, user, W1_CONN, "id", topic, p, cut, true);
             free(p);
             runs++;
@@ -599,7 +644,7 @@ static void test_garbage(void)
         }
         topic[n] = '\0';
         for (int a = 1; a <= 8; a <<= 1)
-            acl_check(st, users[i % 3], a, topic, "x", 1, false);
+            acl_check(st, NULL, users[i % 3], a, topic, "x", 1, false);
         acl_filters_intersect(topic, "icefarm/+/state");
         acl_request_action(st, "alice", topic, topic);
     }
@@ -623,6 +668,7 @@ int main(void)
     test_static_rights();
     test_leases();
     test_ownership();
+    test_wills();
     test_requests();
     test_intersect();
     test_mp();

@@ -94,7 +94,8 @@ class Client:
         if tls_ca:
             self.c.tls_set(ca_certs=tls_ca, cert_reqs=ssl.CERT_REQUIRED)
         if will:
-            self.c.will_set(*will)
+            topic, payload, qos, retain = will[:4]
+            self.c.will_set(topic, payload, qos, retain, properties=will[4] if len(will) > 4 else None)
         self.c.on_connect = self._on_connect
         self.c.on_subscribe = self._on_subscribe
         self.c.on_message = self._on_message
@@ -133,6 +134,15 @@ class Client:
             self.close()
         return self.connack
 
+    def drop(self):
+        """Ends the connection without DISCONNECT, so the broker sends the Will."""
+        try:
+            self.c.socket().shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        wait_until(lambda: self.gone)
+        self.c.loop_stop()
+
     def close(self):
         try:
             self.c.disconnect()
@@ -165,7 +175,7 @@ class Farm:
     """The broker under test and the identities of the test."""
 
     USERS = [("ctl", "control"), ("alice", "client"), ("bob", "client"), ("w1", "worker"),
-             ("w2", "worker"), ("dash", "dashboard"), ("gw", "gateway")]
+             ("w2", "worker"), ("w3", "worker"), ("dash", "dashboard"), ("gw", "gateway")]
 
     def __init__(self, args):
         self.args = args
@@ -299,6 +309,12 @@ def run(farm):
     dash = connected(farm, "dash")
     gw = connected(farm, "gw")
     check(True, "control, two workers, two clients, a dashboard and a gateway log in")
+    bl = connected(farm, "bob", "bob-laptop")
+    bl.sub("icefarm/client/bob/#")
+    check(farm.client("alice", client_id="bob-laptop").connect() != 0,
+          "a client cannot take over another user's live connection by its client id")
+    check(bl.sub("icefarm/client/bob/event") < 128 and not bl.gone, "... which stays connected")
+    bl.close()
 
     for f in ("icefarm/ctl/req/+", "icefarm/+/event", "icefarm/+/state", "icefarm/farm/#", "icefarm/+/cmd",
               "icefarm/worker/+/state", "icefarm/lease/+"):
@@ -428,11 +444,25 @@ def run(farm):
     a2.close()
     ctl.pub("icefarm/client/alice/event", b"", retain=True)
 
-    # ---- Wills are checked at connect ----
-    for user, topic in (("alice", "icefarm/farm/available"), ("alice", "icefarm/S1/cmd"),
-                        ("w2", "icefarm/worker/w1/state"), ("w2", "icefarm/lease/S1")):
-        c = farm.client(user, client_id="wrk-w2" if user == "w2" else None, will=(topic, b"", 1, True))
-        check(c.connect() != 0, f"{user} cannot leave a Will on {topic}")
+    # ---- Wills: Mosquitto checks them only when it publishes them, and a Will
+    # skips the plugin's identity rewrite, so clients may leave none ----
+    wp = Properties(PacketTypes.WILLMESSAGE)
+    wp.UserProperty = [("icefarm-client", "bob")]
+    wp.ResponseTopic = "icefarm/client/alice/reply"
+    will_req = pack({"will": "end_all"})
+    a3 = farm.client("alice", will=("icefarm/ctl/req/end_all", will_req, 1, False, wp))
+    a3.connect()
+    a3.drop()
+    check(wait_until(lambda: 'denied alice publish on "icefarm/ctl/req/end_all"' in farm.log_text()),
+          "the broker refuses alice's Will on icefarm/ctl/req/end_all")
+    ctl_barrier()
+    check(not ctl.got("icefarm/ctl/req/end_all"),
+          "a Will cannot smuggle a request in someone else's name past the identity rewrite")
+    death = pack({"worker": "w3", "state": "offline", "epoch": 1, "kinds": [], "boards": []})
+    w3 = farm.client("w3", client_id="wrk-w3", will=("icefarm/worker/w3/state", death, 1, True))
+    w3.connect()
+    w3.drop()
+    check(ctl.wait_for("icefarm/worker/w3/state", death), "a worker's Will (its death notice) is delivered")
 
     # ---- leases ----
     for c in (alice, bob):

@@ -217,11 +217,24 @@ static void test_options(usb_options *o)
     o->write_timeout_ms = 10000; /* the timeout test lowers it */
 }
 
-static drv *drv_new(const usb_options *o)
+/* The test's driver, so that a failed test's teardown can still free it: a
+ * libusb context left behind would keep libusb's hotplug monitor on the old
+ * testbed. */
+static drv *current;
+
+/* A testbed and a loop; the transport comes with drv_transport, so a test can
+ * plug devices in before libusb looks. */
+static drv *drv_bed(void)
 {
     drv *d = calloc(1, sizeof *d);
     d->bed = fake_bed_new();
     d->loop = ifm_loop_new();
+    current = d;
+    return d;
+}
+
+static void drv_transport(drv *d, const usb_options *o)
+{
     usb_options def;
     if (!o) {
         test_options(&def);
@@ -230,7 +243,37 @@ static drv *drv_new(const usb_options *o)
     d->t = usb_transport_new(d->loop, o);
     assert_non_null(d->t);
     assert_string_equal(d->t->ops->name, "libusb");
+}
+
+static drv *drv_new(const usb_options *o)
+{
+    drv *d = drv_bed();
+    drv_transport(d, o);
     return d;
+}
+
+static void drv_release(drv *d)
+{
+    if (d->t) {
+        d->in_call = true; /* nothing may call back while freeing */
+        d->t->ops->free(d->t);
+        d->t = NULL;
+        d->in_call = false;
+    }
+    ifm_loop_free(d->loop);
+    fake_bed_free(d->bed);
+    for (int i = 0; i < d->n; i++)
+        free(d->b[i].rx);
+    current = NULL;
+}
+
+static int teardown(void **state)
+{
+    if (current) {
+        drv_release(current);
+        free(current);
+    }
+    return 0;
 }
 
 static void drv_start(drv *d)
@@ -242,15 +285,10 @@ static void drv_start(drv *d)
 
 static void drv_free(drv *d)
 {
-    d->in_call = true; /* nothing may call back while freeing */
-    d->t->ops->free(d->t);
-    d->in_call = false;
-    ifm_loop_free(d->loop);
-    fake_bed_free(d->bed);
-    for (int i = 0; i < d->n; i++)
-        free(d->b[i].rx);
-    assert_int_equal(d->violations, 0);
+    drv_release(d);
+    int violations = d->violations;
     free(d);
+    assert_int_equal(violations, 0);
 }
 
 #define RUN_UNTIL(d, cond)                                                                         \
@@ -352,12 +390,13 @@ static uint8_t *pattern(size_t len, uint32_t seed)
 
 static void test_enumerate(void **state)
 {
-    drv *d = drv_new(NULL);
+    drv *d = drv_bed();
     fake_dev *pico = fake_plug(d->bed, FAKE_PICO_STDIO, "E66118604B2D5F21", false);
     fake_dev *ice = fake_plug(d->bed, FAKE_PICO_ICE, "DE62A4B0E3574E2C", false);
     fake_dev *boot = fake_plug(d->bed, FAKE_BOOTSEL, "A1B2C3D4E5F60718", false);
     fake_plug(d->bed, FAKE_OTHER, "NOTABOARD", false);
     fake_dev *noser = fake_plug(d->bed, FAKE_NOSERIAL, "", false);
+    drv_transport(d, NULL); /* present before libusb starts */
     drv_start(d);
     assert_int_equal(d->n, 0); /* nothing from inside start */
     RUN_UNTIL(d, d->n == 3 && d->b[0].arrivals && d->b[1].arrivals && d->b[2].arrivals);
@@ -828,18 +867,13 @@ static void test_free_midflight(void **state)
     d->t->ops->free(d->t);
     d->t = NULL;
     d->in_call = false;
+    free(buf);
     assert_int_equal(outstanding(f), 0);
     assert_int_equal(outstanding(boot), 0);
     assert_int_equal(stats(f).driver_bound & 3u, 3u);
     assert_int_equal(b->writes_done, 0);
     assert_int_equal(fb->flashes, 0);
-    ifm_loop_free(d->loop);
-    fake_bed_free(d->bed);
-    for (int i = 0; i < d->n; i++)
-        free(d->b[i].rx);
-    assert_int_equal(d->violations, 0);
-    free(d);
-    free(buf);
+    drv_free(d);
 }
 
 int main(int argc, char **argv)
@@ -855,21 +889,23 @@ int main(int argc, char **argv)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_enumerate),
-        cmocka_unit_test(test_hotplug),
-        cmocka_unit_test(test_rescan),
-        cmocka_unit_test(test_cdc_echo),
-        cmocka_unit_test(test_cdc_close_cancels),
-        cmocka_unit_test(test_cdc_write_timeout),
-        cmocka_unit_test(test_cdc_stall),
-        cmocka_unit_test(test_unplug_with_channel_open),
-        cmocka_unit_test(test_touch_1200),
-        cmocka_unit_test(test_flash),
-        cmocka_unit_test(test_flash_invalid),
-        cmocka_unit_test(test_flash_verify_mismatch),
-        cmocka_unit_test(test_flash_refused),
-        cmocka_unit_test(test_flash_leave),
-        cmocka_unit_test(test_free_midflight),
+        cmocka_unit_test_teardown(test_enumerate, teardown),
+        cmocka_unit_test_teardown(test_hotplug, teardown),
+        cmocka_unit_test_teardown(test_rescan, teardown),
+        cmocka_unit_test_teardown(test_cdc_echo, teardown),
+        cmocka_unit_test_teardown(test_cdc_close_cancels, teardown),
+        cmocka_unit_test_teardown(test_cdc_write_timeout, teardown),
+        cmocka_unit_test_teardown(test_cdc_stall, teardown),
+        cmocka_unit_test_teardown(test_unplug_with_channel_open, teardown),
+        cmocka_unit_test_teardown(test_touch_1200, teardown),
+        cmocka_unit_test_teardown(test_flash, teardown),
+        cmocka_unit_test_teardown(test_flash_invalid, teardown),
+        cmocka_unit_test_teardown(test_flash_verify_mismatch, teardown),
+        cmocka_unit_test_teardown(test_flash_refused, teardown),
+        cmocka_unit_test_teardown(test_flash_leave, teardown),
+        cmocka_unit_test_teardown(test_free_midflight, teardown),
     };
+    if (getenv("WRK_USB_TEST")) /* e.g. WRK_USB_TEST=test_flash* */
+        cmocka_set_test_filter(getenv("WRK_USB_TEST"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

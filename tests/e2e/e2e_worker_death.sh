@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A worker killed with SIGKILL (no goodbye, only its Will): control notices, the
+# holder of its boards hears "failure" and "reservation end", none of its boards
+# is available while it is gone, and when it comes back (same name, same sim
+# count, so the same serials) its boards are available again.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+e2e_farm_start 4 --keepalive 2 --sim-window-ms 50 --sim-flash-ms 50
+
+HOLDER=holder
+EV=$RUN/events.jsonl
+check "a raw MQTT watcher is subscribed to icefarm/client/$HOLDER/event" \
+    e2e_watch "$EV" "icefarm/client/$HOLDER/event"
+cli e2e-observer devices
+ALL=$(jpy "$OUT" "sorted(j['serials'])")
+
+cli "$HOLDER" reserve --amount 2
+check "the holder reserves 2 boards (got $RC)" test "$RC" = 0
+S1=$(serials_of "$OUT" | sed -n 1p)
+S2=$(serials_of "$OUT" | sed -n 2p)
+check "2 boards are left available" available_is 2
+
+WRK=$(e2e_pid_of wrk)
+check "the worker is the last farm process" test "$WRK" = "${FARM_PIDS[${#FARM_PIDS[@]} - 1]}"
+e2e_kill9 "$WRK"
+ok "kill -9 the worker (pid $WRK)"
+
+check "available drops to 0" wait_until 60 available_is 0
+for s in "$S1" "$S2"; do
+    check "the holder hears 'failure' for $s" e2e_wait_event "$EV" 60 failure "$s"
+    check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV" 60 "reservation end" "$s"
+done
+check "status: the worker is offline and no lease is left" status_has \
+    "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
+check "status: no board is available" status_has "not any(b['available'] for b in j['boards'])"
+cli other reserve --amount 1
+check "reserve --amount 1 while the worker is gone exits 4 (got $RC)" test "$RC" = 4
+cli other reserve "$S1"
+check "reserve of one of its serials while it is gone is refused (got $RC)" bash -c "[[ $RC != 0 ]]"
+
+e2e_start_wrk
+ok "restart the worker with the same name and --sim 4"
+check "all 4 boards become available again" wait_until 60 available_is 4
+cli e2e-observer devices
+check "the same 4 serials are back" jtest "$OUT" "sorted(j['serials']) == $ALL"
+check "status: the worker is online again" status_has "[w['online'] for w in j['workers']] == [True]"
+cli "$HOLDER" reserve --amount 4
+check "the holder can reserve all 4 boards again (got $RC)" test "$RC" = 0
+cli "$HOLDER" end-all
+check "and end them (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$(grep -c . <<<\"\$1\") == 4 ]]" _ "$(serials_of "$OUT")"
+check "status shows no leases at the end" status_has "j['leases'] == []"
