@@ -221,7 +221,7 @@ static void run_due_timers(ifm_loop *l)
     /* Only timers due now run; a callback that adds a 0 ms timer gets it next turn,
      * so a timer storm cannot starve the fds. */
     uint64_t last_id = l->next_id;
-    while (l->ntimers && l->heap[0].due <= now && !l->stop) {
+    while (l->ntimers && l->heap[0].due <= now) {
         timer t = l->heap[0];
         if (t.id > last_id)
             break;
@@ -257,7 +257,7 @@ int ifm_loop_once(ifm_loop *l, int max_wait_ms)
     int rc = poll(l->pfds, (nfds_t)n, wait);
     if (rc < 0 && errno != EINTR)
         return -1;
-    for (size_t i = 0; rc > 0 && i < n && !l->stop; i++) {
+    for (size_t i = 0; rc > 0 && i < n; i++) {
         short re = l->pfds[i].revents;
         if (!re)
             continue;

@@ -43,6 +43,7 @@ struct ifm_mqtt {
     char reply_topic[IFM_TOPIC_MAX];
     bool started, connected, stopping;
     int dispatching;
+    size_t unacked; /* QoS 1 publishes the broker has not acknowledged yet */
     int fd;                 /* the fd currently in the loop, or -1 */
     uint64_t misc_timer, retry_timer;
     uint64_t backoff_ms;
@@ -199,6 +200,13 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
         m->on_conn(m, true, m->arg);
 }
 
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc, const mosquitto_property *props)
+{
+    ifm_mqtt *m = obj;
+    if (m->unacked)
+        m->unacked--;
+}
+
 static void fail_pending(ifm_mqtt *m, int status)
 {
     while (m->pending) {
@@ -220,6 +228,7 @@ static void lost(ifm_mqtt *m)
     m->misc_timer = 0;
     bool was = m->connected;
     m->connected = false;
+    m->unacked = 0;
     if (was) {
         if (!m->stopping)
             IFM_WARN("lost connection to broker %s:%d; reconnecting", m->host, m->port);
@@ -327,6 +336,7 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_connect_v5_callback_set(m->mosq, on_connect);
     mosquitto_message_v5_callback_set(m->mosq, on_message);
+    mosquitto_publish_v5_callback_set(m->mosq, on_publish);
     if (o->username && mosquitto_username_pw_set(m->mosq, o->username, o->password))
         goto fail;
     if (o->cafile && mosquitto_tls_set(m->mosq, o->cafile, NULL, NULL, NULL, NULL)) {
@@ -407,6 +417,12 @@ int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms)
 void ifm_mqtt_disconnect(ifm_mqtt *m)
 {
     ifm_mqtt_flush(m, 2000);
+    /* Wait for the broker's acknowledgements too: closing a socket with unread
+     * PUBACKs makes the kernel send a reset, and the broker then loses our
+     * DISCONNECT (and publishes the Will as if we had died). */
+    uint64_t deadline = ifm_now_ms() + 2000;
+    while (m->connected && m->unacked && ifm_now_ms() < deadline)
+        ifm_loop_once(m->loop, 20);
     m->stopping = true;
     ifm_timer_cancel(m->loop, m->retry_timer);
     m->retry_timer = 0;
@@ -478,6 +494,8 @@ int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, 
     if (len > INT32_MAX)
         return -1;
     int rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, qos, retain, props);
+    if (rc == MOSQ_ERR_SUCCESS && qos > 0)
+        m->unacked++;
     pump(m);
     if (rc != MOSQ_ERR_SUCCESS) {
         IFM_WARN("publish to %s failed: %s", topic, mosquitto_strerror(rc));

@@ -46,7 +46,9 @@ size_t ifm_timer_count(const ifm_loop *loop);
  * asynchronously; uses signalfd, so handlers run as ordinary callbacks. */
 int ifm_loop_signals(ifm_loop *loop, const int *signals, int n, ifm_signal_cb cb, void *arg);
 
-/* Run until ifm_loop_stop(). Returns 0, or -1 if poll() failed. */
+/* Run until ifm_loop_stop(). Returns 0, or -1 if poll() failed. The stop flag
+ * only ends ifm_loop_run: ifm_loop_once keeps serving fds and timers, so a
+ * shutdown can still flush its last messages through the same loop. */
 int ifm_loop_run(ifm_loop *loop);
 /* Run one iteration, waiting at most `max_wait_ms` (-1: until something happens). */
 int ifm_loop_once(ifm_loop *loop, int max_wait_ms);

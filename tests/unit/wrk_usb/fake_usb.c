@@ -99,8 +99,19 @@ static UMockdevIoctlData *resolve(UMockdevIoctlData *parent, size_t off, size_t 
     return r;
 }
 
+static bool debug_on(void)
+{
+    static int on = -1;
+    if (on < 0)
+        on = getenv("FAKE_USB_DEBUG") != NULL;
+    return on;
+}
+
 static void finish_urb(fake_dev *d, furb *f, int status, int actual)
 {
+    if (debug_on())
+        fprintf(stderr, "fake_usb %s: urb %#lx ep %02x type %d len %d -> status %d actual %d\n",
+                d->devnode, f->addr, f->ep, f->type, f->len, status, actual);
     int32_t s = status, a = actual;
     umockdev_ioctl_data_update(f->urb, offsetof(struct usbdevfs_urb, status), (guint8 *)&s, sizeof s);
     umockdev_ioctl_data_update(f->urb, offsetof(struct usbdevfs_urb, actual_length), (guint8 *)&a,
@@ -493,6 +504,9 @@ static long do_submit(fake_dev *d, UMockdevIoctlData *arg, int *err)
         }
     }
     d->st.outstanding++;
+    if (debug_on())
+        fprintf(stderr, "fake_usb %s: submit %#lx ep %02x type %d len %d\n", d->devnode, f->addr,
+                f->ep, f->type, f->len);
     if (urb.type == USBDEVFS_URB_TYPE_CONTROL)
         control(d, f);
     else if (d->kind == FAKE_BOOTSEL)
