@@ -45,6 +45,7 @@ int cmd_end_all(const cli_opts *o);
 int cmd_reboot(const cli_opts *o);
 int cmd_evaluate(const cli_opts *o);
 int cmd_watch(const cli_opts *o);
+int cmd_flash(const cli_opts *o);
 
 /* Shared helpers (cli/common.c). */
 icefarm *cli_connect(const cli_opts *o, int *exit_code);

@@ -27,6 +27,8 @@ static const command commands[] = {
     { "evaluate", cmd_evaluate, "FILE... [--kind K] [--boards N] [--serials S,...]",
       "evaluate bitstreams, reserving boards if needed" },
     { "watch", cmd_watch, "[SERIAL...]", "stream your events (and these boards') as JSON lines" },
+    { "flash", cmd_flash, "FILE.uf2 [SERIAL...] [--boards N] [--kind K]",
+      "put your own firmware on boards you hold (reserving them if no serials are given)" },
 };
 
 static void usage(FILE *f)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "icefarm/log.h"
+#include "uf2.h"
 #include "worker.h"
 
 static const char *const kind_names[FW_COUNT] = { "default", "pulsecount", "variance" };
@@ -153,6 +154,10 @@ static void on_default_flashed(wrk_board *b, bool ok, const char *why)
 void wrk_board_flash_default(wrk_board *b)
 {
     wrk_upload_free(b);
+    free(b->custom);
+    b->custom = NULL;
+    b->custom_len = 0;
+    b->custom_running = false;
     b->kind = -1;
     b->holder[0] = '\0';
     b->lease = 0;
@@ -266,6 +271,48 @@ void wrk_board_release(wrk_board *b)
     wrk_board_flash_default(b);
 }
 
+static void on_custom_flashed(wrk_board *b, bool ok, const char *why)
+{
+    if (!ok) {
+        wrk_board_broken(b, why);
+        return;
+    }
+    /* The board now runs the holder's firmware: the farm stays out of its way
+     * (no serial protocol) until a reboot brings the kind back or the lease ends. */
+    b->custom_running = true;
+    wrk_board_set_state(b, IFM_BOARD_RESERVED, "custom firmware");
+    wrk_send_event(b, "flashed", NULL);
+}
+
+int wrk_board_flash_custom(wrk_board *b, const uint8_t *image, size_t len, char *err, size_t errlen)
+{
+    if (b->kind < 0 || b->state != IFM_BOARD_RESERVED) {
+        snprintf(err, errlen, "board is %s; flash needs a reserved, initialized board", ifm_board_state_name(b->state));
+        return -1;
+    }
+    uf2_image parsed;
+    char why[UF2_REASON_MAX];
+    if (uf2_parse(image, len, UF2_TARGET_RP2350, &parsed, why)) {
+        snprintf(err, errlen, "not a UF2 image for the RP2350: %s", why);
+        return -1;
+    }
+    uf2_image_free(&parsed);
+    uint8_t *copy = malloc(len);
+    if (!copy) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(copy, image, len);
+    free(b->custom);
+    b->custom = copy;
+    b->custom_len = len;
+    IFM_INFO("serial=%s client=%s flashing custom firmware (%zu bytes)", b->serial, b->holder, len);
+    wrk_upload_stop(b, true);
+    wrk_board_set_state(b, IFM_BOARD_PREPARING, "flashing custom firmware");
+    wrk_flash_start(b, FW_CUSTOM, on_custom_flashed);
+    return 0;
+}
+
 /* Reflash the kind's firmware, keeping the queue and the unsent results (as the
  * original did), then say "initialized" again. */
 void wrk_board_reboot(wrk_board *b)
@@ -273,6 +320,7 @@ void wrk_board_reboot(wrk_board *b)
     if (b->kind < 0)
         return;
     b->reboots++;
+    b->custom_running = false;
     IFM_INFO("serial=%s client=%s rebooting (reflash %s, %zu queued)", b->serial, b->holder,
              wrk_kind_name(b->kind), b->queued + (b->current != NULL));
     wrk_upload_stop(b, true);

@@ -123,6 +123,8 @@ static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     char why[sizeof err.msg + 16] = "";
     if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_board_cmd_decode(&doc, &cmd, &err))
         snprintf(why, sizeof why, "bad command: %s", err.msg);
+    else if (strcmp(cmd.op, "flash") == 0)
+        wrk_board_flash_custom(b, cmd.image, cmd.image_len, why, sizeof why);
     else
         wrk_upload_evaluate(b, &cmd, why, sizeof why);
     if (why[0]) {

@@ -44,7 +44,7 @@ static void on_timeout(ifm_loop *loop, void *arg)
                                         "writing the image", "waiting for the new firmware",
                                         "waiting for an earlier write to finish" };
     char why[120];
-    snprintf(why, sizeof why, "flashing %s timed out while %s", wrk_kind_name(b->image), step[b->fstep]);
+    snprintf(why, sizeof why, "flashing %s timed out while %s", b->image == FW_CUSTOM ? "custom firmware" : wrk_kind_name(b->image), step[b->fstep]);
     finish(b, false, why);
 }
 
@@ -78,7 +78,8 @@ static void step(wrk_board *b)
         return;
     }
     if (is_bootsel(b)) {
-        const wrk_image *img = &b->w->fw[b->image];
+        const wrk_image custom = { b->custom, b->custom_len, "" };
+        const wrk_image *img = b->image == FW_CUSTOM ? &custom : &b->w->fw[b->image];
         flash_token *tok = malloc(sizeof *tok);
         if (!tok) {
             finish(b, false, "out of memory");

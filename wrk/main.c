@@ -277,6 +277,7 @@ out:
         w->t->ops->free(w->t);
     for (size_t i = 0; i < w->nboards; i++) {
         wrk_upload_free(w->boards[i]);
+        free(w->boards[i]->custom);
         ifm_timer_cancel(w->loop, w->boards[i]->state_timer);
         free(w->boards[i]);
     }

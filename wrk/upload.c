@@ -286,6 +286,10 @@ int wrk_upload_evaluate(wrk_board *b, const ifm_board_cmd *cmd, char *err, size_
         snprintf(err, errlen, "board is %s, not reserved", ifm_board_state_name(b->state));
         return -1;
     }
+    if (b->custom_running) {
+        snprintf(err, errlen, "board runs custom firmware; reboot it to evaluate again");
+        return -1;
+    }
     for (size_t i = 0; i < cmd->nfiles; i++) {
         const ifm_file *f = &cmd->files[i];
         evaljob *j = calloc(1, sizeof *j);

@@ -24,7 +24,8 @@
 #include "icefarm/msg.h"
 #include "transport.h"
 
-enum { FW_DEFAULT, FW_PULSECOUNT, FW_VARIANCE, FW_COUNT };
+/* Firmware images by role; FW_CUSTOM is the holder's own image (board->custom). */
+enum { FW_DEFAULT, FW_PULSECOUNT, FW_VARIANCE, FW_COUNT, FW_CUSTOM = FW_COUNT };
 
 typedef struct {
     uint64_t flash_ms;      /* whole flash procedure, touch to re-enumeration */
@@ -116,6 +117,10 @@ struct wrk_board {
     int reboots;
     /* quarantine */
     int failures;
+    /* the holder's own firmware (icefarm-cli flash) */
+    uint8_t *custom;
+    size_t custom_len;
+    bool custom_running;
 };
 
 /* board.c */
@@ -129,6 +134,8 @@ int wrk_board_reserve(wrk_board *b, const ifm_worker_cmd *cmd, char *err, size_t
 void wrk_board_release(wrk_board *b);
 void wrk_board_reboot(wrk_board *b);
 void wrk_board_broken(wrk_board *b, const char *why);
+/* Flashes the holder's UF2 image onto its reserved board (copies it). */
+int wrk_board_flash_custom(wrk_board *b, const uint8_t *image, size_t len, char *err, size_t errlen);
 void wrk_board_close_cdc(wrk_board *b);
 int wrk_kind_parse(const char *name);
 const char *wrk_kind_name(int kind);

@@ -5,12 +5,14 @@
  *   plugin_opt_lease_grace_s 30                   optional, see acl.h
  *
  * Events used:
- *   BASIC_AUTH  refuse users without a role and reserved client ids, then defer
- *               to the password file for the password itself
- *   ACL_CHECK   every subscribe, publish and delivery
+ *   BASIC_AUTH  refuse users without a role, reserved client ids and client ids
+ *               in use by another user, then defer to the password file for the
+ *               password itself
+ *   ACL_CHECK   every subscribe, publish, delivery and Will
  *   MESSAGE     learn leases and board ownership; on icefarm/ctl/req/+ replace
  *               the icefarm-client user property with the authenticated user
- *   DISCONNECT  a worker's boards may move once its connection is gone
+ *   DISCONNECT  a worker's boards may move once its connection is gone; what the
+ *               connection publishes afterwards is its Will
  *   RELOAD      re-read the roles file on SIGHUP (the old roles stay on error)
  *
  * The plugin must not link libmosquitto: the mosquitto_* functions it calls are

@@ -10,11 +10,12 @@
 #   DIR/client-NAME.crt .key     optional client certificates (--client NAME), for
 #                                a broker configured with require_certificate.
 #
-# An existing CA is reused, so running the script again (e.g. to add a --client
-# or a --host with --force) keeps every issued certificate valid. --force
-# re-issues the server certificate. server.key is made readable by the
-# `mosquitto` group when it exists (the broker drops root privileges before it
-# reads its files); the other private keys are readable by their owner only.
+# An existing CA is reused, so running the script again (e.g. to add a --client)
+# keeps every issued certificate valid. An existing server certificate is kept
+# too; --force re-issues it for the --host names given this time. server.key
+# is made readable by the `mosquitto` group when it exists (the broker drops
+# root privileges before it reads its files); the other private keys are
+# readable by their owner only.
 set -euo pipefail
 
 usage() {

@@ -3,7 +3,7 @@
 _icefarm_cli() {
     local cur prev words cword
     _init_completion 2>/dev/null || { cur=${COMP_WORDS[COMP_CWORD]}; prev=${COMP_WORDS[COMP_CWORD-1]}; }
-    local commands="status available devices reserve extend end end-all reboot evaluate watch"
+    local commands="status available devices reserve extend end end-all reboot evaluate watch flash"
     local common="--broker --name --user --password --cafile --timeout --json --no-extend --help"
     case $prev in
     --broker | --name | --user | --password | --timeout | --amount | --wait | --duration | --boards | --window | --result-timeout | --args | --serials)
@@ -27,6 +27,7 @@ _icefarm_cli() {
         else
             COMPREPLY=($(compgen -f -X '!*.bin' -- "$cur") $(compgen -d -- "$cur"))
         fi ;;
+    flash) COMPREPLY=($(compgen -f -X '!*.uf2' -- "$cur") $(compgen -W "--boards --kind $common" -- "$cur")) ;;
     extend) COMPREPLY=($(compgen -W "--duration $common" -- "$cur")) ;;
     available | devices) COMPREPLY=($(compgen -W "--kind $common" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -W "$common" -- "$cur")) ;;

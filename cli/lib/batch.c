@@ -262,6 +262,7 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], si
     icefarm_on(f, "initialized", on_ready, b);
     icefarm_on(f, "failure", on_failure, b);
     icefarm_on(f, "reservation end", on_failure, b);
+    icefarm_on(f, "error", on_failure, b); /* the board refused our command */
     return b;
 }
 

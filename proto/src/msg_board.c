@@ -10,6 +10,8 @@ int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err)
     const msgpack_object *root = doc->root;
     if (ifm_get_str(root, "op", true, c->op, sizeof c->op, err))
         return -1;
+    if (strcmp(c->op, "flash") == 0)
+        return ifm_get_bin(root, "image", true, 512, IFM_MAX_IMAGE, &c->image, &c->image_len, err);
     if (strcmp(c->op, "evaluate") != 0) {
         ifm_err_set(err, "unknown board op \"%s\"", c->op);
         return -1;
@@ -62,6 +64,13 @@ void ifm_board_cmd_encode(ifm_enc *e, const char *batch_id, const ifm_file *file
         ifm_enc_str(e, files[i].id);
         ifm_enc_bin(e, files[i].data, files[i].len);
     }
+}
+
+void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len)
+{
+    ifm_enc_root(e, 2);
+    ifm_enc_kstr(e, "op", "flash");
+    ifm_enc_kbin(e, "image", image, len);
 }
 
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason)

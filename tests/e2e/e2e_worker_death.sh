@@ -2,11 +2,26 @@
 # A worker killed with SIGKILL (no goodbye, only its Will): control notices, the
 # holder of its boards hears "failure" and "reservation end", none of its boards
 # is available while it is gone, and when it comes back (same name, same sim
-# count, so the same serials) its boards are available again.
+# count, so the same serials) its boards are available again. The same for a
+# frozen worker (SIGSTOP), which only the MQTT keep-alive reveals.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-e2e_farm_start 4 --keepalive 2 --sim-window-ms 50 --sim-flash-ms 50
+e2e_farm_launch 4 --keepalive 2 --sim-window-ms 50 --sim-flash-ms 50
+if farm_wait_ready 4 30; then
+    ok "the farm is up with 4 boards on a worker with --keepalive 2"
+else
+    # icefarm-wrk accepts --keepalive 1..4, but libmosquitto refuses keep-alives
+    # under 5 s (MOSQ_ERR_INVAL), so such a worker never connects, silently.
+    not_ok "the farm is up with 4 boards on a worker with --keepalive 2 (the worker never connected)"
+    RC=0
+    e2e_stop "$(e2e_pid_of wrk)" || RC=$?
+    check "that worker exits 0 on SIGTERM (got $RC)" test "$RC" = 0
+    echo "# going on with --keepalive 5 to test the rest"
+    E2E_WRK_ARGS=(--keepalive 5 --sim-window-ms 50 --sim-flash-ms 50)
+    e2e_start_wrk
+    check "the farm is up with 4 boards on a worker with --keepalive 5" farm_wait_ready 4 60
+fi
 
 HOLDER=holder
 EV=$RUN/events.jsonl
@@ -49,4 +64,32 @@ cli "$HOLDER" reserve --amount 4
 check "the holder can reserve all 4 boards again (got $RC)" test "$RC" = 0
 cli "$HOLDER" end-all
 check "and end them (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$(grep -c . <<<\"\$1\") == 4 ]]" _ "$(serials_of "$OUT")"
+check "status shows no leases" status_has "j['leases'] == []"
+
+# A frozen worker (SIGSTOP) keeps its TCP connection open: only the MQTT
+# keep-alive can tell it is gone. Then SIGCONT: it reconnects with a new epoch.
+check "all 4 boards are available before freezing the worker" wait_until 60 available_is 4
+EV2=$RUN/events2.jsonl
+check "a second watcher is subscribed" e2e_watch "$EV2" "icefarm/client/$HOLDER/event"
+cli "$HOLDER" reserve --amount 2
+check "the holder reserves 2 boards (got $RC)" test "$RC" = 0
+F1=$(serials_of "$OUT" | sed -n 1p)
+F2=$(serials_of "$OUT" | sed -n 2p)
+WRK=$(e2e_pid_of wrk)
+kill -STOP "$WRK"
+ok "kill -STOP the worker (pid $WRK)"
+check "available drops to 0 (the keep-alive expired)" wait_until 60 available_is 0
+for s in "$F1" "$F2"; do
+    check "the holder hears 'failure' for $s" e2e_wait_event "$EV2" 60 failure "$s"
+    check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV2" 60 "reservation end" "$s"
+done
+check "status: the worker is offline and no lease is left" status_has \
+    "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
+kill -CONT "$WRK"
+ok "kill -CONT the worker"
+check "all 4 boards become available again after it reconnects" wait_until 60 available_is 4
+check "status: the worker is online again" status_has "[w['online'] for w in j['workers']] == [True]"
+cli "$HOLDER" reserve --amount 4
+check "the holder can reserve all 4 boards again (got $RC)" test "$RC" = 0
+cli "$HOLDER" end-all
 check "status shows no leases at the end" status_has "j['leases'] == []"

@@ -118,8 +118,8 @@ serials_of() {
     jpy "$1" '"\n".join(sorted(s if isinstance(s, str) else s["serial"] for s in j.get("serials", [])))'
 }
 
-# e2e_farm_start BOARDS [icefarm-wrk options...]: the embedded farm, ready.
-e2e_farm_start() {
+# e2e_farm_launch BOARDS [icefarm-wrk options...]: the embedded farm, not waited for.
+e2e_farm_launch() {
     E2E_WRK_BOARDS=$1
     shift
     E2E_WRK_ARGS=("$@")
@@ -127,6 +127,11 @@ e2e_farm_start() {
     E2E_ROLE[${FARM_PIDS[0]}]=broker
     E2E_ROLE[${FARM_PIDS[1]}]=ctl
     E2E_ROLE[${FARM_PIDS[2]}]=wrk
+}
+
+# e2e_farm_start BOARDS [icefarm-wrk options...]: the embedded farm, ready.
+e2e_farm_start() {
+    e2e_farm_launch "$@"
     if farm_wait_ready "$E2E_WRK_BOARDS" 60; then
         ok "the farm is up with $E2E_WRK_BOARDS simulated boards"
     else
@@ -150,6 +155,21 @@ e2e_kill9() {
     E2E_KILLED[$1]=1
     kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+}
+
+# e2e_stop PID: SIGTERM, wait (30 s, then SIGKILL); returns its exit status.
+# Its status is not checked again at the end.
+e2e_stop() {
+    local t rc=0
+    E2E_KILLED[$1]=1
+    kill -TERM "$1" 2>/dev/null || true
+    for ((t = 0; t < 600; t++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || rc=$?
+    return $rc
 }
 
 # Restarts with the command lines farm_start uses; logs are appended.
@@ -201,6 +221,7 @@ e2e_stop_daemons() {
         role=${E2E_ROLE[$pid]:-daemon}
         [[ -z ${E2E_KILLED[$pid]:-} ]] || continue
         rc=0
+        kill -CONT "$pid" 2>/dev/null || true # a test may have frozen it
         if ! kill -TERM "$pid" 2>/dev/null; then
             wait "$pid" 2>/dev/null || rc=$?
             [[ $role == broker ]] || not_ok "$role (pid $pid) was still running at the end (it exited by itself, status $rc)"

@@ -239,8 +239,11 @@ class Farm:
                 if os.path.isabs(p) and os.path.exists(p):
                     libs.append(os.path.realpath(p))
             env["LD_PRELOAD"] = ":".join(libs)
-            # mosquitto itself is not instrumented; its exit-time allocations are not ours.
-            env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+            # Leaks are checked too (full stacks through the uninstrumented broker);
+            # lsan.supp lists the broker's own leftovers at exit.
+            env["ASAN_OPTIONS"] = os.environ.get("ICEFARM_BROKER_ASAN_OPTIONS",
+                                                 "detect_leaks=1:fast_unwind_on_malloc=0:abort_on_error=0")
+            env["LSAN_OPTIONS"] = "suppressions=" + os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
             env["UBSAN_OPTIONS"] = "print_stacktrace=1"
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen([os.environ.get("ICEFARM_MOSQUITTO", "/usr/sbin/mosquitto"), "-c", self.conf],

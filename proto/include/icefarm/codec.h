@@ -16,8 +16,9 @@
 #include <stdint.h>
 
 #define IFM_PROTO_VERSION 1
-/* Large enough for a batch of bitstreams in one command (64 x 104,090 bytes). */
-#define IFM_MAX_PAYLOAD (8u * 1024u * 1024u)
+/* Large enough for 80 bitstreams (104,090 bytes each) in one command, or a UF2
+ * image for the RP2350's whole flash. */
+#define IFM_MAX_PAYLOAD (12u * 1024u * 1024u)
 #define IFM_MAX_DEPTH 8
 
 typedef struct {

@@ -141,11 +141,15 @@ typedef struct {
     size_t len;
 } ifm_file;
 
+#define IFM_MAX_IMAGE (8u * 1024u * 1024u) /* a UF2 image of a 4 MB flash is 8 MB */
+
 typedef struct {
-    char op[16];                 /* "evaluate" */
-    char batch_id[IFM_ID_MAX];
-    ifm_file *files;             /* malloc'd */
+    char op[16];                 /* "evaluate" or "flash" */
+    char batch_id[IFM_ID_MAX];   /* evaluate */
+    ifm_file *files;             /* evaluate; malloc'd */
     size_t nfiles;
+    const uint8_t *image;        /* flash: a UF2 image, points into the doc */
+    size_t image_len;
 } ifm_board_cmd;
 
 /* Files are checked for their ids and for being non-empty; the exact size is the
@@ -153,6 +157,7 @@ typedef struct {
 int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err);
 void ifm_board_cmd_free(ifm_board_cmd *c);
 void ifm_board_cmd_encode(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n);
+void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len);
 
 /* ---- board events: icefarm/<serial>/event ---- */
 

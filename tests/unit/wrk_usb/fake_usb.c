@@ -160,20 +160,23 @@ static void cdc_accept_out(fake_dev *d, furb *f)
 
 static void cdc_service(fake_dev *d)
 {
+    /* Host writes first (an echo feeds the reads), then host reads. */
     for (furb **pp = &d->pending, *f; (f = *pp) != NULL;) {
-        bool out = !(f->ep & 0x80);
-        if (out && !d->hold_out) {
+        if (!(f->ep & 0x80) && !d->hold_out) {
             *pp = f->next;
             cdc_accept_out(d, f);
             continue;
         }
-        if (!out && f->ep == CDC_EP_IN && d->stall_next_in) {
+        pp = &f->next;
+    }
+    for (furb **pp = &d->pending, *f; (f = *pp) != NULL;) {
+        if (f->ep == CDC_EP_IN && d->stall_next_in) {
             d->stall_next_in = false;
             *pp = f->next;
             finish_urb(d, f, -EPIPE, 0);
             continue;
         }
-        if (!out && f->ep == CDC_EP_IN && d->tx->len > 0) {
+        if (f->ep == CDC_EP_IN && d->tx->len > 0) {
             int n = (int)d->tx->len < f->len ? (int)d->tx->len : f->len;
             reply_in(f, 0, d->tx->data, n);
             g_byte_array_remove_range(d->tx, 0, (guint)n);

@@ -18,7 +18,8 @@
  *     model at 0x10000000 (erase sets 0xff, writes AND), GET_CMD_STATUS.
  *
  * The ioctl handler runs on umockdev's worker thread; every fake's state is
- * behind its mutex, and the fake_* accessors below take it.
+ * behind its mutex, and the fake_* accessors below take it. FAKE_USB_DEBUG=1
+ * in the environment traces every URB.
  */
 #ifndef ICEFARM_TESTS_FAKE_USB_H
 #define ICEFARM_TESTS_FAKE_USB_H

@@ -569,7 +569,7 @@ static void test_cdc_close_cancels(void **state)
     b->rxlen = 0;
     int before = b->writes_done;
     assert_int_equal(op_write(b, buf, 300), 0);
-    RUN_UNTIL(d, (fprintf(stderr, "wd %d before %d rxlen %zu st %d\n", b->writes_done, before, b->rxlen, stats(f).out_urbs), b->writes_done == before + 1 && b->rxlen == 300));
+    RUN_UNTIL(d, b->writes_done == before + 1 && b->rxlen == 300);
     assert_memory_equal(b->rx, buf, 300);
 
     /* Closed from inside rx: nothing after, even with more data waiting. */
@@ -663,6 +663,31 @@ static void test_unplug_with_channel_open(void **state)
     RUN_UNTIL(d, b->arrivals == 2);
     assert_int_equal(b->leaves, 1);
     (void)g;
+    drv_free(d);
+}
+
+static void test_remove_with_channel_open(void **state)
+{
+    drv *d = drv_new(NULL);
+    drv_start(d);
+    fake_dev *f;
+    board *b = open_board(d, FAKE_PICO_STDIO, "0DDBA11000000004", &f);
+    RUN_UNTIL(d, stats(f).lines == 1);
+    fake_set_hold_out(f, true);
+    uint8_t buf[64] = { 0 };
+    assert_int_equal(op_write(b, buf, sizeof buf), 0);
+    RUN_UNTIL(d, stats(f).out_urbs == 1);
+    /* This time udev speaks first, while usbfs still answers: the leave comes
+     * from hotplug, the channel's transfers are cancelled, nobody is called. */
+    fake_remove(f);
+    RUN_UNTIL(d, b->leaves == 1);
+    RUN_UNTIL(d, outstanding(f) == 0);
+    assert_true(stats(f).discards >= 3);
+    assert_int_equal(b->errs, 0);
+    assert_int_equal(b->writes_done, 0);
+    fake_print(f, "ghost\r\n", 7);
+    fake_set_hold_out(f, false);
+    assert_int_equal(b->rxlen, 0);
     drv_free(d);
 }
 
@@ -898,6 +923,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_cdc_write_timeout, teardown),
         cmocka_unit_test_teardown(test_cdc_stall, teardown),
         cmocka_unit_test_teardown(test_unplug_with_channel_open, teardown),
+        cmocka_unit_test_teardown(test_remove_with_channel_open, teardown),
         cmocka_unit_test_teardown(test_touch_1200, teardown),
         cmocka_unit_test_teardown(test_flash, teardown),
         cmocka_unit_test_teardown(test_flash_invalid, teardown),
