@@ -220,7 +220,10 @@ int cmd_evaluate(const cli_opts *o)
     if (rc != CLI_OK)
         goto out;
     r.nboards = nserials;
-    icefarm_batch_opts bo = { .window = o->window, .result_timeout_ms = o->result_timeout_s * 1000 };
+    /* Boards the user reserved stay theirs even when they fail; boards we
+     * reserved ourselves go back to the farm to be repaired. */
+    icefarm_batch_opts bo = { .window = o->window, .result_timeout_ms = o->result_timeout_s * 1000,
+                              .keep_failed_boards = !reserved };
     r.batch = icefarm_batch_new(r.f, serials, nserials, &bo, on_result, &r);
     if (!r.batch) {
         rc = cli_error(o, CLI_FAILED, "out of memory");
