@@ -10,6 +10,7 @@
 #include "icefarm/conf.h"
 #include "icefarm/log.h"
 #include "sim.h"
+#include "usb_transport.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -34,7 +35,7 @@ static void usage(FILE *f)
             "  --user U --password P --cafile FILE   broker credentials and TLS CA\n"
             "  --config FILE      `name = value` file read after flags and environment\n"
             "  -h, --help\n"
-            "Without --sim and without image paths the worker has nothing to flash and refuses to start.\n");
+            "Without --sim the worker drives real boards over libusb and needs the firmware images.\n");
 }
 
 typedef struct {
@@ -238,10 +239,6 @@ int main(int argc, char **argv)
     int rc = 1;
     if (configure(&m, argc, argv))
         goto out;
-    if (!w->sim) {
-        IFM_ERROR("the libusb backend is not built into this worker yet; run with --sim N");
-        goto out;
-    }
     w->loop = ifm_loop_new();
     w->epoch = ifm_wall_ms();
     ifm_mqtt_opts mo = {
@@ -254,17 +251,24 @@ int main(int argc, char **argv)
     w->mqtt = ifm_mqtt_new(w->loop, &mo, wrk_bridge_on_conn, w);
     if (!w->mqtt || wrk_bridge_start(w))
         goto out;
-    w->t = sim_transport_new(w->loop, &m.sim);
+    if (w->sim) {
+        w->t = sim_transport_new(w->loop, &m.sim);
+    } else {
+        usb_options uo;
+        usb_options_default(&uo);
+        w->t = usb_transport_new(w->loop, &uo);
+    }
     if (!w->t) {
-        IFM_ERROR("cannot create the simulated boards");
+        IFM_ERROR(w->sim ? "cannot create the simulated boards" : "cannot initialise libusb");
         goto out;
     }
     static const wrk_transport_events ev = { on_arrive, on_leave };
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(w->loop, sigs, 2, on_signal, w);
     signal(SIGPIPE, SIG_IGN);
-    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s (%ld boards), epoch %llu", w->id, m.host,
-             m.port, w->t->ops->name, m.nsim, (unsigned long long)w->epoch);
+    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.port,
+             w->t->ops->name, w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)",
+             (unsigned long long)w->epoch);
     ifm_mqtt_start(w->mqtt);
     w->t->ops->start(w->t, &ev, w);
     ifm_loop_run(w->loop);

@@ -411,7 +411,7 @@ static void classify(const char *topic, tinfo *t)
     } else if (is(l1, "client")) {
         /* icefarm/client/<name>/<leaf>[/...]: the whole subtree is the client's. */
         if (n >= 4 && acl_name_valid(l2, ACL_NAME_MAX) && *lv[3])
-            SET(T_CLIENT, l2, "");
+            SET(T_CLIENT, l2, n == 4 ? lv[3] : "");
     } else if (n == 3 && serial_valid(l1) && (is(l2, "cmd") || is(l2, "event") || is(l2, "state"))) {
         SET(T_BOARD, l1, l2);
     }
@@ -467,10 +467,11 @@ bool acl_filters_intersect(const char *a, const char *b)
 
 /* ---- leases and ownership ---- */
 
+/* user NULL: held by anyone. */
 static bool holds_lease(acl_state *st, const char *serial, const char *user)
 {
     const acl_lease *l = smap_get(&st->leases, serial);
-    if (!l || strcmp(l->client, user) != 0)
+    if (!l || (user && strcmp(l->client, user) != 0))
         return false;
     if (st->o.lease_grace_ms) {
         uint64_t end = l->until_ms + st->o.lease_grace_ms;
@@ -858,14 +859,18 @@ static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo
         return true;
     if (public_state(t))
         return true;
-    if (t->k == T_CLIENT)
-        return is(t->name, user);
+    if (t->k == T_CLIENT && is(t->name, user))
+        return true;
     switch (role) {
     case ROLE_DASHBOARD:
         return t->k == T_SYS;
     case ROLE_CLIENT:
-    case ROLE_GATEWAY:
         return t->k == T_BOARD && is(t->leaf, "event") && holds_lease(st, t->name, user);
+    case ROLE_GATEWAY:
+        /* It serves the events of every client it acts for (SSE). */
+        if (t->k == T_CLIENT)
+            return is(t->leaf, "event");
+        return t->k == T_BOARD && is(t->leaf, "event") && holds_lease(st, t->name, NULL);
     case ROLE_WORKER:
         if (t->k == T_WORKER)
             return is(t->name, user);
@@ -951,9 +956,12 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "$SYS/#");
     case ROLE_CLIENT:
-    case ROLE_GATEWAY:
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event");
+    case ROLE_GATEWAY:
+        snprintf(own, sizeof own, "icefarm/client/%s/#", user);
+        return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event") ||
+               acl_filters_intersect(filter, "icefarm/client/+/event");
     case ROLE_WORKER:
         snprintf(own, sizeof own, "icefarm/worker/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/cmd");

@@ -12,8 +12,9 @@
  *   client     a person or program using boards: publishes requests to control
  *              and commands to the boards it holds a lease on; reads its own
  *              client topics and the events of the boards it holds.
- *   gateway    like client, but trusted to name the client it acts for in the
- *              icefarm-client property (the HTTP shim).
+ *   gateway    the HTTP shim: publishes requests naming the client it acts
+ *              for (icefarm-client is kept), reads every client's events and the
+ *              events of every leased board (it streams them to its callers).
  *   dashboard  reads the farm's public state; publishes nothing.
  * Every role reads the public state: icefarm/ctl/state, icefarm/farm/#,
  * icefarm/lease/+, icefarm/<serial>/state, icefarm/worker/+/state.

@@ -330,6 +330,10 @@ static void test_leases(void)
     check(!acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, true), "lease: no retained commands");
     check(!wr(st, "alice", "icefarm/S2/cmd"), "lease: only for the leased board");
     check(!rd(st, "dash", "icefarm/S1/event"), "lease: dashboards still do not read board events");
+    check(rd(st, "http", "icefarm/S1/event") && !rd(st, "http", "icefarm/S2/event") &&
+              rd(st, "http", "icefarm/client/alice/event") && !rd(st, "http", "icefarm/client/alice/reply") &&
+              sub(st, "http", "icefarm/client/+/event") && !wr(st, "http", "icefarm/S1/cmd"),
+          "lease: a gateway reads leased boards' events and clients' events, commands nothing");
     pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", NULL, true);
     check(!wr(st, "alice", "icefarm/S1/cmd") && !rd(st, "alice", "icefarm/S1/event"),
           "lease: an empty retained lease revokes at once");

@@ -423,9 +423,11 @@ def run(farm):
           "a client cannot subscribe to another client's topics")
     check(bob.sub("icefarm/client/+/event") < 128 and bob.sub("icefarm/client/bob/event") < 128,
           "a wildcard over client topics is accepted (reads are then checked per message)")
+    gw.sub("icefarm/client/+/event")
     ev_a = pack({"event": "reservation ending soon", "serial": "S1"})
     ctl.pub("icefarm/client/alice/event", ev_a)
     check(alice.wait_for("icefarm/client/alice/event", ev_a), "a client receives its own events")
+    check(gw.wait_for("icefarm/client/alice/event", ev_a), "the gateway receives every client's events (for SSE)")
     client_barrier(bob, "bob")
     check(not bob.got("icefarm/client/alice/event") and not bob.got("icefarm/client/alice/event", ev_a),
           "another client does not receive them, even through a wildcard")
@@ -474,6 +476,7 @@ def run(farm):
     check(bob.sub("icefarm/S1/event") >= 128 and alice.sub("icefarm/S1/event") >= 128,
           "without a lease, nobody can subscribe to a board's events")
     bob.sub("icefarm/+/event")
+    gw.sub("icefarm/+/event")
     dash.sub("#")
     cmd0 = pack({"op": "evaluate", "batch": "before-lease"})
     alice.pub("icefarm/S1/cmd", cmd0)
@@ -499,6 +502,7 @@ def run(farm):
     ev1 = pack({"event": "results", "serial": "S1", "batch": "b1", "n": 1})
     w1.pub("icefarm/S1/event", ev1)
     check(alice.wait_for("icefarm/S1/event", ev1), "the holder receives the board's events")
+    check(gw.wait_for("icefarm/S1/event", ev1), "the gateway receives a leased board's events")
     st1 = state("S1", "w1", "reserved")
     w1.pub("icefarm/S1/state", st1, retain=True)
     check(bob.wait_for("icefarm/S1/state", st1) and not bob.got("icefarm/S1/event"),

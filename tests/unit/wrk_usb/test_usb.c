@@ -438,7 +438,6 @@ static void hotplug_cycle(bool rescan)
     fake_dev *f = fake_plug(d->bed, FAKE_PICO_ICE, "0123456789ABCDEF", true);
     RUN_UNTIL(d, d->n == 1 && d->b[0].arrivals == 1);
     board *b = &d->b[0];
-    wrk_usbdev *first = b->dev;
     assert_string_equal(b->serial, "0123456789ABCDEF");
     fake_unplug(f);
     RUN_UNTIL(d, b->leaves == 1);
@@ -447,7 +446,6 @@ static void hotplug_cycle(bool rescan)
     fake_plug(d->bed, FAKE_PICO_ICE, "0123456789ABCDEF", true);
     RUN_UNTIL(d, b->arrivals == 2);
     assert_non_null(b->dev);
-    (void)first;
     assert_int_equal(b->leaves, 1);
     assert_string_equal(b->events, "ALA");
     drv_free(d);
@@ -659,10 +657,9 @@ static void test_unplug_with_channel_open(void **state)
     /* The late announcement changes nothing. */
     fake_remove(f);
     RUN_UNTIL(d, outstanding(f) == 0);
-    fake_dev *g = fake_plug(d->bed, FAKE_PICO_ICE, "0DDBA11000000003", true);
+    fake_plug(d->bed, FAKE_PICO_ICE, "0DDBA11000000003", true);
     RUN_UNTIL(d, b->arrivals == 2);
     assert_int_equal(b->leaves, 1);
-    (void)g;
     drv_free(d);
 }
 
@@ -709,7 +706,7 @@ static void test_touch_1200(void **state)
     assert_int_equal(st.driver_bound & 1u, 0u); /* cdc_acm detached from interface 0 */
     /* The firmware reboots into BOOTSEL: same serial, bootrom ids. */
     fake_unplug(f);
-    fake_dev *boot = fake_plug(d->bed, FAKE_BOOTSEL, "B00757E100000004", true);
+    fake_plug(d->bed, FAKE_BOOTSEL, "B00757E100000004", true);
     RUN_UNTIL(d, b->arrivals == 2);
     assert_int_equal(b->leaves, 1);
     assert_int_equal(b->info.vid, 0x2e8a);
@@ -717,7 +714,6 @@ static void test_touch_1200(void **state)
     /* The bootrom has no CDC. */
     assert_int_equal(op_touch(b), -EOPNOTSUPP);
     assert_int_equal(op_open(b), -EOPNOTSUPP);
-    (void)boot;
     drv_free(d);
 }
 
@@ -795,7 +791,7 @@ static void test_flash_invalid(void **state)
     assert_non_null(strstr(b->flash_reason, "invalid UF2"));
     assert_int_equal(stats(f).pb_cmds, 0);
     /* Not in BOOTSEL: refused at once. */
-    fake_dev *pico = fake_plug(d->bed, FAKE_PICO_STDIO, "0000000000000007", true);
+    fake_plug(d->bed, FAKE_PICO_STDIO, "0000000000000007", true);
     board *p = NULL;
     RUN_UNTIL(d, (p = by_serial(d, "0000000000000007", false)) != NULL && p->dev);
     size_t len;
@@ -808,7 +804,6 @@ static void test_flash_invalid(void **state)
     assert_int_equal(d->t->ops->cdc_open(d->t, p->dev, on_rx, on_err, p), -EBUSY);
     d->in_call = false;
     free(img);
-    (void)pico;
     drv_free(d);
 }
 
