@@ -6,6 +6,8 @@
 #   farm_wait_ready BOARDS SECONDS
 #   farm_stop
 #   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
+#   FARM_SECURE=1 before farm_start: TLS, passwords and the ACL plugin (see
+#   farm_secure_setup); FARM_USERS then lists "name password" of the demo clients.
 # After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR;
 # after farm_start_http: FARM_HTTP (http://HOST:PORT).
 
@@ -27,6 +29,35 @@ farm_wait_port() {
     return 1
 }
 
+# Credentials each component starts with (empty in the anonymous farm).
+FARM_CTL_AUTH=() FARM_WRK_AUTH=() FARM_HTTP_AUTH=() FARM_CLI_AUTH=() FARM_USERS=()
+
+# The secured farm's broker: a lab CA and certificates, a password file and
+# roles for control, the worker, the HTTP gateway and two demo clients (alice,
+# bob), and the broker/secure configuration with the icefarm_acl plugin.
+farm_secure_setup() {
+    local dir=$1 port=$2 ws=$3 sec
+    sec="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/secure"
+    chmod 755 "$dir" # the broker drops root before it reads its files
+    "$sec/make-certs.sh" "$dir/certs" >/dev/null
+    mkdir -p "$dir/etc"
+    local worker=${FARM_WORKER:-sim-worker} pw
+    new_user() { "$sec/add-user.sh" "$dir/etc" "$1" "$2" --generate 2>/dev/null | tail -n 1; }
+    local ca="$dir/certs/ca.crt"
+    pw=$(new_user ctl control) && FARM_CTL_AUTH=(--user ctl --password "$pw" --cafile "$ca")
+    pw=$(new_user "$worker" worker) && FARM_WRK_AUTH=(--user "$worker" --password "$pw" --cafile "$ca")
+    pw=$(new_user http gateway) && FARM_HTTP_AUTH=(--user http --password "$pw" --cafile "$ca")
+    local alice bob
+    alice=$(new_user alice client)
+    bob=$(new_user bob client)
+    FARM_USERS=("alice $alice" "bob $bob")
+    FARM_CLI_AUTH=(--user alice --password "$alice" --cafile "$ca")
+    FARM_CA=$ca
+    sed -e "s,@HOST@,127.0.0.1," -e "s,@MQTTS_PORT@,$port," -e "s,@WSS_PORT@,$ws," -e "s,@CERTS@,$dir/certs," \
+        -e "s,@ETC@,$dir/etc," -e "s,@PLUGIN@,$FARM_BIN/broker/plugin/icefarm_acl.so," \
+        "$sec/secure.conf.in" >"$dir/mosquitto.conf"
+}
+
 farm_start() {
     local dir=$1 boards=$2
     shift 2
@@ -35,20 +66,26 @@ farm_start() {
     local port ws
     port=$(farm_free_port)
     ws=$(farm_free_port)
-    sed -e "s/@PORT@/$port/" -e "s/@WSPORT@/$ws/" -e "s/@HOST@/127.0.0.1/" \
-        "$(dirname "${BASH_SOURCE[0]}")/embedded.conf.in" >"$dir/mosquitto.conf"
+    if [[ -n ${FARM_SECURE:-} ]]; then
+        farm_secure_setup "$dir" "$port" "$ws"
+        FARM_BROKER="mqtts://localhost:$port"
+        FARM_WS="wss://localhost:$ws"
+    else
+        sed -e "s/@PORT@/$port/" -e "s/@WSPORT@/$ws/" -e "s/@HOST@/127.0.0.1/" \
+            "$(dirname "${BASH_SOURCE[0]}")/embedded.conf.in" >"$dir/mosquitto.conf"
+        FARM_BROKER="mqtt://127.0.0.1:$port"
+        FARM_WS="ws://127.0.0.1:$ws"
+    fi
     mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
     FARM_PIDS+=($!)
     if ! farm_wait_port "$port"; then
         farm_log "the broker did not start; see $dir/mosquitto.log"
         return 1
     fi
-    FARM_BROKER="mqtt://127.0.0.1:$port"
-    FARM_WS="ws://127.0.0.1:$ws"
-    "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" --data "$dir/ctl-data" \
+    "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" "${FARM_CTL_AUTH[@]}" --data "$dir/ctl-data" \
         ${FARM_CTL_ARGS:-} >"$dir/ctl.log" 2>&1 &
     FARM_PIDS+=($!)
-    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" --name "${FARM_WORKER:-sim-worker}" \
+    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" "${FARM_WRK_AUTH[@]}" --name "${FARM_WORKER:-sim-worker}" \
         --sim "$boards" "$@" >"$dir/wrk.log" 2>&1 &
     FARM_PIDS+=($!)
 }
@@ -57,7 +94,7 @@ farm_start() {
 # to FARM_PIDS after the broker, control and worker, so farm_stop stops it first.
 farm_start_http() {
     local listen=${1:-127.0.0.1:$(farm_free_port)}
-    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" --listen "$listen" \
+    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" "${FARM_HTTP_AUTH[@]}" --listen "$listen" \
         >"$FARM_DIR/http.log" 2>&1 &
     FARM_PIDS+=($!)
     FARM_HTTP="http://$listen"
@@ -72,7 +109,7 @@ farm_wait_ready() {
     local want=$1 secs=${2:-60} n=0
     local deadline=$((SECONDS + secs))
     while ((SECONDS < deadline)); do
-        n=$("$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --timeout 2 --json available 2>/dev/null |
+        n=$("$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" "${FARM_CLI_AUTH[@]}" --timeout 2 --json available 2>/dev/null |
             python3 -c 'import json,sys; print(json.load(sys.stdin).get("amount",0))' 2>/dev/null || true)
         n=${n:-0}
         if ((n >= want)); then return 0; fi

@@ -111,6 +111,21 @@ static void on_state_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         ifm_doc_free(&doc);
 }
 
+/* The broker refused a command to a board: in a secured farm that means we do
+ * not hold it. Handlers hear it as the board's `error` event. */
+static void on_refused(ifm_mqtt *m, const char *topic, int reason, void *arg)
+{
+    ifm_event ev;
+    memset(&ev, 0, sizeof ev);
+    char leaf[16];
+    if (ifm_topic_level(topic, 1, ev.serial, sizeof ev.serial) || ifm_topic_level(topic, 2, leaf, sizeof leaf) ||
+        strcmp(leaf, "cmd") != 0)
+        return;
+    snprintf(ev.event, sizeof ev.event, "error");
+    snprintf(ev.reason, sizeof ev.reason, "the broker refused the command: %s", mosquitto_reason_string(reason));
+    dispatch(arg, &ev);
+}
+
 icefarm *icefarm_connect(const icefarm_opts *o, char *err, size_t errlen)
 {
     icefarm *f = calloc(1, sizeof *f);
@@ -121,13 +136,18 @@ icefarm *icefarm_connect(const icefarm_opts *o, char *err, size_t errlen)
     f->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
     f->auto_extend = !o->no_auto_extend;
     const char *name = o->name ? o->name : getenv("ICEFARM_NAME");
+    const char *user = o->user ? o->user : getenv("ICEFARM_USER");
+    /* In a secured farm the broker acts for the authenticated user whatever
+     * name we give, so the user is the only name that can work. */
+    if ((!name || !*name) && user && *user)
+        name = user;
     if (name && *name) {
         snprintf(f->name, sizeof f->name, "%s", name);
     } else {
         char host[64] = "host";
         gethostname(host, sizeof host - 1);
-        const char *user = getenv("USER");
-        snprintf(f->name, sizeof f->name, "%s@%s", user && *user ? user : "user", host);
+        const char *login = getenv("USER");
+        snprintf(f->name, sizeof f->name, "%s@%s", login && *login ? login : "user", host);
     }
     if (!ifm_name_valid(f->name, IFM_NAME_MAX)) {
         snprintf(err, errlen, "invalid client name \"%s\" (no '/', '+', '#', leading '$')", f->name);
@@ -157,8 +177,14 @@ icefarm *icefarm_connect(const icefarm_opts *o, char *err, size_t errlen)
     char topic[IFM_TOPIC_MAX];
     ifm_topic_client(topic, sizeof topic, f->name, "event");
     ifm_mqtt_subscribe(f->mqtt, topic, 1, on_event_msg, f);
+    ifm_mqtt_on_refused(f->mqtt, on_refused, f);
     ifm_mqtt_start(f->mqtt);
-    if (ifm_mqtt_wait_connected(f->mqtt, f->timeout_ms)) {
+    if (ifm_mqtt_wait_connected(f->mqtt, f->timeout_ms) && ifm_mqtt_refused(f->mqtt)) {
+        snprintf(err, errlen, "the icefarm broker at %s:%d refused the connection: %s (check --user/--password or ICEFARM_USER/ICEFARM_PASSWORD)",
+                 mo.host, mo.port, ifm_mqtt_refused(f->mqtt));
+        goto fail;
+    }
+    if (!ifm_mqtt_connected(f->mqtt)) {
         snprintf(err, errlen, "cannot reach the icefarm broker at %s:%d (is the farm up? set --broker or ICEFARM_BROKER)",
                  mo.host, mo.port);
         goto fail;

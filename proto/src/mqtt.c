@@ -33,6 +33,15 @@ typedef struct pending {
     void *arg;
 } pending;
 
+/* Recent QoS 1 publishes, so a refusal (which names only the packet id) can be
+ * reported with its topic. A ring: acks come back in order, long before 64
+ * newer publishes could overwrite an entry. */
+#define RECENT 64
+typedef struct {
+    int mid;
+    char topic[IFM_TOPIC_MAX];
+} recent_pub;
+
 struct ifm_mqtt {
     ifm_loop *loop;
     struct mosquitto *mosq;
@@ -44,6 +53,7 @@ struct ifm_mqtt {
     bool started, connected, stopping;
     int dispatching;
     size_t unacked; /* QoS 1 publishes the broker has not acknowledged yet */
+    char refused[96]; /* why the broker last refused our CONNECT, "" if it did not */
     int fd;                 /* the fd currently in the loop, or -1 */
     uint64_t misc_timer, retry_timer;
     uint64_t backoff_ms;
@@ -54,6 +64,10 @@ struct ifm_mqtt {
     uint8_t corr_prefix[8];
     ifm_mqtt_conn_cb on_conn;
     void *arg;
+    recent_pub recent[RECENT];
+    size_t recent_next;
+    ifm_mqtt_refused_cb on_refused;
+    void *refused_arg;
 };
 
 static void pump(ifm_mqtt *m);
@@ -188,8 +202,10 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
     if (rc != 0) {
         IFM_WARN("broker %s:%d refused the connection: %s", m->host, m->port,
                  mosquitto_reason_string(rc));
+        snprintf(m->refused, sizeof m->refused, "%s", mosquitto_reason_string(rc));
         return; /* the broker closes the socket; pump() notices and retries */
     }
+    m->refused[0] = '\0';
     m->connected = true;
     m->backoff_ms = 100;
     for (sub *s = m->subs; s; s = s->next)
@@ -205,6 +221,21 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc, const
     ifm_mqtt *m = obj;
     if (m->unacked)
         m->unacked--;
+    if (rc < 0x80)
+        return;
+    const char *topic = "?";
+    for (size_t i = 0; i < RECENT; i++)
+        if (m->recent[i].mid == mid && m->recent[i].topic[0])
+            topic = m->recent[i].topic;
+    IFM_WARN("the broker refused a publish to %s: %s", topic, mosquitto_reason_string(rc));
+    if (m->on_refused)
+        m->on_refused(m, topic, rc, m->refused_arg);
+}
+
+void ifm_mqtt_on_refused(ifm_mqtt *m, ifm_mqtt_refused_cb cb, void *arg)
+{
+    m->on_refused = cb;
+    m->refused_arg = arg;
 }
 
 static void fail_pending(ifm_mqtt *m, int status)
@@ -401,9 +432,14 @@ ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m) { return m->loop; }
 int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms)
 {
     uint64_t deadline = ifm_now_ms() + timeout_ms;
-    while (!m->connected && ifm_now_ms() < deadline && !ifm_loop_stopped(m->loop))
+    while (!m->connected && !m->refused[0] && ifm_now_ms() < deadline && !ifm_loop_stopped(m->loop))
         ifm_loop_once(m->loop, 50);
     return m->connected ? 0 : -1;
+}
+
+const char *ifm_mqtt_refused(const ifm_mqtt *m)
+{
+    return m->refused[0] ? m->refused : NULL;
 }
 
 int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms)
@@ -493,9 +529,14 @@ int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, 
         return -1;
     if (len > INT32_MAX)
         return -1;
-    int rc = mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, qos, retain, props);
-    if (rc == MOSQ_ERR_SUCCESS && qos > 0)
+    int mid = 0;
+    int rc = mosquitto_publish_v5(m->mosq, &mid, topic, (int)len, payload, qos, retain, props);
+    if (rc == MOSQ_ERR_SUCCESS && qos > 0) {
         m->unacked++;
+        recent_pub *r = &m->recent[m->recent_next++ % RECENT];
+        r->mid = mid;
+        snprintf(r->topic, sizeof r->topic, "%s", topic);
+    }
     pump(m);
     if (rc != MOSQ_ERR_SUCCESS) {
         IFM_WARN("publish to %s failed: %s", topic, mosquitto_strerror(rc));

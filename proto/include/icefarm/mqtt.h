@@ -65,8 +65,11 @@ void ifm_mqtt_free(ifm_mqtt *m);
  * connected, and reconnects after any loss. Returns 0, or -1 on a bad option. */
 int ifm_mqtt_start(ifm_mqtt *m);
 bool ifm_mqtt_connected(const ifm_mqtt *m);
-/* Blocks (running the loop) until connected or `timeout_ms` passes. */
+/* Blocks (running the loop) until connected, refused by the broker (bad
+ * credentials, not authorized) or `timeout_ms` passes. */
 int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms);
+/* The broker's reason for refusing the last connection attempt, or NULL. */
+const char *ifm_mqtt_refused(const ifm_mqtt *m);
 /* Publishes pending retained-offline state and disconnects cleanly, so no Will fires. */
 void ifm_mqtt_disconnect(ifm_mqtt *m);
 /* Runs the loop until every queued outgoing packet is written (or timeout). */
@@ -75,6 +78,11 @@ int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms);
 /* Replaces the Will used from the next connect on (e.g. with a new epoch after a
  * disconnect, so the old connection's late Will can be told apart). */
 int ifm_mqtt_set_will(ifm_mqtt *m, const char *topic, const void *payload, size_t len, bool retain);
+
+/* Called when the broker refuses a QoS 1 publish (MQTT 5 PUBACK reason >= 0x80,
+ * e.g. 0x87 "not authorized" from the ACL plugin), with the topic it was for. */
+typedef void (*ifm_mqtt_refused_cb)(ifm_mqtt *m, const char *topic, int reason, void *arg);
+void ifm_mqtt_on_refused(ifm_mqtt *m, ifm_mqtt_refused_cb cb, void *arg);
 
 /* Subscriptions are remembered and renewed on every reconnect. Messages are
  * dispatched to every subscription whose filter matches. */
