@@ -100,7 +100,7 @@ static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
     if (ifm_conf_get_long(conf, "lease", flag[O_LEASE], 3600, 1, 365L * 86400, &lease, err, sizeof err) ||
         ifm_conf_get_long(conf, "lease-max", flag[O_LEASE_MAX], 86400, 1, 365L * 86400, &lease_max, err, sizeof err) ||
         ifm_conf_get_long(conf, "warn-before", flag[O_WARN], 1200, 0, 365L * 86400, &warn, err, sizeof err) ||
-        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 1, 3600, &ka, err, sizeof err)) {
+        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &ka, err, sizeof err)) {
         fprintf(stderr, "icefarm-ctl: %s\n", err);
         return -1;
     }

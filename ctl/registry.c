@@ -148,11 +148,15 @@ static void worker_birth(ctl *c, ctl_worker *w, const ifm_worker_state *ws)
         if (!b)
             continue;
         snprintf(b->worker, sizeof b->worker, "%s", w->id);
-        b->state = ws->boards[k].state;
-        snprintf(b->kind, sizeof b->kind, "%s", ws->boards[k].kind);
+        /* A birth's board states are as of the birth (a retained birth can be
+         * old); the boards' own retained state messages are current, so the
+         * birth only fills in boards we have not heard from yet, and never
+         * triggers reconciliation. */
+        if (!b->known) {
+            b->state = ws->boards[k].state;
+            snprintf(b->kind, sizeof b->kind, "%s", ws->boards[k].kind);
+        }
         b->known = true;
-        if (!restarted)
-            reconcile(c, b);
     }
     IFM_INFO("worker=%s online epoch=%llu boards=%zu kinds=%zu", w->id,
              (unsigned long long)ws->epoch, ws->nboards, ws->nkinds);

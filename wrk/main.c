@@ -193,7 +193,7 @@ static int configure(wrk_main *m, int argc, char **argv)
     if (ifm_conf_get_long(c, "attempts", flag[O_ATTEMPTS], 3, 1, 100, &v, err, sizeof err))
         goto bad;
     to->max_attempts = (int)v;
-    if (ifm_conf_get_long(c, "keepalive", flag[O_KEEPALIVE], 5, 1, 3600, &m->keepalive, err, sizeof err) ||
+    if (ifm_conf_get_long(c, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &m->keepalive, err, sizeof err) ||
         ifm_conf_get_long(c, "sim", flag[O_SIM], 0, 0, 100000, &m->nsim, err, sizeof err))
         goto bad;
     m->w.sim = m->nsim > 0 || (flag[O_SIM] && strcmp(flag[O_SIM], "0") == 0);

@@ -83,7 +83,7 @@ static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf
     cfg->cafile = ifm_conf_get(conf, "cafile", flag[O_CAFILE], NULL);
     long timeout;
     if (ifm_conf_get_long(conf, "timeout-ms", flag[O_TIMEOUT], 5000, 1, 3600L * 1000, &timeout, err, sizeof err) ||
-        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 1, 3600, &cfg->keepalive, err, sizeof err)) {
+        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &cfg->keepalive, err, sizeof err)) {
         fprintf(stderr, "icefarm-http: %s\n", err);
         return -1;
     }

@@ -322,7 +322,10 @@ static void try_connect(ifm_loop *loop, void *arg)
     /* Blocking TCP connect: quick on a LAN or loopback, and a refused port fails at once. */
     int rc = mosquitto_connect_bind_v5(m->mosq, m->host, m->port, m->keepalive, NULL, NULL);
     if (rc != MOSQ_ERR_SUCCESS) {
-        IFM_DEBUG("connect to %s:%d failed: %s", m->host, m->port, mosquitto_strerror(rc));
+        /* Say it once, then quietly keep trying (the broker may just be late). */
+        if (m->backoff_ms <= 100)
+            IFM_WARN("cannot connect to broker %s:%d: %s; retrying", m->host, m->port,
+                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         schedule_connect(m);
         return;
     }
@@ -352,7 +355,8 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     m->arg = arg;
     snprintf(m->host, sizeof m->host, "%s", o->host ? o->host : "127.0.0.1");
     m->port = o->port ? o->port : 1883;
-    m->keepalive = o->keepalive ? o->keepalive : 5;
+    /* libmosquitto refuses keep-alives under 5 s. */
+    m->keepalive = o->keepalive >= 5 ? o->keepalive : 5;
     if (o->name)
         snprintf(m->name, sizeof m->name, "%s", o->name);
     FILE *ur = fopen("/dev/urandom", "rb");
