@@ -7,6 +7,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 e2e_farm_start 4 --sim-window-ms 50 --sim-flash-ms 50
 
+# env_poll SECONDS COMMAND...: wait_until with 3 s CLI timeouts.
+env_poll() { CLI_TIMEOUT=3 wait_until "$@"; }
+
 HOLDER=durable
 cli "$HOLDER" reserve --amount 2
 check "reserve --amount 2 exits 0 (got $RC)" test "$RC" = 0
@@ -28,7 +31,9 @@ check "available while control is down exits 3 (got $RC)" test "$RC" = 3
 
 e2e_start_ctl
 ok "restart icefarm-ctl on the same --data directory"
-check "control answers again and sees the worker's boards" wait_until 60 status_has "len(j['boards']) == 4"
+# A request sent before the new control subscribed is lost: poll with short timeouts.
+check "control answers again and sees the worker's boards" \
+    env_poll 60 status_has "len(j['boards']) == 4"
 cli e2e-observer status
 check "status after the restart lists the same leases (serial, holder, lease id, deadline)" \
     jtest "$OUT" "sorted([l['serial'], l['client'], l['lease'], l['until']] for l in j['leases']) == $LEASES_BEFORE"
@@ -54,7 +59,7 @@ S=$(serials_of "$OUT")
 e2e_kill9 "$(e2e_pid_of ctl)"
 e2e_start_ctl
 ok "kill -9 and restart icefarm-ctl again"
-check "the lease granted just before the kill is still there" wait_until 60 status_has \
+check "the lease granted just before the kill is still there" env_poll 60 status_has \
     "[l['client'] for l in j['leases'] if l['serial'] == '$S'] == ['$HOLDER']"
 cli "$HOLDER" end-all
 check "the holder ends it (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$1 == $S ]]" _ "$(serials_of "$OUT")"

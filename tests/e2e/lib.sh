@@ -71,13 +71,14 @@ wait_until() {
 }
 
 # cli NAME ARGS...: icefarm-cli --json as client NAME. Sets OUT (stdout) and RC;
-# never fails itself. Every call and its result go to $RUN/cli.log.
+# never fails itself. Every call and its result go to $RUN/cli.log. CLI_TIMEOUT
+# (seconds, default 20) is its --timeout: polls of a restarting daemon use less.
 cli() {
     local name=$1
     shift
     printf '+ [%s] icefarm-cli --name %q %s\n' "$(date +%T.%N)" "$name" "$*" >>"$RUN/cli.log"
     RC=0
-    OUT=$("$CLI_BIN" --broker "$FARM_BROKER" --timeout 20 --name "$name" --json "$@" 2>>"$RUN/cli.log") || RC=$?
+    OUT=$("$CLI_BIN" --broker "$FARM_BROKER" --timeout "${CLI_TIMEOUT:-20}" --name "$name" --json "$@" 2>>"$RUN/cli.log") || RC=$?
     printf '  rc=%s out=%s\n' "$RC" "$OUT" >>"$RUN/cli.log"
 }
 
