@@ -454,3 +454,34 @@ int icefarm_end_all(icefarm *f, size_t *n_ended, char *err, size_t errlen)
     icefarm_reply_free(&r);
     return rc;
 }
+
+static int reserve_kind(icefarm *f, const char *kind, uint32_t amount, int send_waveform, uint32_t interval,
+                        uint32_t flush_at, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n,
+                        char *err, size_t errlen)
+{
+    ifm_enc a;
+    ifm_enc_init(&a);
+    ifm_enc_map(&a, 2 + (send_waveform >= 0));
+    ifm_enc_kuint(&a, "flush_interval_seconds", interval ? interval : 10);
+    ifm_enc_kuint(&a, "flush_at_bitstreams_remaining", flush_at ? flush_at : 25);
+    if (send_waveform >= 0)
+        ifm_enc_kbool(&a, "send_waveform", send_waveform);
+    int rc = icefarm_reserve(f, amount, kind, ifm_enc_data(&a), ifm_enc_size(&a), wait_ms, serials, n, err, errlen);
+    ifm_enc_free(&a);
+    return rc;
+}
+
+int icefarm_reserve_pulsecount(icefarm *f, uint32_t amount, uint32_t flush_interval_s, uint32_t flush_at,
+                               uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err,
+                               size_t errlen)
+{
+    return reserve_kind(f, "pulsecount", amount, -1, flush_interval_s, flush_at, wait_ms, serials, n, err, errlen);
+}
+
+int icefarm_reserve_variance(icefarm *f, uint32_t amount, bool send_waveform, uint32_t flush_interval_s,
+                             uint32_t flush_at, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n,
+                             char *err, size_t errlen)
+{
+    return reserve_kind(f, "variance", amount, send_waveform, flush_interval_s, flush_at, wait_ms, serials, n, err,
+                        errlen);
+}

@@ -90,4 +90,17 @@ int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *a
                     size_t *n, char *err, size_t errlen);
 int icefarm_end_all(icefarm *f, size_t *n_ended, char *err, size_t errlen);
 
+/* Per-kind reservations with the original clients' arguments.
+ * pulsecount: results are pulse counts (IFM_VALUE_PULSES).
+ * variance:   results are the VarMax fitness (IFM_VALUE_FITNESS), or with
+ *             send_waveform the fitness and the 500 ADC samples (IFM_VALUE_WAVEFORM).
+ * flush_interval_s / flush_at: when the worker sends batched results (every N s,
+ * and when the queue is down to `flush_at` bitstreams); 0 keeps the defaults (10, 25). */
+int icefarm_reserve_pulsecount(icefarm *f, uint32_t amount, uint32_t flush_interval_s, uint32_t flush_at,
+                               uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err,
+                               size_t errlen);
+int icefarm_reserve_variance(icefarm *f, uint32_t amount, bool send_waveform, uint32_t flush_interval_s,
+                             uint32_t flush_at, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n,
+                             char *err, size_t errlen);
+
 #endif
