@@ -155,8 +155,10 @@ static int copy_prop(mosquitto_property **out, const mosquitto_property *p)
 
 /* Rebuilds the property list without any icefarm-client user property, then
  * adds one: the gateway's own choice if `keep` and it named exactly one valid
- * client, else the authenticated username. */
-static int set_identity(mosquitto_property **props, const char *user, bool keep)
+ * client-role user, else the authenticated username. Returns -2 when a gateway
+ * names a user that is not a client (it may act for people and programs, never
+ * for control, workers or dashboards). */
+static int set_identity(const acl_state *st, mosquitto_property **props, const char *user, bool keep)
 {
     mosquitto_property *out = NULL;
     char kept[ACL_NAME_MAX] = "";
@@ -185,6 +187,10 @@ static int set_identity(mosquitto_property **props, const char *user, bool keep)
         }
     }
     const char *name = keep && named == 1 ? kept : user;
+    if (keep && named == 1 && acl_role_of(st, kept) != ROLE_CLIENT) {
+        mosquitto_property_free_all(&out);
+        return -2;
+    }
     if (mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_CLIENT, name) != MOSQ_ERR_SUCCESS) {
         mosquitto_property_free_all(&out);
         return -1;
@@ -209,8 +215,15 @@ static int on_message(int event, void *event_data, void *userdata)
         return MOSQ_ERR_ACL_DENIED;
     }
     mosquitto_free(rt);
-    if ((act == ACL_REQ_REPLACE || act == ACL_REQ_GATEWAY) &&
-        set_identity(&ed->properties, user, act == ACL_REQ_GATEWAY)) {
+    int idrc = act == ACL_REQ_REPLACE || act == ACL_REQ_GATEWAY
+                   ? set_identity(ctx->st, &ed->properties, user, act == ACL_REQ_GATEWAY)
+                   : 0;
+    if (idrc == -2) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "icefarm_acl: denied %s request on \"%s\": it names a user who is not a client",
+                             who(ed->client), ed->topic);
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    if (idrc) {
         mosquitto_log_printf(MOSQ_LOG_WARNING, "icefarm_acl: cannot set the identity on %s's request on \"%s\"; dropped",
                              who(ed->client), ed->topic);
         return MOSQ_ERR_ACL_DENIED;

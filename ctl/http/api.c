@@ -215,6 +215,25 @@ static int check_args(const struct endpoint *ep, json_t *args, ifm_ctl_req *req,
     return 0;
 }
 
+/* --auth broker: the authenticated user is the acting client. A "name" may be
+ * omitted; one that names somebody else is a 403. Returns 0, or the status of
+ * the error in err. */
+int api_acting_user(http_req *r, json_t *args, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(args, "name");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v)) {
+            snprintf(err, errlen, "field \"name\" must be a string, not %s", json_type_name(v));
+            return 400;
+        }
+        if (json_string_length(v) != strlen(r->user) || strcmp(json_string_value(v), r->user) != 0) {
+            snprintf(err, errlen, "you are %s; \"name\" must be omitted or your own user name", r->user);
+            return 403;
+        }
+    }
+    return 0;
+}
+
 /* ---- control's reply -> the old JSON shapes ---- */
 
 static json_t *shape_reply(http_srv *s, const struct endpoint *ep, const msgpack_object *root)
@@ -333,6 +352,17 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
     bool have_args = false;
     argerr err = { "" };
     enum MHD_Result rc;
+    if (r->user[0]) {
+        int st = api_acting_user(r, args, err.msg, sizeof err.msg);
+        if (st) {
+            rc = http_reply_error(r, (unsigned)st, "%s", err.msg);
+            goto out;
+        }
+        if (json_object_set_new(args, "name", json_string(r->user))) {
+            rc = http_reply_error(r, 500, "out of memory");
+            goto out;
+        }
+    }
     if (check_args(ep, args, &req, &name, &renc, &have_args, &err)) {
         if (name)
             snprintf(r->client, sizeof r->client, "%s", name);
@@ -341,6 +371,8 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
     }
     if (name)
         snprintf(r->client, sizeof r->client, "%s", name);
+    else if (r->user[0])
+        snprintf(r->client, sizeof r->client, "%s", r->user);
     char topic[IFM_TOPIC_MAX];
     ifm_topic_ctl_req(topic, sizeof topic, ifm_verb_name(ep->verb));
     ifm_enc e;
@@ -360,7 +392,7 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
     s->calls = c;
     r->wait_ms = req.wait_ms;
     int sent = s->mqtt && !s->stopping
-                   ? ifm_mqtt_request_as(s->mqtt, name ? name : ifm_mqtt_name(s->mqtt), topic, ifm_enc_data(&e),
+                   ? ifm_mqtt_request_as(s->mqtt, r->user[0] ? r->user : name ? name : ifm_mqtt_name(s->mqtt), topic, ifm_enc_data(&e),
                                          ifm_enc_size(&e), s->timeout_ms + req.wait_ms, on_reply, c)
                    : -1;
     ifm_enc_free(&e);

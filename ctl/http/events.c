@@ -330,7 +330,24 @@ enum MHD_Result events_serve(http_req *r, json_t *args)
     http_srv *s = r->srv;
     const char *name = NULL;
     size_t nlen = 0;
-    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "name", 4, &name, &nlen) != MHD_YES) {
+    if (r->user[0]) {
+        /* --auth broker: the stream is the authenticated user's; ?name= or
+         * "name" may repeat it, not name somebody else. */
+        char err[300];
+        int st = 0;
+        if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "name", 4, &name, &nlen) == MHD_YES) {
+            if (nlen != strlen(r->user) || memcmp(name, r->user, nlen) != 0) {
+                snprintf(err, sizeof err, "you are %s; \"name\" must be omitted or your own user name", r->user);
+                st = 403;
+            }
+        } else {
+            st = api_acting_user(r, args, err, sizeof err);
+        }
+        if (st)
+            return http_reply_error(r, (unsigned)st, "%s", err);
+        name = r->user;
+        nlen = strlen(name);
+    } else if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "name", 4, &name, &nlen) != MHD_YES) {
         json_t *v = json_object_get(args, "name");
         if (v && !json_is_string(v))
             return http_reply_error(r, 400, "field \"name\" must be a string, not %s", json_type_name(v));

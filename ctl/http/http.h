@@ -31,9 +31,18 @@ typedef struct http_srv http_srv;
 typedef struct http_req http_req;
 typedef struct sse_stream sse_stream;
 typedef struct http_call http_call;
+typedef struct http_auth http_auth;
+typedef struct auth_check auth_check;
+
+#define HTTP_IP_MAX 64 /* a numeric IPv4 or IPv6 address */
+
+typedef enum { AUTH_NONE, AUTH_BROKER } auth_mode;
+typedef enum { ROUTE_NONE, ROUTE_EVENTS, ROUTE_API, ROUTE_TOKEN } req_route;
 
 typedef enum {
     REQ_NEW,      /* reading the request */
+    REQ_AUTH,     /* suspended until the broker has checked the credentials */
+    REQ_AUTHED,   /* credentials good, connection resumed: serve it */
     REQ_WAITING,  /* suspended until control answers */
     REQ_READY,    /* answer prepared, connection resumed (or about to be) */
     REQ_DONE,     /* response queued */
@@ -46,6 +55,13 @@ struct http_req {
     char method[16];
     char *path;
     char client[IFM_NAME_MAX]; /* the acting client, for the log ("" if none) */
+    char user[IFM_NAME_MAX];   /* --auth broker: the authenticated user, the acting client */
+    char ip[HTTP_IP_MAX];      /* the peer's address (rate limit, auth log) */
+    req_route route;
+    auth_check *check;         /* REQ_AUTH: the credential check it waits for */
+    http_req *check_next;      /* the check's other waiters */
+    bool challenge;            /* add WWW-Authenticate: Basic realm="icefarm" to the reply */
+    unsigned retry_after;      /* add Retry-After: N (seconds) to the reply, if nonzero */
     uint64_t t0;
     char *body;
     size_t len, cap;
@@ -80,7 +96,12 @@ struct http_srv {
     uint64_t mhd_timer, kick_timer;
     char broker_host[256];
     int broker_port;
+    const char *cafile;   /* for credential checks: the shim's own CA */
+    int keepalive;
     uint64_t timeout_ms;
+    auth_mode auth_mode;
+    uint64_t token_ttl_ms, auth_cache_ms;
+    http_auth *auth;      /* --auth broker */
     char listen_url[300];
     http_req *reqs;
     http_call *calls;
@@ -103,6 +124,26 @@ enum MHD_Result http_reply_error(http_req *r, unsigned status, const char *fmt, 
 void http_finish(http_req *r, unsigned status, json_t *body);
 void http_finish_error(http_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Ends a REQ_AUTH wait: status 0 serves the request as r->user, else answers
+ * the error (with WWW-Authenticate if `challenge`, Retry-After if nonzero). */
+void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool challenge, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* A name from the network as one log token: quoted and escaped if needed. */
+const char *http_log_name(const char *name, char *out, size_t cap);
+
+/* auth.c: --auth broker (Basic and Bearer, checked against the broker). */
+typedef enum { AUTH_OK, AUTH_REPLIED, AUTH_PENDING } auth_result;
+int auth_init(http_srv *s);
+/* Authenticates a request: AUTH_OK (r->user set), AUTH_REPLIED (an error is
+ * queued, *rc is MHD's result) or AUTH_PENDING (suspended in REQ_AUTH). */
+auth_result auth_begin(http_req *r, enum MHD_Result *rc);
+/* Forgets a request waiting for a check (it completed or is being answered). */
+void auth_detach(http_req *r);
+/* POST /token, authenticated as r->user. */
+enum MHD_Result auth_token_serve(http_req *r);
+/* The start-up probe found a broker that accepts any password: exit. */
+bool auth_failed(const http_srv *s);
+void auth_free(http_srv *s);
 
 /* api.c: the control endpoints. Returns NULL for a path that is not one. */
 const struct endpoint *api_find(const char *path);
@@ -111,6 +152,9 @@ enum MHD_Result api_serve(http_req *r, json_t *args);
 void api_call_done(http_call *c);
 /* A client name control accepts: one topic level, no control characters. */
 bool api_name_ok(const char *name);
+/* --auth broker: a "name" argument must be absent, null or r->user. Returns 0,
+ * or 400/403 with the message in err. */
+int api_acting_user(http_req *r, json_t *args, char *err, size_t errlen);
 
 /* events.c: GET /events (Server-Sent Events) and the lease table. */
 int events_init(http_srv *s);

@@ -20,6 +20,11 @@ static void usage(FILE *f)
             "  --timeout-ms MS     how long to wait for control          [ICEFARM_TIMEOUT_MS, 5000]\n"
             "  --keepalive SECONDS MQTT keep-alive                       [ICEFARM_KEEPALIVE, 5]\n"
             "  --user NAME --password PW --cafile FILE   broker credentials and TLS CA\n"
+            "  --auth MODE         none: callers act under the \"name\" they give; broker: callers\n"
+            "                      log in (Basic or Bearer), checked against the broker\n"
+            "                                              [ICEFARM_AUTH, broker with --user, else none]\n"
+            "  --token-ttl SECONDS how long a token from POST /token is valid [ICEFARM_TOKEN_TTL, 3600]\n"
+            "  --auth-cache SECONDS how long a checked password is trusted  [ICEFARM_AUTH_CACHE, 60]\n"
             "  --config FILE       `name = value` file read after flags and environment\n"
             "  -h, --help          this help\n");
 }
@@ -37,12 +42,17 @@ static void on_signal(ifm_loop *loop, int signo, void *arg)
 
 static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf **confp)
 {
-    enum { O_BROKER = 1, O_LISTEN, O_TIMEOUT, O_KEEPALIVE, O_USER, O_PASSWORD, O_CAFILE, O_CONFIG };
+    enum {
+        O_BROKER = 1, O_LISTEN, O_TIMEOUT, O_KEEPALIVE, O_USER, O_PASSWORD, O_CAFILE, O_AUTH, O_TOKEN_TTL,
+        O_AUTH_CACHE, O_CONFIG
+    };
     static const struct option opts[] = {
         { "broker", required_argument, 0, O_BROKER }, { "listen", required_argument, 0, O_LISTEN },
         { "timeout-ms", required_argument, 0, O_TIMEOUT }, { "keepalive", required_argument, 0, O_KEEPALIVE },
         { "user", required_argument, 0, O_USER }, { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE }, { "config", required_argument, 0, O_CONFIG },
+        { "cafile", required_argument, 0, O_CAFILE }, { "auth", required_argument, 0, O_AUTH },
+        { "token-ttl", required_argument, 0, O_TOKEN_TTL }, { "auth-cache", required_argument, 0, O_AUTH_CACHE },
+        { "config", required_argument, 0, O_CONFIG },
         { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
     };
     const char *flag[O_CONFIG + 1] = { 0 };
@@ -81,13 +91,30 @@ static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf
     cfg->user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
     cfg->password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
     cfg->cafile = ifm_conf_get(conf, "cafile", flag[O_CAFILE], NULL);
-    long timeout;
+    long timeout, ttl, cache;
     if (ifm_conf_get_long(conf, "timeout-ms", flag[O_TIMEOUT], 5000, 1, 3600L * 1000, &timeout, err, sizeof err) ||
-        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &cfg->keepalive, err, sizeof err)) {
+        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &cfg->keepalive, err, sizeof err) ||
+        ifm_conf_get_long(conf, "token-ttl", flag[O_TOKEN_TTL], 3600, 10, 30L * 86400, &ttl, err, sizeof err) ||
+        ifm_conf_get_long(conf, "auth-cache", flag[O_AUTH_CACHE], 60, 0, 3600, &cache, err, sizeof err)) {
         fprintf(stderr, "icefarm-http: %s\n", err);
         return -1;
     }
     s->timeout_ms = (uint64_t)timeout;
+    s->token_ttl_ms = (uint64_t)ttl * 1000;
+    s->auth_cache_ms = (uint64_t)cache * 1000;
+    /* Without a broker login of its own the shim is on an anonymous broker,
+     * which cannot check anybody's password: the demo's "name" rules there. */
+    const char *auth = ifm_conf_get(conf, "auth", flag[O_AUTH], cfg->user ? "broker" : "none");
+    if (strcmp(auth, "none") == 0) {
+        s->auth_mode = AUTH_NONE;
+    } else if (strcmp(auth, "broker") == 0) {
+        s->auth_mode = AUTH_BROKER;
+    } else {
+        fprintf(stderr, "icefarm-http: --auth must be none or broker, not \"%s\"\n", auth);
+        return -1;
+    }
+    s->cafile = cfg->cafile;
+    s->keepalive = (int)cfg->keepalive;
     return 0;
 }
 
@@ -121,6 +148,10 @@ int main(int argc, char **argv)
         IFM_ERROR("cannot subscribe to the lease topic");
         goto out;
     }
+    if (s.auth_mode == AUTH_BROKER && auth_init(&s)) {
+        IFM_ERROR("cannot set up authentication");
+        goto out;
+    }
     char err[256] = "";
     if (http_server_start(&s, cfg.listen, err, sizeof err)) {
         IFM_ERROR("%s", err);
@@ -128,13 +159,23 @@ int main(int argc, char **argv)
     }
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(s.loop, sigs, 2, on_signal, &s);
-    IFM_INFO("icefarm-http listening on %s: broker %s:%d, control timeout %llu ms", s.listen_url, s.broker_host,
-             s.broker_port, (unsigned long long)s.timeout_ms);
+    IFM_INFO("icefarm-http listening on %s: broker %s:%d, control timeout %llu ms, auth %s", s.listen_url,
+             s.broker_host, s.broker_port, (unsigned long long)s.timeout_ms,
+             s.auth_mode == AUTH_BROKER ? "broker (Basic or Bearer, checked against the broker)"
+                                        : "none (callers act under any name they give)");
+    if (s.auth_mode == AUTH_NONE && cfg.user)
+        IFM_WARN("--auth none with a gateway login: anyone who reaches %s can act as any client", s.listen_url);
+    if (s.auth_mode == AUTH_BROKER && strncmp(s.listen_url, "http://127.", 11) != 0 &&
+        strncmp(s.listen_url, "http://[::1]", 12) != 0)
+        IFM_WARN("--auth broker on %s: passwords and tokens cross the network in clear text unless a TLS proxy "
+                 "fronts it",
+                 s.listen_url);
     ifm_mqtt_start(s.mqtt);
     ifm_loop_run(s.loop);
-    rc = 0;
+    rc = auth_failed(&s) ? 1 : 0;
 out:
     http_server_stop(&s);
+    auth_free(&s);
     if (s.mqtt) {
         ifm_mqtt_disconnect(s.mqtt);
         ifm_mqtt_free(s.mqtt);

@@ -84,6 +84,13 @@ static enum MHD_Result queue_text(http_req *r, unsigned status, char *text, size
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (r->challenge)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"icefarm\"");
+    if (r->retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%u", r->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -166,6 +173,28 @@ void http_finish_error(http_req *r, unsigned status, const char *fmt, ...)
     json_t *body = error_body(fmt, ap);
     va_end(ap);
     http_finish(r, status, body);
+}
+
+void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool challenge, const char *fmt, ...)
+{
+    if (r->state != REQ_AUTH)
+        return;
+    if (status) {
+        va_list ap;
+        va_start(ap, fmt);
+        json_t *body = error_body(fmt, ap);
+        va_end(ap);
+        size_t len = 0;
+        r->ready_body = dump(body, &len);
+        r->ready_status = status;
+        r->challenge = challenge;
+        r->retry_after = retry_after;
+        r->state = REQ_READY;
+    } else {
+        r->state = REQ_AUTHED;
+    }
+    r->resume_pending = true;
+    http_kick(r->srv);
 }
 
 static enum MHD_Result serve_page(http_req *r)
@@ -253,6 +282,13 @@ static http_req *req_new(http_srv *s, struct MHD_Connection *conn, const char *u
     r->conn = conn;
     r->t0 = now_us();
     snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->ip, sizeof r->ip, "?");
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        socklen_t salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+        getnameinfo(sa, salen, r->ip, sizeof r->ip, NULL, 0, NI_NUMERICHOST);
+    }
     r->next = s->reqs;
     if (s->reqs)
         s->reqs->prev = r;
@@ -260,35 +296,54 @@ static http_req *req_new(http_srv *s, struct MHD_Connection *conn, const char *u
     return r;
 }
 
+/* Serves an authenticated (or --auth none) request whose route is known. */
+static enum MHD_Result serve(http_req *r)
+{
+    enum MHD_Result rc = MHD_NO;
+    if (r->user[0])
+        snprintf(r->client, sizeof r->client, "%s", r->user);
+    if (r->route == ROUTE_TOKEN)
+        return auth_token_serve(r);
+    json_t *args = parse_args(r, &rc);
+    if (!args)
+        return rc;
+    rc = r->route == ROUTE_EVENTS ? events_serve(r, args) : api_serve(r, args);
+    json_decref(args);
+    return rc;
+}
+
+/* Paths and methods first (the page needs no credentials; 404 and 405 say
+ * nothing about the farm), then --auth broker's credentials, then the arguments. */
 static enum MHD_Result route(http_req *r)
 {
     bool get = strcmp(r->method, MHD_HTTP_METHOD_GET) == 0;
     bool post = strcmp(r->method, MHD_HTTP_METHOD_POST) == 0;
     bool head = strcmp(r->method, MHD_HTTP_METHOD_HEAD) == 0;
-    enum MHD_Result rc = MHD_NO;
+    bool auth = r->srv->auth_mode == AUTH_BROKER;
     if (strcmp(r->path, "/") == 0 || strcmp(r->path, "/index.html") == 0)
         return get || head ? serve_page(r) : reply_405(r, "GET, HEAD");
     if (strcmp(r->path, "/events") == 0) {
         if (!get)
             return reply_405(r, "GET");
-        json_t *args = parse_args(r, &rc);
-        if (!args)
-            return rc;
-        rc = events_serve(r, args);
-        json_decref(args);
-        return rc;
+        r->route = ROUTE_EVENTS;
+    } else if (strcmp(r->path, "/token") == 0 && auth) {
+        if (!post)
+            return reply_405(r, "POST");
+        r->route = ROUTE_TOKEN;
+    } else {
+        r->ep = api_find(r->path);
+        if (!r->ep)
+            return http_reply_error(r, 404, "unknown path %s", r->path);
+        if (!get && !post)
+            return reply_405(r, "GET, POST");
+        r->route = ROUTE_API;
     }
-    r->ep = api_find(r->path);
-    if (!r->ep)
-        return http_reply_error(r, 404, "unknown path %s", r->path);
-    if (!get && !post)
-        return reply_405(r, "GET, POST");
-    json_t *args = parse_args(r, &rc);
-    if (!args)
-        return rc;
-    rc = api_serve(r, args);
-    json_decref(args);
-    return rc;
+    if (auth) {
+        enum MHD_Result rc = MHD_NO;
+        if (auth_begin(r, &rc) != AUTH_OK)
+            return rc;
+    }
+    return serve(r);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -338,6 +393,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes",
                                     HTTP_BODY_MAX);
         return route(r);
+    case REQ_AUTHED:
+        return serve(r);
     case REQ_READY: {
         char *text = r->ready_body;
         r->ready_body = NULL;
@@ -345,6 +402,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return MHD_NO;
         return queue_text(r, r->ready_status, text, strlen(text), NULL);
     }
+    case REQ_AUTH:
     case REQ_WAITING:
     case REQ_DONE: return MHD_YES;
     }
@@ -354,7 +412,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 /* ---- the request log ---- */
 
 /* The client name as a log token: quoted and escaped when it needs to be. */
-static const char *log_name(const char *name, char *out, size_t cap)
+const char *http_log_name(const char *name, char *out, size_t cap)
 {
     if (!*name)
         return "-";
@@ -399,7 +457,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     path[i] = '\0';
     char status[8];
     snprintf(status, sizeof status, "%u", r->status);
-    IFM_INFO("%s %s client=%s status=%s %.1f ms%s", r->method, path, log_name(r->client, buf, sizeof buf),
+    IFM_INFO("%s %s client=%s status=%s %.1f ms%s", r->method, path, http_log_name(r->client, buf, sizeof buf),
              r->status ? status : "-", (double)(now_us() - r->t0) / 1000.0,
              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
              : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? " (client went away)"
@@ -408,6 +466,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                                              : " (connection closed)");
     if (r->call)
         r->call->req = NULL;
+    auth_detach(r);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -503,6 +562,10 @@ void http_server_stop(http_srv *s)
         return;
     /* MHD must not be stopped with suspended connections: answer and resume them. */
     for (http_req *r = s->reqs; r; r = r->next) {
+        if (r->state == REQ_AUTH) {
+            auth_detach(r);
+            http_auth_finish(r, 503, 0, false, "icefarm-http is shutting down");
+        }
         if (r->state == REQ_WAITING) {
             if (r->call) {
                 r->call->req = NULL;

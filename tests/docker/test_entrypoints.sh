@@ -71,7 +71,7 @@ import json, sys, zlib
 r = json.loads(sys.argv[1])
 sys.exit(0 if len(r) == 2 and all(x.get('pulses') == zlib.crc32(open(x['file'],'rb').read()) % 100000 for x in r) else 1)" "$out"
 CHECK="the HTTP API answers through the gateway user"
-check bash -c "curl -sf 'http://127.0.0.1:$ICEFARM_HTTP_PORT/available' | grep -q amount"
+check bash -c "curl -sf -u 'alice:$(cat "$T/etc/secrets/alice")' 'http://127.0.0.1:$ICEFARM_HTTP_PORT/available' | grep -q amount"
 CHECK="a wrong password is refused"
 check bash -c "! '$T/prefix/bin/icefarm-cli' --broker mqtts://localhost:$ICEFARM_MQTTS_PORT --cafile '$T/etc/certs/ca.crt' --user alice --password nope --timeout 3 status >/dev/null 2>&1"
 echo "$pass passed, $fail failed"

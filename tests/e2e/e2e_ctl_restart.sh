@@ -42,11 +42,12 @@ check "the leased boards are not available" jtest "$OUT" \
 check "the 2 other boards become available" wait_until 60 available_is 2
 cli other reserve --amount 3
 check "another client cannot get 3 boards (exit 4, got $RC)" test "$RC" = 4
-cli other reserve $(sed -n 1p <<<"$SERIALS")
+cli other reserve "$(sed -n 1p <<<"$SERIALS")"
 check "another client cannot reserve a leased serial (got $RC)" bash -c "[[ $RC != 0 ]]"
 cli "$HOLDER" extend
 check "the holder can extend both leases (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$1 == \"\$2\" ]]" _ "$(serials_of "$OUT")" "$SERIALS"
-cli "$HOLDER" end $SERIALS
+mapfile -t SERIAL_LIST <<<"$SERIALS"
+cli "$HOLDER" end "${SERIAL_LIST[@]}"
 check "the holder can end both leases (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$1 == \"\$2\" ]]" _ "$(serials_of "$OUT")" "$SERIALS"
 check "status shows no leases" status_has "j['leases'] == []"
 check "all 4 boards become available again" wait_until 60 available_is 4

@@ -18,7 +18,7 @@ check "evaluate --json --boards 2 of ${#files[@]} bitstreams exits 0 (got $RC)" 
 files_json=$("$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${files[@]}")
 check "one result per file, in order" jtest "$OUT" "[r['file'] for r in j] == $files_json"
 check "every result's pulses are crc32(file) % 100000" jtest "$OUT" \
-    "all(r.get('pulses') == int($expected[r['file']]) for r in j)"
+    "all(r.get('pulses') == int(${expected}[r['file']]) for r in j)"
 check "no result carries an error" jtest "$OUT" "not any('error' in r for r in j)"
 check "the results came from at most 2 boards" jtest "$OUT" "len({r['serial'] for r in j}) <= 2 and all(r['serial'] for r in j)"
 
@@ -52,3 +52,4 @@ RC=0
 check "available (human output) exits 0" bash -c "[[ $RC == 0 ]] && grep -q 'board(s) available' '$RUN/available.out'"
 cli session status
 check "still no leases after the human run" jtest "$OUT" "j['leases'] == []"
+check "all 4 boards become available again" wait_until 60 available_is 4

@@ -22,6 +22,7 @@ FARM_BIN=$(cd "$FARM_BIN" && pwd)
 source "$E2E_DIR/../../broker/farm.sh"
 
 CLI_BIN=$FARM_BIN/cli/icefarm-cli
+# shellcheck disable=SC2034 # used by the test scripts
 BITS=$E2E_ROOT/tests/bitstreams
 E2E_PASS=0
 E2E_FAIL=0
@@ -177,7 +178,7 @@ e2e_stop() {
 e2e_start_ctl() {
     echo "---- e2e: icefarm-ctl restarted ----" >>"$RUN/ctl.log"
     # shellcheck disable=SC2086 # FARM_CTL_ARGS is split like farm_start splits it
-    "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" --data "$RUN/ctl-data" \
+    "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" ${FARM_CTL_AUTH[@]+"${FARM_CTL_AUTH[@]}"} --data "$RUN/ctl-data" \
         ${FARM_CTL_ARGS:-} >>"$RUN/ctl.log" 2>&1 &
     FARM_PIDS+=($!)
     E2E_ROLE[$!]=ctl
@@ -185,7 +186,7 @@ e2e_start_ctl() {
 
 e2e_start_wrk() {
     echo "---- e2e: icefarm-wrk restarted ----" >>"$RUN/wrk.log"
-    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" --name "${FARM_WORKER:-sim-worker}" \
+    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" ${FARM_WRK_AUTH[@]+"${FARM_WRK_AUTH[@]}"} --name "${FARM_WORKER:-sim-worker}" \
         --sim "$E2E_WRK_BOARDS" "${E2E_WRK_ARGS[@]}" >>"$RUN/wrk.log" 2>&1 &
     FARM_PIDS+=($!)
     E2E_ROLE[$!]=wrk

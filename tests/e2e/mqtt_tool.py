@@ -15,7 +15,6 @@
       Prints "FILE PULSES" per file: zlib.crc32(content) % 100000 (wrk/sim.h).
 """
 import json
-import os
 import sys
 import threading
 import time

@@ -363,10 +363,15 @@ def run(farm):
     ok = ctl.wait_for("icefarm/ctl/req/status", p_none)
     ids = [v for k, v in ctl.got("icefarm/ctl/req/status", p_none)[0][3]["user"] if k == "icefarm-client"] if ok else []
     check(ids == ["alice"], "a request without icefarm-client gets the authenticated user")
-    p_gw = request(gw, "reserve", "carol", "icefarm/client/gw/reply")
+    p_gw = request(gw, "reserve", "alice", "icefarm/client/gw/reply")
     ok = ctl.wait_for("icefarm/ctl/req/reserve", p_gw)
     ids = [v for k, v in ctl.got("icefarm/ctl/req/reserve", p_gw)[0][3]["user"] if k == "icefarm-client"] if ok else []
-    check(ids == ["carol"], "a gateway's request keeps the client it names")
+    check(ids == ["alice"], "a gateway's request keeps the client it names")
+    p_gw_ctl = request(gw, "end_all", "ctl", "icefarm/client/gw/reply")
+    p_gw_nobody = request(gw, "end_all", "carol", "icefarm/client/gw/reply")
+    ctl_barrier()
+    check(not ctl.got("icefarm/ctl/req/end_all", p_gw_ctl) and not ctl.got("icefarm/ctl/req/end_all", p_gw_nobody),
+          "a gateway cannot act for a user who is not a client (control, or nobody)")
     p_bad = request(bob, "status", None, "icefarm/lease/S1")
     p_bad2 = request(bob, "status", None, "icefarm/client/alice/reply")
     ctl_barrier()
