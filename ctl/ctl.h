@@ -49,6 +49,7 @@ typedef struct {
     ctl *owner;          /* for timer callbacks */
     char serial[IFM_SERIAL_MAX];
     char worker[IFM_NAME_MAX];
+    size_t worker_hint;  /* index into ctl.workers where `worker` was last found */
     ifm_board_state state;
     char kind[IFM_KIND_MAX];
     char reason[160];
@@ -77,6 +78,7 @@ struct ctl {
     ctl_waiter *waiters;   /* FIFO */
     uint8_t last_avail[512];
     size_t last_avail_len;
+    uint64_t avail_timer; /* availability is recomputed at most every AVAIL_DEBOUNCE_MS */
     bool shutting_down;
 };
 
@@ -84,8 +86,10 @@ struct ctl {
 ctl_worker *ctl_worker_find(ctl *c, const char *id);
 ctl_board *ctl_board_find(ctl *c, const char *serial);
 ctl_board *ctl_board_get(ctl *c, const char *serial); /* find or create */
+/* The board's worker, or NULL; O(1) in the common case. */
+ctl_worker *ctl_board_worker(ctl *c, ctl_board *b);
 bool ctl_worker_offers(const ctl_worker *w, const char *kind);
-bool ctl_board_allocatable(ctl *c, const ctl_board *b, const char *kind);
+bool ctl_board_allocatable(ctl *c, ctl_board *b, const char *kind);
 void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 
@@ -119,6 +123,9 @@ uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *
 
 /* publish.c */
 void ctl_publish_lease(ctl *c, const ctl_board *b);
+/* Availability changes with every board state; publishing is debounced so a
+ * burst of changes (a worker's birth, 1,000 retained states at start) costs one
+ * recount. `force` publishes now. */
 void ctl_publish_available(ctl *c, bool force);
 void ctl_publish_state(ctl *c, bool online);
 void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial,

@@ -164,6 +164,8 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     ctl_waiters_free(&c);
+    if (c.loop)
+        ifm_timer_cancel(c.loop, c.avail_timer);
     ifm_mqtt_free(c.mqtt);
     for (size_t i = 0; i < c.nboards; i++)
         free(c.boards[i]);

@@ -30,7 +30,29 @@ void ctl_publish_lease(ctl *c, const ctl_board *b)
     ifm_enc_free(&e);
 }
 
+#define AVAIL_DEBOUNCE_MS 20
+
+static void publish_available_now(ctl *c, bool force);
+
+static void on_avail_timer(ifm_loop *loop, void *arg)
+{
+    ctl *c = arg;
+    c->avail_timer = 0;
+    publish_available_now(c, false);
+}
+
 void ctl_publish_available(ctl *c, bool force)
+{
+    if (force) {
+        ifm_timer_cancel(c->loop, c->avail_timer);
+        c->avail_timer = 0;
+        publish_available_now(c, true);
+    } else if (!c->avail_timer) {
+        c->avail_timer = ifm_timer_add(c->loop, AVAIL_DEBOUNCE_MS, on_avail_timer, c);
+    }
+}
+
+static void publish_available_now(ctl *c, bool force)
 {
     ifm_available a;
     memset(&a, 0, sizeof a);
@@ -45,11 +67,11 @@ void ctl_publish_available(ctl *c, bool force)
         }
     }
     for (size_t i = 0; i < c->nboards; i++) {
-        const ctl_board *b = c->boards[i];
+        ctl_board *b = c->boards[i];
         if (!ctl_board_allocatable(c, b, NULL))
             continue;
         a.amount++;
-        const ctl_worker *w = ctl_worker_find(c, b->worker);
+        const ctl_worker *w = ctl_board_worker(c, b);
         for (size_t j = 0; j < a.nkinds; j++)
             if (ctl_worker_offers(w, a.kinds[j]))
                 a.counts[j]++;

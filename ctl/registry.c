@@ -65,6 +65,16 @@ ctl_board *ctl_board_get(ctl *c, const char *serial)
     return b;
 }
 
+ctl_worker *ctl_board_worker(ctl *c, ctl_board *b)
+{
+    if (b->worker_hint < c->nworkers && strcmp(c->workers[b->worker_hint].id, b->worker) == 0)
+        return &c->workers[b->worker_hint];
+    ctl_worker *w = ctl_worker_find(c, b->worker);
+    if (w)
+        b->worker_hint = (size_t)(w - c->workers);
+    return w;
+}
+
 bool ctl_worker_offers(const ctl_worker *w, const char *kind)
 {
     for (size_t i = 0; i < w->nkinds; i++)
@@ -73,11 +83,11 @@ bool ctl_worker_offers(const ctl_worker *w, const char *kind)
     return false;
 }
 
-bool ctl_board_allocatable(ctl *c, const ctl_board *b, const char *kind)
+bool ctl_board_allocatable(ctl *c, ctl_board *b, const char *kind)
 {
     if (!b->known || b->leased || b->state != IFM_BOARD_READY)
         return false;
-    const ctl_worker *w = ctl_worker_find(c, b->worker);
+    const ctl_worker *w = ctl_board_worker(c, b);
     return w && w->online && (!kind || !*kind || ctl_worker_offers(w, kind));
 }
 

@@ -113,7 +113,7 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
                 reply_error(c, msg, 400, why);
                 return;
             }
-        const ctl_board *b = ctl_board_find(c, req->serials[i]);
+        ctl_board *b = ctl_board_find(c, req->serials[i]);
         if (!b || !b->known) {
             snprintf(why, sizeof why, "unknown serial %s", req->serials[i]);
             reply_error(c, msg, 404, why);
@@ -122,7 +122,7 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
         if (!ctl_board_allocatable(c, b, req->kind)) {
             snprintf(why, sizeof why, "serial %s is not available for kind %s (%s%s)", b->serial,
                      req->kind, b->leased ? "reserved" : ifm_board_state_name(b->state),
-                     ctl_worker_find(c, b->worker) && ctl_worker_find(c, b->worker)->online ? "" : ", worker offline");
+                     ctl_board_worker(c, b) && ctl_board_worker(c, b)->online ? "" : ", worker offline");
             reply_error(c, msg, 409, why);
             return;
         }
@@ -328,7 +328,7 @@ static void do_status(ctl *c, const ifm_mqtt_msg *msg)
     ifm_enc_key(&e, "boards");
     ifm_enc_array(&e, (uint32_t)c->nboards);
     for (size_t i = 0; i < c->nboards; i++) {
-        const ctl_board *b = c->boards[i];
+        ctl_board *b = c->boards[i];
         ifm_enc_map(&e, 6);
         ifm_enc_kstr(&e, "serial", b->serial);
         ifm_enc_kstr(&e, "worker", b->worker);

@@ -40,8 +40,8 @@ uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *
     for (size_t i = 0; i < c->nworkers; i++)
         loads[i].worker = c->workers[i].id;
     for (size_t i = 0; i < n; i++) {
-        const ctl_board *b = c->boards[i];
-        const ctl_worker *w = ctl_worker_find(c, b->worker);
+        ctl_board *b = c->boards[i];
+        const ctl_worker *w = ctl_board_worker(c, b);
         cand[i] = (ctl_alloc_board){ b->serial, b->worker, b->known && b->state == IFM_BOARD_READY,
                                      w && w->online, w && ctl_worker_offers(w, kind), b->leased };
         for (size_t k = 0; b->leased && k < c->nworkers; k++)
