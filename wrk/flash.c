@@ -13,11 +13,6 @@
 #include "icefarm/log.h"
 #include "worker.h"
 
-typedef struct {
-    wrk_board *b;
-    uint64_t gen;
-} flash_token;
-
 static void step(wrk_board *b);
 
 static bool is_bootsel(const wrk_board *b)
@@ -50,10 +45,10 @@ static void on_timeout(ifm_loop *loop, void *arg)
 
 static void on_written(void *arg, int status, const char *reason)
 {
-    flash_token *tok = arg;
-    wrk_board *b = tok->b;
-    bool current = tok->gen == b->gen && b->fstep == FL_WRITING;
-    free(tok);
+    wrk_board *b = arg;
+    /* One write per board is in flight at most (FL_SETTLING waits for it), so
+     * the generation it was issued in says whether it is still the current one. */
+    bool current = b->write_gen == b->gen && b->fstep == FL_WRITING;
     if (!current) {
         /* An earlier write we superseded: if it failed the board stays in
          * BOOTSEL and will not re-enumerate, so continue with the new image now. */
@@ -80,17 +75,10 @@ static void step(wrk_board *b)
     if (is_bootsel(b)) {
         const wrk_image custom = { b->custom, b->custom_len, "" };
         const wrk_image *img = b->image == FW_CUSTOM ? &custom : &b->w->fw[b->image];
-        flash_token *tok = malloc(sizeof *tok);
-        if (!tok) {
-            finish(b, false, "out of memory");
-            return;
-        }
-        *tok = (flash_token){ b, b->gen };
+        b->write_gen = b->gen;
         b->fstep = FL_WRITING;
-        if (t->ops->flash_uf2(t, b->dev, img->data, img->len, on_written, tok)) {
-            free(tok);
+        if (t->ops->flash_uf2(t, b->dev, img->data, img->len, on_written, b))
             finish(b, false, "the bootloader refused the image");
-        }
         return;
     }
     if (b->touches >= 3) {

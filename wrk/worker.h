@@ -94,6 +94,7 @@ struct wrk_board {
     uint64_t state_timer;    /* the one timer of the current state */
     /* flashing */
     flash_step fstep;
+    uint64_t write_gen;      /* gen when the UF2 write in flight was issued */
     int image;               /* FW_* being flashed */
     int touches;
     flash_done_fn flash_done;
