@@ -19,6 +19,23 @@ farm_free_port() {
 
 farm_log() { printf '%s\n' "$*" >&2; }
 
+# An ASan build's ACL plugin needs the sanitizer runtimes preloaded into the
+# (uninstrumented) broker: puts a `mosquitto` wrapper that does so first on PATH.
+# A no-op for normal builds. farm_sanitized_broker DIR (a scratch directory).
+farm_sanitized_broker() {
+    local dir=$1 preload="" lib p real
+    ldd "$FARM_BIN/broker/plugin/icefarm_acl.so" 2>/dev/null | grep -q libasan || return 0
+    mkdir -p "$dir/bin"
+    for lib in libasan.so libubsan.so; do
+        p=$(gcc -print-file-name="$lib" 2>/dev/null || true)
+        [[ $p == /* && -e $p ]] && preload+="${preload:+:}$(realpath "$p")"
+    done
+    real=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec %s "$@"\n' "$preload" "$real" >"$dir/bin/mosquitto"
+    chmod 755 "$dir/bin/mosquitto"
+    PATH=$dir/bin:$PATH
+}
+
 # Waits until HOST:PORT accepts TCP connections.
 farm_wait_port() {
     local port=$1 tries=${2:-100}
@@ -39,6 +56,7 @@ farm_secure_setup() {
     local dir=$1 port=$2 ws=$3 sec
     sec="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/secure"
     chmod 755 "$dir" # the broker drops root before it reads its files
+    farm_sanitized_broker "$dir"
     "$sec/make-certs.sh" "$dir/certs" >/dev/null
     mkdir -p "$dir/etc"
     local worker=${FARM_WORKER:-sim-worker} pw

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "icefarm/client.h"
+#include "icefarm/json.h"
 
 /* Exit codes scripts can rely on. */
 enum {
@@ -54,8 +55,6 @@ icefarm *cli_connect(const cli_opts *o, int *exit_code);
 int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len,
              icefarm_reply *r);
 int cli_error(const cli_opts *o, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Converts a msgpack object to JSON (for --json output of replies and events). */
-json_t *cli_msgpack_to_json(const msgpack_object *o);
 /* Converts a JSON text (reserve --args) to msgpack; -1 with a reason. */
 int cli_json_to_msgpack(const char *text, ifm_enc *e, char *err, size_t errlen);
 void cli_print_json(json_t *j);

@@ -19,7 +19,7 @@ static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t 
     rc = cli_call(f, o, req, args, args_len, &r);
     if (rc == CLI_OK) {
         if (o->json) {
-            json_t *j = cli_msgpack_to_json(r.doc.root);
+            json_t *j = ifm_json_from_msgpack(r.doc.root);
             json_object_del(j, "v");
             cli_print_json(j);
             json_decref(j);

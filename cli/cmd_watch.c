@@ -13,7 +13,7 @@ static void print_event(icefarm *f, const ifm_event *ev, void *arg)
     if (ev->reason[0])
         json_object_set_new(j, "reason", json_string(ev->reason));
     if (ev->results)
-        json_object_set_new(j, "results", cli_msgpack_to_json(ev->results));
+        json_object_set_new(j, "results", ifm_json_from_msgpack(ev->results));
     cli_print_json(j);
     json_decref(j);
 }

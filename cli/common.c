@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "icefarm/json.h"
 
 int cli_error(const cli_opts *o, int code, const char *fmt, ...)
 {
@@ -50,80 +51,6 @@ int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *
     return CLI_OK;
 }
 
-json_t *cli_msgpack_to_json(const msgpack_object *o)
-{
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return json_null();
-    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN: return json_sprintf("<%u bytes>", o->via.bin.size);
-    case MSGPACK_OBJECT_ARRAY: {
-        json_t *a = json_array();
-        for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(a, cli_msgpack_to_json(&o->via.array.ptr[i]));
-        return a;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        json_t *m = json_object();
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR)
-                continue;
-            char key[256];
-            size_t n = kv->key.via.str.size < sizeof key - 1 ? kv->key.via.str.size : sizeof key - 1;
-            memcpy(key, kv->key.via.str.ptr, n);
-            key[n] = '\0';
-            json_object_set_new(m, key, cli_msgpack_to_json(&kv->val));
-        }
-        return m;
-    }
-    default: return json_null();
-    }
-}
-
-static int pack_json(const json_t *j, ifm_enc *e)
-{
-    switch (json_typeof(j)) {
-    case JSON_NULL: ifm_enc_nil(e); return 0;
-    case JSON_TRUE: ifm_enc_bool(e, true); return 0;
-    case JSON_FALSE: ifm_enc_bool(e, false); return 0;
-    case JSON_INTEGER: {
-        json_int_t v = json_integer_value(j);
-        if (v >= 0)
-            ifm_enc_uint(e, (uint64_t)v);
-        else
-            ifm_enc_int(e, v);
-        return 0;
-    }
-    case JSON_REAL: ifm_enc_double(e, json_real_value(j)); return 0;
-    case JSON_STRING: ifm_enc_strn(e, json_string_value(j), json_string_length(j)); return 0;
-    case JSON_ARRAY: {
-        ifm_enc_array(e, (uint32_t)json_array_size(j));
-        size_t i;
-        json_t *v;
-        json_array_foreach(j, i, v) if (pack_json(v, e)) return -1;
-        return 0;
-    }
-    case JSON_OBJECT: {
-        ifm_enc_map(e, (uint32_t)json_object_size(j));
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)j, k, v)
-        {
-            ifm_enc_str(e, k);
-            if (pack_json(v, e))
-                return -1;
-        }
-        return 0;
-    }
-    }
-    return -1;
-}
-
 int cli_json_to_msgpack(const char *text, ifm_enc *e, char *err, size_t errlen)
 {
     json_error_t je;
@@ -137,7 +64,7 @@ int cli_json_to_msgpack(const char *text, ifm_enc *e, char *err, size_t errlen)
         snprintf(err, errlen, "--args must be a JSON object");
         return -1;
     }
-    int rc = pack_json(j, e);
+    int rc = ifm_json_to_msgpack(j, e);
     json_decref(j);
     return rc;
 }

@@ -69,7 +69,7 @@ static int get_field(json_t *args, const char *key, bool required, json_type wan
         return -1;
     }
     if (json_typeof(v) != want) {
-        snprintf(err->msg, sizeof err->msg, "field \"%s\" must be %s, not %s", key, what, json_type_name(v));
+        snprintf(err->msg, sizeof err->msg, "field \"%s\" must be %s, not %s", key, what, ifm_json_type_name(v));
         return -1;
     }
     *out = v;
@@ -143,7 +143,7 @@ static int get_serials(json_t *args, ifm_ctl_req *req, argerr *err)
         json_t *e = json_array_get(v, i);
         if (!json_is_string(e)) {
             snprintf(err->msg, sizeof err->msg, "field \"serials\" must be a list of strings; serials[%zu] is %s", i,
-                     json_type_name(e));
+                     ifm_json_type_name(e));
             return -1;
         }
         const char *sv = json_string_value(e);
@@ -178,7 +178,7 @@ static int get_args(json_t *args, ifm_enc *enc, bool *have, argerr *err)
     int rc = get_field(args, "args", false, JSON_OBJECT, "an object", &v, err);
     if (rc)
         return rc < 0 ? -1 : 0;
-    if (json_to_msgpack(v, enc)) {
+    if (ifm_json_to_msgpack(v, enc)) {
         snprintf(err->msg, sizeof err->msg, "field \"args\" cannot be encoded");
         return -1;
     }
@@ -223,7 +223,7 @@ int api_acting_user(http_req *r, json_t *args, char *err, size_t errlen)
     json_t *v = json_object_get(args, "name");
     if (v && !json_is_null(v)) {
         if (!json_is_string(v)) {
-            snprintf(err, errlen, "field \"name\" must be a string, not %s", json_type_name(v));
+            snprintf(err, errlen, "field \"name\" must be a string, not %s", ifm_json_type_name(v));
             return 400;
         }
         if (json_string_length(v) != strlen(r->user) || strcmp(json_string_value(v), r->user) != 0) {
@@ -241,11 +241,11 @@ static json_t *shape_reply(http_srv *s, const struct endpoint *ep, const msgpack
     switch (ep->shape) {
     case SHAPE_AMOUNT: {
         const msgpack_object *a = ifm_map_get(root, "amount");
-        return a ? json_pack("{s:o}", "amount", json_from_msgpack(a)) : NULL;
+        return a ? json_pack("{s:o}", "amount", ifm_json_from_msgpack(a)) : NULL;
     }
     case SHAPE_SERIALS: {
         const msgpack_object *a = ifm_map_get(root, "serials");
-        return a && a->type == MSGPACK_OBJECT_ARRAY ? json_from_msgpack(a) : NULL;
+        return a && a->type == MSGPACK_OBJECT_ARRAY ? ifm_json_from_msgpack(a) : NULL;
     }
     case SHAPE_LEASES: {
         const msgpack_object *a = ifm_map_get(root, "serials");
@@ -259,21 +259,21 @@ static json_t *shape_reply(http_srv *s, const struct endpoint *ep, const msgpack
             json_t *o = json_object();
             const msgpack_object *v;
             if ((v = ifm_map_get(l, "serial")))
-                json_object_set_new(o, "serial", json_from_msgpack(v));
+                json_object_set_new(o, "serial", ifm_json_from_msgpack(v));
             /* The old API named the worker's HTTP server; workers are now reached
              * through the broker, so these name the broker. */
             json_object_set_new(o, "ip", json_string(s->broker_host));
             json_object_set_new(o, "serverport", json_integer(s->broker_port));
             if ((v = ifm_map_get(l, "worker")))
-                json_object_set_new(o, "worker", json_from_msgpack(v));
+                json_object_set_new(o, "worker", ifm_json_from_msgpack(v));
             if ((v = ifm_map_get(l, "until")))
-                json_object_set_new(o, "until", json_from_msgpack(v));
+                json_object_set_new(o, "until", ifm_json_from_msgpack(v));
             json_array_append_new(out, o);
         }
         return out;
     }
     case SHAPE_STATUS: {
-        json_t *o = json_from_msgpack(root);
+        json_t *o = ifm_json_from_msgpack(root);
         json_object_del(o, "v");
         json_object_del(o, "ok");
         json_object_del(o, "code");

@@ -217,7 +217,7 @@ static void deliver(http_srv *s, const char *name, const ifm_mqtt_msg *msg, cons
         ifm_doc_free(&doc);
         return;
     }
-    json_t *j = json_from_msgpack(doc.root);
+    json_t *j = ifm_json_from_msgpack(doc.root);
     ifm_doc_free(&doc);
     if (!j)
         return;
@@ -350,7 +350,7 @@ enum MHD_Result events_serve(http_req *r, json_t *args)
     } else if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, "name", 4, &name, &nlen) != MHD_YES) {
         json_t *v = json_object_get(args, "name");
         if (v && !json_is_string(v))
-            return http_reply_error(r, 400, "field \"name\" must be a string, not %s", json_type_name(v));
+            return http_reply_error(r, 400, "field \"name\" must be a string, not %s", ifm_json_type_name(v));
         name = json_string_value(v);
         nlen = name ? json_string_length(v) : 0;
     }

@@ -14,6 +14,8 @@
 #define ICEFARM_HTTP_H
 
 #include <jansson.h>
+
+#include "icefarm/json.h"
 #include <microhttpd.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -165,10 +167,7 @@ void events_resume(http_srv *s);
 void events_close_all(http_srv *s);
 void events_free(http_srv *s);
 
-/* json.c */
-json_t *json_from_msgpack(const msgpack_object *o);
-int json_to_msgpack(const json_t *j, ifm_enc *e);
-const char *json_type_name(const json_t *j);
+/* msgpack <-> JSON: icefarm/json.h */
 
 /* page.c */
 extern const char http_status_page[];

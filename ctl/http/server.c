@@ -262,7 +262,7 @@ static json_t *parse_args(http_req *r, enum MHD_Result *rc)
         return NULL;
     }
     if (!json_is_object(args)) {
-        *rc = http_reply_error(r, 400, "the arguments must be a JSON object, not %s", json_type_name(args));
+        *rc = http_reply_error(r, 400, "the arguments must be a JSON object, not %s", ifm_json_type_name(args));
         json_decref(args);
         return NULL;
     }

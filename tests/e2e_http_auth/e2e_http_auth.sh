@@ -138,21 +138,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# An ASan build's ACL plugin needs the sanitizer runtimes preloaded into the
-# (uninstrumented) broker: farm_start runs `mosquitto` from PATH, so a wrapper
-# in front of it does that.
-if ldd "$FARM_BIN/broker/plugin/icefarm_acl.so" 2>/dev/null | grep -q libasan; then
-    mkdir -p "$RUN/bin"
-    preload=""
-    for lib in libasan.so libubsan.so; do
-        p=$(gcc -print-file-name="$lib" 2>/dev/null || true)
-        [[ $p == /* && -e $p ]] && preload+="${preload:+:}$(realpath "$p")"
-    done
-    real=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec %s "$@"\n' "$preload" "$real" >"$RUN/bin/mosquitto"
-    chmod 755 "$RUN/bin/mosquitto"
-    PATH=$RUN/bin:$PATH
-fi
+farm_sanitized_broker "$RUN" # an ASan build's plugin needs the sanitizer runtimes in the broker
 
 # ==== part 1: the secured farm, --auth broker ====
 FARM_SECURE=1 farm_start "$RUN/secure" 4 --sim-window-ms 50 --sim-flash-ms 50

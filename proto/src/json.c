@@ -1,9 +1,10 @@
-/* msgpack <-> JSON for the shim (the same mapping as icefarm-cli's --json). */
+/* msgpack <-> JSON (icefarm/json.h). */
+#include <math.h>
 #include <string.h>
 
-#include "http.h"
+#include "icefarm/json.h"
 
-json_t *json_from_msgpack(const msgpack_object *o)
+json_t *ifm_json_from_msgpack(const msgpack_object *o)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: return json_null();
@@ -13,7 +14,7 @@ json_t *json_from_msgpack(const msgpack_object *o)
         return json_integer(o->via.u64 > INT64_MAX ? INT64_MAX : (json_int_t)o->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_FLOAT64: return isfinite(o->via.f64) ? json_real(o->via.f64) : json_null();
     case MSGPACK_OBJECT_STR: {
         /* Invalid UTF-8 cannot be JSON: a placeholder stands in for it. */
         json_t *s = json_stringn(o->via.str.ptr, o->via.str.size);
@@ -23,7 +24,7 @@ json_t *json_from_msgpack(const msgpack_object *o)
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array();
         for (uint32_t i = 0; a && i < o->via.array.size; i++)
-            json_array_append_new(a, json_from_msgpack(&o->via.array.ptr[i]));
+            json_array_append_new(a, ifm_json_from_msgpack(&o->via.array.ptr[i]));
         return a;
     }
     case MSGPACK_OBJECT_MAP: {
@@ -32,7 +33,7 @@ json_t *json_from_msgpack(const msgpack_object *o)
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (kv->key.type != MSGPACK_OBJECT_STR)
                 continue;
-            json_t *v = json_from_msgpack(&kv->val);
+            json_t *v = ifm_json_from_msgpack(&kv->val);
             json_object_setn_new(m, kv->key.via.str.ptr, kv->key.via.str.size, v);
         }
         return m;
@@ -41,7 +42,7 @@ json_t *json_from_msgpack(const msgpack_object *o)
     }
 }
 
-int json_to_msgpack(const json_t *j, ifm_enc *e)
+int ifm_json_to_msgpack(const json_t *j, ifm_enc *e)
 {
     switch (json_typeof(j)) {
     case JSON_NULL: ifm_enc_nil(e); return 0;
@@ -63,7 +64,7 @@ int json_to_msgpack(const json_t *j, ifm_enc *e)
         json_t *v;
         json_array_foreach(j, i, v)
         {
-            if (json_to_msgpack(v, e))
+            if (ifm_json_to_msgpack(v, e))
                 return -1;
         }
         return 0;
@@ -75,7 +76,7 @@ int json_to_msgpack(const json_t *j, ifm_enc *e)
         json_object_foreach((json_t *)j, k, v)
         {
             ifm_enc_str(e, k);
-            if (json_to_msgpack(v, e))
+            if (ifm_json_to_msgpack(v, e))
                 return -1;
         }
         return 0;
@@ -84,7 +85,7 @@ int json_to_msgpack(const json_t *j, ifm_enc *e)
     return -1;
 }
 
-const char *json_type_name(const json_t *j)
+const char *ifm_json_type_name(const json_t *j)
 {
     switch (json_typeof(j)) {
     case JSON_OBJECT: return "an object";
