@@ -43,6 +43,11 @@ for clients in 1 8 32; do
     results+=("$line ctl_cpu_pct=$cpu")
 done
 rss_busy=$(rss_kb "$CTL")
+farm_start_http
+http_results=()
+for clients in 1 8; do
+    http_results+=("$("$FARM_BIN/tests/bench/bench_http" "$FARM_HTTP" "$clients" "$SECS")")
+done
 
 # Worker death: time from the signal until control reports the worker offline.
 worker_online() {
@@ -67,6 +72,11 @@ for r in "${results[@]}"; do
     printf '%-44s %-22s %s\n' "reserve+end pairs/s, $local_clients client(s)" "<= 34" "$local_pairs_per_s (ctl CPU $local_ctl_cpu_pct%)"
     printf '%-44s %-22s %s\n' "  reserve latency p50 / p99" "16.5 / 25.7 ms" "$local_reserve_p50_ms / $local_reserve_p99_ms ms"
     printf '%-44s %-22s %s\n' "  end latency p50 / p99" "-" "$local_end_p50_ms / $local_end_p99_ms ms"
+done
+for r in "${http_results[@]}"; do
+    eval "$(tr ' ' '\n' <<<"$r" | grep '=' | sed 's/^/h_/')"
+    printf '%-44s %-22s %s\n' "HTTP /reserve+/end pairs/s, $h_clients client(s)" "<= 34" "$h_pairs_per_s"
+    printf '%-44s %-22s %s\n' "  HTTP reserve latency p50 / p99" "16.5 / 25.7 ms" "$h_reserve_p50_ms / $h_reserve_p99_ms ms"
 done
 printf '%-44s %-22s %s\n' "control resident memory idle / after load" "66 MB (4 boards)" "$((rss_idle / 1024)) MB / $((rss_busy / 1024)) MB"
 printf '%-44s %-22s %s\n' "dead worker noticed (kill -9)" "166 s" "$death_ms ms"
