@@ -129,7 +129,13 @@ static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         wrk_upload_evaluate(b, &cmd, why, sizeof why);
     if (why[0]) {
         IFM_WARN("serial=%s client=%s rejected command: %s", b->serial, b->holder[0] ? b->holder : "-", why);
-        wrk_send_event(b, "error", why);
+        char topic[IFM_TOPIC_MAX];
+        if (!ifm_topic_board(topic, sizeof topic, b->serial, "event")) {
+            ifm_enc e;
+            ifm_enc_init(&e);
+            ifm_event_error_encode(&e, b->serial, why, cmd.batch_id);
+            publish_enc(w, topic, &e, false);
+        }
     }
     ifm_board_cmd_free(&cmd);
     ifm_doc_free(&doc);

@@ -200,6 +200,15 @@ static void on_failure(icefarm *f, const ifm_event *ev, void *arg)
     }
 }
 
+/* A refused command drops the board, unless it names another run's batch. */
+static void on_refused(icefarm *f, const ifm_event *ev, void *arg)
+{
+    icefarm_batch *b = arg;
+    if (ev->batch_id[0] && strcmp(ev->batch_id, b->batch_id) != 0)
+        return;
+    on_failure(f, ev, arg);
+}
+
 static void check_stalls(icefarm_batch *b)
 {
     uint64_t now = ifm_now_ms();
@@ -262,7 +271,7 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], si
     icefarm_on(f, "initialized", on_ready, b);
     icefarm_on(f, "failure", on_failure, b);
     icefarm_on(f, "reservation end", on_failure, b);
-    icefarm_on(f, "error", on_failure, b); /* the board refused our command */
+    icefarm_on(f, "error", on_refused, b); /* the board refused our command */
     return b;
 }
 
@@ -327,6 +336,7 @@ void icefarm_batch_free(icefarm_batch *b)
     icefarm_off(b->f, on_results, b);
     icefarm_off(b->f, on_ready, b);
     icefarm_off(b->f, on_failure, b);
+    icefarm_off(b->f, on_refused, b);
     for (size_t i = 0; i < b->njobs; i++)
         free(b->jobs[i].data);
     free(b->jobs);

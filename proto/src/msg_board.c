@@ -105,6 +105,17 @@ static void encode_value(ifm_enc *e, const ifm_result *r)
     }
 }
 
+void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id)
+{
+    bool has_batch = batch_id && *batch_id;
+    ifm_enc_root(e, 3 + has_batch);
+    ifm_enc_kstr(e, "event", "error");
+    ifm_enc_kstr(e, "serial", serial);
+    ifm_enc_kstr(e, "reason", reason);
+    if (has_batch)
+        ifm_enc_kstr(e, "batch_id", batch_id);
+}
+
 void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id,
                               const ifm_result *r, size_t n)
 {
@@ -133,6 +144,8 @@ int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err)
         if (ifm_get_str(root, "batch_id", true, ev->batch_id, sizeof ev->batch_id, err) ||
             ifm_get_array(root, "results", true, 1u << 20, &ev->results, err))
             return -1;
+    } else if (ifm_get_str(root, "batch_id", false, ev->batch_id, sizeof ev->batch_id, err) < 0) {
+        return -1; /* `error` names the batch of the command it refused */
     }
     return 0;
 }

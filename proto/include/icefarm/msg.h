@@ -174,6 +174,8 @@ typedef struct {
 } ifm_result;
 
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
+/* `error`: the board refused a command; batch_id names it when it was an evaluate ("" or NULL: unknown). */
+void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id);
 void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id,
                               const ifm_result *r, size_t n);
 
