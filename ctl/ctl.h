@@ -25,6 +25,7 @@
 typedef struct {
     char broker_host[256];
     int broker_port;
+    bool broker_tls;
     const char *user, *password, *cafile;
     const char *data_dir;
     uint64_t lease_default_s; /* a reservation's length unless the client asks */

@@ -92,6 +92,7 @@ static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
         return -1;
     }
     c->cfg.broker_port = mo.port;
+    c->cfg.broker_tls = mo.tls;
     c->cfg.data_dir = ifm_conf_get(conf, "data", flag[O_DATA], "./icefarm-ctl-data");
     c->cfg.user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
     c->cfg.password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
@@ -135,7 +136,7 @@ int main(int argc, char **argv)
     ifm_enc_init(&will);
     ifm_ctl_state_encode(&will, false, c.epoch);
     ifm_mqtt_opts mo = {
-        .host = c.cfg.broker_host, .port = c.cfg.broker_port, .client_id = "icefarm-ctl",
+        .host = c.cfg.broker_host, .port = c.cfg.broker_port, .tls = c.cfg.broker_tls, .client_id = "icefarm-ctl",
         .name = "icefarm-ctl", .username = c.cfg.user, .password = c.cfg.password,
         .cafile = c.cfg.cafile, .keepalive = c.cfg.keepalive, .will_topic = IFM_TOPIC_CTL_STATE,
         .will_payload = ifm_enc_data(&will), .will_len = ifm_enc_size(&will), .will_retain = true,

@@ -43,6 +43,7 @@ typedef struct {
     ifm_conf *conf;
     char host[256];
     int port;
+    bool tls;
     long keepalive;
     const char *user, *password, *cafile;
     sim_options sim;
@@ -156,6 +157,7 @@ static int configure(wrk_main *m, int argc, char **argv)
         return -1;
     }
     m->port = mo.port;
+    m->tls = mo.tls;
     char hostname[64] = "worker";
     gethostname(hostname, sizeof hostname - 1);
     const char *name = ifm_conf_get(c, "worker-name", flag[O_NAME], hostname);
@@ -242,7 +244,7 @@ int main(int argc, char **argv)
     w->loop = ifm_loop_new();
     w->epoch = ifm_wall_ms();
     ifm_mqtt_opts mo = {
-        .host = m.host, .port = m.port, .client_id = NULL, .name = NULL, .username = m.user,
+        .host = m.host, .port = m.port, .tls = m.tls, .client_id = NULL, .name = NULL, .username = m.user,
         .password = m.password, .cafile = m.cafile, .keepalive = (int)m.keepalive,
     };
     char client_id[IFM_NAME_MAX + 8];

@@ -452,7 +452,7 @@ static auth_check *check_start(http_auth *a, const char *user, const char *passw
     snprintf(c->user, sizeof c->user, "%s", user);
     snprintf(c->ip, sizeof c->ip, "%s", ip);
     ifm_mqtt_opts mo = {
-        .host = s->broker_host, .port = s->broker_port, .client_id = NULL, .name = NULL,
+        .host = s->broker_host, .port = s->broker_port, .tls = s->broker_tls, .client_id = NULL, .name = NULL,
         .username = user, .password = password, .cafile = s->cafile, .keepalive = s->keepalive,
     };
     /* libmosquitto copies the credentials; the caller wipes its copy right after. */

@@ -98,6 +98,7 @@ struct http_srv {
     uint64_t mhd_timer, kick_timer;
     char broker_host[256];
     int broker_port;
+    bool broker_tls;
     const char *cafile;   /* for credential checks: the shim's own CA */
     int keepalive;
     uint64_t timeout_ms;

@@ -87,6 +87,7 @@ static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf
         return -1;
     }
     s->broker_port = mo.port;
+    s->broker_tls = mo.tls;
     cfg->listen = ifm_conf_get(conf, "listen", flag[O_LISTEN], "127.0.0.1:8080");
     cfg->user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
     cfg->password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
@@ -135,7 +136,7 @@ int main(int argc, char **argv)
     /* Replies come to icefarm/client/<name>/reply; in a secured farm only the
      * authenticated user may read its own client topics, so name = user there. */
     ifm_mqtt_opts mo = {
-        .host = s.broker_host, .port = s.broker_port, .client_id = NULL,
+        .host = s.broker_host, .port = s.broker_port, .tls = s.broker_tls, .client_id = NULL,
         .name = cfg.user ? cfg.user : "icefarm-http",
         .username = cfg.user, .password = cfg.password, .cafile = cfg.cafile, .keepalive = (int)cfg.keepalive,
     };

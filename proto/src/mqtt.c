@@ -78,10 +78,13 @@ int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size
     const char *p = url;
     if (!p || !*p)
         return -1;
+    opts->tls = false;
     if (strncmp(p, "mqtt://", 7) == 0)
         p += 7;
-    else if (strncmp(p, "mqtts://", 8) == 0)
+    else if (strncmp(p, "mqtts://", 8) == 0) {
         p += 8;
+        opts->tls = true;
+    }
     else if (strstr(p, "://"))
         return -1;
     const char *colon = strrchr(p, ':');
@@ -95,6 +98,7 @@ int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size
         hostbuf[hl] = '\0';
     }
     opts->host = hostbuf;
+    opts->port = opts->tls ? 8883 : 1883;
     if (colon) {
         char *end;
         long port = strtol(colon + 1, &end, 10);
@@ -376,6 +380,10 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
         goto fail;
     if (o->cafile && mosquitto_tls_set(m->mosq, o->cafile, NULL, NULL, NULL, NULL)) {
         IFM_ERROR("cannot use CA file %s", o->cafile);
+        goto fail;
+    }
+    if (!o->cafile && o->tls && mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1)) {
+        IFM_ERROR("cannot use the system's CA certificates for TLS");
         goto fail;
     }
     if (o->will_topic && mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len,

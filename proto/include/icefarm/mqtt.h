@@ -31,7 +31,8 @@ typedef struct {
     const char *client_id;   /* MQTT client id; NULL: generated */
     const char *name;        /* icefarm identity: reply topic icefarm/client/<name>/reply */
     const char *username, *password;
-    const char *cafile;      /* TLS when set */
+    const char *cafile;      /* TLS, verified against this CA, when set */
+    bool tls;                /* TLS even without cafile (mqtts:// URLs): the system's CAs */
     int keepalive;           /* seconds; default 5 */
     /* Will: published by the broker if the connection dies without DISCONNECT. */
     const char *will_topic;
@@ -54,8 +55,8 @@ typedef void (*ifm_mqtt_conn_cb)(ifm_mqtt *m, bool connected, void *arg);
 /* status 0: reply in msg; -ETIMEDOUT: no reply in time; -ENOTCONN: connection lost. */
 typedef void (*ifm_mqtt_reply_cb)(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *arg);
 
-/* Parses "mqtt://host:port", "host:port" or "host" into opts->host/port; the
- * host is copied into `hostbuf`. Returns 0 or -1. */
+/* Parses "mqtt://host:port", "mqtts://host:port" (sets opts->tls), "host:port" or
+ * "host" into opts->host/port; the host is copied into `hostbuf`. Returns 0 or -1. */
 int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size_t cap);
 
 ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *opts, ifm_mqtt_conn_cb on_conn, void *arg);

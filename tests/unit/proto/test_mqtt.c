@@ -152,11 +152,17 @@ static void test_parse_url(void **state)
     memset(&o, 0, sizeof o);
     assert_int_equal(ifm_mqtt_parse_url("localhost", &o, host, sizeof host), 0);
     assert_string_equal(o.host, "localhost");
-    assert_int_equal(o.port, 0); /* untouched: the default applies */
-    assert_int_equal(ifm_mqtt_parse_url("mqtts://secure:8883", &o, host, sizeof host), 0);
+    assert_int_equal(o.port, 1883); /* the scheme's default */
+    assert_false(o.tls);
+    assert_int_equal(ifm_mqtt_parse_url("mqtts://secure:8884", &o, host, sizeof host), 0);
     assert_string_equal(o.host, "secure");
+    assert_int_equal(o.port, 8884);
+    assert_true(o.tls);
+    assert_int_equal(ifm_mqtt_parse_url("mqtts://secure", &o, host, sizeof host), 0);
     assert_int_equal(o.port, 8883);
+    assert_true(o.tls);
     assert_int_equal(ifm_mqtt_parse_url(":1999", &o, host, sizeof host), 0);
+    assert_false(o.tls);
     assert_string_equal(o.host, "127.0.0.1");
     assert_int_equal(o.port, 1999);
     assert_int_equal(ifm_mqtt_parse_url("mqtt://h:1/", &o, host, sizeof host), 0);
