@@ -61,28 +61,10 @@ static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
         { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
     };
     const char *flag[O_CONFIG + 1] = { 0 };
-    int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (o == 'h') {
-            usage(stdout);
-            exit(0);
-        }
-        if (o <= 0 || o > O_CONFIG) {
-            usage(stderr);
-            return -1;
-        }
-        flag[o] = optarg;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "icefarm-ctl: unexpected argument %s\n", argv[optind]);
+    ifm_conf *conf = ifm_conf_from_args(argc, argv, opts, flag, O_CONFIG + 1, O_CONFIG, "config", usage);
+    if (!conf)
         return -1;
-    }
     char err[256] = "";
-    ifm_conf *conf = ifm_conf_load(ifm_conf_get(NULL, "config", flag[O_CONFIG], NULL), err, sizeof err);
-    if (!conf) {
-        fprintf(stderr, "icefarm-ctl: %s\n", err);
-        return -1;
-    }
     *confp = conf;
     ifm_mqtt_opts mo = { 0 };
     const char *broker = ifm_conf_get(conf, "broker", flag[O_BROKER], "mqtt://127.0.0.1:1883");

@@ -127,28 +127,10 @@ static int configure(wrk_main *m, int argc, char **argv)
         { "cafile", 1, 0, O_CAFILE }, { "config", 1, 0, O_CONFIG }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
     };
     const char *flag[O_N] = { 0 };
-    int o;
-    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (o == 'h') {
-            usage(stdout);
-            exit(0);
-        }
-        if (o <= 0 || o >= O_N) {
-            usage(stderr);
-            return -1;
-        }
-        flag[o] = optarg;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "icefarm-wrk: unexpected argument %s\n", argv[optind]);
+    m->conf = ifm_conf_from_args(argc, argv, opts, flag, O_N, O_CONFIG, "worker-config", usage);
+    if (!m->conf)
         return -1;
-    }
     char err[256] = "";
-    m->conf = ifm_conf_load(ifm_conf_get(NULL, "worker-config", flag[O_CONFIG], NULL), err, sizeof err);
-    if (!m->conf) {
-        fprintf(stderr, "icefarm-wrk: %s\n", err);
-        return -1;
-    }
     ifm_conf *c = m->conf;
     ifm_mqtt_opts mo = { .port = 1883 };
     const char *broker = ifm_conf_get(c, "broker", flag[O_BROKER], "mqtt://127.0.0.1:1883");

@@ -95,6 +95,32 @@ const char *ifm_conf_get(const ifm_conf *c, const char *name, const char *flag, 
     return def;
 }
 
+ifm_conf *ifm_conf_from_args(int argc, char **argv, const struct option *opts, const char **flag, int nflags,
+                             int config_flag, const char *config_key, void (*usage)(FILE *))
+{
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (o == 'h') {
+            usage(stdout);
+            exit(0);
+        }
+        if (o <= 0 || o >= nflags) {
+            usage(stderr);
+            return NULL;
+        }
+        flag[o] = optarg;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument %s\n", argv[0], argv[optind]);
+        return NULL;
+    }
+    char err[256] = "";
+    ifm_conf *conf = ifm_conf_load(ifm_conf_get(NULL, config_key, flag[config_flag], NULL), err, sizeof err);
+    if (!conf)
+        fprintf(stderr, "%s: %s\n", argv[0], err);
+    return conf;
+}
+
 int ifm_conf_get_long(const ifm_conf *c, const char *name, const char *flag, long def, long min,
                       long max, long *out, char *err, size_t errlen)
 {
