@@ -73,13 +73,22 @@ void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len)
     ifm_enc_kbin(e, "image", image, len);
 }
 
-void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason)
+void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason,
+                      const char *batch_id)
 {
-    ifm_enc_root(e, 2 + (reason != NULL));
+    bool has_batch = batch_id && *batch_id;
+    ifm_enc_root(e, 2 + (reason != NULL) + has_batch);
     ifm_enc_kstr(e, "event", event);
     ifm_enc_kstr(e, "serial", serial);
     if (reason)
         ifm_enc_kstr(e, "reason", reason);
+    if (has_batch)
+        ifm_enc_kstr(e, "batch_id", batch_id);
+}
+
+void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason)
+{
+    ifm_event_encode(e, event, serial, reason, NULL);
 }
 
 static void encode_value(ifm_enc *e, const ifm_result *r)
@@ -107,13 +116,7 @@ static void encode_value(ifm_enc *e, const ifm_result *r)
 
 void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id)
 {
-    bool has_batch = batch_id && *batch_id;
-    ifm_enc_root(e, 3 + has_batch);
-    ifm_enc_kstr(e, "event", "error");
-    ifm_enc_kstr(e, "serial", serial);
-    ifm_enc_kstr(e, "reason", reason);
-    if (has_batch)
-        ifm_enc_kstr(e, "batch_id", batch_id);
+    ifm_event_encode(e, "error", serial, reason, batch_id);
 }
 
 void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id,

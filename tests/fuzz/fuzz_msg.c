@@ -264,7 +264,7 @@ static void fuzz_event(const ifm_doc *doc)
     if (results)
         ifm_event_results_encode(&e, a.serial, a.batch_id, NULL, 0);
     else
-        ifm_event_simple_encode(&e, a.event, a.serial, a.reason[0] ? a.reason : NULL);
+        ifm_event_encode(&e, a.event, a.serial, a.reason[0] ? a.reason : NULL, a.batch_id);
     ifm_doc d2;
     reparse(&d2, &e);
     CHECK(ifm_event_decode(&d2, &b, &err) == 0);

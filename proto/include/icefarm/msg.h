@@ -173,6 +173,9 @@ typedef struct {
     char error[120];         /* failed */
 } ifm_result;
 
+/* Any non-results board event; reason and batch_id may be NULL. */
+void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason,
+                      const char *batch_id);
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
 /* `error`: the board refused a command; batch_id names it when it was an evaluate ("" or NULL: unknown). */
 void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id);
