@@ -24,8 +24,6 @@ source "$E2E_DIR/../../broker/farm.sh"
 CLI_BIN=$FARM_BIN/cli/icefarm-cli
 # shellcheck disable=SC2034 # used by the test scripts
 BITS=$E2E_ROOT/tests/bitstreams
-E2E_PASS=0
-E2E_FAIL=0
 E2E_BG=()              # helper processes (watchers, background CLIs) killed at exit
 declare -A E2E_ROLE=() # pid -> broker | ctl | wrk
 declare -A E2E_KILLED=()
@@ -43,33 +41,7 @@ for cand in ${E2E_PYTHON:-} /usr/bin/python3 python3; do
     fi
 done
 
-ok() {
-    echo "ok - $*"
-    E2E_PASS=$((E2E_PASS + 1))
-}
-
-not_ok() {
-    echo "not ok - $*"
-    E2E_FAIL=$((E2E_FAIL + 1))
-}
-
-# check DESCRIPTION COMMAND...: one check line from a command's status.
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
-
-# wait_until SECONDS COMMAND...: polls until COMMAND succeeds; 1 after SECONDS.
-wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    while true; do
-        if "$@"; then return 0; fi
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh" # ok, not_ok, check, wait_until
 
 # cli NAME ARGS...: icefarm-cli --json as client NAME. Sets OUT (stdout) and RC;
 # never fails itself. Every call and its result go to $RUN/cli.log. CLI_TIMEOUT
@@ -262,8 +234,8 @@ e2e_exit() {
     fi
     e2e_stop_daemons
     farm_stop
-    echo "$E2E_PASS passed, $E2E_FAIL failed"
-    if ((E2E_FAIL > 0)); then
+    echo "$PASS passed, $FAIL failed"
+    if ((FAIL > 0)); then
         local f
         for f in "$RUN"/*.log; do
             [[ -e $f ]] || continue

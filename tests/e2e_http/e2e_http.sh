@@ -21,33 +21,10 @@ source "$HERE/../../broker/farm.sh"
 
 HTTP_BIN=$FARM_BIN/ctl/http/icefarm-http
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-http.XXXXXX")
-PASS=0
-FAIL=0
 HTTP_PID=""
 BG=()
 
-ok() {
-    echo "ok - $*"
-    PASS=$((PASS + 1))
-}
-not_ok() {
-    echo "not ok - $*"
-    FAIL=$((FAIL + 1))
-}
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
-wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    while true; do
-        if "$@"; then return 0; fi
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh" # ok, not_ok, check, wait_until
 
 # js EXPR ARGS...: prints json.dumps(EXPR) with a = ARGS (to build JSON safely).
 js() {

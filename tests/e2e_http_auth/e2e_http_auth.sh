@@ -28,33 +28,10 @@ source "$HERE/../../broker/farm.sh"
 HTTP_BIN=$FARM_BIN/ctl/http/icefarm-http
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-http-auth.XXXXXX")
 chmod 755 "$RUN" # the secured broker drops root before it reads its files under here
-PASS=0
-FAIL=0
 BG=()
 HTTP_PID=""
 
-ok() {
-    echo "ok - $*"
-    PASS=$((PASS + 1))
-}
-not_ok() {
-    echo "not ok - $*"
-    FAIL=$((FAIL + 1))
-}
-check() {
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
-wait_until() {
-    local deadline=$((SECONDS + $1))
-    shift
-    while true; do
-        if "$@"; then return 0; fi
-        ((SECONDS < deadline)) || return 1
-        sleep 0.2
-    done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/checks.sh" # ok, not_ok, check, wait_until
 # jtest JSON EXPR: EXPR is true with j = the parsed JSON.
 jtest() {
     python3 -c 'import json, sys
