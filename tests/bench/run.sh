@@ -11,7 +11,7 @@ WORKERS=${ICEFARM_BENCH_WORKERS:-50}
 PER=${ICEFARM_BENCH_BOARDS:-20}
 SECS=${ICEFARM_BENCH_SECONDS:-10}
 WINDOW_MS=${ICEFARM_BENCH_WINDOW_MS:-50}
-source "$ROOT/broker/farm.sh"
+source "$ROOT/broker/embedded/farm.sh"
 RUN=$(mktemp -d)
 EXTRA=()
 cleanup() { for p in "${EXTRA[@]}"; do kill -9 "$p" 2>/dev/null || true; done; farm_stop; rm -rf "$RUN"; }

@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-source "$ROOT/broker/farm.sh"
+source "$ROOT/broker/embedded/farm.sh"
 farm_sanitized_broker "$T" # an ASan build's plugin needs the sanitizer runtimes in the broker
 
 if command -v docker-compose >/dev/null; then

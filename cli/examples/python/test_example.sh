@@ -28,7 +28,7 @@ if [[ -z $PY ]]; then
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-pyexample.XXXXXX")
-source "$ROOT/broker/farm.sh"
+source "$ROOT/broker/embedded/farm.sh"
 cleanup() {
     farm_stop
     rm -rf "$WORK"

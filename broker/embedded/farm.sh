@@ -1,0 +1,177 @@
+# The embedded farm: a private Mosquitto, icefarm-ctl and one simulated worker on
+# this machine, on free loopback ports. Sourced by ./icefarm (demo, up) and by the
+# end-to-end tests so that all of them run exactly the same farm.
+#
+#   farm_start DIR BOARDS [icefarm-wrk options...]   needs FARM_BIN (the build dir)
+#   farm_wait_ready BOARDS SECONDS
+#   farm_stop
+#   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
+#   FARM_SECURE=1 before farm_start: TLS, passwords and the ACL plugin (see
+#   farm_secure_setup); FARM_USERS then lists "name password" of the demo clients.
+# After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR;
+# after farm_start_http: FARM_HTTP (http://HOST:PORT).
+
+FARM_PIDS=()
+
+farm_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+farm_log() { printf '%s\n' "$*" >&2; }
+
+# An ASan build's ACL plugin needs the sanitizer runtimes preloaded into the
+# (uninstrumented) broker: puts a `mosquitto` wrapper that does so first on PATH.
+# A no-op for normal builds. farm_sanitized_broker DIR (a scratch directory).
+farm_sanitized_broker() {
+    local dir=$1 preload="" lib p real
+    ldd "$FARM_BIN/broker/plugin/icefarm_acl.so" 2>/dev/null | grep -q libasan || return 0
+    mkdir -p "$dir/bin"
+    for lib in libasan.so libubsan.so; do
+        p=$(gcc -print-file-name="$lib" 2>/dev/null || true)
+        [[ $p == /* && -e $p ]] && preload+="${preload:+:}$(realpath "$p")"
+    done
+    real=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    printf '#!/bin/sh\nLD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0 exec %s "$@"\n' "$preload" "$real" >"$dir/bin/mosquitto"
+    chmod 755 "$dir/bin/mosquitto"
+    PATH=$dir/bin:$PATH
+}
+
+# Waits until HOST:PORT accepts TCP connections.
+farm_wait_port() {
+    local port=$1 tries=${2:-100}
+    while ((tries-- > 0)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# Credentials each component starts with (empty in the anonymous farm).
+FARM_CTL_AUTH=() FARM_WRK_AUTH=() FARM_HTTP_AUTH=() FARM_CLI_AUTH=() FARM_USERS=()
+
+# The secured farm's broker: a lab CA and certificates, a password file and
+# roles for control, the worker, the HTTP gateway and two demo clients (alice,
+# bob), and the broker/secure configuration with the icefarm_acl plugin.
+farm_secure_setup() {
+    local dir=$1 port=$2 ws=$3 sec
+    sec="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/secure"
+    chmod 755 "$dir" # the broker drops root before it reads its files
+    farm_sanitized_broker "$dir"
+    "$sec/make-certs.sh" "$dir/certs" >/dev/null
+    mkdir -p "$dir/etc"
+    local worker=${FARM_WORKER:-sim-worker} pw
+    new_user() { "$sec/add-user.sh" "$dir/etc" "$1" "$2" --generate 2>/dev/null | tail -n 1; }
+    local ca="$dir/certs/ca.crt"
+    pw=$(new_user ctl control) && FARM_CTL_AUTH=(--user ctl --password "$pw" --cafile "$ca")
+    pw=$(new_user "$worker" worker) && FARM_WRK_AUTH=(--user "$worker" --password "$pw" --cafile "$ca")
+    pw=$(new_user http gateway) && FARM_HTTP_AUTH=(--user http --password "$pw" --cafile "$ca")
+    local alice bob
+    alice=$(new_user alice client)
+    bob=$(new_user bob client)
+    FARM_USERS=("alice $alice" "bob $bob")
+    FARM_CLI_AUTH=(--user alice --password "$alice" --cafile "$ca")
+    FARM_CA=$ca
+    sed -e "s,@HOST@,127.0.0.1," -e "s,@MQTTS_PORT@,$port," -e "s,@WSS_PORT@,$ws," -e "s,@CERTS@,$dir/certs," \
+        -e "s,@ETC@,$dir/etc," -e "s,@PLUGIN@,$FARM_BIN/broker/plugin/icefarm_acl.so," \
+        "$sec/secure.conf.in" >"$dir/mosquitto.conf"
+}
+
+farm_start() {
+    local dir=$1 boards=$2
+    shift 2
+    FARM_DIR=$dir
+    mkdir -p "$dir"
+    local port ws
+    port=$(farm_free_port)
+    ws=$(farm_free_port)
+    if [[ -n ${FARM_SECURE:-} ]]; then
+        farm_secure_setup "$dir" "$port" "$ws"
+        FARM_BROKER="mqtts://localhost:$port"
+        FARM_WS="wss://localhost:$ws"
+    else
+        sed -e "s/@PORT@/$port/" -e "s/@WSPORT@/$ws/" -e "s/@HOST@/127.0.0.1/" \
+            "$(dirname "${BASH_SOURCE[0]}")/embedded.conf.in" >"$dir/mosquitto.conf"
+        FARM_BROKER="mqtt://127.0.0.1:$port"
+        FARM_WS="ws://127.0.0.1:$ws"
+    fi
+    mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
+    FARM_PIDS+=($!)
+    if ! farm_wait_port "$port"; then
+        farm_log "the broker did not start; see $dir/mosquitto.log"
+        return 1
+    fi
+    "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" "${FARM_CTL_AUTH[@]}" --data "$dir/ctl-data" \
+        ${FARM_CTL_ARGS:-} >"$dir/ctl.log" 2>&1 &
+    FARM_PIDS+=($!)
+    "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" "${FARM_WRK_AUTH[@]}" --name "${FARM_WORKER:-sim-worker}" \
+        --sim "$boards" "$@" >"$dir/wrk.log" 2>&1 &
+    FARM_PIDS+=($!)
+}
+
+# icefarm-http on the running farm (default: a free loopback port). It is appended
+# to FARM_PIDS after the broker, control and worker, so farm_stop stops it first.
+farm_start_http() {
+    local listen=${1:-127.0.0.1:$(farm_free_port)}
+    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" "${FARM_HTTP_AUTH[@]}" --listen "$listen" \
+        >"$FARM_DIR/http.log" 2>&1 &
+    FARM_PIDS+=($!)
+    FARM_HTTP="http://$listen"
+    if ! farm_wait_port "${listen##*:}"; then
+        farm_log "icefarm-http did not start on $listen; see $FARM_DIR/http.log"
+        return 1
+    fi
+}
+
+# Waits until control reports BOARDS boards available.
+farm_wait_ready() {
+    local want=$1 secs=${2:-60} n=0
+    local deadline=$((SECONDS + secs))
+    while ((SECONDS < deadline)); do
+        n=$("$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" "${FARM_CLI_AUTH[@]}" --timeout 2 --json available 2>/dev/null |
+            python3 -c 'import json,sys; print(json.load(sys.stdin).get("amount",0))' 2>/dev/null || true)
+        n=${n:-0}
+        if ((n >= want)); then return 0; fi
+        sleep 0.2
+    done
+    farm_log "only $n of $want boards became ready within ${secs}s; logs in $FARM_DIR"
+    return 1
+}
+
+# Stops the farm: SIGTERM (each process shuts down cleanly), then SIGKILL
+# whatever is still there after 5 s, so nothing is ever left behind.
+farm_stop() {
+    local i pid
+    # Newest first, so the worker and control say goodbye while the broker is up.
+    for ((i = ${#FARM_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${FARM_PIDS[i]}
+        kill -TERM "$pid" 2>/dev/null || continue
+        local t
+        for ((t = 0; t < 100; t++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    FARM_PIDS=()
+}
+
+# Injects a fault into a simulated board: farm_sim_fault SERIAL FAULT [COUNT]
+# (faults: hang, watchdog, disconnect, unplug, slow_flash, wrong_fw, flash_fail,
+# or "plug" to plug an unplugged board back in). The payload is msgpack
+# {v:1, serial, fault, count}, built with the Python standard library only.
+farm_sim_fault() {
+    local serial=$1 fault=$2 count=${3:-1} f
+    f=$(mktemp)
+    python3 - "$serial" "$fault" "$count" "$f" <<'PY'
+import sys
+def s(x):
+    b = x.encode()
+    return bytes([0xa0 | len(b)]) + b if len(b) < 32 else b"\xd9" + bytes([len(b)]) + b
+serial, fault, count, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+n = bytes([count]) if count < 128 else b"\xcd" + count.to_bytes(2, "big")
+open(out, "wb").write(b"\x84" + s("v") + b"\x01" + s("serial") + s(serial) + s("fault") + s(fault) + s("count") + n)
+PY
+    mosquitto_pub -L "$FARM_BROKER/icefarm/worker/${FARM_WORKER:-sim-worker}/sim" -q 1 -f "$f"
+    rm -f "$f"
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A worker killed with SIGKILL (no goodbye, only its Will): control notices, the
+# holder of its boards hears "failure" and "reservation end", none of its boards
+# is available while it is gone, and when it comes back (same name, same sim
+# count, so the same serials) its boards are available again. The same for a
+# frozen worker (SIGSTOP), which only the MQTT keep-alive reveals.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
+
+# libmosquitto refuses keep-alives under 5 s: a worker asked for 2 must either
+# work or refuse to start, never run without ever connecting.
+e2e_farm_launch 4 --keepalive 2 --sim-window-ms 50 --sim-flash-ms 50
+WRK=$(e2e_pid_of wrk)
+ready_or_exited() { ! kill -0 "$WRK" 2>/dev/null || farm_wait_ready 4 1 2>/dev/null; }
+wait_until 30 ready_or_exited || true
+if kill -0 "$WRK" 2>/dev/null; then
+    if farm_wait_ready 4 1 2>/dev/null; then
+        ok "a worker with --keepalive 2 connects and serves its 4 boards"
+    else
+        not_ok "a worker with --keepalive 2 connects, or refuses to start (it runs but never connected)"
+        e2e_stop "$WRK" || true
+        E2E_WRK_ARGS=(--keepalive 5 --sim-window-ms 50 --sim-flash-ms 50)
+        e2e_start_wrk
+    fi
+else
+    RC=0
+    wait "$WRK" || RC=$?
+    E2E_KILLED[$WRK]=1
+    check "a worker with --keepalive 2 refuses to start, saying why (status $RC)" \
+        bash -c "[[ $RC != 0 ]] && grep -qi keepalive '$RUN/wrk.log'"
+    E2E_WRK_ARGS=(--keepalive 5 --sim-window-ms 50 --sim-flash-ms 50)
+    e2e_start_wrk
+fi
+check "the farm is up with 4 boards (worker ${E2E_WRK_ARGS[*]})" farm_wait_ready 4 60
+
+HOLDER=holder
+EV=$RUN/events.jsonl
+check "a raw MQTT watcher is subscribed to icefarm/client/$HOLDER/event" \
+    e2e_watch "$EV" "icefarm/client/$HOLDER/event"
+cli e2e-observer devices
+ALL=$(jpy "$OUT" "sorted(j['serials'])")
+
+cli "$HOLDER" reserve --amount 2
+check "the holder reserves 2 boards (got $RC)" test "$RC" = 0
+S1=$(serials_of "$OUT" | sed -n 1p)
+S2=$(serials_of "$OUT" | sed -n 2p)
+check "2 boards are left available" available_is 2
+
+WRK=$(e2e_pid_of wrk)
+check "the worker is the last farm process" test "$WRK" = "${FARM_PIDS[${#FARM_PIDS[@]} - 1]}"
+e2e_kill9 "$WRK"
+ok "kill -9 the worker (pid $WRK)"
+
+check "available drops to 0" wait_until 60 available_is 0
+for s in "$S1" "$S2"; do
+    check "the holder hears 'failure' for $s" e2e_wait_event "$EV" 60 failure "$s"
+    check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV" 60 "reservation end" "$s"
+done
+check "status: the worker is offline and no lease is left" status_has \
+    "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
+check "status: no board is available" status_has "not any(b['available'] for b in j['boards'])"
+cli other reserve --amount 1
+check "reserve --amount 1 while the worker is gone exits 4 (got $RC)" test "$RC" = 4
+cli other reserve "$S1"
+check "reserve of one of its serials while it is gone is refused (got $RC)" bash -c "[[ $RC != 0 ]]"
+
+e2e_start_wrk
+ok "restart the worker with the same name and --sim 4"
+check "all 4 boards become available again" wait_until 60 available_is 4
+cli e2e-observer devices
+check "the same 4 serials are back" jtest "$OUT" "sorted(j['serials']) == $ALL"
+check "status: the worker is online again" status_has "[w['online'] for w in j['workers']] == [True]"
+cli "$HOLDER" reserve --amount 4
+check "the holder can reserve all 4 boards again (got $RC)" test "$RC" = 0
+cli "$HOLDER" end-all
+check "and end them (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$(grep -c . <<<\"\$1\") == 4 ]]" _ "$(serials_of "$OUT")"
+check "status shows no leases" status_has "j['leases'] == []"
+
+# A frozen worker (SIGSTOP) keeps its TCP connection open: only the MQTT
+# keep-alive can tell it is gone. Then SIGCONT: it reconnects with a new epoch.
+check "all 4 boards are available before freezing the worker" wait_until 60 available_is 4
+EV2=$RUN/events2.jsonl
+check "a second watcher is subscribed" e2e_watch "$EV2" "icefarm/client/$HOLDER/event"
+cli "$HOLDER" reserve --amount 2
+check "the holder reserves 2 boards (got $RC)" test "$RC" = 0
+F1=$(serials_of "$OUT" | sed -n 1p)
+F2=$(serials_of "$OUT" | sed -n 2p)
+WRK=$(e2e_pid_of wrk)
+kill -STOP "$WRK"
+ok "kill -STOP the worker (pid $WRK)"
+check "available drops to 0 (the keep-alive expired)" wait_until 60 available_is 0
+for s in "$F1" "$F2"; do
+    check "the holder hears 'failure' for $s" e2e_wait_event "$EV2" 60 failure "$s"
+    check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV2" 60 "reservation end" "$s"
+done
+check "status: the worker is offline and no lease is left" status_has \
+    "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
+kill -CONT "$WRK"
+ok "kill -CONT the worker"
+check "all 4 boards become available again after it reconnects" wait_until 60 available_is 4
+check "status: the worker is online again" status_has "[w['online'] for w in j['workers']] == [True]"
+cli "$HOLDER" reserve --amount 4
+check "the holder can reserve all 4 boards again (got $RC)" test "$RC" = 0
+cli "$HOLDER" end-all
+check "status shows no leases at the end" status_has "j['leases'] == []"
+check "all 4 boards are available at the end" wait_until 60 available_is 4

@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# icefarm-http authentication end to end (issue 6).
+#
+#   e2e_http_auth.sh BUILD_DIR        (or FARM_BIN=BUILD_DIR e2e_http_auth.sh)
+#
+# Part 1, the secured farm (FARM_SECURE=1 of broker/embedded/farm.sh: TLS, passwords, the
+# ACL plugin, users alice and bob) with icefarm-http started by farm_start_http,
+# i.e. with its gateway login and so --auth broker by default: requests without
+# or with wrong credentials are 401 with WWW-Authenticate; alice's Basic
+# credentials make alice the acting client (/status shows her lease); a "name"
+# of somebody else is 403; bob cannot end (control ends nothing: 200 []) or
+# reboot (403) alice's board; POST /token and Bearer; /events streams alice's
+# "reservation end"; 5 failed logins from one address give 429 there only; no
+# password ever reaches the log.
+# Part 2: --auth broker against an anonymous broker refuses to run.
+# Part 3, the anonymous farm: --auth none by default, no credentials needed.
+# Prints "ok - ..." per check and "N passed, M failed". Waits are polling loops
+# with generous deadlines; nothing asserts that anything was fast.
+set -euo pipefail
+
+FARM_BIN=${1:-${FARM_BIN:-}}
+: "${FARM_BIN:?usage: e2e_http_auth.sh BUILD_DIR}"
+FARM_BIN=$(cd "$FARM_BIN" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../../../broker/embedded/farm.sh
+source "$HERE/../../../broker/embedded/farm.sh"
+
+HTTP_BIN=$FARM_BIN/ctl/http/icefarm-http
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-http-auth.XXXXXX")
+chmod 755 "$RUN" # the secured broker drops root before it reads its files under here
+BG=()
+HTTP_PID=""
+
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/checks.sh" # ok, not_ok, check, wait_until
+# jtest JSON EXPR: EXPR is true with j = the parsed JSON.
+jtest() {
+    python3 -c 'import json, sys
+try:
+    j = json.loads(sys.argv[1])
+    sys.exit(0 if eval(sys.argv[2]) else 1)
+except Exception as e:
+    sys.stderr.write("jtest: %s\n" % e)
+    sys.exit(1)' "$1" "$2" 2>>"$RUN/curl.log"
+}
+jpy() {
+    python3 -c 'import json, sys
+j = json.loads(sys.argv[1])
+r = eval(sys.argv[2])
+print(json.dumps(r) if isinstance(r, (dict, list, bool)) or r is None else r)' "$1" "$2"
+}
+
+# AUTH=(curl options) are added to every request: (-u alice:PW), (-H "Authorization: Bearer T"), ().
+AUTH=()
+# http METHOD PATH [JSON [more curl options]]: sets CODE, BODY and HDRS (the response headers).
+http() {
+    local method=$1 path=$2 json=${3-}
+    shift $(($# < 3 ? $# : 3))
+    local args=(-s -o "$RUN/body" -D "$RUN/hdrs" -w '%{http_code}' --max-time 60 -X "$method" "${AUTH[@]}" "$@")
+    [[ -z $json ]] || args+=(-H 'Content-Type: application/json' --data-binary "$json")
+    CODE=$(curl "${args[@]}" "$URL$path" 2>>"$RUN/curl.log") || CODE=000
+    BODY=$(cat "$RUN/body" 2>/dev/null || true)
+    HDRS=$(tr -d '\r' <"$RUN/hdrs" 2>/dev/null || true)
+    printf '+ %s %s %s (%s)\n  -> %s %s\n' "$method" "$path" "$json" "${AUTH[*]:0:1}" "$CODE" "$BODY" >>"$RUN/curl.log"
+}
+# expect STATUS DESC [EXPR]: the last reply had STATUS (and its JSON satisfies EXPR).
+expect() {
+    local want=$1 desc=$2 expr=${3:-True}
+    if [[ $CODE == "$want" ]] && jtest "$BODY" "$expr"; then
+        ok "$desc"
+    else
+        not_ok "$desc (got HTTP $CODE: ${BODY:0:300})"
+    fi
+}
+expect_error() { # STATUS DESC WORD: {"error": "..."} mentioning WORD
+    expect "$1" "$2" "set(j) == {'error'} and $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$3") in j['error']"
+}
+has_challenge() { grep -qi '^WWW-Authenticate: Basic realm="icefarm"$' <<<"$HDRS"; }
+
+# Stops the shim started last (SIGTERM) and checks it exits 0: under ASan that
+# also means no leak and no sanitizer report.
+stop_http() {
+    local what=$1
+    [[ -n $HTTP_PID ]] || return 0
+    kill -TERM "$HTTP_PID" 2>/dev/null || true
+    local st=0
+    wait "$HTTP_PID" 2>/dev/null || st=$?
+    HTTP_PID=""
+    if ((st == 0)); then ok "$what: icefarm-http exits 0 on SIGTERM (no leak or sanitizer report)"; else
+        not_ok "$what: icefarm-http exits 0 on SIGTERM (status $st; see its log)"
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    for p in "${BG[@]}"; do
+        kill "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    ((rc == 0)) || not_ok "the test script stopped early with status $rc"
+    [[ -z $HTTP_PID ]] || stop_http "at exit"
+    farm_stop
+    echo "$PASS passed, $FAIL failed"
+    if ((FAIL > 0)); then
+        for f in "$RUN"/*.log "$RUN"/*/*.log "$RUN"/*.out; do
+            [[ -e $f ]] || continue
+            echo "======== ${f#"$RUN"/} (last 150 lines) ========"
+            tail -n 150 "$f"
+        done
+        echo "(run directory: $RUN)"
+        exit 1
+    fi
+    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$RUN"
+    exit 0
+}
+trap cleanup EXIT
+
+farm_sanitized_broker "$RUN" # an ASan build's plugin needs the sanitizer runtimes in the broker
+
+# ==== part 1: the secured farm, --auth broker ====
+FARM_SECURE=1 farm_start "$RUN/secure" 4 --sim-window-ms 50 --sim-flash-ms 50
+if farm_wait_ready 4 60; then ok "the secured farm is up with 4 simulated boards"; else
+    not_ok "the secured farm is up with 4 simulated boards"
+    exit 1
+fi
+ALICE_PW=${FARM_USERS[0]#alice } BOB_PW=${FARM_USERS[1]#bob }
+ALICE=(-u "alice:$ALICE_PW") BOB=(-u "bob:$BOB_PW")
+if farm_start_http; then ok "icefarm-http (farm_start_http, gateway login) listens on $FARM_HTTP"; else
+    not_ok "icefarm-http listens"
+    exit 1
+fi
+HTTP_PID=${FARM_PIDS[-1]}
+URL=$FARM_HTTP
+HLOG=$RUN/secure/http.log
+check "it defaults to --auth broker with a login of its own" wait_until 30 grep -q 'auth broker' "$HLOG"
+check "its start-up probe finds that the broker checks passwords" \
+    wait_until 30 grep -q 'the broker checks passwords' "$HLOG"
+
+AUTH=()
+CODE=$(curl -s -o /dev/null -w '%{http_code}' "$URL/") || CODE=000
+check "GET / (the status page) needs no credentials" test "$CODE" = 200
+http GET /available
+expect_error 401 "/available without credentials is 401" "authentication required"
+check "the 401 carries WWW-Authenticate: Basic realm=\"icefarm\"" has_challenge
+http POST /reserve '{"amount": 1, "name": "alice", "kind": "pulsecount", "args": {}}'
+expect_error 401 "/reserve without credentials is 401, even naming a user" "authentication required"
+http GET /events
+expect 401 "/events without credentials is 401"
+
+WRONG_PW="not-alices-password-$RANDOM"
+AUTH=(-u "alice:$WRONG_PW")
+http GET /available
+expect_error 401 "alice with a wrong password is 401" "wrong user name or password"
+check "that 401 carries WWW-Authenticate too" has_challenge
+check "the failure is logged with the user name" grep -q 'auth failure: user=alice from 127.0.0.1' "$HLOG"
+AUTH=(-u "mallory:$WRONG_PW")
+http GET /available
+expect 401 "an unknown user is 401"
+AUTH=(-H 'Authorization: Digest username="alice"')
+http GET /available
+expect_error 401 "another scheme (Digest) is 401" "Basic or Bearer"
+AUTH=(-H 'Authorization: Basic !!!not-base64!!!')
+http GET /available
+expect_error 400 "malformed Basic credentials are 400" "malformed"
+
+# ---- alice acts as alice ----
+AUTH=("${ALICE[@]}")
+available_is() {
+    http GET /available
+    [[ $CODE == 200 ]] && jtest "$BODY" "j == {'amount': $1}"
+}
+check "alice (Basic) sees 4 boards available" wait_until 30 available_is 4
+http POST /reserve '{"amount": 1, "kind": "pulsecount", "args": {}}'
+expect 200 "alice (Basic) reserves a board without giving a name" "len(j) == 1 and j[0]['serial']"
+A1=$(jpy "$BODY" 'j[0]["serial"]')
+http GET /status
+expect 200 "/status shows the lease held by alice" \
+    "[l['client'] for l in j['leases'] if l['serial'] == '$A1'] == ['alice'] and len(j['leases']) == 1"
+http POST /reserve '{"amount": 1, "name": "alice", "kind": "pulsecount", "args": {}}'
+expect 200 "alice may give her own name" "len(j) == 1"
+A2=$(jpy "$BODY" 'j[0]["serial"]')
+http POST /reserve '{"amount": 1, "name": "bob", "kind": "pulsecount", "args": {}}'
+expect_error 403 "alice with a \"name\" of bob is 403" "you are alice"
+http POST /endall '{"name": "bob"}'
+expect_error 403 "alice cannot /endall for bob either" "you are alice"
+http POST /reserve '{"amount": 1, "name": 7, "kind": "pulsecount", "args": {}}'
+expect_error 400 "a \"name\" that is not a string is 400" '"name"'
+http GET /status
+expect 200 "no lease was made for bob" "sorted(l['client'] for l in j['leases']) == ['alice', 'alice']"
+
+# ---- bob cannot touch alice's boards ----
+AUTH=("${BOB[@]}")
+http POST /end "{\"serials\": [\"$A1\"]}"
+expect 200 "bob's /end of alice's board ends nothing (control answers 200 [])" "j == []"
+http POST /reboot "{\"serials\": [\"$A1\"]}"
+expect_error 403 "bob's /reboot of alice's board is 403" "another client"
+http POST /delete "{\"serials\": [\"$A1\"]}"
+expect 403 "bob's /delete of alice's board is 403"
+http POST /endall '{}'
+expect 200 "bob's /endall ends nothing of alice's" "j == []"
+http POST /extendall '{"name": "alice"}'
+expect_error 403 "bob cannot act as alice with \"name\"" "you are bob"
+http GET /status
+expect 200 "alice still holds both boards" \
+    "sorted(l['serial'] for l in j['leases'] if l['client'] == 'alice') == sorted(['$A1', '$A2'])"
+
+# ---- tokens ----
+AUTH=("${ALICE[@]}")
+NOW_MS=$(($(date +%s) * 1000))
+http POST /token
+expect 200 "POST /token with Basic returns a 64-hex-digit token and its expiry (ms)" \
+    "len(j['token']) == 64 and all(c in '0123456789abcdef' for c in j['token']) and j['expires'] > $NOW_MS + 3000 * 1000 and j['user'] == 'alice'"
+TOKEN=$(jpy "$BODY" 'j["token"]')
+http GET /token
+expect 405 "GET /token is 405"
+AUTH=(-H "Authorization: Bearer $TOKEN")
+http GET /status
+expect 200 "Bearer with that token works (/status)"
+http POST /extendall '{}'
+expect 200 "Bearer acts as alice (/extendall returns her boards)" "sorted(j) == sorted(['$A1', '$A2'])"
+http POST /extendall '{"name": "bob"}'
+expect_error 403 "Bearer alice with a \"name\" of bob is 403" "you are alice"
+http POST /token
+expect_error 401 "a new token needs Basic credentials, not a token" "Basic"
+# (From 127.0.0.3: failed logins count per address, and 127.0.0.1 has had 2 so far.)
+AUTH=(-H "Authorization: Bearer 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+http GET /status '' --interface 127.0.0.3
+expect_error 401 "an unknown token is 401" "token"
+check "that 401 carries WWW-Authenticate" has_challenge
+AUTH=(-H "Authorization: Bearer garbage")
+http GET /status '' --interface 127.0.0.3
+expect 401 "a garbage token is 401"
+
+# ---- /events as alice ----
+AUTH=("${ALICE[@]}")
+http GET "/events?name=bob"
+expect_error 403 "alice cannot open bob's event stream" "you are alice"
+SSE_OUT=$RUN/sse.out
+curl -sN --max-time 240 "${ALICE[@]}" "$URL/events" >"$SSE_OUT" 2>>"$RUN/curl.log" &
+SSE_PID=$!
+BG+=("$SSE_PID")
+check "GET /events with Basic opens alice's stream" wait_until 30 grep -q '^: icefarm events' "$SSE_OUT"
+check "the stream is logged as alice's" wait_until 30 grep -q 'client=alice event stream opened' "$HLOG"
+sse_has() { # EVENT SERIAL: an "event: EVENT" block whose data names SERIAL
+    python3 - "$SSE_OUT" "$1" "$2" <<'EOF'
+import json, sys
+for block in open(sys.argv[1]).read().split("\n\n"):
+    lines = block.split("\n")
+    ev = [l[7:] for l in lines if l.startswith("event: ")]
+    data = [l[6:] for l in lines if l.startswith("data: ")]
+    if ev == [sys.argv[2]] and data:
+        d = json.loads(data[0])
+        if d.get("serial") == sys.argv[3] and d.get("event") == sys.argv[2]:
+            sys.exit(0)
+sys.exit(1)
+EOF
+}
+http POST /end "{\"serials\": [\"$A1\"]}"
+expect 200 "alice ends one board" "j == ['$A1']"
+check "alice's stream carries \"reservation end\" for it" wait_until 60 sse_has "reservation end" "$A1"
+kill "$SSE_PID" 2>/dev/null || true
+wait "$SSE_PID" 2>/dev/null || true
+http POST /endall
+expect 200 "alice ends the rest (/endall, no body)" "j == ['$A2']"
+
+# ---- one user database: a user added to the broker can log in at once ----
+CAROL_PW=carol-$RANDOM-$RANDOM
+printf '%s\n' "$CAROL_PW" | "$HERE/../../../broker/secure/add-user.sh" "$RUN/secure/etc" carol client --password-stdin \
+    >>"$RUN/curl.log" 2>&1
+kill -HUP "${FARM_PIDS[0]}" # the broker re-reads passwd and roles
+carol_can_log_in() {
+    "$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user carol --password "$CAROL_PW" \
+        --timeout 2 --json available >/dev/null 2>&1
+}
+check "the broker accepts the new user carol after SIGHUP" wait_until 60 carol_can_log_in
+# Parallel requests with the same new credentials (they share one check, or hit the cache).
+PAR=()
+for i in 1 2 3 4 5 6 7 8; do
+    curl -s -o /dev/null -w '%{http_code}\n' -u "carol:$CAROL_PW" "$URL/available" >"$RUN/par.$i" 2>>"$RUN/curl.log" &
+    PAR+=($!)
+done
+for p in "${PAR[@]}"; do wait "$p" || true; done
+check "8 parallel requests as carol are all 200 ($(cat "$RUN"/par.* | tr '\n' ' '))" \
+    test "$(cat "$RUN"/par.* | sort -u)" = 200
+AUTH=(-u "carol:$CAROL_PW")
+http POST /reserve '{"amount": 1, "kind": "pulsecount", "args": {}}'
+expect 200 "carol reserves through the shim as carol" "len(j) == 1"
+http GET /status
+expect 200 "/status shows carol's lease" "[l['client'] for l in j['leases']] == ['carol']"
+http POST /endall
+expect 200 "carol ends it" "len(j) == 1"
+
+# ---- the rate limit, from another address (127.0.0.2 reaches a 127.0.0.1 listener) ----
+AUTH=(-u "alice:$WRONG_PW")
+codes=()
+for _ in 1 2 3 4 5; do
+    http GET /available '' --interface 127.0.0.2
+    codes+=("$CODE")
+done
+check "5 wrong passwords from 127.0.0.2 are 401 each (${codes[*]})" test "${codes[*]}" = "401 401 401 401 401"
+http GET /available '' --interface 127.0.0.2
+expect_error 429 "the 6th attempt from 127.0.0.2 is 429" "too many"
+check "the 429 carries Retry-After" grep -qi '^Retry-After: [1-9]' <<<"$HDRS"
+AUTH=("${ALICE[@]}")
+http GET /available '' --interface 127.0.0.2
+expect 429 "127.0.0.2 is refused even the right password while limited"
+http GET /available
+expect 200 "127.0.0.1 is not affected" "'amount' in j"
+check "the rate limit is logged once" grep -q 'failed authentications from 127.0.0.2' "$HLOG"
+
+# ---- the log ----
+check "no password appears in the log" bash -c "! grep -Fq -e '$ALICE_PW' -e '$BOB_PW' -e '$WRONG_PW' -e '$CAROL_PW' '$HLOG'"
+check "no token appears in the log" bash -c "! grep -Fq '$TOKEN' '$HLOG'"
+check "requests are logged with the authenticated user" grep -Eq 'POST /reserve client=alice status=200' "$HLOG"
+
+stop_http "secured farm"
+farm_stop
+
+# ==== part 2: --auth broker needs a broker that checks passwords ====
+FARM_CTL_AUTH=() FARM_WRK_AUTH=() FARM_HTTP_AUTH=() FARM_CLI_AUTH=() FARM_USERS=()
+unset FARM_SECURE
+farm_start "$RUN/anon" 2 --sim-window-ms 50 --sim-flash-ms 50
+if farm_wait_ready 2 60; then ok "the anonymous farm is up with 2 simulated boards"; else
+    not_ok "the anonymous farm is up with 2 simulated boards"
+    exit 1
+fi
+PORT=$(farm_free_port)
+st=0
+timeout 60 "$HTTP_BIN" --broker "$FARM_BROKER" --listen "127.0.0.1:$PORT" --auth broker >"$RUN/anon/probe.log" 2>&1 || st=$?
+check "--auth broker on an anonymous broker exits 1 (status $st)" test "$st" = 1
+check "... saying the broker accepted a made-up login" grep -q 'accepted a made-up user and password' "$RUN/anon/probe.log"
+
+# ==== part 3: the anonymous farm, --auth none by default ====
+if farm_start_http; then ok "icefarm-http on the anonymous farm listens on $FARM_HTTP"; else
+    not_ok "icefarm-http on the anonymous farm listens"
+    exit 1
+fi
+HTTP_PID=${FARM_PIDS[-1]}
+URL=$FARM_HTTP
+HLOG=$RUN/anon/http.log
+check "it defaults to --auth none without a login" wait_until 30 grep -q 'auth none' "$HLOG"
+AUTH=()
+check "/available needs no credentials" wait_until 30 available_is 2
+http POST /reserve '{"amount": 1, "name": "carol", "kind": "pulsecount", "args": {}}'
+expect 200 "/reserve for any name works without credentials" "len(j) == 1"
+C1=$(jpy "$BODY" 'j[0]["serial"]')
+http GET /status
+expect 200 "the lease is carol's" "[(l['serial'], l['client']) for l in j['leases']] == [('$C1', 'carol')]"
+http POST /token
+expect 404 "there is no /token with --auth none"
+http POST /endall '{"name": "carol"}'
+expect 200 "/endall for carol" "j == ['$C1']"
+stop_http "anonymous farm"
