@@ -40,9 +40,8 @@ static void draw_progress(run *r)
     const int width = 30;
     int filled = r->njobs ? (int)(r->ndone * (size_t)width / r->njobs) : width;
     double s = (double)(ifm_now_ms() - r->started_ms) / 1000.0;
-    fprintf(stderr, "\revaluating [%.*s%*s] %zu/%zu  %zu board(s)  %.1f s ", filled,
-            "##############################", width - filled, "", r->ndone, r->njobs,
-            r->batch ? icefarm_batch_boards_alive(r->batch) : r->nboards, s);
+    fprintf(stderr, "\revaluating [%.*s%*s] %zu/%zu  %zu board(s)  %.1f s ", filled, "##############################",
+            width - filled, "", r->ndone, r->njobs, r->batch ? icefarm_batch_boards_alive(r->batch) : r->nboards, s);
     if (r->ndone == r->njobs)
         fputc('\n', stderr);
     fflush(stderr);
@@ -119,8 +118,8 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
     ifm_enc_init(&a);
     cli_json_to_msgpack(args, &a, err, sizeof err);
     const char *kind = o->kind ? o->kind : "pulsecount";
-    int rc = icefarm_reserve(r->f, want, kind, ifm_enc_data(&a), ifm_enc_size(&a), o->wait_s * 1000,
-                             serials, n, err, sizeof err);
+    int rc = icefarm_reserve(r->f, want, kind, ifm_enc_data(&a), ifm_enc_size(&a), o->wait_s * 1000, serials, n, err,
+                             sizeof err);
     if (rc && !o->boards) {
         /* No explicit --boards: settle for whatever is free right now. */
         ifm_ctl_req req = { .verb = IFM_VERB_AVAILABLE };
@@ -132,8 +131,8 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
             ifm_get_uint(rep.doc.root, "amount", false, 0, UINT32_MAX, &avail, NULL);
         icefarm_reply_free(&rep);
         if (avail > 0 && avail < want)
-            rc = icefarm_reserve(r->f, (uint32_t)avail, kind, ifm_enc_data(&a), ifm_enc_size(&a), 0,
-                                 serials, n, err, sizeof err);
+            rc = icefarm_reserve(r->f, (uint32_t)avail, kind, ifm_enc_data(&a), ifm_enc_size(&a), 0, serials, n, err,
+                                 sizeof err);
     }
     ifm_enc_free(&a);
     if (rc)
@@ -150,8 +149,12 @@ static void print_results(run *r)
             job *j = &r->jobs[i];
             json_t *o = json_pack("{s:s, s:s}", "file", j->path, "serial", j->serial);
             switch (j->done ? j->result.type : IFM_VALUE_FAILED) {
-            case IFM_VALUE_PULSES: json_object_set_new(o, "pulses", json_integer(j->result.pulses)); break;
-            case IFM_VALUE_FITNESS: json_object_set_new(o, "fitness", json_real(j->result.fitness)); break;
+            case IFM_VALUE_PULSES:
+                json_object_set_new(o, "pulses", json_integer(j->result.pulses));
+                break;
+            case IFM_VALUE_FITNESS:
+                json_object_set_new(o, "fitness", json_real(j->result.fitness));
+                break;
             case IFM_VALUE_WAVEFORM: {
                 json_object_set_new(o, "fitness", json_real(j->result.fitness));
                 json_t *w = json_array();
@@ -198,7 +201,7 @@ int cmd_evaluate(const cli_opts *o)
     r.jobs = calloc(r.njobs, sizeof *r.jobs);
     int rc = CLI_FAILED;
     char err[512];
-    char (*serials)[IFM_SERIAL_MAX] = NULL;
+    char(*serials)[IFM_SERIAL_MAX] = NULL;
     size_t nserials = 0;
     bool reserved = false;
     if (!r.jobs)
@@ -222,7 +225,8 @@ int cmd_evaluate(const cli_opts *o)
     r.nboards = nserials;
     /* Boards the user reserved stay theirs even when they fail; boards we
      * reserved ourselves go back to the farm to be repaired. */
-    icefarm_batch_opts bo = { .window = o->window, .result_timeout_ms = o->result_timeout_s * 1000,
+    icefarm_batch_opts bo = { .window = o->window,
+                              .result_timeout_ms = o->result_timeout_s * 1000,
                               .keep_failed_boards = !reserved };
     r.batch = icefarm_batch_new(r.f, serials, nserials, &bo, on_result, &r);
     if (!r.batch) {

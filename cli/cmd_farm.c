@@ -35,7 +35,7 @@ static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t 
 
 static void print_serials(const icefarm_reply *r, const char *verb)
 {
-    char (*s)[IFM_SERIAL_MAX];
+    char(*s)[IFM_SERIAL_MAX];
     size_t n = icefarm_reply_serials(r, &s);
     if (!n)
         printf("no boards %s\n", verb);
@@ -62,7 +62,7 @@ int cmd_available(const cli_opts *o)
 
 static void human_devices(const icefarm_reply *r, const cli_opts *o)
 {
-    char (*s)[IFM_SERIAL_MAX];
+    char(*s)[IFM_SERIAL_MAX];
     size_t n = icefarm_reply_serials(r, &s);
     for (size_t i = 0; i < n; i++)
         printf("%s\n", s[i]);
@@ -116,9 +116,18 @@ int cmd_reserve(const cli_opts *o)
     return rc;
 }
 
-static void human_extend(const icefarm_reply *r, const cli_opts *o) { print_serials(r, "extended"); }
-static void human_end(const icefarm_reply *r, const cli_opts *o) { print_serials(r, "released"); }
-static void human_reboot(const icefarm_reply *r, const cli_opts *o) { print_serials(r, "rebooting"); }
+static void human_extend(const icefarm_reply *r, const cli_opts *o)
+{
+    print_serials(r, "extended");
+}
+static void human_end(const icefarm_reply *r, const cli_opts *o)
+{
+    print_serials(r, "released");
+}
+static void human_reboot(const icefarm_reply *r, const cli_opts *o)
+{
+    print_serials(r, "rebooting");
+}
 
 int cmd_extend(const cli_opts *o)
 {
@@ -157,8 +166,8 @@ int cmd_reboot(const cli_opts *o)
 
 static void human_status(const icefarm_reply *r, const cli_opts *o)
 {
-    const msgpack_object *root = r->doc.root, *ws = ifm_map_get(root, "workers"),
-                         *bs = ifm_map_get(root, "boards"), *ls = ifm_map_get(root, "leases");
+    const msgpack_object *root = r->doc.root, *ws = ifm_map_get(root, "workers"), *bs = ifm_map_get(root, "boards"),
+                         *ls = ifm_map_get(root, "leases");
     printf("WORKERS\n%-24s %-8s %s\n", "ID", "STATE", "KINDS");
     for (uint32_t i = 0; ws && ws->type == MSGPACK_OBJECT_ARRAY && i < ws->via.array.size; i++) {
         const msgpack_object *w = &ws->via.array.ptr[i];

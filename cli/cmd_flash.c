@@ -45,7 +45,10 @@ static void on_event(icefarm *f, const ifm_event *ev, void *arg)
     r->pending--;
 }
 
-static bool all_done(void *arg) { return ((flash_run *)arg)->pending == 0; }
+static bool all_done(void *arg)
+{
+    return ((flash_run *)arg)->pending == 0;
+}
 
 static bool all_ready(void *arg)
 {
@@ -68,8 +71,8 @@ static int read_image(const char *path, uint8_t **data, size_t *len, char *err, 
     *len = *data ? fread(*data, 1, IFM_MAX_IMAGE + 1, fp) : 0;
     fclose(fp);
     if (*len == 0 || *len > IFM_MAX_IMAGE || *len % 512) {
-        snprintf(err, errlen, "%s is not a UF2 image (%zu bytes; UF2 is 512-byte blocks, at most %u bytes)", path,
-                 *len, IFM_MAX_IMAGE);
+        snprintf(err, errlen, "%s is not a UF2 image (%zu bytes; UF2 is 512-byte blocks, at most %u bytes)", path, *len,
+                 IFM_MAX_IMAGE);
         return -1;
     }
     return 0;
@@ -93,7 +96,7 @@ int cmd_flash(const cli_opts *o)
         return rc;
     }
     flash_run r = { 0 };
-    char (*serials)[IFM_SERIAL_MAX] = NULL;
+    char(*serials)[IFM_SERIAL_MAX] = NULL;
     size_t n = (size_t)(o->npos - 1);
     if (n) {
         serials = calloc(n, sizeof *serials);
@@ -144,8 +147,8 @@ int cmd_flash(const cli_opts *o)
         const char *res = t->state > 0 ? "flashed" : t->state < 0 ? t->why : "timed out";
         failed += t->state <= 0;
         if (o->json)
-            json_array_append_new(arr, json_pack("{s:s, s:b, s:s}", "serial", t->serial, "ok", t->state > 0,
-                                                 "result", res));
+            json_array_append_new(arr,
+                                  json_pack("{s:s, s:b, s:s}", "serial", t->serial, "ok", t->state > 0, "result", res));
         else
             printf("%-20s %s\n", t->serial, res);
     }

@@ -23,7 +23,10 @@ static void on_signal(ifm_loop *loop, int signo, void *arg)
     ifm_loop_stop(loop);
 }
 
-static bool never(void *arg) { return false; }
+static bool never(void *arg)
+{
+    return false;
+}
 
 int cmd_watch(const cli_opts *o)
 {

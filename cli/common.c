@@ -34,8 +34,7 @@ icefarm *cli_connect(const cli_opts *o, int *exit_code)
     return f;
 }
 
-int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len,
-             icefarm_reply *r)
+int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len, icefarm_reply *r)
 {
     char err[512];
     if (icefarm_call(f, req, args, args_len, r, err, sizeof err)) {

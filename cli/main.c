@@ -56,8 +56,8 @@ static int parse_u64(const char *s, const char *what, uint64_t max, uint64_t *ou
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
     if (!*s || *end || v > max || *s == '-') {
-        fprintf(stderr, "icefarm-cli: %s must be a number from 0 to %llu, got \"%s\"\n", what,
-                (unsigned long long)max, s);
+        fprintf(stderr, "icefarm-cli: %s must be a number from 0 to %llu, got \"%s\"\n", what, (unsigned long long)max,
+                s);
         return -1;
     }
     *out = v;
@@ -66,19 +66,45 @@ static int parse_u64(const char *s, const char *what, uint64_t max, uint64_t *ou
 
 int main(int argc, char **argv)
 {
-    enum { O_BROKER = 1, O_NAME, O_USER, O_PASSWORD, O_CAFILE, O_TIMEOUT, O_JSON, O_AMOUNT, O_KIND,
-           O_ARGS, O_WAIT, O_DURATION, O_BOARDS, O_SERIALS, O_NOEXT, O_WINDOW, O_RTIMEOUT };
+    enum {
+        O_BROKER = 1,
+        O_NAME,
+        O_USER,
+        O_PASSWORD,
+        O_CAFILE,
+        O_TIMEOUT,
+        O_JSON,
+        O_AMOUNT,
+        O_KIND,
+        O_ARGS,
+        O_WAIT,
+        O_DURATION,
+        O_BOARDS,
+        O_SERIALS,
+        O_NOEXT,
+        O_WINDOW,
+        O_RTIMEOUT
+    };
     static const struct option opts[] = {
-        { "broker", required_argument, 0, O_BROKER }, { "name", required_argument, 0, O_NAME },
-        { "user", required_argument, 0, O_USER }, { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE }, { "timeout", required_argument, 0, O_TIMEOUT },
-        { "json", no_argument, 0, O_JSON }, { "amount", required_argument, 0, O_AMOUNT },
-        { "kind", required_argument, 0, O_KIND }, { "args", required_argument, 0, O_ARGS },
-        { "wait", required_argument, 0, O_WAIT }, { "duration", required_argument, 0, O_DURATION },
-        { "boards", required_argument, 0, O_BOARDS }, { "serials", required_argument, 0, O_SERIALS },
-        { "no-extend", no_argument, 0, O_NOEXT }, { "window", required_argument, 0, O_WINDOW },
+        { "broker", required_argument, 0, O_BROKER },
+        { "name", required_argument, 0, O_NAME },
+        { "user", required_argument, 0, O_USER },
+        { "password", required_argument, 0, O_PASSWORD },
+        { "cafile", required_argument, 0, O_CAFILE },
+        { "timeout", required_argument, 0, O_TIMEOUT },
+        { "json", no_argument, 0, O_JSON },
+        { "amount", required_argument, 0, O_AMOUNT },
+        { "kind", required_argument, 0, O_KIND },
+        { "args", required_argument, 0, O_ARGS },
+        { "wait", required_argument, 0, O_WAIT },
+        { "duration", required_argument, 0, O_DURATION },
+        { "boards", required_argument, 0, O_BOARDS },
+        { "serials", required_argument, 0, O_SERIALS },
+        { "no-extend", no_argument, 0, O_NOEXT },
+        { "window", required_argument, 0, O_WINDOW },
         { "result-timeout", required_argument, 0, O_RTIMEOUT },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
     };
     cli_opts o;
     memset(&o, 0, sizeof o);
@@ -90,44 +116,74 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case O_BROKER: o.farm.broker = optarg; break;
-        case O_NAME: o.farm.name = optarg; break;
-        case O_USER: o.farm.user = optarg; break;
-        case O_PASSWORD: o.farm.password = optarg; break;
-        case O_CAFILE: o.farm.cafile = optarg; break;
-        case O_JSON: o.json = true; break;
-        case O_NOEXT: o.farm.no_auto_extend = true; break;
-        case O_KIND: o.kind = optarg; break;
-        case O_ARGS: o.args_json = optarg; break;
-        case O_SERIALS: serials_csv = optarg; break;
+        case O_BROKER:
+            o.farm.broker = optarg;
+            break;
+        case O_NAME:
+            o.farm.name = optarg;
+            break;
+        case O_USER:
+            o.farm.user = optarg;
+            break;
+        case O_PASSWORD:
+            o.farm.password = optarg;
+            break;
+        case O_CAFILE:
+            o.farm.cafile = optarg;
+            break;
+        case O_JSON:
+            o.json = true;
+            break;
+        case O_NOEXT:
+            o.farm.no_auto_extend = true;
+            break;
+        case O_KIND:
+            o.kind = optarg;
+            break;
+        case O_ARGS:
+            o.args_json = optarg;
+            break;
+        case O_SERIALS:
+            serials_csv = optarg;
+            break;
         case O_TIMEOUT:
-            if (parse_u64(optarg, "--timeout", 3600, &v)) return CLI_USAGE;
+            if (parse_u64(optarg, "--timeout", 3600, &v))
+                return CLI_USAGE;
             o.farm.timeout_ms = v * 1000;
             break;
         case O_AMOUNT:
-            if (parse_u64(optarg, "--amount", IFM_MAX_SERIALS, &v) || v == 0) return CLI_USAGE;
+            if (parse_u64(optarg, "--amount", IFM_MAX_SERIALS, &v) || v == 0)
+                return CLI_USAGE;
             o.amount = (uint32_t)v;
             break;
         case O_WAIT:
-            if (parse_u64(optarg, "--wait", 3600, &o.wait_s)) return CLI_USAGE;
+            if (parse_u64(optarg, "--wait", 3600, &o.wait_s))
+                return CLI_USAGE;
             break;
         case O_DURATION:
-            if (parse_u64(optarg, "--duration", 365u * 86400u, &o.duration_s)) return CLI_USAGE;
+            if (parse_u64(optarg, "--duration", 365u * 86400u, &o.duration_s))
+                return CLI_USAGE;
             break;
         case O_BOARDS:
-            if (parse_u64(optarg, "--boards", IFM_MAX_SERIALS, &v) || v == 0) return CLI_USAGE;
+            if (parse_u64(optarg, "--boards", IFM_MAX_SERIALS, &v) || v == 0)
+                return CLI_USAGE;
             o.boards = (uint32_t)v;
             break;
         case O_WINDOW:
-            if (parse_u64(optarg, "--window", 64, &v) || v == 0) return CLI_USAGE;
+            if (parse_u64(optarg, "--window", 64, &v) || v == 0)
+                return CLI_USAGE;
             o.window = (uint32_t)v;
             break;
         case O_RTIMEOUT:
             if (parse_u64(optarg, "--result-timeout", 86400, &o.result_timeout_s) || !o.result_timeout_s)
                 return CLI_USAGE;
             break;
-        case 'h': help = true; break;
-        default: usage(stderr); return CLI_USAGE;
+        case 'h':
+            help = true;
+            break;
+        default:
+            usage(stderr);
+            return CLI_USAGE;
         }
     }
     if (optind >= argc) {
@@ -144,8 +200,8 @@ int main(int argc, char **argv)
         return CLI_USAGE;
     }
     if (help) {
-        printf("Usage: icefarm-cli %s %s\n%s\n(see icefarm-cli --help for the common options)\n",
-               cmd->name, cmd->args, cmd->help);
+        printf("Usage: icefarm-cli %s %s\n%s\n(see icefarm-cli --help for the common options)\n", cmd->name, cmd->args,
+               cmd->help);
         return CLI_OK;
     }
     o.pos = argv + optind + 1;
@@ -156,8 +212,7 @@ int main(int argc, char **argv)
     if (serials_csv) {
         csv_copy = strdup(serials_csv);
         int n = 0;
-        for (char *save, *t = strtok_r(csv_copy, ",", &save); t && n < IFM_MAX_SERIALS;
-             t = strtok_r(NULL, ",", &save))
+        for (char *save, *t = strtok_r(csv_copy, ",", &save); t && n < IFM_MAX_SERIALS; t = strtok_r(NULL, ",", &save))
             serial_list[n++] = t;
         o.serials = serial_list;
         o.nserials = n;

@@ -47,14 +47,14 @@ typedef struct {
 typedef struct ctl ctl;
 
 typedef struct {
-    ctl *owner;          /* for timer callbacks */
+    ctl *owner; /* for timer callbacks */
     char serial[IFM_SERIAL_MAX];
     char worker[IFM_NAME_MAX];
-    size_t worker_hint;  /* index into ctl.workers where `worker` was last found */
+    size_t worker_hint; /* index into ctl.workers where `worker` was last found */
     ifm_board_state state;
     char kind[IFM_KIND_MAX];
     char reason[160];
-    bool known;          /* reported by a worker (not only a lease from the store) */
+    bool known; /* reported by a worker (not only a lease from the store) */
     /* lease mirror: valid when leased; the store stays authoritative */
     bool leased;
     char client[CTL_CLIENT_MAX + 1];
@@ -74,9 +74,9 @@ struct ctl {
     uint64_t epoch;
     ctl_worker *workers;
     size_t nworkers, capworkers;
-    ctl_board **boards;    /* each board allocated once and kept: timers point at them */
+    ctl_board **boards; /* each board allocated once and kept: timers point at them */
     size_t nboards, capboards;
-    ctl_waiter *waiters;   /* FIFO */
+    ctl_waiter *waiters; /* FIFO */
     uint8_t last_avail[512];
     size_t last_avail_len;
     uint64_t avail_timer; /* availability is recomputed at most every AVAIL_DEBOUNCE_MS */
@@ -105,22 +105,21 @@ void ctl_lease_adopt(ctl *c, const ctl_lease *l);
 void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why);
 /* Pure planning, unit-tested with a fake clock: when the warn and expire timers
  * should fire, as delays from `now_ms` (UINT64_MAX: not at all). */
-void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms,
-                    uint64_t *warn_in_ms, uint64_t *expire_in_ms);
+void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms, uint64_t *warn_in_ms,
+                    uint64_t *expire_in_ms);
 
 /* service.c */
 void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 
 /* waiters.c */
-int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
-                   const uint8_t *args, size_t args_len, uint64_t duration_s);
+int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, const uint8_t *args,
+                   size_t args_len, uint64_t duration_s);
 void ctl_waiters_serve(ctl *c);
 void ctl_waiters_free(ctl *c);
 /* Tries to grant `amount` boards of `kind` to `client`; on success fills `enc`
  * with the reply. Returns the reply code (200, 409, 500...). */
-uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind,
-                       const uint8_t *args, size_t args_len, uint64_t duration_s, ifm_enc *enc,
-                       char *why, size_t whylen);
+uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind, const uint8_t *args,
+                       size_t args_len, uint64_t duration_s, ifm_enc *enc, char *why, size_t whylen);
 
 /* publish.c */
 void ctl_publish_lease(ctl *c, const ctl_board *b);
@@ -129,11 +128,9 @@ void ctl_publish_lease(ctl *c, const ctl_board *b);
  * recount. `force` publishes now. */
 void ctl_publish_available(ctl *c, bool force);
 void ctl_publish_state(ctl *c, bool online);
-void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial,
-                         const char *kind, const char *client, uint64_t lease, const uint8_t *args,
-                         size_t args_len);
-void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial,
-                           uint64_t until_ms);
+void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial, const char *kind,
+                         const char *client, uint64_t lease, const uint8_t *args, size_t args_len);
+void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms);
 uint64_t ctl_now_ms(const ctl *c);
 
 #endif

@@ -7,8 +7,8 @@
 #include "ctl.h"
 #include "icefarm/log.h"
 
-void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms,
-                    uint64_t *warn_in_ms, uint64_t *expire_in_ms)
+void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms, uint64_t *warn_in_ms,
+                    uint64_t *expire_in_ms)
 {
     *expire_in_ms = until_ms > now_ms ? until_ms - now_ms : 0;
     *warn_in_ms = UINT64_MAX;
@@ -72,8 +72,7 @@ void ctl_lease_arm(ctl *c, ctl_board *b)
 {
     ctl_lease_disarm(c, b);
     uint64_t warn_in, expire_in;
-    ctl_lease_plan(ifm_wall_ms(), b->until_ms, b->warned, c->cfg.warn_before_s * 1000, &warn_in,
-                   &expire_in);
+    ctl_lease_plan(ifm_wall_ms(), b->until_ms, b->warned, c->cfg.warn_before_s * 1000, &warn_in, &expire_in);
     b->expire_timer = ifm_timer_add(c->loop, expire_in, on_expire, b);
     if (warn_in != UINT64_MAX)
         b->warn_timer = ifm_timer_add(c->loop, warn_in, on_warn, b);

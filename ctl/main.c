@@ -51,14 +51,31 @@ static void on_connect(ifm_mqtt *m, bool connected, void *arg)
 
 static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
 {
-    enum { O_BROKER = 1, O_DATA, O_LEASE, O_LEASE_MAX, O_WARN, O_KEEPALIVE, O_USER, O_PASSWORD, O_CAFILE, O_CONFIG };
+    enum {
+        O_BROKER = 1,
+        O_DATA,
+        O_LEASE,
+        O_LEASE_MAX,
+        O_WARN,
+        O_KEEPALIVE,
+        O_USER,
+        O_PASSWORD,
+        O_CAFILE,
+        O_CONFIG
+    };
     static const struct option opts[] = {
-        { "broker", required_argument, 0, O_BROKER }, { "data", required_argument, 0, O_DATA },
-        { "lease", required_argument, 0, O_LEASE }, { "lease-max", required_argument, 0, O_LEASE_MAX },
-        { "warn-before", required_argument, 0, O_WARN }, { "keepalive", required_argument, 0, O_KEEPALIVE },
-        { "user", required_argument, 0, O_USER }, { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE }, { "config", required_argument, 0, O_CONFIG },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+        { "broker", required_argument, 0, O_BROKER },
+        { "data", required_argument, 0, O_DATA },
+        { "lease", required_argument, 0, O_LEASE },
+        { "lease-max", required_argument, 0, O_LEASE_MAX },
+        { "warn-before", required_argument, 0, O_WARN },
+        { "keepalive", required_argument, 0, O_KEEPALIVE },
+        { "user", required_argument, 0, O_USER },
+        { "password", required_argument, 0, O_PASSWORD },
+        { "cafile", required_argument, 0, O_CAFILE },
+        { "config", required_argument, 0, O_CONFIG },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
     };
     const char *flag[O_CONFIG + 1] = { 0 };
     ifm_conf *conf = ifm_conf_from_args(argc, argv, opts, flag, O_CONFIG + 1, O_CONFIG, "config", usage);
@@ -118,10 +135,19 @@ int main(int argc, char **argv)
     ifm_enc_init(&will);
     ifm_ctl_state_encode(&will, false, c.epoch);
     ifm_mqtt_opts mo = {
-        .host = c.cfg.broker_host, .port = c.cfg.broker_port, .tls = c.cfg.broker_tls, .client_id = "icefarm-ctl",
-        .name = "icefarm-ctl", .username = c.cfg.user, .password = c.cfg.password,
-        .cafile = c.cfg.cafile, .keepalive = c.cfg.keepalive, .will_topic = IFM_TOPIC_CTL_STATE,
-        .will_payload = ifm_enc_data(&will), .will_len = ifm_enc_size(&will), .will_retain = true,
+        .host = c.cfg.broker_host,
+        .port = c.cfg.broker_port,
+        .tls = c.cfg.broker_tls,
+        .client_id = "icefarm-ctl",
+        .name = "icefarm-ctl",
+        .username = c.cfg.user,
+        .password = c.cfg.password,
+        .cafile = c.cfg.cafile,
+        .keepalive = c.cfg.keepalive,
+        .will_topic = IFM_TOPIC_CTL_STATE,
+        .will_payload = ifm_enc_data(&will),
+        .will_len = ifm_enc_size(&will),
+        .will_retain = true,
     };
     c.mqtt = ifm_mqtt_new(c.loop, &mo, on_connect, &c);
     ifm_enc_free(&will); /* libmosquitto copied the Will */
@@ -136,9 +162,8 @@ int main(int argc, char **argv)
     ifm_loop_signals(c.loop, sigs, 2, on_signal, &c);
     signal(SIGPIPE, SIG_IGN);
     IFM_INFO("icefarm-ctl starting: broker %s:%d, data %s, lease %llus (max %llus), warn %llus before",
-             c.cfg.broker_host, c.cfg.broker_port, c.cfg.data_dir,
-             (unsigned long long)c.cfg.lease_default_s, (unsigned long long)c.cfg.lease_max_s,
-             (unsigned long long)c.cfg.warn_before_s);
+             c.cfg.broker_host, c.cfg.broker_port, c.cfg.data_dir, (unsigned long long)c.cfg.lease_default_s,
+             (unsigned long long)c.cfg.lease_max_s, (unsigned long long)c.cfg.warn_before_s);
     ifm_mqtt_start(c.mqtt);
     ifm_loop_run(c.loop);
     if (ifm_mqtt_connected(c.mqtt))

@@ -100,9 +100,8 @@ void ctl_publish_state(ctl *c, bool online)
     ifm_enc_free(&e);
 }
 
-void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial,
-                         const char *kind, const char *client, uint64_t lease, const uint8_t *args,
-                         size_t args_len)
+void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial, const char *kind,
+                         const char *client, uint64_t lease, const uint8_t *args, size_t args_len)
 {
     char topic[IFM_TOPIC_MAX];
     if (!worker || !*worker || ifm_topic_worker(topic, sizeof topic, worker, "cmd"))
@@ -123,8 +122,7 @@ void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const cha
     ifm_enc_free(&e);
 }
 
-void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial,
-                           uint64_t until_ms)
+void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms)
 {
     char topic[IFM_TOPIC_MAX];
     if (ifm_topic_client(topic, sizeof topic, client, "event"))

@@ -140,8 +140,7 @@ static void worker_birth(ctl *c, ctl_worker *w, const ifm_worker_state *ws)
     w->nkinds = ws->nkinds;
     memcpy(w->kinds, ws->kinds, sizeof w->kinds);
     if (restarted)
-        IFM_WARN("worker=%s restarted (epoch %llu) without a death message", w->id,
-                 (unsigned long long)ws->epoch);
+        IFM_WARN("worker=%s restarted (epoch %llu) without a death message", w->id, (unsigned long long)ws->epoch);
     /* The birth is the complete list: boards it no longer has are gone. */
     for (size_t i = 0; i < c->nboards; i++) {
         ctl_board *b = c->boards[i];
@@ -168,8 +167,8 @@ static void worker_birth(ctl *c, ctl_worker *w, const ifm_worker_state *ws)
         }
         b->known = true;
     }
-    IFM_INFO("worker=%s online epoch=%llu boards=%zu kinds=%zu", w->id,
-             (unsigned long long)ws->epoch, ws->nboards, ws->nkinds);
+    IFM_INFO("worker=%s online epoch=%llu boards=%zu kinds=%zu", w->id, (unsigned long long)ws->epoch, ws->nboards,
+             ws->nkinds);
     if (restarted) {
         /* Leases on a restarted worker were lost with its old process. */
         worker_lost(c, w, "worker restarted");
@@ -188,8 +187,7 @@ void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     ifm_err err = { "" };
     ifm_worker_state ws;
     memset(&ws, 0, sizeof ws);
-    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
-        ifm_worker_state_decode(&doc, &ws, &err)) {
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_worker_state_decode(&doc, &ws, &err)) {
         IFM_WARN("ignoring malformed worker state on %s: %s", msg->topic, err.msg);
         goto out;
     }
@@ -202,9 +200,8 @@ void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     if (!w)
         goto out;
     if (ws.epoch < w->epoch) {
-        IFM_INFO("worker=%s ignoring %s from old epoch %llu (current %llu)", w->id,
-                 ws.online ? "birth" : "death", (unsigned long long)ws.epoch,
-                 (unsigned long long)w->epoch);
+        IFM_INFO("worker=%s ignoring %s from old epoch %llu (current %llu)", w->id, ws.online ? "birth" : "death",
+                 (unsigned long long)ws.epoch, (unsigned long long)w->epoch);
         goto out;
     }
     if (ws.online)
@@ -227,8 +224,7 @@ void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     ifm_doc doc;
     ifm_err err = { "" };
     ifm_board_status bs;
-    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
-        ifm_board_status_decode(&doc, &bs, &err)) {
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_board_status_decode(&doc, &bs, &err)) {
         IFM_WARN("serial=%s ignoring malformed board state: %s", first, err.msg);
         ifm_doc_free(&doc);
         return;
@@ -249,9 +245,8 @@ void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     snprintf(b->reason, sizeof b->reason, "%s", bs.reason);
     b->known = true;
     if (old != bs.state)
-        IFM_INFO("serial=%s worker=%s state %s -> %s%s%s", bs.serial, bs.worker,
-                 ifm_board_state_name(old), ifm_board_state_name(bs.state), bs.reason[0] ? ": " : "",
-                 bs.reason);
+        IFM_INFO("serial=%s worker=%s state %s -> %s%s%s", bs.serial, bs.worker, ifm_board_state_name(old),
+                 ifm_board_state_name(bs.state), bs.reason[0] ? ": " : "", bs.reason);
     reconcile(c, b);
     ctl_publish_available(c, false);
     if (bs.state == IFM_BOARD_READY)

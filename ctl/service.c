@@ -82,14 +82,12 @@ static void do_reserve(ctl *c, const ifm_mqtt_msg *msg, const char *client, cons
     ifm_enc e;
     ifm_enc_init(&e);
     char why[200] = "";
-    uint32_t code = ctl_grant_any(c, client, req->amount, req->kind,
-                                  (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args), duration,
-                                  &e, why, sizeof why);
+    uint32_t code = ctl_grant_any(c, client, req->amount, req->kind, (const uint8_t *)ifm_enc_data(&args),
+                                  ifm_enc_size(&args), duration, &e, why, sizeof why);
     if (code == 200) {
         reply(c, msg, &e);
     } else if (code == 409 && req->wait_ms > 0) {
-        if (ctl_waiter_add(c, msg, client, req, (const uint8_t *)ifm_enc_data(&args),
-                           ifm_enc_size(&args), duration))
+        if (ctl_waiter_add(c, msg, client, req, (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args), duration))
             reply_error(c, msg, 500, "cannot queue the request");
     } else {
         reply_error(c, msg, code, why);
@@ -98,8 +96,7 @@ static void do_reserve(ctl *c, const ifm_mqtt_msg *msg, const char *client, cons
     ifm_enc_free(&args);
 }
 
-static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *client,
-                               const ifm_ctl_req *req)
+static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req)
 {
     char why[200] = "";
     if (req->nserials == 0) {
@@ -120,8 +117,8 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
             return;
         }
         if (!ctl_board_allocatable(c, b, req->kind)) {
-            snprintf(why, sizeof why, "serial %s is not available for kind %s (%s%s)", b->serial,
-                     req->kind, b->leased ? "reserved" : ifm_board_state_name(b->state),
+            snprintf(why, sizeof why, "serial %s is not available for kind %s (%s%s)", b->serial, req->kind,
+                     b->leased ? "reserved" : ifm_board_state_name(b->state),
                      ctl_board_worker(c, b) && ctl_board_worker(c, b)->online ? "" : ", worker offline");
             reply_error(c, msg, 409, why);
             return;
@@ -167,8 +164,8 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
     for (size_t i = 0; i < req->nserials; i++) {
         leases[i].lease_id = ids[i];
         ctl_lease_adopt(c, &leases[i]);
-        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, req->kind, client,
-                            ids[i], leases[i].args, leases[i].args_len);
+        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, req->kind, client, ids[i],
+                            leases[i].args, leases[i].args_len);
         ifm_enc_map(&e, 3);
         ifm_enc_kstr(&e, "serial", leases[i].serial);
         ifm_enc_kstr(&e, "worker", leases[i].worker);
@@ -185,8 +182,7 @@ out:
     ifm_enc_free(&args);
 }
 
-static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
-                      bool all)
+static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, bool all)
 {
     uint64_t until = ifm_wall_ms() + lease_duration(c, req->duration_s) * 1000;
     ctl_lease_list out = CTL_LEASE_LIST_INIT;
@@ -224,8 +220,7 @@ static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const
     ctl_lease_list_free(&out);
 }
 
-static void do_end(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
-                   bool all)
+static void do_end(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, bool all)
 {
     ctl_lease_list out = CTL_LEASE_LIST_INIT;
     char err[200];
@@ -256,8 +251,7 @@ static void do_end(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
 }
 
 /* reboot and delete act on boards: only the holder may touch a leased board. */
-static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
-                        ifm_worker_op op)
+static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, ifm_worker_op op)
 {
     char why[200];
     for (size_t i = 0; i < req->nserials; i++) {
@@ -297,8 +291,7 @@ static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, con
         }
         ctl_send_worker_cmd(c, b->worker, op, b->serial, NULL, NULL, 0, NULL, 0);
         ifm_enc_str(&e, b->serial);
-        IFM_INFO("serial=%s client=%s %s requested", b->serial, client,
-                 op == IFM_WOP_REBOOT ? "reboot" : "delete");
+        IFM_INFO("serial=%s client=%s %s requested", b->serial, client, op == IFM_WOP_REBOOT ? "reboot" : "delete");
     }
     reply(c, msg, &e);
     ifm_enc_free(&e);
@@ -378,25 +371,48 @@ void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     ifm_err err = { "" };
     ifm_ctl_req req;
     memset(&req, 0, sizeof req);
-    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
-        ifm_ctl_req_decode(&doc, (ifm_verb)verb, &req, &err)) {
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_ctl_req_decode(&doc, (ifm_verb)verb, &req, &err)) {
         IFM_WARN("client=%s bad %s request: %s", client, verb_name, err.msg);
         reply_error(c, msg, 400, err.msg);
         goto out;
     }
     switch ((ifm_verb)verb) {
-    case IFM_VERB_AVAILABLE: do_available(c, msg, &req, false); break;
-    case IFM_VERB_DEVICES: do_available(c, msg, &req, true); break;
-    case IFM_VERB_RESERVE: do_reserve(c, msg, client, &req); break;
-    case IFM_VERB_RESERVE_SERIALS: do_reserve_serials(c, msg, client, &req); break;
-    case IFM_VERB_EXTEND: do_extend(c, msg, client, &req, false); break;
-    case IFM_VERB_EXTEND_ALL: do_extend(c, msg, client, &req, true); break;
-    case IFM_VERB_END: do_end(c, msg, client, &req, false); break;
-    case IFM_VERB_END_ALL: do_end(c, msg, client, &req, true); break;
-    case IFM_VERB_REBOOT: do_board_op(c, msg, client, &req, IFM_WOP_REBOOT); break;
-    case IFM_VERB_DELETE: do_board_op(c, msg, client, &req, IFM_WOP_DELETE); break;
-    case IFM_VERB_STATUS: do_status(c, msg); break;
-    default: reply_error(c, msg, 400, "unsupported verb"); break;
+    case IFM_VERB_AVAILABLE:
+        do_available(c, msg, &req, false);
+        break;
+    case IFM_VERB_DEVICES:
+        do_available(c, msg, &req, true);
+        break;
+    case IFM_VERB_RESERVE:
+        do_reserve(c, msg, client, &req);
+        break;
+    case IFM_VERB_RESERVE_SERIALS:
+        do_reserve_serials(c, msg, client, &req);
+        break;
+    case IFM_VERB_EXTEND:
+        do_extend(c, msg, client, &req, false);
+        break;
+    case IFM_VERB_EXTEND_ALL:
+        do_extend(c, msg, client, &req, true);
+        break;
+    case IFM_VERB_END:
+        do_end(c, msg, client, &req, false);
+        break;
+    case IFM_VERB_END_ALL:
+        do_end(c, msg, client, &req, true);
+        break;
+    case IFM_VERB_REBOOT:
+        do_board_op(c, msg, client, &req, IFM_WOP_REBOOT);
+        break;
+    case IFM_VERB_DELETE:
+        do_board_op(c, msg, client, &req, IFM_WOP_DELETE);
+        break;
+    case IFM_VERB_STATUS:
+        do_status(c, msg);
+        break;
+    default:
+        reply_error(c, msg, 400, "unsupported verb");
+        break;
     }
 out:
     ifm_ctl_req_free(&req);

@@ -22,9 +22,8 @@ struct ctl_waiter {
     uint64_t timer;
 };
 
-uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind,
-                       const uint8_t *args, size_t args_len, uint64_t duration_s, ifm_enc *enc,
-                       char *why, size_t whylen)
+uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind, const uint8_t *args,
+                       size_t args_len, uint64_t duration_s, ifm_enc *enc, char *why, size_t whylen)
 {
     size_t n = c->nboards;
     ctl_alloc_board *cand = calloc(n ? n : 1, sizeof *cand);
@@ -42,8 +41,12 @@ uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *
     for (size_t i = 0; i < n; i++) {
         ctl_board *b = c->boards[i];
         const ctl_worker *w = ctl_board_worker(c, b);
-        cand[i] = (ctl_alloc_board){ b->serial, b->worker, b->known && b->state == IFM_BOARD_READY,
-                                     w && w->online, w && ctl_worker_offers(w, kind), b->leased };
+        cand[i] = (ctl_alloc_board){ b->serial,
+                                     b->worker,
+                                     b->known && b->state == IFM_BOARD_READY,
+                                     w && w->online,
+                                     w && ctl_worker_offers(w, kind),
+                                     b->leased };
         for (size_t k = 0; b->leased && k < c->nworkers; k++)
             if (strcmp(loads[k].worker, b->worker) == 0)
                 loads[k].leases++;
@@ -51,8 +54,7 @@ uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *
     size_t eligible = 0;
     int rc = ctl_alloc_pick(cand, n, loads, c->nworkers, amount, picked, &eligible, why, whylen);
     if (rc == CTL_ALLOC_REFUSED) {
-        snprintf(why, whylen, "not enough boards: %u of kind %s requested, %zu available", amount,
-                 kind, eligible);
+        snprintf(why, whylen, "not enough boards: %u of kind %s requested, %zu available", amount, kind, eligible);
         code = 409;
         goto out;
     }
@@ -82,14 +84,13 @@ uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *
     for (uint32_t i = 0; i < amount; i++) {
         leases[i].lease_id = ids[i];
         ctl_lease_adopt(c, &leases[i]);
-        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, kind, client,
-                            ids[i], args, args_len);
+        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, kind, client, ids[i], args,
+                            args_len);
         ifm_enc_map(enc, 3);
         ifm_enc_kstr(enc, "serial", leases[i].serial);
         ifm_enc_kstr(enc, "worker", leases[i].worker);
         ifm_enc_kuint(enc, "until", until);
-        IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, client, kind,
-                 leases[i].worker);
+        IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, client, kind, leases[i].worker);
     }
     ctl_publish_available(c, false);
     code = 200;
@@ -142,8 +143,8 @@ static void on_waiter_timeout(ifm_loop *loop, void *arg)
     ctl_waiters_serve(c);
 }
 
-int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req,
-                   const uint8_t *args, size_t args_len, uint64_t duration_s)
+int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, const uint8_t *args,
+                   size_t args_len, uint64_t duration_s)
 {
     ctl_waiter *w = calloc(1, sizeof *w);
     if (!w)
@@ -165,8 +166,8 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
     while (*pp)
         pp = &(*pp)->next;
     *pp = w;
-    IFM_INFO("client=%s waiting up to %llu ms for %u board(s) of kind %s", client,
-             (unsigned long long)req->wait_ms, req->amount, req->kind);
+    IFM_INFO("client=%s waiting up to %llu ms for %u board(s) of kind %s", client, (unsigned long long)req->wait_ms,
+             req->amount, req->kind);
     return 0;
 fail:
     waiter_free(w);
@@ -187,8 +188,8 @@ void ctl_waiters_serve(ctl *c)
             ifm_enc e;
             ifm_enc_init(&e);
             char why[200];
-            uint32_t code = ctl_grant_any(c, w->client, w->amount, w->kind, w->args, w->args_len,
-                                          w->duration_s, &e, why, sizeof why);
+            uint32_t code = ctl_grant_any(c, w->client, w->amount, w->kind, w->args, w->args_len, w->duration_s, &e,
+                                          why, sizeof why);
             if (code == 200) {
                 waiter_reply(w, &e);
                 ifm_timer_cancel(c->loop, w->timer);

@@ -171,8 +171,12 @@ static void on_worker_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
                          (unsigned long long)cmd.lease);
             }
             break;
-        case IFM_WOP_RELEASE: wrk_board_release(b); break;
-        case IFM_WOP_REBOOT: wrk_board_reboot(b); break;
+        case IFM_WOP_RELEASE:
+            wrk_board_release(b);
+            break;
+        case IFM_WOP_REBOOT:
+            wrk_board_reboot(b);
+            break;
         case IFM_WOP_DELETE:
             IFM_INFO("serial=%s deleted by control: starting over", b->serial);
             wrk_upload_free(b);
@@ -184,7 +188,8 @@ static void on_worker_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
             else
                 wrk_board_set_state(b, IFM_BOARD_GONE, "deleted");
             break;
-        default: break;
+        default:
+            break;
         }
     }
     ifm_doc_free(&doc);

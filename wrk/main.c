@@ -113,18 +113,52 @@ static int load_image(wrk_main *m, int kind, const char *path)
 
 static int configure(wrk_main *m, int argc, char **argv)
 {
-    enum { O_BROKER = 1, O_NAME, O_KINDS, O_DEFAULT, O_PULSE, O_VARIANCE, O_SIM, O_SEED, O_WINDOW,
-           O_SIMFLASH, O_FLASH_TO, O_TEST_TO, O_READY_TO, O_EVAL_TO, O_ATTEMPTS, O_KEEPALIVE, O_USER,
-           O_PASSWORD, O_CAFILE, O_CONFIG, O_N };
+    enum {
+        O_BROKER = 1,
+        O_NAME,
+        O_KINDS,
+        O_DEFAULT,
+        O_PULSE,
+        O_VARIANCE,
+        O_SIM,
+        O_SEED,
+        O_WINDOW,
+        O_SIMFLASH,
+        O_FLASH_TO,
+        O_TEST_TO,
+        O_READY_TO,
+        O_EVAL_TO,
+        O_ATTEMPTS,
+        O_KEEPALIVE,
+        O_USER,
+        O_PASSWORD,
+        O_CAFILE,
+        O_CONFIG,
+        O_N
+    };
     static const struct option opts[] = {
-        { "broker", 1, 0, O_BROKER }, { "name", 1, 0, O_NAME }, { "kinds", 1, 0, O_KINDS },
-        { "default", 1, 0, O_DEFAULT }, { "pulse-count", 1, 0, O_PULSE }, { "variance", 1, 0, O_VARIANCE },
-        { "sim", 1, 0, O_SIM }, { "sim-seed", 1, 0, O_SEED }, { "sim-window-ms", 1, 0, O_WINDOW },
-        { "sim-flash-ms", 1, 0, O_SIMFLASH }, { "flash-timeout-ms", 1, 0, O_FLASH_TO },
-        { "test-timeout-ms", 1, 0, O_TEST_TO }, { "ready-timeout-ms", 1, 0, O_READY_TO },
-        { "eval-timeout-ms", 1, 0, O_EVAL_TO }, { "attempts", 1, 0, O_ATTEMPTS },
-        { "keepalive", 1, 0, O_KEEPALIVE }, { "user", 1, 0, O_USER }, { "password", 1, 0, O_PASSWORD },
-        { "cafile", 1, 0, O_CAFILE }, { "config", 1, 0, O_CONFIG }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "broker", 1, 0, O_BROKER },
+        { "name", 1, 0, O_NAME },
+        { "kinds", 1, 0, O_KINDS },
+        { "default", 1, 0, O_DEFAULT },
+        { "pulse-count", 1, 0, O_PULSE },
+        { "variance", 1, 0, O_VARIANCE },
+        { "sim", 1, 0, O_SIM },
+        { "sim-seed", 1, 0, O_SEED },
+        { "sim-window-ms", 1, 0, O_WINDOW },
+        { "sim-flash-ms", 1, 0, O_SIMFLASH },
+        { "flash-timeout-ms", 1, 0, O_FLASH_TO },
+        { "test-timeout-ms", 1, 0, O_TEST_TO },
+        { "ready-timeout-ms", 1, 0, O_READY_TO },
+        { "eval-timeout-ms", 1, 0, O_EVAL_TO },
+        { "attempts", 1, 0, O_ATTEMPTS },
+        { "keepalive", 1, 0, O_KEEPALIVE },
+        { "user", 1, 0, O_USER },
+        { "password", 1, 0, O_PASSWORD },
+        { "cafile", 1, 0, O_CAFILE },
+        { "config", 1, 0, O_CONFIG },
+        { "help", 0, 0, 'h' },
+        { 0, 0, 0, 0 },
     };
     const char *flag[O_N] = { 0 };
     m->conf = ifm_conf_from_args(argc, argv, opts, flag, O_N, O_CONFIG, "worker-config", usage);
@@ -161,7 +195,12 @@ static int configure(wrk_main *m, int argc, char **argv)
     }
     long v;
     wrk_timeouts *to = &m->w.to;
-    struct { const char *name; int flag; long def, min, max; uint64_t *out; } ms[] = {
+    struct {
+        const char *name;
+        int flag;
+        long def, min, max;
+        uint64_t *out;
+    } ms[] = {
         { "flash-timeout-ms", O_FLASH_TO, 30000, 100, 3600000, &to->flash_ms },
         { "test-timeout-ms", O_TEST_TO, 5000, 100, 600000, &to->test_ms },
         { "ready-timeout-ms", O_READY_TO, 10000, 100, 600000, &to->ready_ms },
@@ -205,7 +244,10 @@ static int configure(wrk_main *m, int argc, char **argv)
             continue;
         if (load_image(m, k, paths[k])) {
             fprintf(stderr, "icefarm-wrk: no usable %s firmware image: set %s (or --%s), or run with --sim N\n",
-                    wrk_kind_name(k), env[k], k == FW_DEFAULT ? "default" : k == FW_PULSECOUNT ? "pulse-count" : "variance");
+                    wrk_kind_name(k), env[k],
+                    k == FW_DEFAULT          ? "default"
+                        : k == FW_PULSECOUNT ? "pulse-count"
+                                             : "variance");
             return -1;
         }
     }
@@ -226,8 +268,15 @@ int main(int argc, char **argv)
     w->loop = ifm_loop_new();
     w->epoch = ifm_wall_ms();
     ifm_mqtt_opts mo = {
-        .host = m.host, .port = m.port, .tls = m.tls, .client_id = NULL, .name = NULL, .username = m.user,
-        .password = m.password, .cafile = m.cafile, .keepalive = (int)m.keepalive,
+        .host = m.host,
+        .port = m.port,
+        .tls = m.tls,
+        .client_id = NULL,
+        .name = NULL,
+        .username = m.user,
+        .password = m.password,
+        .cafile = m.cafile,
+        .keepalive = (int)m.keepalive,
     };
     char client_id[IFM_NAME_MAX + 8];
     snprintf(client_id, sizeof client_id, "wrk-%s", w->id);
@@ -250,9 +299,8 @@ int main(int argc, char **argv)
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(w->loop, sigs, 2, on_signal, w);
     signal(SIGPIPE, SIG_IGN);
-    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.port,
-             w->t->ops->name, w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)",
-             (unsigned long long)w->epoch);
+    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.port, w->t->ops->name,
+             w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)", (unsigned long long)w->epoch);
     ifm_mqtt_start(w->mqtt);
     w->t->ops->start(w->t, &ev, w);
     ifm_loop_run(w->loop);

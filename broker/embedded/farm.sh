@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # FARM_* are the launcher's outputs, read by whoever sources it
 # The embedded farm: a private Mosquitto, icefarm-ctl and one simulated worker on
 # this machine, on free loopback ports. Sourced by ./icefarm (demo, up) and by the
 # end-to-end tests so that all of them run exactly the same farm.

@@ -164,8 +164,7 @@ typedef struct {
     char user[];
 } id_owner;
 
-static void logf_(const acl_state *st, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void logf_(const acl_state *st, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void logf_(const acl_state *st, int level, const char *fmt, ...)
 {
     if (!st->o.log)
@@ -198,9 +197,8 @@ acl_state *acl_new(const acl_opts *opts)
         st->o.max_leases = 100000;
     if (!st->o.max_boards)
         st->o.max_boards = 100000;
-    if (smap_init(&st->roles, NULL) || smap_init(&st->leases, free) ||
-        smap_init(&st->owners, free) || smap_init(&st->live, free_live) || smap_init(&st->ended, NULL) ||
-        smap_init(&st->ids, free)) {
+    if (smap_init(&st->roles, NULL) || smap_init(&st->leases, free) || smap_init(&st->owners, free) ||
+        smap_init(&st->live, free_live) || smap_init(&st->ended, NULL) || smap_init(&st->ids, free)) {
         acl_free(st);
         return NULL;
     }
@@ -266,7 +264,10 @@ acl_role acl_role_of(const acl_state *st, const char *user)
     return (acl_role)(intptr_t)smap_get(&st->roles, user);
 }
 
-size_t acl_user_count(const acl_state *st) { return st->roles.n; }
+size_t acl_user_count(const acl_state *st)
+{
+    return st->roles.n;
+}
 
 int acl_load_roles(acl_state *st, const char *path, char *err, size_t errlen)
 {
@@ -313,8 +314,8 @@ int acl_load_roles(acl_state *st, const char *path, char *err, size_t errlen)
             break;
         }
         if (r < 0) {
-            snprintf(err, errlen, "%s:%d: unknown role \"%.32s\" (control, worker, client, gateway, dashboard)",
-                     path, lineno, role);
+            snprintf(err, errlen, "%s:%d: unknown role \"%.32s\" (control, worker, client, gateway, dashboard)", path,
+                     lineno, role);
             rc = -1;
             break;
         }
@@ -345,7 +346,17 @@ int acl_load_roles(acl_state *st, const char *path, char *err, size_t errlen)
 
 /* ---- topics ---- */
 
-typedef enum { T_OTHER, T_SYS, T_CTL_STATE, T_CTL_REQ, T_FARM, T_LEASE, T_WORKER, T_CLIENT, T_BOARD } tkind;
+typedef enum {
+    T_OTHER,
+    T_SYS,
+    T_CTL_STATE,
+    T_CTL_REQ,
+    T_FARM,
+    T_LEASE,
+    T_WORKER,
+    T_CLIENT,
+    T_BOARD
+} tkind;
 
 typedef struct {
     tkind k;
@@ -355,7 +366,10 @@ typedef struct {
 
 #define MAX_LEVELS 8
 
-static bool is(const char *a, const char *b) { return strcmp(a, b) == 0; }
+static bool is(const char *a, const char *b)
+{
+    return strcmp(a, b) == 0;
+}
 
 static void classify(const char *topic, tinfo *t)
 {
@@ -386,11 +400,11 @@ static void classify(const char *topic, tinfo *t)
     if (n < 3 || !is(lv[0], "icefarm"))
         return;
     const char *l1 = lv[1], *l2 = lv[2];
-#define SET(kind, nm, lf)                                                  \
-    do {                                                                   \
-        t->k = kind;                                                       \
-        snprintf(t->name, sizeof t->name, "%s", nm);                       \
-        snprintf(t->leaf, sizeof t->leaf, "%s", lf);                       \
+#define SET(kind, nm, lf)                                                                                              \
+    do {                                                                                                               \
+        t->k = kind;                                                                                                   \
+        snprintf(t->name, sizeof t->name, "%s", nm);                                                                   \
+        snprintf(t->leaf, sizeof t->leaf, "%s", lf);                                                                   \
     } while (0)
     if (is(l1, "ctl")) {
         if (n == 3 && is(l2, "state"))
@@ -436,7 +450,10 @@ static bool next_level(const char **p, bool *done, const char **s, size_t *n)
     return true;
 }
 
-static bool lv_is(const char *s, size_t n, const char *w) { return n == strlen(w) && memcmp(s, w, n) == 0; }
+static bool lv_is(const char *s, size_t n, const char *w)
+{
+    return n == strlen(w) && memcmp(s, w, n) == 0;
+}
 
 bool acl_filters_intersect(const char *a, const char *b)
 {
@@ -519,13 +536,14 @@ static void claim(acl_state *st, const char *serial, const char *worker)
     if (o && strcmp(o, worker) == 0)
         return;
     if (o && worker_live(st, o)) {
-        logf_(st, ACL_LOG_WARNING, "icefarm_acl: worker %s claims board %s, which belongs to connected worker %s: ignored",
-              worker, serial, o);
+        logf_(st, ACL_LOG_WARNING,
+              "icefarm_acl: worker %s claims board %s, which belongs to connected worker %s: ignored", worker, serial,
+              o);
         return;
     }
     if (!o && st->owners.n >= st->o.max_boards) {
-        logf_(st, ACL_LOG_WARNING, "icefarm_acl: %zu boards known; not recording board %s of worker %s",
-              st->owners.n, serial, worker);
+        logf_(st, ACL_LOG_WARNING, "icefarm_acl: %zu boards known; not recording board %s of worker %s", st->owners.n,
+              serial, worker);
         return;
     }
     if (o)
@@ -583,7 +601,10 @@ static void mark_live(acl_state *st, const char *worker, const void *conn, const
     smap_put(&st->live, worker, n);
 }
 
-static void conn_key(char *out, size_t cap, const void *conn) { snprintf(out, cap, "%p", conn); }
+static void conn_key(char *out, size_t cap, const void *conn)
+{
+    snprintf(out, cap, "%p", conn);
+}
 
 #define MAX_ENDED 1000000
 
@@ -661,8 +682,8 @@ static bool ended(const acl_state *st, const void *conn)
  * `field` for every other key. Rejects duplicate keys among `known`. */
 typedef int (*field_fn)(mp_reader *r, const char *key, uint32_t klen, void *arg);
 
-static int decode_root(const void *p, size_t len, const char *const *known, size_t nknown, field_fn fn,
-                       void *arg, uint32_t *seen)
+static int decode_root(const void *p, size_t len, const char *const *known, size_t nknown, field_fn fn, void *arg,
+                       uint32_t *seen)
 {
     mp_reader r;
     mp_init(&r, p, len);
@@ -894,8 +915,8 @@ static bool worker_state_ok(const char *user, const void *payload, size_t len)
     return ok;
 }
 
-static bool can_write(acl_state *st, acl_role role, const char *user, const tinfo *t, const void *payload,
-                      size_t len, bool retain)
+static bool can_write(acl_state *st, acl_role role, const char *user, const tinfo *t, const void *payload, size_t len,
+                      bool retain)
 {
     switch (role) {
     case ROLE_CONTROL:
@@ -961,7 +982,7 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
     case ROLE_GATEWAY:
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event") ||
-               acl_filters_intersect(filter, "icefarm/client/+/event");
+            acl_filters_intersect(filter, "icefarm/client/+/event");
     case ROLE_WORKER:
         snprintf(own, sizeof own, "icefarm/worker/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/cmd");
@@ -970,8 +991,8 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
     }
 }
 
-bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic,
-               const void *payload, size_t len, bool retain)
+bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic, const void *payload,
+               size_t len, bool retain)
 {
     acl_role role = acl_role_of(st, user);
     if (role == ROLE_NONE || !topic)
@@ -998,7 +1019,7 @@ bool acl_check(acl_state *st, const void *conn, const char *user, int access, co
         if (ended(st, conn)) {
             /* a Will */
             bool ok = (role == ROLE_CONTROL && t.k == T_CTL_STATE) ||
-                      (role == ROLE_WORKER && t.k == T_WORKER && is(t.name, user) && is(t.leaf, "state"));
+                (role == ROLE_WORKER && t.k == T_WORKER && is(t.name, user) && is(t.leaf, "state"));
             return ok && can_write(st, role, user, &t, payload, len, retain);
         }
         return can_write(st, role, user, &t, payload, len, retain);
@@ -1037,8 +1058,7 @@ int acl_check_connect(const acl_state *st, const char *user, const char *client_
     return 0;
 }
 
-acl_req_action acl_request_action(const acl_state *st, const char *user, const char *topic,
-                                  const char *response_topic)
+acl_req_action acl_request_action(const acl_state *st, const char *user, const char *topic, const char *response_topic)
 {
     tinfo t;
     classify(topic, &t);
@@ -1071,8 +1091,8 @@ static void observe_lease(acl_state *st, const tinfo *t, const void *payload, si
     if (acl_decode_lease(payload, len, &l) || !is(l.serial, t->name)) {
         /* Fail closed: nobody holds a board whose lease we cannot read. */
         smap_del(&st->leases, t->name);
-        logf_(st, ACL_LOG_WARNING, "icefarm_acl: unreadable lease for %s (%zu bytes): nobody holds it now",
-              t->name, len);
+        logf_(st, ACL_LOG_WARNING, "icefarm_acl: unreadable lease for %s (%zu bytes): nobody holds it now", t->name,
+              len);
         return;
     }
     if (!smap_get(&st->leases, t->name) && st->leases.n >= st->o.max_leases) {

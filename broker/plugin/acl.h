@@ -38,8 +38,8 @@
 #define ACL_SUBSCRIBE 0x04
 #define ACL_UNSUBSCRIBE 0x08
 
-#define ACL_NAME_MAX 128   /* user, client and worker names incl. NUL (IFM_NAME_MAX) */
-#define ACL_SERIAL_MAX 64  /* IFM_SERIAL_MAX */
+#define ACL_NAME_MAX 128  /* user, client and worker names incl. NUL (IFM_NAME_MAX) */
+#define ACL_SERIAL_MAX 64 /* IFM_SERIAL_MAX */
 #define ACL_PROP_CLIENT "icefarm-client"
 
 typedef enum {
@@ -64,8 +64,8 @@ typedef struct {
     uint64_t lease_grace_ms;
     /* Caps on learnt state, so a misbehaving peer cannot grow the broker without bound. */
     size_t max_leases, max_boards;
-    acl_log_fn log;              /* NULL: silent */
-    uint64_t (*now_ms)(void);    /* wall clock in ms; NULL: CLOCK_REALTIME */
+    acl_log_fn log;           /* NULL: silent */
+    uint64_t (*now_ms)(void); /* wall clock in ms; NULL: CLOCK_REALTIME */
 } acl_opts;
 
 acl_state *acl_new(const acl_opts *opts);
@@ -88,8 +88,7 @@ bool acl_name_valid(const char *s, size_t max);
  * client ids that would take over another identity's connection: "wrk-<id>" is
  * the worker <id>'s alone, and a worker must use it; "icefarm-ctl" is control's;
  * and a client id in use by a connection of another user (see acl_seen). */
-int acl_check_connect(const acl_state *st, const char *user, const char *client_id, char *why,
-                      size_t whylen);
+int acl_check_connect(const acl_state *st, const char *user, const char *client_id, char *why, size_t whylen);
 
 /* One access decision for connection `conn` (may be NULL). SUBSCRIBE of a
  * filter with wildcards is allowed when the filter can match something the user
@@ -103,13 +102,13 @@ int acl_check_connect(const acl_state *st, const char *user, const char *client_
  * has ended (acl_disconnect) is therefore a Will, and the only Wills allowed are
  * a worker's death notice on its own icefarm/worker/<id>/state and control's on
  * icefarm/ctl/state. */
-bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic,
-               const void *payload, size_t len, bool retain);
+bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic, const void *payload,
+               size_t len, bool retain);
 
 /* A message accepted by the broker: learn leases and ownership from it.
  * `conn` and `conn_id` identify the publishing connection (pointer and client id). */
-void acl_observe(acl_state *st, const char *user, const void *conn, const char *conn_id,
-                 const char *topic, const void *payload, size_t len, bool retain);
+void acl_observe(acl_state *st, const char *user, const void *conn, const char *conn_id, const char *topic,
+                 const void *payload, size_t len, bool retain);
 /* A connection ended: a worker whose live connection this was no longer holds
  * its boards against other workers, and what the connection still "publishes"
  * is its Will. */
@@ -123,16 +122,15 @@ void acl_connect(acl_state *st, const void *conn);
 
 /* What to do with the icefarm-client property of a message to icefarm/ctl/req/+. */
 typedef enum {
-    ACL_REQ_PASS,     /* not a request: leave it alone */
-    ACL_REQ_REPLACE,  /* drop every icefarm-client property, add one = username */
-    ACL_REQ_GATEWAY,  /* keep one valid icefarm-client if present, else as REPLACE */
-    ACL_REQ_DENY,     /* refuse the message */
+    ACL_REQ_PASS,    /* not a request: leave it alone */
+    ACL_REQ_REPLACE, /* drop every icefarm-client property, add one = username */
+    ACL_REQ_GATEWAY, /* keep one valid icefarm-client if present, else as REPLACE */
+    ACL_REQ_DENY,    /* refuse the message */
 } acl_req_action;
 /* `response_topic` may be NULL. A request's Response Topic must be under the
  * sender's own icefarm/client/<username>/, so nobody can make control publish
  * its reply on someone else's topic (a lease, a worker's commands...). */
-acl_req_action acl_request_action(const acl_state *st, const char *user, const char *topic,
-                                  const char *response_topic);
+acl_req_action acl_request_action(const acl_state *st, const char *user, const char *topic, const char *response_topic);
 
 /* For tests and logs. */
 bool acl_lease_holder(acl_state *st, const char *serial, const char *client);

@@ -2,7 +2,10 @@
 
 #include <string.h>
 
-static size_t left(const mp_reader *r) { return (size_t)(r->end - r->p); }
+static size_t left(const mp_reader *r)
+{
+    return (size_t)(r->end - r->p);
+}
 
 static int take(mp_reader *r, size_t n, const uint8_t **out)
 {
@@ -57,8 +60,14 @@ static int read_container(mp_reader *r, bool map, uint32_t *n)
     return 0;
 }
 
-int mp_read_map(mp_reader *r, uint32_t *n) { return read_container(r, true, n); }
-int mp_read_array(mp_reader *r, uint32_t *n) { return read_container(r, false, n); }
+int mp_read_map(mp_reader *r, uint32_t *n)
+{
+    return read_container(r, true, n);
+}
+int mp_read_array(mp_reader *r, uint32_t *n)
+{
+    return read_container(r, false, n);
+}
 
 int mp_read_str(mp_reader *r, const char **s, uint32_t *len)
 {
@@ -141,26 +150,48 @@ int mp_skip(mp_reader *r, int depth)
         return 0;
     }
     switch (c) {
-    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
-    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+    case 0xc4:
+    case 0xc5:
+    case 0xc6: /* bin 8/16/32 */
+    case 0xd9:
+    case 0xda:
+    case 0xdb: /* str 8/16/32 */
         if (read_be(r, (size_t)1 << ((c >= 0xd9 ? c - 0xd9 : c - 0xc4)), &n))
             return -1;
         return n > left(r) ? -1 : take(r, (size_t)n, &b);
-    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32: length, type, data */
+    case 0xc7:
+    case 0xc8:
+    case 0xc9: /* ext 8/16/32: length, type, data */
         if (read_be(r, (size_t)1 << (c - 0xc7), &n) || n + 1 > left(r))
             return -1;
         return take(r, (size_t)n + 1, &b);
-    case 0xca: return take(r, 4, &b);  /* float 32 */
-    case 0xcb: return take(r, 8, &b);  /* float 64 */
-    case 0xcc: case 0xd0: return take(r, 1, &b);
-    case 0xcd: case 0xd1: return take(r, 2, &b);
-    case 0xce: case 0xd2: return take(r, 4, &b);
-    case 0xcf: case 0xd3: return take(r, 8, &b);
-    case 0xd4: return take(r, 2, &b);  /* fixext 1 */
-    case 0xd5: return take(r, 3, &b);
-    case 0xd6: return take(r, 5, &b);
-    case 0xd7: return take(r, 9, &b);
-    case 0xd8: return take(r, 17, &b); /* fixext 16 */
-    default: return -1;                /* 0xc1: never used */
+    case 0xca:
+        return take(r, 4, &b); /* float 32 */
+    case 0xcb:
+        return take(r, 8, &b); /* float 64 */
+    case 0xcc:
+    case 0xd0:
+        return take(r, 1, &b);
+    case 0xcd:
+    case 0xd1:
+        return take(r, 2, &b);
+    case 0xce:
+    case 0xd2:
+        return take(r, 4, &b);
+    case 0xcf:
+    case 0xd3:
+        return take(r, 8, &b);
+    case 0xd4:
+        return take(r, 2, &b); /* fixext 1 */
+    case 0xd5:
+        return take(r, 3, &b);
+    case 0xd6:
+        return take(r, 5, &b);
+    case 0xd7:
+        return take(r, 9, &b);
+    case 0xd8:
+        return take(r, 17, &b); /* fixext 16 */
+    default:
+        return -1; /* 0xc1: never used */
     }
 }

@@ -25,7 +25,10 @@ static inline void mp_init(mp_reader *r, const void *data, size_t len)
     r->p = data;
     r->end = r->p + (data ? len : 0);
 }
-static inline bool mp_done(const mp_reader *r) { return r->p == r->end; }
+static inline bool mp_done(const mp_reader *r)
+{
+    return r->p == r->end;
+}
 
 /* Each returns 0 and advances, or -1 (the reader is then in an undefined
  * position: stop reading). */

@@ -69,10 +69,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 static const char *access_name(int a)
 {
     switch (a) {
-    case MOSQ_ACL_READ: return "read";
-    case MOSQ_ACL_WRITE: return "publish";
-    case MOSQ_ACL_SUBSCRIBE: return "subscribe";
-    default: return "access";
+    case MOSQ_ACL_READ:
+        return "read";
+    case MOSQ_ACL_WRITE:
+        return "publish";
+    case MOSQ_ACL_SUBSCRIBE:
+        return "subscribe";
+    default:
+        return "access";
     }
 }
 
@@ -216,16 +220,18 @@ static int on_message(int event, void *event_data, void *userdata)
     }
     mosquitto_free(rt);
     int idrc = act == ACL_REQ_REPLACE || act == ACL_REQ_GATEWAY
-                   ? set_identity(ctx->st, &ed->properties, user, act == ACL_REQ_GATEWAY)
-                   : 0;
+        ? set_identity(ctx->st, &ed->properties, user, act == ACL_REQ_GATEWAY)
+        : 0;
     if (idrc == -2) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, "icefarm_acl: denied %s request on \"%s\": it names a user who is not a client",
+        mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                             "icefarm_acl: denied %s request on \"%s\": it names a user who is not a client",
                              who(ed->client), ed->topic);
         return MOSQ_ERR_ACL_DENIED;
     }
     if (idrc) {
-        mosquitto_log_printf(MOSQ_LOG_WARNING, "icefarm_acl: cannot set the identity on %s's request on \"%s\"; dropped",
-                             who(ed->client), ed->topic);
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "icefarm_acl: cannot set the identity on %s's request on \"%s\"; dropped", who(ed->client),
+                             ed->topic);
         return MOSQ_ERR_ACL_DENIED;
     }
     acl_observe(ctx->st, user, ed->client, mosquitto_client_id(ed->client), ed->topic, ed->payload, ed->payloadlen,
@@ -273,8 +279,7 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *opts,
-                          int opt_count)
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *opts, int opt_count)
 {
     const char *roles = NULL;
     acl_opts ao = { .lease_grace_ms = 30000, .log = log_cb };

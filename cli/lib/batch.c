@@ -5,13 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { JOB_PENDING, JOB_INFLIGHT, JOB_DONE } job_state;
+typedef enum {
+    JOB_PENDING,
+    JOB_INFLIGHT,
+    JOB_DONE
+} job_state;
 
 typedef struct {
     uint8_t *data;
     size_t len;
     job_state state;
-    char serial[IFM_SERIAL_MAX]; /* where it is in flight, or was measured */
+    char serial[IFM_SERIAL_MAX];    /* where it is in flight, or was measured */
     char failed_on[IFM_SERIAL_MAX]; /* the board that already failed it once */
 } job;
 
@@ -90,8 +94,8 @@ static void dispatch(icefarm_batch *b)
             if (!bd->ready || bd->dead || bd->inflight >= b->o.window)
                 continue;
             size_t pick = next;
-            while (pick < b->njobs && (b->jobs[pick].state != JOB_PENDING ||
-                                       (others && strcmp(b->jobs[pick].failed_on, bd->serial) == 0)))
+            while (pick < b->njobs &&
+                   (b->jobs[pick].state != JOB_PENDING || (others && strcmp(b->jobs[pick].failed_on, bd->serial) == 0)))
                 pick++;
             while (next < b->njobs && b->jobs[next].state != JOB_PENDING)
                 next++;
@@ -275,7 +279,10 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], si
     return b;
 }
 
-void icefarm_batch_on_board_dropped(icefarm_batch *b, icefarm_board_cb cb) { b->on_dropped = cb; }
+void icefarm_batch_on_board_dropped(icefarm_batch *b, icefarm_board_cb cb)
+{
+    b->on_dropped = cb;
+}
 
 int icefarm_batch_add(icefarm_batch *b, const uint8_t *data, size_t len, size_t *index)
 {
@@ -307,8 +314,7 @@ int icefarm_batch_run(icefarm_batch *b, uint64_t timeout_ms)
         for (size_t i = 0; i < b->njobs; i++)
             if (b->jobs[i].state == JOB_PENDING)
                 fail(b, &b->jobs[i], "no boards to evaluate on");
-    while (b->ndone < b->njobs && !b->cancelled && ifm_now_ms() < deadline &&
-           !ifm_loop_stopped(icefarm_loop(b->f))) {
+    while (b->ndone < b->njobs && !b->cancelled && ifm_now_ms() < deadline && !ifm_loop_stopped(icefarm_loop(b->f))) {
         check_stalls(b);
         dispatch(b);
         ifm_loop_once(icefarm_loop(b->f), 100);
@@ -316,10 +322,22 @@ int icefarm_batch_run(icefarm_batch *b, uint64_t timeout_ms)
     return b->ndone == b->njobs ? 0 : -1;
 }
 
-void icefarm_batch_cancel(icefarm_batch *b) { b->cancelled = true; }
-size_t icefarm_batch_count(const icefarm_batch *b) { return b->njobs; }
-size_t icefarm_batch_done(const icefarm_batch *b) { return b->ndone; }
-size_t icefarm_batch_failed(const icefarm_batch *b) { return b->nfailed; }
+void icefarm_batch_cancel(icefarm_batch *b)
+{
+    b->cancelled = true;
+}
+size_t icefarm_batch_count(const icefarm_batch *b)
+{
+    return b->njobs;
+}
+size_t icefarm_batch_done(const icefarm_batch *b)
+{
+    return b->ndone;
+}
+size_t icefarm_batch_failed(const icefarm_batch *b)
+{
+    return b->nfailed;
+}
 
 size_t icefarm_batch_boards_alive(const icefarm_batch *b)
 {

@@ -101,8 +101,7 @@ static void on_state_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     ifm_doc doc;
     ifm_err err = { "" };
     ifm_board_status bs;
-    if (msg->len && !ifm_doc_parse(&doc, msg->payload, msg->len, &err) &&
-        !ifm_board_status_decode(&doc, &bs, &err)) {
+    if (msg->len && !ifm_doc_parse(&doc, msg->payload, msg->len, &err) && !ifm_board_status_decode(&doc, &bs, &err)) {
         watched *w = find_watched(f, bs.serial);
         if (w)
             w->state = bs.state;
@@ -180,13 +179,16 @@ icefarm *icefarm_connect(const icefarm_opts *o, char *err, size_t errlen)
     ifm_mqtt_on_refused(f->mqtt, on_refused, f);
     ifm_mqtt_start(f->mqtt);
     if (ifm_mqtt_wait_connected(f->mqtt, f->timeout_ms) && ifm_mqtt_refused(f->mqtt)) {
-        snprintf(err, errlen, "the icefarm broker at %s:%d refused the connection: %s (check --user/--password or ICEFARM_USER/ICEFARM_PASSWORD)",
+        snprintf(err, errlen,
+                 "the icefarm broker at %s:%d refused the connection: %s (check --user/--password or "
+                 "ICEFARM_USER/ICEFARM_PASSWORD)",
                  mo.host, mo.port, ifm_mqtt_refused(f->mqtt));
         goto fail;
     }
     if (!ifm_mqtt_connected(f->mqtt)) {
-        snprintf(err, errlen, "cannot reach the icefarm broker at %s:%d (is the farm up? set --broker or ICEFARM_BROKER)",
-                 mo.host, mo.port);
+        snprintf(err, errlen,
+                 "cannot reach the icefarm broker at %s:%d (is the farm up? set --broker or ICEFARM_BROKER)", mo.host,
+                 mo.port);
         goto fail;
     }
     return f;
@@ -217,9 +219,18 @@ void icefarm_close(icefarm *f)
     free(f);
 }
 
-const char *icefarm_name(const icefarm *f) { return f->name; }
-ifm_loop *icefarm_loop(icefarm *f) { return f->loop; }
-ifm_mqtt *icefarm_mqtt(icefarm *f) { return f->mqtt; }
+const char *icefarm_name(const icefarm *f)
+{
+    return f->name;
+}
+ifm_loop *icefarm_loop(icefarm *f)
+{
+    return f->loop;
+}
+ifm_mqtt *icefarm_mqtt(icefarm *f)
+{
+    return f->mqtt;
+}
 
 static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg)
 {
@@ -237,8 +248,8 @@ static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg
     }
 }
 
-int icefarm_call(icefarm *f, const ifm_ctl_req *req, const void *args, size_t args_len,
-                 icefarm_reply *reply, char *err, size_t errlen)
+int icefarm_call(icefarm *f, const ifm_ctl_req *req, const void *args, size_t args_len, icefarm_reply *reply, char *err,
+                 size_t errlen)
 {
     memset(reply, 0, sizeof *reply);
     msgpack_unpacked_init(&reply->doc.up);
@@ -366,8 +377,7 @@ int icefarm_watch(icefarm *f, const char *serial)
     w->state = IFM_BOARD_GONE;
     w->next = f->watched;
     f->watched = w;
-    if (ifm_mqtt_subscribe(f->mqtt, ev, 1, on_event_msg, f) ||
-        ifm_mqtt_subscribe(f->mqtt, st, 1, on_state_msg, f))
+    if (ifm_mqtt_subscribe(f->mqtt, ev, 1, on_event_msg, f) || ifm_mqtt_subscribe(f->mqtt, st, 1, on_state_msg, f))
         return -1;
     return 0;
 }
@@ -378,8 +388,7 @@ ifm_board_state icefarm_board_state(icefarm *f, const char *serial)
     return w ? w->state : IFM_BOARD_GONE;
 }
 
-int icefarm_evaluate(icefarm *f, const char *serial, const char *batch_id, const ifm_file *files,
-                     size_t n)
+int icefarm_evaluate(icefarm *f, const char *serial, const char *batch_id, const ifm_file *files, size_t n)
 {
     char topic[IFM_TOPIC_MAX];
     if (ifm_topic_board(topic, sizeof topic, serial, "cmd"))
@@ -403,9 +412,8 @@ int icefarm_run_until(icefarm *f, bool (*done)(void *arg), void *arg, uint64_t t
     return 0;
 }
 
-int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *args,
-                    size_t args_len, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX],
-                    size_t *n, char *err, size_t errlen)
+int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *args, size_t args_len, uint64_t wait_ms,
+                    char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err, size_t errlen)
 {
     ifm_ctl_req req;
     memset(&req, 0, sizeof req);
@@ -456,8 +464,8 @@ int icefarm_end_all(icefarm *f, size_t *n_ended, char *err, size_t errlen)
 }
 
 static int reserve_kind(icefarm *f, const char *kind, uint32_t amount, int send_waveform, uint32_t interval,
-                        uint32_t flush_at, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n,
-                        char *err, size_t errlen)
+                        uint32_t flush_at, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err,
+                        size_t errlen)
 {
     ifm_enc a;
     ifm_enc_init(&a);
@@ -472,8 +480,7 @@ static int reserve_kind(icefarm *f, const char *kind, uint32_t amount, int send_
 }
 
 int icefarm_reserve_pulsecount(icefarm *f, uint32_t amount, uint32_t flush_interval_s, uint32_t flush_at,
-                               uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err,
-                               size_t errlen)
+                               uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err, size_t errlen)
 {
     return reserve_kind(f, "pulsecount", amount, -1, flush_interval_s, flush_at, wait_ms, serials, n, err, errlen);
 }

@@ -9,17 +9,22 @@
 #include "http.h"
 #include "icefarm/log.h"
 
-typedef enum { SHAPE_AMOUNT, SHAPE_SERIALS, SHAPE_LEASES, SHAPE_STATUS } reply_shape;
+typedef enum {
+    SHAPE_AMOUNT,
+    SHAPE_SERIALS,
+    SHAPE_LEASES,
+    SHAPE_STATUS
+} reply_shape;
 
 enum {
-    F_NAME = 1,       /* name: the acting client */
-    F_SERIALS = 2,    /* serials: list of strings */
-    F_AMOUNT = 4,     /* amount: integer */
-    F_KIND = 8,       /* kind: string, required */
-    F_KIND_OPT = 16,  /* kind: string, optional filter */
-    F_ARGS = 32,      /* args: object, optional */
-    F_DURATION = 64,  /* duration_s: integer, optional (an extension) */
-    F_WAIT = 128,     /* wait_ms: integer, optional (an extension) */
+    F_NAME = 1,      /* name: the acting client */
+    F_SERIALS = 2,   /* serials: list of strings */
+    F_AMOUNT = 4,    /* amount: integer */
+    F_KIND = 8,      /* kind: string, required */
+    F_KIND_OPT = 16, /* kind: string, optional filter */
+    F_ARGS = 32,     /* args: object, optional */
+    F_DURATION = 64, /* duration_s: integer, optional (an extension) */
+    F_WAIT = 128,    /* wait_ms: integer, optional (an extension) */
 };
 
 struct endpoint {
@@ -33,8 +38,7 @@ static const struct endpoint endpoints[] = {
     { "/available", IFM_VERB_AVAILABLE, F_KIND_OPT, SHAPE_AMOUNT },
     { "/devices", IFM_VERB_DEVICES, F_KIND_OPT, SHAPE_SERIALS },
     { "/reserve", IFM_VERB_RESERVE, F_NAME | F_AMOUNT | F_KIND | F_ARGS | F_DURATION | F_WAIT, SHAPE_LEASES },
-    { "/reserveserials", IFM_VERB_RESERVE_SERIALS, F_NAME | F_SERIALS | F_KIND | F_ARGS | F_DURATION,
-      SHAPE_LEASES },
+    { "/reserveserials", IFM_VERB_RESERVE_SERIALS, F_NAME | F_SERIALS | F_KIND | F_ARGS | F_DURATION, SHAPE_LEASES },
     { "/extend", IFM_VERB_EXTEND, F_NAME | F_SERIALS | F_DURATION, SHAPE_SERIALS },
     { "/extendall", IFM_VERB_EXTEND_ALL, F_NAME | F_DURATION, SHAPE_SERIALS },
     { "/end", IFM_VERB_END, F_NAME | F_SERIALS, SHAPE_SERIALS },
@@ -58,8 +62,8 @@ typedef struct {
     char msg[300];
 } argerr;
 
-static int get_field(json_t *args, const char *key, bool required, json_type want, const char *what,
-                     json_t **out, argerr *err)
+static int get_field(json_t *args, const char *key, bool required, json_type want, const char *what, json_t **out,
+                     argerr *err)
 {
     json_t *v = json_object_get(args, key);
     if (!v || (json_is_null(v) && !required)) {
@@ -190,8 +194,8 @@ static int get_args(json_t *args, ifm_enc *enc, bool *have, argerr *err)
     return 0;
 }
 
-static int check_args(const struct endpoint *ep, json_t *args, ifm_ctl_req *req, const char **name,
-                      ifm_enc *renc, bool *have_args, argerr *err)
+static int check_args(const struct endpoint *ep, json_t *args, ifm_ctl_req *req, const char **name, ifm_enc *renc,
+                      bool *have_args, argerr *err)
 {
     unsigned f = ep->fields;
     uint64_t u;
@@ -392,9 +396,12 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
     s->calls = c;
     r->wait_ms = req.wait_ms;
     int sent = s->mqtt && !s->stopping
-                   ? ifm_mqtt_request_as(s->mqtt, r->user[0] ? r->user : name ? name : ifm_mqtt_name(s->mqtt), topic, ifm_enc_data(&e),
-                                         ifm_enc_size(&e), s->timeout_ms + req.wait_ms, on_reply, c)
-                   : -1;
+        ? ifm_mqtt_request_as(s->mqtt,
+                              r->user[0] ? r->user
+                                  : name ? name
+                                         : ifm_mqtt_name(s->mqtt),
+                              topic, ifm_enc_data(&e), ifm_enc_size(&e), s->timeout_ms + req.wait_ms, on_reply, c)
+        : -1;
     ifm_enc_free(&e);
     if (sent) {
         c->req = NULL;

@@ -35,15 +35,15 @@
 #include "http.h"
 #include "icefarm/log.h"
 
-#define AUTH_POLL_MS 20              /* how often a running check looks at its connection */
-#define AUTH_CHECKS_MAX 32           /* credential checks in flight at once */
-#define AUTH_RL_FAILURES 5           /* failed authentications per address ... */
-#define AUTH_RL_WINDOW_MS 10000u     /* ... per this window, then 429 */
-#define AUTH_RL_MAX 4096             /* addresses tracked at once */
-#define AUTH_CACHE_MAX 1024          /* cached successful checks */
-#define AUTH_TOKENS_MAX 10000        /* live tokens */
-#define AUTH_TOKENS_PER_USER 32      /* a user's oldest token goes beyond this */
-#define AUTH_CRED_MAX 1024           /* decoded user:password */
+#define AUTH_POLL_MS 20          /* how often a running check looks at its connection */
+#define AUTH_CHECKS_MAX 32       /* credential checks in flight at once */
+#define AUTH_RL_FAILURES 5       /* failed authentications per address ... */
+#define AUTH_RL_WINDOW_MS 10000u /* ... per this window, then 429 */
+#define AUTH_RL_MAX 4096         /* addresses tracked at once */
+#define AUTH_CACHE_MAX 1024      /* cached successful checks */
+#define AUTH_TOKENS_MAX 10000    /* live tokens */
+#define AUTH_TOKENS_PER_USER 32  /* a user's oldest token goes beyond this */
+#define AUTH_CRED_MAX 1024       /* decoded user:password */
 #define AUTH_PROBE_RETRY_MS 1000
 
 typedef struct {
@@ -162,8 +162,8 @@ static unsigned rl_blocked(http_auth *a, const char *ip)
         return 0;
     if (e->failures >= AUTH_RL_FAILURES && !e->warned) {
         e->warned = true;
-        IFM_WARN("auth: %u failed authentications from %s within %u s: refusing its credentials for now",
-                 e->failures, ip, AUTH_RL_WINDOW_MS / 1000);
+        IFM_WARN("auth: %u failed authentications from %s within %u s: refusing its credentials for now", e->failures,
+                 ip, AUTH_RL_WINDOW_MS / 1000);
     }
     uint64_t now = ifm_now_ms();
     uint64_t left = e->failures >= AUTH_RL_FAILURES && e->window_end > now ? e->window_end - now : 1000;
@@ -346,7 +346,11 @@ static void on_probe_retry(ifm_loop *loop, void *arg)
     start_probe(a);
 }
 
-typedef enum { CHECK_OK, CHECK_REFUSED, CHECK_ERROR } check_outcome;
+typedef enum {
+    CHECK_OK,
+    CHECK_REFUSED,
+    CHECK_ERROR
+} check_outcome;
 
 static void check_free(auth_check *c)
 {
@@ -452,8 +456,15 @@ static auth_check *check_start(http_auth *a, const char *user, const char *passw
     snprintf(c->user, sizeof c->user, "%s", user);
     snprintf(c->ip, sizeof c->ip, "%s", ip);
     ifm_mqtt_opts mo = {
-        .host = s->broker_host, .port = s->broker_port, .tls = s->broker_tls, .client_id = NULL, .name = NULL,
-        .username = user, .password = password, .cafile = s->cafile, .keepalive = s->keepalive,
+        .host = s->broker_host,
+        .port = s->broker_port,
+        .tls = s->broker_tls,
+        .client_id = NULL,
+        .name = NULL,
+        .username = user,
+        .password = password,
+        .cafile = s->cafile,
+        .keepalive = s->keepalive,
     };
     /* libmosquitto copies the credentials; the caller wipes its copy right after. */
     c->m = ifm_mqtt_new(s->loop, &mo, on_check_conn, c);
@@ -504,12 +515,12 @@ static long b64_decode(const char *in, size_t n, char *out, size_t cap)
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
         char ch = in[i];
-        int v = ch >= 'A' && ch <= 'Z'   ? ch - 'A'
-                : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26
-                : ch >= '0' && ch <= '9' ? ch - '0' + 52
-                : ch == '+'              ? 62
-                : ch == '/'              ? 63
-                                         : -1;
+        int v = ch >= 'A' && ch <= 'Z' ? ch - 'A'
+            : ch >= 'a' && ch <= 'z'   ? ch - 'a' + 26
+            : ch >= '0' && ch <= '9'   ? ch - '0' + 52
+            : ch == '+'                ? 62
+            : ch == '/'                ? 63
+                                       : -1;
         if (v < 0)
             return -1;
         acc = (acc << 6) | (uint32_t)v;

@@ -25,9 +25,9 @@
 #include "icefarm/mqtt.h"
 #include "icefarm/msg.h"
 
-#define HTTP_BODY_MAX (64u * 1024u)           /* request bodies above this get 413 */
-#define HTTP_SSE_KEEPALIVE_MS 15000u          /* comment line on idle event streams */
-#define HTTP_SSE_QUEUE_MAX (1024u * 1024u)    /* a slower reader than this is dropped */
+#define HTTP_BODY_MAX (64u * 1024u)        /* request bodies above this get 413 */
+#define HTTP_SSE_KEEPALIVE_MS 15000u       /* comment line on idle event streams */
+#define HTTP_SSE_QUEUE_MAX (1024u * 1024u) /* a slower reader than this is dropped */
 
 typedef struct http_srv http_srv;
 typedef struct http_req http_req;
@@ -38,16 +38,24 @@ typedef struct auth_check auth_check;
 
 #define HTTP_IP_MAX 64 /* a numeric IPv4 or IPv6 address */
 
-typedef enum { AUTH_NONE, AUTH_BROKER } auth_mode;
-typedef enum { ROUTE_NONE, ROUTE_EVENTS, ROUTE_API, ROUTE_TOKEN } req_route;
+typedef enum {
+    AUTH_NONE,
+    AUTH_BROKER
+} auth_mode;
+typedef enum {
+    ROUTE_NONE,
+    ROUTE_EVENTS,
+    ROUTE_API,
+    ROUTE_TOKEN
+} req_route;
 
 typedef enum {
-    REQ_NEW,      /* reading the request */
-    REQ_AUTH,     /* suspended until the broker has checked the credentials */
-    REQ_AUTHED,   /* credentials good, connection resumed: serve it */
-    REQ_WAITING,  /* suspended until control answers */
-    REQ_READY,    /* answer prepared, connection resumed (or about to be) */
-    REQ_DONE,     /* response queued */
+    REQ_NEW,     /* reading the request */
+    REQ_AUTH,    /* suspended until the broker has checked the credentials */
+    REQ_AUTHED,  /* credentials good, connection resumed: serve it */
+    REQ_WAITING, /* suspended until control answers */
+    REQ_READY,   /* answer prepared, connection resumed (or about to be) */
+    REQ_DONE,    /* response queued */
 } req_state;
 
 struct http_req {
@@ -60,21 +68,21 @@ struct http_req {
     char user[IFM_NAME_MAX];   /* --auth broker: the authenticated user, the acting client */
     char ip[HTTP_IP_MAX];      /* the peer's address (rate limit, auth log) */
     req_route route;
-    auth_check *check;         /* REQ_AUTH: the credential check it waits for */
-    http_req *check_next;      /* the check's other waiters */
-    bool challenge;            /* add WWW-Authenticate: Basic realm="icefarm" to the reply */
-    unsigned retry_after;      /* add Retry-After: N (seconds) to the reply, if nonzero */
+    auth_check *check;    /* REQ_AUTH: the credential check it waits for */
+    http_req *check_next; /* the check's other waiters */
+    bool challenge;       /* add WWW-Authenticate: Basic realm="icefarm" to the reply */
+    unsigned retry_after; /* add Retry-After: N (seconds) to the reply, if nonzero */
     uint64_t t0;
     char *body;
     size_t len, cap;
     req_state state;
     bool resume_pending;
-    unsigned status;            /* as queued; 0 if no response was ever queued */
-    unsigned ready_status;      /* REQ_READY: the answer to queue */
-    char *ready_body;           /* REQ_READY: malloc'd JSON text */
-    const struct endpoint *ep;  /* the API endpoint being served */
-    uint64_t wait_ms;           /* reserve's wait_ms: added to the reply timeout */
-    http_call *call;            /* the MQTT request in flight, if any */
+    unsigned status;           /* as queued; 0 if no response was ever queued */
+    unsigned ready_status;     /* REQ_READY: the answer to queue */
+    char *ready_body;          /* REQ_READY: malloc'd JSON text */
+    const struct endpoint *ep; /* the API endpoint being served */
+    uint64_t wait_ms;          /* reserve's wait_ms: added to the reply timeout */
+    http_call *call;           /* the MQTT request in flight, if any */
 };
 
 /* An MQTT request in flight; outlives its http_req if the server stops first. */
@@ -99,12 +107,12 @@ struct http_srv {
     char broker_host[256];
     int broker_port;
     bool broker_tls;
-    const char *cafile;   /* for credential checks: the shim's own CA */
+    const char *cafile; /* for credential checks: the shim's own CA */
     int keepalive;
     uint64_t timeout_ms;
     auth_mode auth_mode;
     uint64_t token_ttl_ms, auth_cache_ms;
-    http_auth *auth;      /* --auth broker */
+    http_auth *auth; /* --auth broker */
     char listen_url[300];
     http_req *reqs;
     http_call *calls;
@@ -125,8 +133,7 @@ enum MHD_Result http_reply_error(http_req *r, unsigned status, const char *fmt, 
     __attribute__((format(printf, 3, 4)));
 /* Finishes a suspended request from an MQTT callback: stores the answer, resumes. */
 void http_finish(http_req *r, unsigned status, json_t *body);
-void http_finish_error(http_req *r, unsigned status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void http_finish_error(http_req *r, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Ends a REQ_AUTH wait: status 0 serves the request as r->user, else answers
  * the error (with WWW-Authenticate if `challenge`, Retry-After if nonzero). */
 void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool challenge, const char *fmt, ...)
@@ -135,7 +142,11 @@ void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool c
 const char *http_log_name(const char *name, char *out, size_t cap);
 
 /* auth.c: --auth broker (Basic and Bearer, checked against the broker). */
-typedef enum { AUTH_OK, AUTH_REPLIED, AUTH_PENDING } auth_result;
+typedef enum {
+    AUTH_OK,
+    AUTH_REPLIED,
+    AUTH_PENDING
+} auth_result;
 int auth_init(http_srv *s);
 /* Authenticates a request: AUTH_OK (r->user set), AUTH_REPLIED (an error is
  * queued, *rc is MHD's result) or AUTH_PENDING (suspended in REQ_AUTH). */

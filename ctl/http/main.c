@@ -43,17 +43,32 @@ static void on_signal(ifm_loop *loop, int signo, void *arg)
 static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf **confp)
 {
     enum {
-        O_BROKER = 1, O_LISTEN, O_TIMEOUT, O_KEEPALIVE, O_USER, O_PASSWORD, O_CAFILE, O_AUTH, O_TOKEN_TTL,
-        O_AUTH_CACHE, O_CONFIG
+        O_BROKER = 1,
+        O_LISTEN,
+        O_TIMEOUT,
+        O_KEEPALIVE,
+        O_USER,
+        O_PASSWORD,
+        O_CAFILE,
+        O_AUTH,
+        O_TOKEN_TTL,
+        O_AUTH_CACHE,
+        O_CONFIG
     };
     static const struct option opts[] = {
-        { "broker", required_argument, 0, O_BROKER }, { "listen", required_argument, 0, O_LISTEN },
-        { "timeout-ms", required_argument, 0, O_TIMEOUT }, { "keepalive", required_argument, 0, O_KEEPALIVE },
-        { "user", required_argument, 0, O_USER }, { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE }, { "auth", required_argument, 0, O_AUTH },
-        { "token-ttl", required_argument, 0, O_TOKEN_TTL }, { "auth-cache", required_argument, 0, O_AUTH_CACHE },
+        { "broker", required_argument, 0, O_BROKER },
+        { "listen", required_argument, 0, O_LISTEN },
+        { "timeout-ms", required_argument, 0, O_TIMEOUT },
+        { "keepalive", required_argument, 0, O_KEEPALIVE },
+        { "user", required_argument, 0, O_USER },
+        { "password", required_argument, 0, O_PASSWORD },
+        { "cafile", required_argument, 0, O_CAFILE },
+        { "auth", required_argument, 0, O_AUTH },
+        { "token-ttl", required_argument, 0, O_TOKEN_TTL },
+        { "auth-cache", required_argument, 0, O_AUTH_CACHE },
         { "config", required_argument, 0, O_CONFIG },
-        { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
     };
     const char *flag[O_CONFIG + 1] = { 0 };
     ifm_conf *conf = ifm_conf_from_args(argc, argv, opts, flag, O_CONFIG + 1, O_CONFIG, "config", usage);
@@ -118,9 +133,15 @@ int main(int argc, char **argv)
     /* Replies come to icefarm/client/<name>/reply; in a secured farm only the
      * authenticated user may read its own client topics, so name = user there. */
     ifm_mqtt_opts mo = {
-        .host = s.broker_host, .port = s.broker_port, .tls = s.broker_tls, .client_id = NULL,
+        .host = s.broker_host,
+        .port = s.broker_port,
+        .tls = s.broker_tls,
+        .client_id = NULL,
         .name = cfg.user ? cfg.user : "icefarm-http",
-        .username = cfg.user, .password = cfg.password, .cafile = cfg.cafile, .keepalive = (int)cfg.keepalive,
+        .username = cfg.user,
+        .password = cfg.password,
+        .cafile = cfg.cafile,
+        .keepalive = (int)cfg.keepalive,
     };
     s.mqtt = ifm_mqtt_new(s.loop, &mo, NULL, NULL);
     if (!s.mqtt) {

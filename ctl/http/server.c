@@ -72,8 +72,7 @@ void http_kick(http_srv *s)
 
 /* ---- responses ---- */
 
-static enum MHD_Result queue_text(http_req *r, unsigned status, char *text, size_t len,
-                                  const char *allow)
+static enum MHD_Result queue_text(http_req *r, unsigned status, char *text, size_t len, const char *allow)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -199,8 +198,8 @@ void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool c
 
 static enum MHD_Result serve_page(http_req *r)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        strlen(http_status_page), (void *)http_status_page, MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(http_status_page), (void *)http_status_page, MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
@@ -257,8 +256,8 @@ static json_t *parse_args(http_req *r, enum MHD_Result *rc)
     json_error_t je;
     json_t *args = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!args) {
-        *rc = http_reply_error(r, 400, "malformed JSON in %s: %s (line %d, column %d)", where, je.text,
-                               je.line, je.column);
+        *rc = http_reply_error(r, 400, "malformed JSON in %s: %s (line %d, column %d)", where, je.text, je.line,
+                               je.column);
         return NULL;
     }
     if (!json_is_object(args)) {
@@ -346,9 +345,8 @@ static enum MHD_Result route(http_req *r)
     return serve(r);
 }
 
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version, const char *upload_data,
-                                 size_t *upload_data_size, void **con_cls)
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
     http_srv *s = cls;
     http_req *r = *con_cls;
@@ -359,8 +357,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *con_cls = r;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > HTTP_BODY_MAX)
-            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes",
-                                    HTTP_BODY_MAX);
+            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes", HTTP_BODY_MAX);
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -390,8 +387,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     switch (r->state) {
     case REQ_NEW:
         if (r->len > HTTP_BODY_MAX)
-            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes",
-                                    HTTP_BODY_MAX);
+            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes", HTTP_BODY_MAX);
         return route(r);
     case REQ_AUTHED:
         return serve(r);
@@ -404,7 +400,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     case REQ_AUTH:
     case REQ_WAITING:
-    case REQ_DONE: return MHD_YES;
+    case REQ_DONE:
+        return MHD_YES;
     }
     return MHD_NO;
 }
@@ -440,8 +437,7 @@ const char *http_log_name(const char *name, char *out, size_t cap)
     return out;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     http_srv *s = cls;
     http_req *r = *con_cls;
@@ -459,11 +455,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     snprintf(status, sizeof status, "%u", r->status);
     IFM_INFO("%s %s client=%s status=%s %.1f ms%s", r->method, path, http_log_name(r->client, buf, sizeof buf),
              r->status ? status : "-", (double)(now_us() - r->t0) / 1000.0,
-             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
-             : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? " (client went away)"
-             : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutting down)"
-             : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
-                                                             : " (connection closed)");
+             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK          ? ""
+                 : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT    ? " (client went away)"
+                 : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutting down)"
+                 : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
+                                                                 : " (connection closed)");
     if (r->call)
         r->call->req = NULL;
     auth_detach(r);
@@ -482,8 +478,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* ---- start / stop ---- */
 
 /* "HOST:PORT", "[V6]:PORT", ":PORT" (all interfaces) or "PORT" (loopback). */
-static int resolve_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *sslen, char *host,
-                          size_t hostcap, char *port, size_t portcap)
+static int resolve_listen(const char *spec, struct sockaddr_storage *ss, socklen_t *sslen, char *host, size_t hostcap,
+                          char *port, size_t portcap)
 {
     const char *colon = NULL;
     if (spec[0] == '[') {
@@ -531,9 +527,9 @@ int http_server_start(http_srv *s, const char *listen, char *err, size_t errlen)
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                              (unsigned)1, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not available?)", listen);
         return -1;

@@ -31,33 +31,33 @@
 
 /* Limits in bytes, excluding the terminating NUL. They bound every record so a
  * lease value always fits a fixed buffer and a corrupt size is caught early. */
-#define CTL_SERIAL_MAX 63    /* = IFM_SERIAL_MAX - 1: the topic-level limit */
-#define CTL_CLIENT_MAX 127   /* = IFM_NAME_MAX - 1; any UTF-8, quotes and backslashes welcome */
+#define CTL_SERIAL_MAX 63  /* = IFM_SERIAL_MAX - 1: the topic-level limit */
+#define CTL_CLIENT_MAX 127 /* = IFM_NAME_MAX - 1; any UTF-8, quotes and backslashes welcome */
 #define CTL_KIND_MAX 31
-#define CTL_WORKER_MAX 127   /* = proto IFM_NAME_MAX - 1 */
-#define CTL_ARGS_MAX 4096    /* opaque msgpack blob, stored as-is */
+#define CTL_WORKER_MAX 127 /* = proto IFM_NAME_MAX - 1 */
+#define CTL_ARGS_MAX 4096  /* opaque msgpack blob, stored as-is */
 
 typedef enum {
-  CTL_STORE_OK = 0,
-  CTL_STORE_EINVAL = -1,    /* bad argument (empty/oversize/non-UTF-8 field...) */
-  CTL_STORE_ECONFLICT = -2, /* grant: a serial is already leased or repeated */
-  CTL_STORE_EIO = -3,       /* LMDB or filesystem failure; nothing was written */
-  CTL_STORE_ECORRUPT = -4,  /* a stored record failed strict decoding */
-  CTL_STORE_EBUSY = -5,     /* re-entered from a foreach callback, or claim lost */
-  CTL_STORE_ENOMEM = -6,
+    CTL_STORE_OK = 0,
+    CTL_STORE_EINVAL = -1,    /* bad argument (empty/oversize/non-UTF-8 field...) */
+    CTL_STORE_ECONFLICT = -2, /* grant: a serial is already leased or repeated */
+    CTL_STORE_EIO = -3,       /* LMDB or filesystem failure; nothing was written */
+    CTL_STORE_ECORRUPT = -4,  /* a stored record failed strict decoding */
+    CTL_STORE_EBUSY = -5,     /* re-entered from a foreach callback, or claim lost */
+    CTL_STORE_ENOMEM = -6,
 } ctl_store_rc;
 
 typedef struct ctl_lease {
-  char serial[CTL_SERIAL_MAX + 1];
-  char client[CTL_CLIENT_MAX + 1];
-  char kind[CTL_KIND_MAX + 1];
-  char worker[CTL_WORKER_MAX + 1];
-  const uint8_t *args;   /* may be NULL when args_len == 0; see ownership above */
-  size_t args_len;
-  uint64_t lease_id;     /* assigned by ctl_store_grant; unique, never reused */
-  uint64_t granted_ms;   /* wall clock, ms since the epoch */
-  uint64_t until_ms;     /* deadline, wall clock ms */
-  bool warned;           /* "ending soon" already sent for this deadline */
+    char serial[CTL_SERIAL_MAX + 1];
+    char client[CTL_CLIENT_MAX + 1];
+    char kind[CTL_KIND_MAX + 1];
+    char worker[CTL_WORKER_MAX + 1];
+    const uint8_t *args; /* may be NULL when args_len == 0; see ownership above */
+    size_t args_len;
+    uint64_t lease_id;   /* assigned by ctl_store_grant; unique, never reused */
+    uint64_t granted_ms; /* wall clock, ms since the epoch */
+    uint64_t until_ms;   /* deadline, wall clock ms */
+    bool warned;         /* "ending soon" already sent for this deadline */
 } ctl_lease;
 
 /* Frees the args of a store-produced lease and resets args/args_len. */
@@ -67,10 +67,13 @@ void ctl_lease_clear(ctl_lease *lease);
  * CTL_LEASE_LIST_INIT) before first use; operations APPEND to it, and on
  * failure leave it exactly as it was. */
 typedef struct {
-  ctl_lease *v;
-  size_t n, cap;
+    ctl_lease *v;
+    size_t n, cap;
 } ctl_lease_list;
-#define CTL_LEASE_LIST_INIT {NULL, 0, 0}
+#define CTL_LEASE_LIST_INIT                                                                                            \
+    {                                                                                                                  \
+        NULL, 0, 0                                                                                                     \
+    }
 
 /* Clears every entry, frees the array, and leaves an empty usable list. */
 void ctl_lease_list_free(ctl_lease_list *list);
@@ -93,8 +96,7 @@ int ctl_store_claim(ctl_store *store, char *err, size_t errlen);
  * written) if any serial already has a lease or appears twice in `leases`.
  * Fields used: serial, client, kind, worker, args, granted_ms, until_ms; the
  * warned flag starts false. Assigned lease ids go to ids_out[i] if not NULL. */
-int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_t *ids_out, char *err,
-                    size_t errlen);
+int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_t *ids_out, char *err, size_t errlen);
 
 /* Looks up one serial. Returns 1 and fills *out (clear it afterwards), 0 if
  * there is no lease, or a negative ctl_store_rc (ECORRUPT for a bad record). */

@@ -9,223 +9,272 @@
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
-  if (err && errlen) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
 }
 
 /* Returns true if s[0..n) is well-formed UTF-8 (RFC 3629) without NUL. */
 static bool utf8_ok(const uint8_t *s, size_t n)
 {
-  size_t i = 0;
-  while (i < n) {
-    uint8_t c = s[i];
-    size_t k;
-    uint32_t cp, min;
-    if (c == 0) return false;
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      k = 1, cp = c & 0x1f, min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-      k = 2, cp = c & 0x0f, min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-      k = 3, cp = c & 0x07, min = 0x10000;
-    } else {
-      return false;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        size_t k;
+        uint32_t cp, min;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            k = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            k = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
     }
-    if (n - i <= k) return false;
-    for (size_t j = 1; j <= k; j++) {
-      if ((s[i + j] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (s[i + j] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += k + 1;
-  }
-  return true;
+    return true;
 }
 
 /* Length-based check shared by the encoder (C strings) and decoder (msgpack str). */
 static int text_check_n(const char *what, const char *s, size_t n, size_t max, char *err, size_t errlen)
 {
-  if (n == 0) return fail(err, errlen, "%s is empty", what);
-  if (n > max) return fail(err, errlen, "%s is %zu bytes (max %zu)", what, n, max);
-  if (!utf8_ok((const uint8_t *)s, n)) return fail(err, errlen, "%s is not valid UTF-8", what);
-  return 0;
+    if (n == 0)
+        return fail(err, errlen, "%s is empty", what);
+    if (n > max)
+        return fail(err, errlen, "%s is %zu bytes (max %zu)", what, n, max);
+    if (!utf8_ok((const uint8_t *)s, n))
+        return fail(err, errlen, "%s is not valid UTF-8", what);
+    return 0;
 }
 
 int store_text_check(const char *what, const char *s, size_t max, char *err, size_t errlen)
 {
-  if (!s) return fail(err, errlen, "%s is missing", what);
-  /* strnlen: never read past max+1 bytes of a caller's unterminated array. */
-  return text_check_n(what, s, strnlen(s, max + 1), max, err, errlen);
+    if (!s)
+        return fail(err, errlen, "%s is missing", what);
+    /* strnlen: never read past max+1 bytes of a caller's unterminated array. */
+    return text_check_n(what, s, strnlen(s, max + 1), max, err, errlen);
 }
 
 int store_lease_check(const ctl_lease *l, char *err, size_t errlen)
 {
-  if (store_text_check("serial", l->serial, CTL_SERIAL_MAX, err, errlen) ||
-      store_text_check("client", l->client, CTL_CLIENT_MAX, err, errlen) ||
-      store_text_check("kind", l->kind, CTL_KIND_MAX, err, errlen) ||
-      store_text_check("worker", l->worker, CTL_WORKER_MAX, err, errlen))
-    return -1;
-  if (l->args_len > CTL_ARGS_MAX)
-    return fail(err, errlen, "args are %zu bytes (max %d)", l->args_len, CTL_ARGS_MAX);
-  if (l->args_len && !l->args) return fail(err, errlen, "args_len without args");
-  return 0;
+    if (store_text_check("serial", l->serial, CTL_SERIAL_MAX, err, errlen) ||
+        store_text_check("client", l->client, CTL_CLIENT_MAX, err, errlen) ||
+        store_text_check("kind", l->kind, CTL_KIND_MAX, err, errlen) ||
+        store_text_check("worker", l->worker, CTL_WORKER_MAX, err, errlen))
+        return -1;
+    if (l->args_len > CTL_ARGS_MAX)
+        return fail(err, errlen, "args are %zu bytes (max %d)", l->args_len, CTL_ARGS_MAX);
+    if (l->args_len && !l->args)
+        return fail(err, errlen, "args_len without args");
+    return 0;
 }
 
 /* msgpack-c write callback into the fixed buffer; fails rather than overflow. */
 static int buf_write(void *data, const char *p, size_t n)
 {
-  store_lease_buf *b = data;
-  if (n > sizeof b->buf - b->len) return -1;
-  memcpy(b->buf + b->len, p, n);
-  b->len += n;
-  return 0;
+    store_lease_buf *b = data;
+    if (n > sizeof b->buf - b->len)
+        return -1;
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    return 0;
 }
 
 static int pack_key(msgpack_packer *pk, const char *k)
 {
-  size_t n = strlen(k);
-  return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, k, n);
+    size_t n = strlen(k);
+    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, k, n);
 }
 
 static int pack_text(msgpack_packer *pk, const char *k, const char *v)
 {
-  size_t n = strlen(v);
-  return pack_key(pk, k) || msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, v, n);
+    size_t n = strlen(v);
+    return pack_key(pk, k) || msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, v, n);
 }
 
 int store_lease_encode(const ctl_lease *l, store_lease_buf *out, char *err, size_t errlen)
 {
-  if (store_lease_check(l, err, errlen)) return -1;
-  out->len = 0;
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, out, buf_write);
-  int bad = msgpack_pack_map(&pk, 10) || pack_key(&pk, "v") || msgpack_pack_uint32(&pk, STORE_LEASE_VERSION) ||
-            pack_text(&pk, "s", l->serial) || pack_text(&pk, "c", l->client) || pack_text(&pk, "k", l->kind) ||
-            pack_text(&pk, "w", l->worker) || pack_key(&pk, "a") || msgpack_pack_bin(&pk, l->args_len) ||
-            (l->args_len && msgpack_pack_bin_body(&pk, l->args, l->args_len)) || pack_key(&pk, "id") ||
-            msgpack_pack_uint64(&pk, l->lease_id) || pack_key(&pk, "g") || msgpack_pack_uint64(&pk, l->granted_ms) ||
-            pack_key(&pk, "u") || msgpack_pack_uint64(&pk, l->until_ms) || pack_key(&pk, "wn") ||
-            (l->warned ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
-  if (bad) return fail(err, errlen, "lease for %s does not fit %d bytes", l->serial, STORE_LEASE_ENC_MAX);
-  return 0;
+    if (store_lease_check(l, err, errlen))
+        return -1;
+    out->len = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, buf_write);
+    int bad = msgpack_pack_map(&pk, 10) || pack_key(&pk, "v") || msgpack_pack_uint32(&pk, STORE_LEASE_VERSION) ||
+        pack_text(&pk, "s", l->serial) || pack_text(&pk, "c", l->client) || pack_text(&pk, "k", l->kind) ||
+        pack_text(&pk, "w", l->worker) || pack_key(&pk, "a") || msgpack_pack_bin(&pk, l->args_len) ||
+        (l->args_len && msgpack_pack_bin_body(&pk, l->args, l->args_len)) || pack_key(&pk, "id") ||
+        msgpack_pack_uint64(&pk, l->lease_id) || pack_key(&pk, "g") || msgpack_pack_uint64(&pk, l->granted_ms) ||
+        pack_key(&pk, "u") || msgpack_pack_uint64(&pk, l->until_ms) || pack_key(&pk, "wn") ||
+        (l->warned ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
+    if (bad)
+        return fail(err, errlen, "lease for %s does not fit %d bytes", l->serial, STORE_LEASE_ENC_MAX);
+    return 0;
 }
 
 /* Field bits, to catch missing and repeated keys. */
-enum { F_S = 1, F_C = 2, F_K = 4, F_W = 8, F_A = 16, F_ID = 32, F_G = 64, F_U = 128, F_WN = 256, F_ALL = 511 };
+enum {
+    F_S = 1,
+    F_C = 2,
+    F_K = 4,
+    F_W = 8,
+    F_A = 16,
+    F_ID = 32,
+    F_G = 64,
+    F_U = 128,
+    F_WN = 256,
+    F_ALL = 511
+};
 
-static const char *const field_names[] = {"s", "c", "k", "w", "a", "id", "g", "u", "wn"};
+static const char *const field_names[] = { "s", "c", "k", "w", "a", "id", "g", "u", "wn" };
 
 /* Reads a str value into a fixed array after checking it like the encoder does. */
 static int read_text(store_mp *r, const char *what, char *dst, size_t max, char *err, size_t errlen)
 {
-  const char *s;
-  uint32_t n;
-  char why[160];
-  if (store_mp_str(r, &s, &n, why, sizeof why)) return fail(err, errlen, "field %s: %s", what, why);
-  if (text_check_n(what, s, n, max, err, errlen)) return -1;
-  memcpy(dst, s, n);
-  dst[n] = '\0';
-  return 0;
+    const char *s;
+    uint32_t n;
+    char why[160];
+    if (store_mp_str(r, &s, &n, why, sizeof why))
+        return fail(err, errlen, "field %s: %s", what, why);
+    if (text_check_n(what, s, n, max, err, errlen))
+        return -1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    return 0;
 }
 
 static int read_u64(store_mp *r, const char *what, uint64_t *v, char *err, size_t errlen)
 {
-  char why[160];
-  if (store_mp_uint(r, v, why, sizeof why)) return fail(err, errlen, "field %s: %s", what, why);
-  return 0;
+    char why[160];
+    if (store_mp_uint(r, v, why, sizeof why))
+        return fail(err, errlen, "field %s: %s", what, why);
+    return 0;
 }
 
 /* Decodes one key/value pair into `out`, marking its bit in *seen. */
 static int read_field(store_mp *r, ctl_lease *out, unsigned *seen, char *err, size_t errlen)
 {
-  const char *k;
-  uint32_t kn;
-  char why[160];
-  if (store_mp_str(r, &k, &kn, why, sizeof why)) return fail(err, errlen, "key: %s", why);
-  unsigned bit = 0;
-  for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
-    if (strlen(field_names[i]) == kn && memcmp(field_names[i], k, kn) == 0) bit = 1u << i;
-  if (!bit) {
-    /* The key came from disk: show it only if it is short printable ASCII. */
-    bool show = kn <= 16;
-    for (uint32_t i = 0; show && i < kn; i++) show = k[i] >= 0x20 && k[i] < 0x7f;
-    return show ? fail(err, errlen, "unknown key \"%.*s\"", (int)kn, k)
-                : fail(err, errlen, "unknown key of %u bytes", kn);
-  }
-  if (*seen & bit) return fail(err, errlen, "repeated key \"%.*s\"", (int)kn, k);
-  *seen |= bit;
-  switch (bit) {
-  case F_S: return read_text(r, "serial", out->serial, CTL_SERIAL_MAX, err, errlen);
-  case F_C: return read_text(r, "client", out->client, CTL_CLIENT_MAX, err, errlen);
-  case F_K: return read_text(r, "kind", out->kind, CTL_KIND_MAX, err, errlen);
-  case F_W: return read_text(r, "worker", out->worker, CTL_WORKER_MAX, err, errlen);
-  case F_A: {
-    uint32_t n;
-    if (store_mp_bin(r, &out->args, &n, why, sizeof why)) return fail(err, errlen, "field args: %s", why);
-    if (n > CTL_ARGS_MAX) return fail(err, errlen, "args are %u bytes (max %d)", n, CTL_ARGS_MAX);
-    out->args_len = n;
-    if (n == 0) out->args = NULL;
-    return 0;
-  }
-  case F_ID: return read_u64(r, "id", &out->lease_id, err, errlen);
-  case F_G: return read_u64(r, "g", &out->granted_ms, err, errlen);
-  case F_U: return read_u64(r, "u", &out->until_ms, err, errlen);
-  default:
-    if (store_mp_bool(r, &out->warned, why, sizeof why)) return fail(err, errlen, "field wn: %s", why);
-    return 0;
-  }
+    const char *k;
+    uint32_t kn;
+    char why[160];
+    if (store_mp_str(r, &k, &kn, why, sizeof why))
+        return fail(err, errlen, "key: %s", why);
+    unsigned bit = 0;
+    for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
+        if (strlen(field_names[i]) == kn && memcmp(field_names[i], k, kn) == 0)
+            bit = 1u << i;
+    if (!bit) {
+        /* The key came from disk: show it only if it is short printable ASCII. */
+        bool show = kn <= 16;
+        for (uint32_t i = 0; show && i < kn; i++)
+            show = k[i] >= 0x20 && k[i] < 0x7f;
+        return show ? fail(err, errlen, "unknown key \"%.*s\"", (int)kn, k)
+                    : fail(err, errlen, "unknown key of %u bytes", kn);
+    }
+    if (*seen & bit)
+        return fail(err, errlen, "repeated key \"%.*s\"", (int)kn, k);
+    *seen |= bit;
+    switch (bit) {
+    case F_S:
+        return read_text(r, "serial", out->serial, CTL_SERIAL_MAX, err, errlen);
+    case F_C:
+        return read_text(r, "client", out->client, CTL_CLIENT_MAX, err, errlen);
+    case F_K:
+        return read_text(r, "kind", out->kind, CTL_KIND_MAX, err, errlen);
+    case F_W:
+        return read_text(r, "worker", out->worker, CTL_WORKER_MAX, err, errlen);
+    case F_A: {
+        uint32_t n;
+        if (store_mp_bin(r, &out->args, &n, why, sizeof why))
+            return fail(err, errlen, "field args: %s", why);
+        if (n > CTL_ARGS_MAX)
+            return fail(err, errlen, "args are %u bytes (max %d)", n, CTL_ARGS_MAX);
+        out->args_len = n;
+        if (n == 0)
+            out->args = NULL;
+        return 0;
+    }
+    case F_ID:
+        return read_u64(r, "id", &out->lease_id, err, errlen);
+    case F_G:
+        return read_u64(r, "g", &out->granted_ms, err, errlen);
+    case F_U:
+        return read_u64(r, "u", &out->until_ms, err, errlen);
+    default:
+        if (store_mp_bool(r, &out->warned, why, sizeof why))
+            return fail(err, errlen, "field wn: %s", why);
+        return 0;
+    }
 }
 
 static int decode(const void *key, size_t keylen, const void *val, size_t vallen, ctl_lease *out, char *err,
                   size_t errlen)
 {
-  char why[200];
-  if (vallen > STORE_LEASE_ENC_MAX)
-    return fail(err, errlen, "record is %zu bytes (max %d)", vallen, STORE_LEASE_ENC_MAX);
-  store_mp r;
-  store_mp_init(&r, val, vallen);
-  uint32_t count;
-  if (store_mp_map(&r, &count, why, sizeof why)) return fail(err, errlen, "record: %s", why);
-  if (count == 0) return fail(err, errlen, "record: empty map");
-  /* The version comes first so that everything after it is read knowing it. */
-  const char *k;
-  uint32_t kn;
-  uint64_t version;
-  if (store_mp_str(&r, &k, &kn, why, sizeof why)) return fail(err, errlen, "record: first key: %s", why);
-  if (kn != 1 || k[0] != 'v') return fail(err, errlen, "record: first key is not \"v\" (version)");
-  if (store_mp_uint(&r, &version, why, sizeof why)) return fail(err, errlen, "record: version: %s", why);
-  if (version != STORE_LEASE_VERSION)
-    return fail(err, errlen, "record: unsupported version %llu (this build reads %d)", (unsigned long long)version,
-                STORE_LEASE_VERSION);
-  unsigned seen = 0;
-  for (uint32_t i = 1; i < count; i++)
-    if (read_field(&r, out, &seen, why, sizeof why)) return fail(err, errlen, "record: %s", why);
-  if (seen != F_ALL) {
-    for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
-      if (!(seen & (1u << i))) return fail(err, errlen, "record: missing key \"%s\"", field_names[i]);
-  }
-  if (!store_mp_done(&r)) return fail(err, errlen, "record: %zu trailing bytes", r.n - r.off);
-  if (keylen != strlen(out->serial) || memcmp(key, out->serial, keylen) != 0)
-    return fail(err, errlen, "record: serial \"%s\" does not match its key", out->serial);
-  return 0;
+    char why[200];
+    if (vallen > STORE_LEASE_ENC_MAX)
+        return fail(err, errlen, "record is %zu bytes (max %d)", vallen, STORE_LEASE_ENC_MAX);
+    store_mp r;
+    store_mp_init(&r, val, vallen);
+    uint32_t count;
+    if (store_mp_map(&r, &count, why, sizeof why))
+        return fail(err, errlen, "record: %s", why);
+    if (count == 0)
+        return fail(err, errlen, "record: empty map");
+    /* The version comes first so that everything after it is read knowing it. */
+    const char *k;
+    uint32_t kn;
+    uint64_t version;
+    if (store_mp_str(&r, &k, &kn, why, sizeof why))
+        return fail(err, errlen, "record: first key: %s", why);
+    if (kn != 1 || k[0] != 'v')
+        return fail(err, errlen, "record: first key is not \"v\" (version)");
+    if (store_mp_uint(&r, &version, why, sizeof why))
+        return fail(err, errlen, "record: version: %s", why);
+    if (version != STORE_LEASE_VERSION)
+        return fail(err, errlen, "record: unsupported version %llu (this build reads %d)", (unsigned long long)version,
+                    STORE_LEASE_VERSION);
+    unsigned seen = 0;
+    for (uint32_t i = 1; i < count; i++)
+        if (read_field(&r, out, &seen, why, sizeof why))
+            return fail(err, errlen, "record: %s", why);
+    if (seen != F_ALL) {
+        for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
+            if (!(seen & (1u << i)))
+                return fail(err, errlen, "record: missing key \"%s\"", field_names[i]);
+    }
+    if (!store_mp_done(&r))
+        return fail(err, errlen, "record: %zu trailing bytes", r.n - r.off);
+    if (keylen != strlen(out->serial) || memcmp(key, out->serial, keylen) != 0)
+        return fail(err, errlen, "record: serial \"%s\" does not match its key", out->serial);
+    return 0;
 }
 
 int store_lease_decode(const void *key, size_t keylen, const void *val, size_t vallen, ctl_lease *out, char *err,
                        size_t errlen)
 {
-  memset(out, 0, sizeof *out);
-  /* A half-decoded lease must never be mistaken for a real one. */
-  if (decode(key, keylen, val, vallen, out, err, errlen)) {
     memset(out, 0, sizeof *out);
-    return -1;
-  }
-  return 0;
+    /* A half-decoded lease must never be mistaken for a real one. */
+    if (decode(key, keylen, val, vallen, out, err, errlen)) {
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    return 0;
 }

@@ -16,8 +16,8 @@
 #define STORE_LEASE_ENC_MAX 5120
 
 typedef struct {
-  uint8_t buf[STORE_LEASE_ENC_MAX];
-  size_t len;
+    uint8_t buf[STORE_LEASE_ENC_MAX];
+    size_t len;
 } store_lease_buf;
 
 /* Checks a text field: non-empty, at most `max` bytes, valid UTF-8 (no

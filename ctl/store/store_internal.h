@@ -9,13 +9,13 @@
 #define STORE_SCHEMA_VERSION 1
 
 struct ctl_store {
-  MDB_env *env;
-  MDB_dbi leases;    /* serial -> lease record (msgpack) */
-  MDB_dbi meta;      /* "schema", "next_id" -> u64 big-endian */
-  MDB_dbi by_client; /* DUPSORT: client -> serial; an index, leases wins on disagreement */
-  int lock_fd;       /* ctl_store_claim's flock, or -1 */
-  bool busy;         /* inside a foreach callback: reject re-entry */
-  char dir[4096];
+    MDB_env *env;
+    MDB_dbi leases;    /* serial -> lease record (msgpack) */
+    MDB_dbi meta;      /* "schema", "next_id" -> u64 big-endian */
+    MDB_dbi by_client; /* DUPSORT: client -> serial; an index, leases wins on disagreement */
+    int lock_fd;       /* ctl_store_claim's flock, or -1 */
+    bool busy;         /* inside a foreach callback: reject re-entry */
+    char dir[4096];
 };
 
 /* Writes the reason to err and returns rc. */

@@ -17,9 +17,9 @@
 #include <stdint.h>
 
 typedef struct {
-  const uint8_t *p;
-  size_t n;   /* total bytes */
-  size_t off; /* bytes consumed */
+    const uint8_t *p;
+    size_t n;   /* total bytes */
+    size_t off; /* bytes consumed */
 } store_mp;
 
 void store_mp_init(store_mp *r, const void *buf, size_t len);

@@ -9,265 +9,296 @@ typedef char store_serial[CTL_SERIAL_MAX + 1];
 
 /* The serials an operation will look at, each once, in serial order. */
 typedef struct {
-  store_serial *v;
-  size_t n, cap;
+    store_serial *v;
+    size_t n, cap;
 } targets;
 
 static int targets_add(targets *t, const char *serial, size_t len)
 {
-  if (t->n == t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 16;
-    store_serial *v = realloc(t->v, cap * sizeof *v);
-    if (!v) return CTL_STORE_ENOMEM;
-    t->v = v;
-    t->cap = cap;
-  }
-  memcpy(t->v[t->n], serial, len);
-  t->v[t->n++][len] = '\0';
-  return 0;
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        store_serial *v = realloc(t->v, cap * sizeof *v);
+        if (!v)
+            return CTL_STORE_ENOMEM;
+        t->v = v;
+        t->cap = cap;
+    }
+    memcpy(t->v[t->n], serial, len);
+    t->v[t->n++][len] = '\0';
+    return 0;
 }
 
-static int serial_cmp(const void *a, const void *b) { return strcmp(a, b); }
+static int serial_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
 
 /* Sorts and drops repeats, so "extend a, a" reports a once. */
 static void targets_unique(targets *t)
 {
-  if (t->n < 2) return;
-  qsort(t->v, t->n, sizeof *t->v, serial_cmp);
-  size_t w = 1;
-  for (size_t i = 1; i < t->n; i++)
-    if (strcmp(t->v[i], t->v[w - 1]) != 0) memmove(t->v[w++], t->v[i], sizeof *t->v);
-  t->n = w;
+    if (t->n < 2)
+        return;
+    qsort(t->v, t->n, sizeof *t->v, serial_cmp);
+    size_t w = 1;
+    for (size_t i = 1; i < t->n; i++)
+        if (strcmp(t->v[i], t->v[w - 1]) != 0)
+            memmove(t->v[w++], t->v[i], sizeof *t->v);
+    t->n = w;
 }
 
 /* Serials the caller listed. Invalid ones cannot be leased, so they are
  * simply not found, like unknown ones. */
 static int targets_listed(targets *t, const char *const *serials, size_t n)
 {
-  for (size_t i = 0; i < n; i++) {
-    if (!serials || store_text_check("serial", serials[i], CTL_SERIAL_MAX, NULL, 0)) continue;
-    if (targets_add(t, serials[i], strlen(serials[i]))) return CTL_STORE_ENOMEM;
-  }
-  targets_unique(t);
-  return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!serials || store_text_check("serial", serials[i], CTL_SERIAL_MAX, NULL, 0))
+            continue;
+        if (targets_add(t, serials[i], strlen(serials[i])))
+            return CTL_STORE_ENOMEM;
+    }
+    targets_unique(t);
+    return 0;
 }
 
 /* Serials the by_client index lists for `client`. */
 static int targets_client(ctl_store *s, MDB_txn *txn, const char *client, targets *t, char *err, size_t errlen)
 {
-  MDB_cursor *c;
-  int rc = mdb_cursor_open(txn, s->by_client, &c);
-  if (rc) return store_fail(err, errlen, CTL_STORE_EIO, "open index cursor: %s", mdb_strerror(rc));
-  MDB_val k = {.mv_size = strlen(client), .mv_data = (void *)client}, d;
-  for (rc = mdb_cursor_get(c, &k, &d, MDB_SET); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT_DUP)) {
-    /* An entry that cannot be a serial cannot point at a lease: ignore it. */
-    if (d.mv_size == 0 || d.mv_size > CTL_SERIAL_MAX || memchr(d.mv_data, 0, d.mv_size)) continue;
-    if (targets_add(t, d.mv_data, d.mv_size)) {
-      mdb_cursor_close(c);
-      return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->by_client, &c);
+    if (rc)
+        return store_fail(err, errlen, CTL_STORE_EIO, "open index cursor: %s", mdb_strerror(rc));
+    MDB_val k = { .mv_size = strlen(client), .mv_data = (void *)client }, d;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_SET); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT_DUP)) {
+        /* An entry that cannot be a serial cannot point at a lease: ignore it. */
+        if (d.mv_size == 0 || d.mv_size > CTL_SERIAL_MAX || memchr(d.mv_data, 0, d.mv_size))
+            continue;
+        if (targets_add(t, d.mv_data, d.mv_size)) {
+            mdb_cursor_close(c);
+            return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+        }
     }
-  }
-  mdb_cursor_close(c);
-  if (rc != MDB_NOTFOUND) return store_fail(err, errlen, CTL_STORE_EIO, "read index: %s", mdb_strerror(rc));
-  targets_unique(t);
-  return 0;
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return store_fail(err, errlen, CTL_STORE_EIO, "read index: %s", mdb_strerror(rc));
+    targets_unique(t);
+    return 0;
 }
 
 /* Serials of every decodable lease on `worker` (a scan: workers die rarely). */
 static int targets_worker(ctl_store *s, MDB_txn *txn, const char *worker, targets *t, char *err, size_t errlen)
 {
-  MDB_cursor *c;
-  int rc = mdb_cursor_open(txn, s->leases, &c);
-  if (rc) return store_fail(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
-  MDB_val k, d;
-  for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-    ctl_lease l;
-    if (store_lease_decode(k.mv_data, k.mv_size, d.mv_data, d.mv_size, &l, NULL, 0)) continue;
-    if (strcmp(l.worker, worker) == 0 && targets_add(t, l.serial, strlen(l.serial))) {
-      mdb_cursor_close(c);
-      return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, s->leases, &c);
+    if (rc)
+        return store_fail(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
+    MDB_val k, d;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        ctl_lease l;
+        if (store_lease_decode(k.mv_data, k.mv_size, d.mv_data, d.mv_size, &l, NULL, 0))
+            continue;
+        if (strcmp(l.worker, worker) == 0 && targets_add(t, l.serial, strlen(l.serial))) {
+            mdb_cursor_close(c);
+            return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+        }
     }
-  }
-  mdb_cursor_close(c);
-  if (rc != MDB_NOTFOUND) return store_fail(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
-  return 0;
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return store_fail(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
+    return 0;
 }
 
 typedef struct {
-  const char *client;  /* only this holder's leases; NULL: any holder */
-  const char *worker;  /* only leases on this worker; NULL: any */
-  bool end;            /* end, else extend to until_ms */
-  uint64_t until_ms;
-  bool strict_corrupt; /* a corrupt target fails the call instead of being skipped */
-  bool from_index;     /* targets came from by_client: drop entries that are stale */
+    const char *client; /* only this holder's leases; NULL: any holder */
+    const char *worker; /* only leases on this worker; NULL: any */
+    bool end;           /* end, else extend to until_ms */
+    uint64_t until_ms;
+    bool strict_corrupt; /* a corrupt target fails the call instead of being skipped */
+    bool from_index;     /* targets came from by_client: drop entries that are stale */
 } action;
 
 static int apply_one(ctl_store *s, MDB_txn *txn, const char *serial, const action *a, ctl_lease_list *out, char *err,
                      size_t errlen)
 {
-  ctl_lease l;
-  int rc = store_read(s, txn, serial, &l, err, errlen);
-  if (rc == CTL_STORE_ECORRUPT && !a->strict_corrupt) return 0;
-  if (rc < 0) return rc;
-  if (rc == 0 || (a->client && strcmp(l.client, a->client) != 0) || (a->worker && strcmp(l.worker, a->worker) != 0))
-    return a->from_index ? store_unindex(s, txn, a->client, serial, err, errlen) : 0;
-  if (!a->end) {
-    l.until_ms = a->until_ms;
-    l.warned = false;
-  }
-  /* Copy into `out` BEFORE writing: l.args points into a page this txn may
+    ctl_lease l;
+    int rc = store_read(s, txn, serial, &l, err, errlen);
+    if (rc == CTL_STORE_ECORRUPT && !a->strict_corrupt)
+        return 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || (a->client && strcmp(l.client, a->client) != 0) || (a->worker && strcmp(l.worker, a->worker) != 0))
+        return a->from_index ? store_unindex(s, txn, a->client, serial, err, errlen) : 0;
+    if (!a->end) {
+        l.until_ms = a->until_ms;
+        l.warned = false;
+    }
+    /* Copy into `out` BEFORE writing: l.args points into a page this txn may
    * rewrite; the list's copy owns its args. */
-  if (store_list_push(out, &l)) return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
-  const ctl_lease *kept = &out->v[out->n - 1];
-  return a->end ? store_delete(s, txn, kept, err, errlen) : store_write(s, txn, kept, false, err, errlen);
+    if (store_list_push(out, &l))
+        return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+    const ctl_lease *kept = &out->v[out->n - 1];
+    return a->end ? store_delete(s, txn, kept, err, errlen) : store_write(s, txn, kept, false, err, errlen);
 }
 
 /* Collects targets with `pick` (if given) inside the txn, applies the action to
  * each, commits. On any failure nothing is written and `out` is as it was. */
 typedef int (*pick_fn)(ctl_store *s, MDB_txn *txn, const char *key, targets *t, char *err, size_t errlen);
 
-static int run(ctl_store *s, pick_fn pick, const char *key, targets *t, const action *a, ctl_lease_list *out,
-               char *err, size_t errlen)
+static int run(ctl_store *s, pick_fn pick, const char *key, targets *t, const action *a, ctl_lease_list *out, char *err,
+               size_t errlen)
 {
-  if (!out) return store_fail(err, errlen, CTL_STORE_EINVAL, "no output list");
-  MDB_txn *txn;
-  int rc = store_begin(s, true, &txn, err, errlen);
-  if (rc) return rc;
-  size_t mark = out->n;
-  if (pick) rc = pick(s, txn, key, t, err, errlen);
-  for (size_t i = 0; !rc && i < t->n; i++)
-    rc = apply_one(s, txn, t->v[i], a, out, err, errlen);
-  if (rc)
-    mdb_txn_abort(txn);
-  else
-    rc = store_commit(txn, err, errlen);
-  if (rc) store_list_truncate(out, mark);
-  return rc;
+    if (!out)
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "no output list");
+    MDB_txn *txn;
+    int rc = store_begin(s, true, &txn, err, errlen);
+    if (rc)
+        return rc;
+    size_t mark = out->n;
+    if (pick)
+        rc = pick(s, txn, key, t, err, errlen);
+    for (size_t i = 0; !rc && i < t->n; i++)
+        rc = apply_one(s, txn, t->v[i], a, out, err, errlen);
+    if (rc)
+        mdb_txn_abort(txn);
+    else
+        rc = store_commit(txn, err, errlen);
+    if (rc)
+        store_list_truncate(out, mark);
+    return rc;
 }
 
 static int check_name(const char *what, const char *name, size_t max, char *err, size_t errlen)
 {
-  char why[200];
-  if (store_text_check(what, name, max, why, sizeof why))
-    return store_fail(err, errlen, CTL_STORE_EINVAL, "%s", why);
-  return 0;
+    char why[200];
+    if (store_text_check(what, name, max, why, sizeof why))
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "%s", why);
+    return 0;
 }
 
 static int run_listed(ctl_store *s, const char *const *serials, size_t n, const action *a, ctl_lease_list *out,
                       char *err, size_t errlen)
 {
-  targets t = {0};
-  int rc = targets_listed(&t, serials, n);
-  if (rc)
-    rc = store_fail(err, errlen, rc, "out of memory");
-  else
-    rc = run(s, NULL, NULL, &t, a, out, err, errlen);
-  free(t.v);
-  return rc;
+    targets t = { 0 };
+    int rc = targets_listed(&t, serials, n);
+    if (rc)
+        rc = store_fail(err, errlen, rc, "out of memory");
+    else
+        rc = run(s, NULL, NULL, &t, a, out, err, errlen);
+    free(t.v);
+    return rc;
 }
 
 static int run_picked(ctl_store *s, pick_fn pick, const char *key, const action *a, ctl_lease_list *out, char *err,
                       size_t errlen)
 {
-  targets t = {0};
-  int rc = run(s, pick, key, &t, a, out, err, errlen);
-  free(t.v);
-  return rc;
+    targets t = { 0 };
+    int rc = run(s, pick, key, &t, a, out, err, errlen);
+    free(t.v);
+    return rc;
 }
 
 int ctl_store_extend(ctl_store *store, const char *client, const char *const *serials, size_t n, uint64_t until_ms,
                      ctl_lease_list *out, char *err, size_t errlen)
 {
-  int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
-  if (rc) return rc;
-  action a = {.client = client, .until_ms = until_ms};
-  return run_listed(store, serials, n, &a, out, err, errlen);
+    int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
+    if (rc)
+        return rc;
+    action a = { .client = client, .until_ms = until_ms };
+    return run_listed(store, serials, n, &a, out, err, errlen);
 }
 
 int ctl_store_extend_all(ctl_store *store, const char *client, uint64_t until_ms, ctl_lease_list *out, char *err,
                          size_t errlen)
 {
-  int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
-  if (rc) return rc;
-  action a = {.client = client, .until_ms = until_ms, .from_index = true};
-  return run_picked(store, targets_client, client, &a, out, err, errlen);
+    int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
+    if (rc)
+        return rc;
+    action a = { .client = client, .until_ms = until_ms, .from_index = true };
+    return run_picked(store, targets_client, client, &a, out, err, errlen);
 }
 
 int ctl_store_end(ctl_store *store, const char *client, const char *const *serials, size_t n, ctl_lease_list *out,
                   char *err, size_t errlen)
 {
-  int rc = client ? check_name("client", client, CTL_CLIENT_MAX, err, errlen) : 0;
-  if (rc) return rc;
-  action a = {.client = client, .end = true, .strict_corrupt = client == NULL};
-  return run_listed(store, serials, n, &a, out, err, errlen);
+    int rc = client ? check_name("client", client, CTL_CLIENT_MAX, err, errlen) : 0;
+    if (rc)
+        return rc;
+    action a = { .client = client, .end = true, .strict_corrupt = client == NULL };
+    return run_listed(store, serials, n, &a, out, err, errlen);
 }
 
 int ctl_store_end_all(ctl_store *store, const char *client, ctl_lease_list *out, char *err, size_t errlen)
 {
-  int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
-  if (rc) return rc;
-  action a = {.client = client, .end = true, .from_index = true};
-  return run_picked(store, targets_client, client, &a, out, err, errlen);
+    int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
+    if (rc)
+        return rc;
+    action a = { .client = client, .end = true, .from_index = true };
+    return run_picked(store, targets_client, client, &a, out, err, errlen);
 }
 
 int ctl_store_end_worker(ctl_store *store, const char *worker, ctl_lease_list *out, char *err, size_t errlen)
 {
-  int rc = check_name("worker", worker, CTL_WORKER_MAX, err, errlen);
-  if (rc) return rc;
-  action a = {.worker = worker, .end = true};
-  return run_picked(store, targets_worker, worker, &a, out, err, errlen);
+    int rc = check_name("worker", worker, CTL_WORKER_MAX, err, errlen);
+    if (rc)
+        return rc;
+    action a = { .worker = worker, .end = true };
+    return run_picked(store, targets_worker, worker, &a, out, err, errlen);
 }
 
 int ctl_store_mark_warned(ctl_store *store, const char *serial, uint64_t lease_id, uint64_t until_ms, char *err,
                           size_t errlen)
 {
-  int rc = check_name("serial", serial, CTL_SERIAL_MAX, err, errlen);
-  if (rc) return rc;
-  MDB_txn *txn;
-  if ((rc = store_begin(store, true, &txn, err, errlen))) return rc;
-  ctl_lease l;
-  rc = store_read(store, txn, serial, &l, err, errlen);
-  if (rc == 1 && (l.lease_id != lease_id || l.until_ms != until_ms)) rc = 0;
-  if (rc != 1 || l.warned) {
-    mdb_txn_abort(txn);
-    return rc;
-  }
-  l.warned = true;
-  rc = store_write(store, txn, &l, false, err, errlen);
-  if (rc) {
-    mdb_txn_abort(txn);
-    return rc;
-  }
-  rc = store_commit(txn, err, errlen);
-  return rc ? rc : 1;
+    int rc = check_name("serial", serial, CTL_SERIAL_MAX, err, errlen);
+    if (rc)
+        return rc;
+    MDB_txn *txn;
+    if ((rc = store_begin(store, true, &txn, err, errlen)))
+        return rc;
+    ctl_lease l;
+    rc = store_read(store, txn, serial, &l, err, errlen);
+    if (rc == 1 && (l.lease_id != lease_id || l.until_ms != until_ms))
+        rc = 0;
+    if (rc != 1 || l.warned) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    l.warned = true;
+    rc = store_write(store, txn, &l, false, err, errlen);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = store_commit(txn, err, errlen);
+    return rc ? rc : 1;
 }
 
 int ctl_store_purge(ctl_store *store, const char *serial, char *err, size_t errlen)
 {
-  if (!serial || !*serial || strlen(serial) > CTL_SERIAL_MAX)
-    return store_fail(err, errlen, CTL_STORE_EINVAL, "bad serial");
-  MDB_txn *txn;
-  int rc = store_begin(store, true, &txn, err, errlen);
-  if (rc) return rc;
-  ctl_lease l;
-  char why[256];
-  int found = store_read(store, txn, serial, &l, why, sizeof why);
-  if (found == 1) {
-    rc = store_delete(store, txn, &l, err, errlen);
-  } else if (found == CTL_STORE_ECORRUPT) {
-    /* Its by_client entry, if any, is dropped later as stale (see apply_one). */
-    MDB_val k = {.mv_size = strlen(serial), .mv_data = (void *)serial};
-    int mrc = mdb_del(txn, store->leases, &k, NULL);
-    if (mrc) rc = store_fail(err, errlen, CTL_STORE_EIO, "delete %s: %s", serial, mdb_strerror(mrc));
-  } else {
-    rc = found ? store_fail(err, errlen, found, "%s", why) : 0;
-    mdb_txn_abort(txn);
-    return rc;
-  }
-  if (rc) {
-    mdb_txn_abort(txn);
-    return rc;
-  }
-  rc = store_commit(txn, err, errlen);
-  return rc ? rc : 1;
+    if (!serial || !*serial || strlen(serial) > CTL_SERIAL_MAX)
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "bad serial");
+    MDB_txn *txn;
+    int rc = store_begin(store, true, &txn, err, errlen);
+    if (rc)
+        return rc;
+    ctl_lease l;
+    char why[256];
+    int found = store_read(store, txn, serial, &l, why, sizeof why);
+    if (found == 1) {
+        rc = store_delete(store, txn, &l, err, errlen);
+    } else if (found == CTL_STORE_ECORRUPT) {
+        /* Its by_client entry, if any, is dropped later as stale (see apply_one). */
+        MDB_val k = { .mv_size = strlen(serial), .mv_data = (void *)serial };
+        int mrc = mdb_del(txn, store->leases, &k, NULL);
+        if (mrc)
+            rc = store_fail(err, errlen, CTL_STORE_EIO, "delete %s: %s", serial, mdb_strerror(mrc));
+    } else {
+        rc = found ? store_fail(err, errlen, found, "%s", why) : 0;
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = store_commit(txn, err, errlen);
+    return rc ? rc : 1;
 }

@@ -35,13 +35,34 @@ void ifm_enc_root(ifm_enc *e, uint32_t n)
     ifm_enc_kuint(e, "v", IFM_PROTO_VERSION);
 }
 
-void ifm_enc_map(ifm_enc *e, uint32_t n) { msgpack_pack_map(&e->pk, n); }
-void ifm_enc_array(ifm_enc *e, uint32_t n) { msgpack_pack_array(&e->pk, n); }
-void ifm_enc_uint(ifm_enc *e, uint64_t v) { msgpack_pack_uint64(&e->pk, v); }
-void ifm_enc_int(ifm_enc *e, int64_t v) { msgpack_pack_int64(&e->pk, v); }
-void ifm_enc_double(ifm_enc *e, double v) { msgpack_pack_double(&e->pk, v); }
-void ifm_enc_nil(ifm_enc *e) { msgpack_pack_nil(&e->pk); }
-void ifm_enc_raw(ifm_enc *e, const void *p, size_t n) { msgpack_sbuffer_write(&e->buf, p, n); }
+void ifm_enc_map(ifm_enc *e, uint32_t n)
+{
+    msgpack_pack_map(&e->pk, n);
+}
+void ifm_enc_array(ifm_enc *e, uint32_t n)
+{
+    msgpack_pack_array(&e->pk, n);
+}
+void ifm_enc_uint(ifm_enc *e, uint64_t v)
+{
+    msgpack_pack_uint64(&e->pk, v);
+}
+void ifm_enc_int(ifm_enc *e, int64_t v)
+{
+    msgpack_pack_int64(&e->pk, v);
+}
+void ifm_enc_double(ifm_enc *e, double v)
+{
+    msgpack_pack_double(&e->pk, v);
+}
+void ifm_enc_nil(ifm_enc *e)
+{
+    msgpack_pack_nil(&e->pk);
+}
+void ifm_enc_raw(ifm_enc *e, const void *p, size_t n)
+{
+    msgpack_sbuffer_write(&e->buf, p, n);
+}
 
 void ifm_enc_bool(ifm_enc *e, bool v)
 {
@@ -57,7 +78,10 @@ void ifm_enc_strn(ifm_enc *e, const char *s, size_t n)
     msgpack_pack_str_body(&e->pk, s, n);
 }
 
-void ifm_enc_str(ifm_enc *e, const char *s) { ifm_enc_strn(e, s ? s : "", s ? strlen(s) : 0); }
+void ifm_enc_str(ifm_enc *e, const char *s)
+{
+    ifm_enc_strn(e, s ? s : "", s ? strlen(s) : 0);
+}
 
 void ifm_enc_bin(ifm_enc *e, const void *p, size_t n)
 {
@@ -65,13 +89,40 @@ void ifm_enc_bin(ifm_enc *e, const void *p, size_t n)
     msgpack_pack_bin_body(&e->pk, p, n);
 }
 
-void ifm_enc_key(ifm_enc *e, const char *k) { ifm_enc_str(e, k); }
-void ifm_enc_kstr(ifm_enc *e, const char *k, const char *v) { ifm_enc_str(e, k); ifm_enc_str(e, v); }
-void ifm_enc_kuint(ifm_enc *e, const char *k, uint64_t v) { ifm_enc_str(e, k); ifm_enc_uint(e, v); }
-void ifm_enc_kint(ifm_enc *e, const char *k, int64_t v) { ifm_enc_str(e, k); ifm_enc_int(e, v); }
-void ifm_enc_kbool(ifm_enc *e, const char *k, bool v) { ifm_enc_str(e, k); ifm_enc_bool(e, v); }
-void ifm_enc_kdouble(ifm_enc *e, const char *k, double v) { ifm_enc_str(e, k); ifm_enc_double(e, v); }
-void ifm_enc_kbin(ifm_enc *e, const char *k, const void *p, size_t n) { ifm_enc_str(e, k); ifm_enc_bin(e, p, n); }
+void ifm_enc_key(ifm_enc *e, const char *k)
+{
+    ifm_enc_str(e, k);
+}
+void ifm_enc_kstr(ifm_enc *e, const char *k, const char *v)
+{
+    ifm_enc_str(e, k);
+    ifm_enc_str(e, v);
+}
+void ifm_enc_kuint(ifm_enc *e, const char *k, uint64_t v)
+{
+    ifm_enc_str(e, k);
+    ifm_enc_uint(e, v);
+}
+void ifm_enc_kint(ifm_enc *e, const char *k, int64_t v)
+{
+    ifm_enc_str(e, k);
+    ifm_enc_int(e, v);
+}
+void ifm_enc_kbool(ifm_enc *e, const char *k, bool v)
+{
+    ifm_enc_str(e, k);
+    ifm_enc_bool(e, v);
+}
+void ifm_enc_kdouble(ifm_enc *e, const char *k, double v)
+{
+    ifm_enc_str(e, k);
+    ifm_enc_double(e, v);
+}
+void ifm_enc_kbin(ifm_enc *e, const char *k, const void *p, size_t n)
+{
+    ifm_enc_str(e, k);
+    ifm_enc_bin(e, p, n);
+}
 
 int ifm_obj_pack(const msgpack_object *o, ifm_enc *e)
 {
@@ -83,7 +134,7 @@ int ifm_obj_pack(const msgpack_object *o, ifm_enc *e)
 static bool key_is(const msgpack_object *k, const char *key, size_t keylen)
 {
     return k->type == MSGPACK_OBJECT_STR && k->via.str.size == keylen &&
-           (keylen == 0 || memcmp(k->via.str.ptr, key, keylen) == 0); /* empty str: ptr NULL */
+        (keylen == 0 || memcmp(k->via.str.ptr, key, keylen) == 0); /* empty str: ptr NULL */
 }
 
 static int key_cmp(const void *a, const void *b)
@@ -174,8 +225,8 @@ int ifm_doc_parse(ifm_doc *doc, const void *data, size_t len, ifm_err *err)
     if (ifm_get_uint(root, "v", true, 0, UINT32_MAX, &v, err))
         return -1;
     if (v != IFM_PROTO_VERSION) {
-        ifm_err_set(err, "unsupported protocol version %llu (this peer speaks %d)",
-                    (unsigned long long)v, IFM_PROTO_VERSION);
+        ifm_err_set(err, "unsupported protocol version %llu (this peer speaks %d)", (unsigned long long)v,
+                    IFM_PROTO_VERSION);
         return -1;
     }
     doc->root = root;
@@ -202,24 +253,33 @@ const msgpack_object *ifm_map_get(const msgpack_object *map, const char *key)
 static const char *type_name(msgpack_object_type t)
 {
     switch (t) {
-    case MSGPACK_OBJECT_NIL: return "nil";
-    case MSGPACK_OBJECT_BOOLEAN: return "bool";
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return "unsigned integer";
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return "negative integer";
+    case MSGPACK_OBJECT_NIL:
+        return "nil";
+    case MSGPACK_OBJECT_BOOLEAN:
+        return "bool";
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        return "unsigned integer";
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return "negative integer";
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return "float";
-    case MSGPACK_OBJECT_STR: return "string";
-    case MSGPACK_OBJECT_ARRAY: return "array";
-    case MSGPACK_OBJECT_MAP: return "map";
-    case MSGPACK_OBJECT_BIN: return "bin";
-    default: return "ext";
+    case MSGPACK_OBJECT_FLOAT64:
+        return "float";
+    case MSGPACK_OBJECT_STR:
+        return "string";
+    case MSGPACK_OBJECT_ARRAY:
+        return "array";
+    case MSGPACK_OBJECT_MAP:
+        return "map";
+    case MSGPACK_OBJECT_BIN:
+        return "bin";
+    default:
+        return "ext";
     }
 }
 
 /* Looks a field up; 1 = absent (error if required), 0 = present with type `want`. */
-static int field(const msgpack_object *map, const char *key, bool required,
-                 msgpack_object_type want, const char *want_name, const msgpack_object **out,
-                 ifm_err *err)
+static int field(const msgpack_object *map, const char *key, bool required, msgpack_object_type want,
+                 const char *want_name, const msgpack_object **out, ifm_err *err)
 {
     const msgpack_object *o = ifm_map_get(map, key);
     if (!o || o->type == MSGPACK_OBJECT_NIL) {
@@ -237,8 +297,7 @@ static int field(const msgpack_object *map, const char *key, bool required,
     return 0;
 }
 
-int ifm_obj_str(const msgpack_object *o, const char *what, bool nonempty, char *out, size_t cap,
-                ifm_err *err)
+int ifm_obj_str(const msgpack_object *o, const char *what, bool nonempty, char *out, size_t cap, ifm_err *err)
 {
     if (o->type != MSGPACK_OBJECT_STR) {
         ifm_err_set(err, "%s must be a string, got %s", what, type_name(o->type));
@@ -262,8 +321,7 @@ int ifm_obj_str(const msgpack_object *o, const char *what, bool nonempty, char *
     return 0;
 }
 
-int ifm_get_str(const msgpack_object *map, const char *key, bool required, char *out, size_t cap,
-                ifm_err *err)
+int ifm_get_str(const msgpack_object *map, const char *key, bool required, char *out, size_t cap, ifm_err *err)
 {
     const msgpack_object *o;
     int rc = field(map, key, required, MSGPACK_OBJECT_STR, "a string", &o, err);
@@ -274,8 +332,8 @@ int ifm_get_str(const msgpack_object *map, const char *key, bool required, char 
     return ifm_obj_str(o, what, required, out, cap, err);
 }
 
-int ifm_get_strv(const msgpack_object *map, const char *key, bool required, const char **out,
-                 size_t *len, size_t max, ifm_err *err)
+int ifm_get_strv(const msgpack_object *map, const char *key, bool required, const char **out, size_t *len, size_t max,
+                 ifm_err *err)
 {
     const msgpack_object *o;
     int rc = field(map, key, required, MSGPACK_OBJECT_STR, "a string", &o, err);
@@ -290,8 +348,8 @@ int ifm_get_strv(const msgpack_object *map, const char *key, bool required, cons
     return 0;
 }
 
-int ifm_get_uint(const msgpack_object *map, const char *key, bool required, uint64_t min,
-                 uint64_t max, uint64_t *out, ifm_err *err)
+int ifm_get_uint(const msgpack_object *map, const char *key, bool required, uint64_t min, uint64_t max, uint64_t *out,
+                 ifm_err *err)
 {
     const msgpack_object *o = ifm_map_get(map, key);
     if (!o || o->type == MSGPACK_OBJECT_NIL) {
@@ -302,8 +360,8 @@ int ifm_get_uint(const msgpack_object *map, const char *key, bool required, uint
         return 1;
     }
     if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        ifm_err_set(err, "field \"%s\" must be between %llu and %llu, got %lld", key,
-                    (unsigned long long)min, (unsigned long long)max, (long long)o->via.i64);
+        ifm_err_set(err, "field \"%s\" must be between %llu and %llu, got %lld", key, (unsigned long long)min,
+                    (unsigned long long)max, (long long)o->via.i64);
         return -1;
     }
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
@@ -311,9 +369,8 @@ int ifm_get_uint(const msgpack_object *map, const char *key, bool required, uint
         return -1;
     }
     if (o->via.u64 < min || o->via.u64 > max) {
-        ifm_err_set(err, "field \"%s\" must be between %llu and %llu, got %llu", key,
-                    (unsigned long long)min, (unsigned long long)max,
-                    (unsigned long long)o->via.u64);
+        ifm_err_set(err, "field \"%s\" must be between %llu and %llu, got %llu", key, (unsigned long long)min,
+                    (unsigned long long)max, (unsigned long long)o->via.u64);
         return -1;
     }
     *out = o->via.u64;
@@ -330,8 +387,7 @@ int ifm_get_bool(const msgpack_object *map, const char *key, bool required, bool
     return 0;
 }
 
-int ifm_get_double(const msgpack_object *map, const char *key, bool required, double *out,
-                   ifm_err *err)
+int ifm_get_double(const msgpack_object *map, const char *key, bool required, double *out, ifm_err *err)
 {
     const msgpack_object *o = ifm_map_get(map, key);
     if (!o || o->type == MSGPACK_OBJECT_NIL) {
@@ -344,9 +400,15 @@ int ifm_get_double(const msgpack_object *map, const char *key, bool required, do
     double d;
     switch (o->type) {
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: d = o->via.f64; break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: d = (double)o->via.u64; break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: d = (double)o->via.i64; break;
+    case MSGPACK_OBJECT_FLOAT64:
+        d = o->via.f64;
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        d = (double)o->via.u64;
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        d = (double)o->via.i64;
+        break;
     default:
         ifm_err_set(err, "field \"%s\" must be a number, got %s", key, type_name(o->type));
         return -1;
@@ -359,8 +421,8 @@ int ifm_get_double(const msgpack_object *map, const char *key, bool required, do
     return 0;
 }
 
-int ifm_get_bin(const msgpack_object *map, const char *key, bool required, size_t min, size_t max,
-                const uint8_t **out, size_t *len, ifm_err *err)
+int ifm_get_bin(const msgpack_object *map, const char *key, bool required, size_t min, size_t max, const uint8_t **out,
+                size_t *len, ifm_err *err)
 {
     const msgpack_object *o;
     int rc = field(map, key, required, MSGPACK_OBJECT_BIN, "bin", &o, err);
@@ -375,8 +437,7 @@ int ifm_get_bin(const msgpack_object *map, const char *key, bool required, size_
     return 0;
 }
 
-int ifm_get_map(const msgpack_object *map, const char *key, bool required,
-                const msgpack_object **out, ifm_err *err)
+int ifm_get_map(const msgpack_object *map, const char *key, bool required, const msgpack_object **out, ifm_err *err)
 {
     return field(map, key, required, MSGPACK_OBJECT_MAP, "a map", out, err);
 }
@@ -388,8 +449,7 @@ int ifm_get_array(const msgpack_object *map, const char *key, bool required, siz
     if (rc)
         return rc;
     if ((*out)->via.array.size > max_items) {
-        ifm_err_set(err, "field \"%s\" has %u items, at most %zu allowed", key,
-                    (*out)->via.array.size, max_items);
+        ifm_err_set(err, "field \"%s\" has %u items, at most %zu allowed", key, (*out)->via.array.size, max_items);
         return -1;
     }
     return 0;

@@ -121,8 +121,8 @@ ifm_conf *ifm_conf_from_args(int argc, char **argv, const struct option *opts, c
     return conf;
 }
 
-int ifm_conf_get_long(const ifm_conf *c, const char *name, const char *flag, long def, long min,
-                      long max, long *out, char *err, size_t errlen)
+int ifm_conf_get_long(const ifm_conf *c, const char *name, const char *flag, long def, long min, long max, long *out,
+                      char *err, size_t errlen)
 {
     const char *v = ifm_conf_get(c, name, flag, NULL);
     if (!v) {

@@ -7,20 +7,25 @@
 json_t *ifm_json_from_msgpack(const msgpack_object *o)
 {
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return json_null();
-    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         /* JSON integers here are int64; larger values are clamped. */
         return json_integer(o->via.u64 > INT64_MAX ? INT64_MAX : (json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer(o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return isfinite(o->via.f64) ? json_real(o->via.f64) : json_null();
+    case MSGPACK_OBJECT_FLOAT64:
+        return isfinite(o->via.f64) ? json_real(o->via.f64) : json_null();
     case MSGPACK_OBJECT_STR: {
         /* Invalid UTF-8 cannot be JSON: a placeholder stands in for it. */
         json_t *s = json_stringn(o->via.str.ptr, o->via.str.size);
         return s ? s : json_string("<invalid UTF-8>");
     }
-    case MSGPACK_OBJECT_BIN: return json_sprintf("<%u bytes>", o->via.bin.size);
+    case MSGPACK_OBJECT_BIN:
+        return json_sprintf("<%u bytes>", o->via.bin.size);
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array();
         for (uint32_t i = 0; a && i < o->via.array.size; i++)
@@ -38,16 +43,23 @@ json_t *ifm_json_from_msgpack(const msgpack_object *o)
         }
         return m;
     }
-    default: return json_null();
+    default:
+        return json_null();
     }
 }
 
 int ifm_json_to_msgpack(const json_t *j, ifm_enc *e)
 {
     switch (json_typeof(j)) {
-    case JSON_NULL: ifm_enc_nil(e); return 0;
-    case JSON_TRUE: ifm_enc_bool(e, true); return 0;
-    case JSON_FALSE: ifm_enc_bool(e, false); return 0;
+    case JSON_NULL:
+        ifm_enc_nil(e);
+        return 0;
+    case JSON_TRUE:
+        ifm_enc_bool(e, true);
+        return 0;
+    case JSON_FALSE:
+        ifm_enc_bool(e, false);
+        return 0;
     case JSON_INTEGER: {
         json_int_t v = json_integer_value(j);
         if (v >= 0)
@@ -56,8 +68,12 @@ int ifm_json_to_msgpack(const json_t *j, ifm_enc *e)
             ifm_enc_int(e, v);
         return 0;
     }
-    case JSON_REAL: ifm_enc_double(e, json_real_value(j)); return 0;
-    case JSON_STRING: ifm_enc_strn(e, json_string_value(j), json_string_length(j)); return 0;
+    case JSON_REAL:
+        ifm_enc_double(e, json_real_value(j));
+        return 0;
+    case JSON_STRING:
+        ifm_enc_strn(e, json_string_value(j), json_string_length(j));
+        return 0;
     case JSON_ARRAY: {
         ifm_enc_array(e, (uint32_t)json_array_size(j));
         size_t i;
@@ -88,14 +104,22 @@ int ifm_json_to_msgpack(const json_t *j, ifm_enc *e)
 const char *ifm_json_type_name(const json_t *j)
 {
     switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "a list";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number with a fraction";
-    case JSON_TRUE: return "true";
-    case JSON_FALSE: return "false";
-    case JSON_NULL: return "null";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "a list";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a number with a fraction";
+    case JSON_TRUE:
+        return "true";
+    case JSON_FALSE:
+        return "false";
+    case JSON_NULL:
+        return "null";
     }
     return "?";
 }

@@ -10,10 +10,14 @@
 static const char *level_name(enum ifm_log_level l)
 {
     switch (l) {
-    case IFM_LOG_DEBUG: return "DEBUG";
-    case IFM_LOG_INFO: return "INFO";
-    case IFM_LOG_WARN: return "WARN";
-    default: return "ERROR";
+    case IFM_LOG_DEBUG:
+        return "DEBUG";
+    case IFM_LOG_INFO:
+        return "INFO";
+    case IFM_LOG_WARN:
+        return "WARN";
+    default:
+        return "ERROR";
     }
 }
 
@@ -36,9 +40,8 @@ void ifm_log(enum ifm_log_level level, const char *fmt, ...)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, program_invocation_short_name,
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s ", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L, program_invocation_short_name,
                      level_name(level));
     va_list ap;
     va_start(ap, fmt);

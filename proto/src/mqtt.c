@@ -16,7 +16,7 @@
 
 typedef struct sub {
     struct sub *next;
-    uint32_t id;            /* MQTT 5 subscription identifier */
+    uint32_t id; /* MQTT 5 subscription identifier */
     char *filter;
     int qos;
     ifm_mqtt_msg_cb cb;
@@ -52,9 +52,9 @@ struct ifm_mqtt {
     char reply_topic[IFM_TOPIC_MAX];
     bool started, connected, stopping;
     int dispatching;
-    size_t unacked; /* QoS 1 publishes the broker has not acknowledged yet */
+    size_t unacked;   /* QoS 1 publishes the broker has not acknowledged yet */
     char refused[96]; /* why the broker last refused our CONNECT, "" if it did not */
-    int fd;                 /* the fd currently in the loop, or -1 */
+    int fd;           /* the fd currently in the loop, or -1 */
     uint64_t misc_timer, retry_timer;
     uint64_t backoff_ms;
     sub *subs;
@@ -84,8 +84,7 @@ int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size
     else if (strncmp(p, "mqtts://", 8) == 0) {
         p += 8;
         opts->tls = true;
-    }
-    else if (strstr(p, "://"))
+    } else if (strstr(p, "://"))
         return -1;
     const char *colon = strrchr(p, ':');
     size_t hl = colon ? (size_t)(colon - p) : strlen(p);
@@ -160,8 +159,7 @@ static bool sub_wants(const ifm_mqtt *m, const sub *s, const char *topic, const 
     if (s->dead)
         return false;
     uint32_t sid = 0;
-    const mosquitto_property *p =
-        mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &sid, false);
+    const mosquitto_property *p = mosquitto_property_read_varint(props, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, &sid, false);
     if (!p) {
         bool match = false;
         return mosquitto_topic_matches_sub(s->filter, topic, &match) == MOSQ_ERR_SUCCESS && match;
@@ -199,13 +197,11 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     }
 }
 
-static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
-                       const mosquitto_property *props)
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
     ifm_mqtt *m = obj;
     if (rc != 0) {
-        IFM_WARN("broker %s:%d refused the connection: %s", m->host, m->port,
-                 mosquitto_reason_string(rc));
+        IFM_WARN("broker %s:%d refused the connection: %s", m->host, m->port, mosquitto_reason_string(rc));
         snprintf(m->refused, sizeof m->refused, "%s", mosquitto_reason_string(rc));
         return; /* the broker closes the socket; pump() notices and retries */
     }
@@ -386,8 +382,8 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
         IFM_ERROR("cannot use the system's CA certificates for TLS");
         goto fail;
     }
-    if (o->will_topic && mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len,
-                                               o->will_payload, 1, o->will_retain, NULL))
+    if (o->will_topic &&
+        mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len, o->will_payload, 1, o->will_retain, NULL))
         goto fail;
     if (m->name[0]) {
         if (ifm_topic_client(m->reply_topic, sizeof m->reply_topic, m->name, "reply"))
@@ -437,9 +433,18 @@ int ifm_mqtt_start(ifm_mqtt *m)
     return 0;
 }
 
-bool ifm_mqtt_connected(const ifm_mqtt *m) { return m->connected; }
-const char *ifm_mqtt_name(const ifm_mqtt *m) { return m->name; }
-ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m) { return m->loop; }
+bool ifm_mqtt_connected(const ifm_mqtt *m)
+{
+    return m->connected;
+}
+const char *ifm_mqtt_name(const ifm_mqtt *m)
+{
+    return m->name;
+}
+ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m)
+{
+    return m->loop;
+}
 
 int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms)
 {
@@ -534,8 +539,8 @@ int ifm_mqtt_unsubscribe(ifm_mqtt *m, const char *filter)
     return found ? 0 : -1;
 }
 
-int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                           bool retain, const mosquitto_property *props)
+int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos, bool retain,
+                           const mosquitto_property *props)
 {
     if (!m->connected)
         return -1;
@@ -557,8 +562,7 @@ int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, 
     return 0;
 }
 
-int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                     bool retain)
+int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos, bool retain)
 {
     return ifm_mqtt_publish_props(m, topic, payload, len, qos, retain, NULL);
 }
@@ -577,14 +581,14 @@ static void on_request_timeout(ifm_loop *loop, void *arg)
     free(p);
 }
 
-int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
-                     uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg)
+int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len, uint64_t timeout_ms,
+                     ifm_mqtt_reply_cb cb, void *arg)
 {
     return ifm_mqtt_request_as(m, m->name, topic, payload, len, timeout_ms, cb, arg);
 }
 
-int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload,
-                        size_t len, uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg)
+int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload, size_t len,
+                        uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg)
 {
     if (!m->reply_topic[0] || !m->connected || !ifm_name_valid(client, IFM_NAME_MAX))
         return -1;
@@ -669,7 +673,6 @@ int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *req, const void *payload, si
     ifm_reply_to_free(to);
     return rc;
 }
-
 
 int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap)
 {

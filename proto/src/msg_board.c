@@ -73,8 +73,7 @@ void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len)
     ifm_enc_kbin(e, "image", image, len);
 }
 
-void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason,
-                      const char *batch_id)
+void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id)
 {
     bool has_batch = batch_id && *batch_id;
     ifm_enc_root(e, 2 + (reason != NULL) + has_batch);
@@ -119,8 +118,7 @@ void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, 
     ifm_event_encode(e, "error", serial, reason, batch_id);
 }
 
-void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id,
-                              const ifm_result *r, size_t n)
+void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id, const ifm_result *r, size_t n)
 {
     ifm_enc_root(e, 4);
     ifm_enc_kstr(e, "event", "results");
@@ -157,15 +155,22 @@ static int as_double(const msgpack_object *o, double *d)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: *d = o->via.f64; return 0;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: *d = (double)o->via.u64; return 0;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *d = (double)o->via.i64; return 0;
-    default: return -1;
+    case MSGPACK_OBJECT_FLOAT64:
+        *d = o->via.f64;
+        return 0;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *d = (double)o->via.u64;
+        return 0;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        *d = (double)o->via.i64;
+        return 0;
+    default:
+        return -1;
     }
 }
 
-int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *samples,
-                        size_t samples_cap, ifm_err *err)
+int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *samples, size_t samples_cap,
+                        ifm_err *err)
 {
     memset(r, 0, sizeof *r);
     if (!ev->results || i >= ev->results->via.array.size) {

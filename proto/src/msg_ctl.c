@@ -6,7 +6,7 @@
 
 static const char *const verb_names[IFM_VERB_COUNT] = {
     "available", "devices", "reserve", "reserve_serials", "extend", "extend_all",
-    "end", "end_all", "reboot", "delete", "status",
+    "end",       "end_all", "reboot",  "delete",          "status",
 };
 
 const char *ifm_verb_name(ifm_verb v)
@@ -24,8 +24,8 @@ int ifm_verb_parse(const char *name)
 
 static bool needs_serials(ifm_verb v)
 {
-    return v == IFM_VERB_RESERVE_SERIALS || v == IFM_VERB_EXTEND || v == IFM_VERB_END ||
-           v == IFM_VERB_REBOOT || v == IFM_VERB_DELETE;
+    return v == IFM_VERB_RESERVE_SERIALS || v == IFM_VERB_EXTEND || v == IFM_VERB_END || v == IFM_VERB_REBOOT ||
+        v == IFM_VERB_DELETE;
 }
 
 static int decode_serials(const msgpack_object *root, ifm_ctl_req *req, ifm_err *err)
@@ -96,8 +96,8 @@ void ifm_ctl_req_free(ifm_ctl_req *req)
 void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, size_t args_len)
 {
     bool has_serials = needs_serials(req->verb);
-    uint32_t n = (req->verb == IFM_VERB_RESERVE) + (req->kind[0] != 0) + (args != NULL) +
-                 has_serials + (req->wait_ms != 0) + (req->duration_s != 0);
+    uint32_t n = (req->verb == IFM_VERB_RESERVE) + (req->kind[0] != 0) + (args != NULL) + has_serials +
+        (req->wait_ms != 0) + (req->duration_s != 0);
     ifm_enc_root(e, n);
     if (req->verb == IFM_VERB_RESERVE)
         ifm_enc_kuint(e, "amount", req->amount);

@@ -141,8 +141,7 @@ int ifm_board_status_decode(const ifm_doc *doc, ifm_board_status *bs, ifm_err *e
 {
     memset(bs, 0, sizeof *bs);
     const msgpack_object *root = doc->root;
-    if (get_serial(root, bs->serial, err) ||
-        ifm_get_str(root, "worker", true, bs->worker, sizeof bs->worker, err) ||
+    if (get_serial(root, bs->serial, err) || ifm_get_str(root, "worker", true, bs->worker, sizeof bs->worker, err) ||
         ifm_get_uint(root, "epoch", true, 0, UINT64_MAX, &bs->epoch, err) ||
         get_state(root, "state", &bs->state, err) ||
         ifm_get_str(root, "kind", false, bs->kind, sizeof bs->kind, err) < 0 ||

@@ -35,9 +35,9 @@ int ifm_msgpack_scan(const void *data, size_t len, int max_depth, ifm_err *err)
             return -1;
         }
         uint8_t b = p[pos++];
-        uint64_t skip = 0;     /* payload bytes that follow the header */
-        int lenbytes = 0;      /* bytes holding a length or count */
-        uint64_t items = 0;    /* objects in a container */
+        uint64_t skip = 0;  /* payload bytes that follow the header */
+        int lenbytes = 0;   /* bytes holding a length or count */
+        uint64_t items = 0; /* objects in a container */
         bool container = false, is_map = false;
         if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
             /* fixint, nil, bool: no payload */
@@ -51,27 +51,83 @@ int ifm_msgpack_scan(const void *data, size_t len, int max_depth, ifm_err *err)
             skip = b & 0x1f;
         } else {
             switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xc7: lenbytes = 1; skip = 1; break; /* ext8: len + type */
-            case 0xc8: lenbytes = 2; skip = 1; break;
-            case 0xc9: lenbytes = 4; skip = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: container = true; lenbytes = 2; break;
-            case 0xdd: container = true; lenbytes = 4; break;
-            case 0xde: container = is_map = true; lenbytes = 2; break;
-            case 0xdf: container = is_map = true; lenbytes = 4; break;
+            case 0xc4:
+            case 0xd9:
+                lenbytes = 1;
+                break;
+            case 0xc5:
+            case 0xda:
+                lenbytes = 2;
+                break;
+            case 0xc6:
+            case 0xdb:
+                lenbytes = 4;
+                break;
+            case 0xc7:
+                lenbytes = 1;
+                skip = 1;
+                break; /* ext8: len + type */
+            case 0xc8:
+                lenbytes = 2;
+                skip = 1;
+                break;
+            case 0xc9:
+                lenbytes = 4;
+                skip = 1;
+                break;
+            case 0xca:
+                skip = 4;
+                break;
+            case 0xcb:
+                skip = 8;
+                break;
+            case 0xcc:
+            case 0xd0:
+                skip = 1;
+                break;
+            case 0xcd:
+            case 0xd1:
+                skip = 2;
+                break;
+            case 0xce:
+            case 0xd2:
+                skip = 4;
+                break;
+            case 0xcf:
+            case 0xd3:
+                skip = 8;
+                break;
+            case 0xd4:
+                skip = 2;
+                break;
+            case 0xd5:
+                skip = 3;
+                break;
+            case 0xd6:
+                skip = 5;
+                break;
+            case 0xd7:
+                skip = 9;
+                break;
+            case 0xd8:
+                skip = 17;
+                break;
+            case 0xdc:
+                container = true;
+                lenbytes = 2;
+                break;
+            case 0xdd:
+                container = true;
+                lenbytes = 4;
+                break;
+            case 0xde:
+                container = is_map = true;
+                lenbytes = 2;
+                break;
+            case 0xdf:
+                container = is_map = true;
+                lenbytes = 4;
+                break;
             default:
                 ifm_err_set(err, "invalid msgpack type byte 0x%02x at byte %zu", b, pos - 1);
                 return -1;
@@ -104,8 +160,8 @@ int ifm_msgpack_scan(const void *data, size_t len, int max_depth, ifm_err *err)
                 stack[++depth] = objects;
             }
         } else if (skip > len - pos) {
-            ifm_err_set(err, "truncated msgpack: value needs %llu bytes, %zu remain",
-                        (unsigned long long)skip, len - pos);
+            ifm_err_set(err, "truncated msgpack: value needs %llu bytes, %zu remain", (unsigned long long)skip,
+                        len - pos);
             return -1;
         } else {
             pos += (size_t)skip;

@@ -23,7 +23,7 @@ static bool all_ready(void *arg)
 {
     void **a = arg;
     icefarm *f = a[0];
-    char (*serials)[IFM_SERIAL_MAX] = a[1];
+    char(*serials)[IFM_SERIAL_MAX] = a[1];
     size_t n = *(size_t *)a[2];
     for (size_t i = 0; i < n; i++)
         if (icefarm_board_state(f, serials[i]) != IFM_BOARD_RESERVED)
@@ -52,10 +52,10 @@ int main(int argc, char **argv)
     ifm_enc_map(&a, 2);
     ifm_enc_kuint(&a, "flush_interval_seconds", 1);
     ifm_enc_kuint(&a, "flush_at_bitstreams_remaining", window);
-    char (*serials)[IFM_SERIAL_MAX];
+    char(*serials)[IFM_SERIAL_MAX];
     size_t n;
-    if (icefarm_reserve(f, (uint32_t)boards, "pulsecount", ifm_enc_data(&a), ifm_enc_size(&a), 30000, &serials, &n,
-                        err, sizeof err)) {
+    if (icefarm_reserve(f, (uint32_t)boards, "pulsecount", ifm_enc_data(&a), ifm_enc_size(&a), 30000, &serials, &n, err,
+                        sizeof err)) {
         fprintf(stderr, "reserve: %s\n", err);
         return 1;
     }

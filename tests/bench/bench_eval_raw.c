@@ -106,7 +106,9 @@ static void request(ifm_mqtt *m, ifm_ctl_req *req, const void *args, size_t len,
     ifm_enc_free(&e);
 }
 
-static void ignore(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg) {}
+static void ignore(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg)
+{
+}
 
 int main(int argc, char **argv)
 {

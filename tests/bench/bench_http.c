@@ -46,7 +46,8 @@ static void start(client *c, const char *base)
         snprintf(c->body, sizeof c->body, "{\"name\": \"%s\", \"serials\": [\"%s\"]}", c->name, c->serial);
     } else {
         snprintf(url, sizeof url, "%s/reserve", base);
-        snprintf(c->body, sizeof c->body, "{\"name\": \"%s\", \"amount\": 1, \"kind\": \"pulsecount\", \"args\": {}}", c->name);
+        snprintf(c->body, sizeof c->body, "{\"name\": \"%s\", \"amount\": 1, \"kind\": \"pulsecount\", \"args\": {}}",
+                 c->name);
     }
     c->resp_len = 0;
     c->resp[0] = '\0';

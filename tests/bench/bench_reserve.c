@@ -57,8 +57,7 @@ static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg
     ifm_doc doc;
     ifm_err err;
     ifm_reply_status st;
-    if (status != 0 || ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
-        ifm_reply_status_decode(&doc, &st, &err)) {
+    if (status != 0 || ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_reply_status_decode(&doc, &st, &err)) {
         b->errors++;
         if (status == 0)
             ifm_doc_free(&doc);
@@ -179,9 +178,8 @@ int main(int argc, char **argv)
     double secs = (double)(ifm_now_ms() - start) / 1000.0;
     printf("clients=%d pairs=%zu seconds=%.1f pairs_per_s=%.0f reserve_p50_ms=%.2f reserve_p99_ms=%.2f "
            "end_p50_ms=%.2f end_p99_ms=%.2f refused=%zu errors=%zu\n",
-           b.nclients, b.nend, secs, (double)b.nend / secs, pct(b.res_lat, b.nres, 0.5),
-           pct(b.res_lat, b.nres, 0.99), pct(b.end_lat, b.nend, 0.5), pct(b.end_lat, b.nend, 0.99), b.refused,
-           b.errors);
+           b.nclients, b.nend, secs, (double)b.nend / secs, pct(b.res_lat, b.nres, 0.5), pct(b.res_lat, b.nres, 0.99),
+           pct(b.end_lat, b.nend, 0.5), pct(b.end_lat, b.nend, 0.99), b.refused, b.errors);
     for (int i = 0; i < b.nclients; i++) {
         ifm_mqtt_disconnect(b.clients[i].m);
         ifm_mqtt_free(b.clients[i].m);

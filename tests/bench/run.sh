@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2154 # local_*, h_*, e_*, c_*: set by eval of the benchmarks' key=value lines
 # icefarm benchmarks: prints tables of our numbers beside the old system's.
 #   tests/bench/run.sh [BUILD_DIR]        (default: ./build; run ./icefarm build first)
 # Sizes: ICEFARM_BENCH_WORKERS (50) x ICEFARM_BENCH_BOARDS (20) simulated boards for
@@ -92,7 +93,6 @@ for boards in 1 8 64; do
     FARM_WORKER=evalw farm_start "$RUN/ev$boards" "$boards" --sim-flash-ms 20 --sim-window-ms "$WINDOW_MS"
     farm_wait_ready "$boards" 120
     WRK=${FARM_PIDS[2]}
-    rss0=$(rss_kb "$WRK")
     c0=$(cpu_ticks "$WRK")
     per=$((boards >= 64 ? 20 : 40))
     line=$("$FARM_BIN/tests/bench/bench_eval" "$FARM_BROKER" "$boards" "$per" 2 "$WINDOW_MS")

@@ -12,7 +12,7 @@ CLK_HZ=48000000
 IMAGE_SIZE=104090   # iCE40UP5K configuration image
 
 install_missing() {
-    local missing=() tool pkg
+    local missing=() tool
     for tool in yosys:yosys nextpnr-ice40:nextpnr-ice40 icepack:fpga-icestorm; do
         command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool##*:}")
     done

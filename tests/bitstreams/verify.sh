@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 rc=0 n=0
-while read -r name hz pulses sha size; do
+while read -r name _hz _pulses sha size; do
     case "$name" in ''|'#'*) continue ;; esac
     n=$((n + 1))
     if [ ! -f "$name" ]; then echo "MISSING $name"; rc=1; continue; fi

@@ -31,7 +31,8 @@ fi
 
 cmake --install "$FARM_BIN" --prefix "$T/prefix" >/dev/null
 export ICEFARM_PREFIX=$T/prefix ICEFARM_ETC=$T/etc ICEFARM_BROKER_HOST=localhost ICEFARM_LISTEN_HOST=127.0.0.1
-export ICEFARM_MQTTS_PORT=$(free_port) ICEFARM_WSS_PORT=$(free_port) ICEFARM_HTTP_PORT=$(free_port)
+ICEFARM_MQTTS_PORT=$(free_port) ICEFARM_WSS_PORT=$(free_port) ICEFARM_HTTP_PORT=$(free_port)
+export ICEFARM_MQTTS_PORT ICEFARM_WSS_PORT ICEFARM_HTTP_PORT
 export ICEFARM_HTTP_LISTEN=127.0.0.1:$ICEFARM_HTTP_PORT ICEFARM_DATA=$T/leases ICEFARM_WORKER_NAME=lab-worker
 export ICEFARM_USERS="alice:client"
 EP=$ROOT/docker/entrypoint.sh HC=$ROOT/docker/healthcheck.sh

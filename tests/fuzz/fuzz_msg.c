@@ -15,12 +15,12 @@
 #include "fuzz_msg.h"
 #include "icefarm/msg.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "fuzz_msg: check failed: %s (line %d)\n", #cond, __LINE__);            \
-            abort();                                                                               \
-        }                                                                                          \
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            fprintf(stderr, "fuzz_msg: check failed: %s (line %d)\n", #cond, __LINE__);                                \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -74,8 +74,7 @@ static void fuzz_ctl_req(const ifm_doc *doc, ifm_verb verb)
         fprintf(stderr, "fuzz_msg: re-encoded %s request rejected: %s\n", ifm_verb_name(verb), err.msg);
         abort();
     }
-    CHECK(a.verb == b.verb && a.amount == b.amount && a.wait_ms == b.wait_ms &&
-          a.duration_s == b.duration_s);
+    CHECK(a.verb == b.verb && a.amount == b.amount && a.wait_ms == b.wait_ms && a.duration_s == b.duration_s);
     CHECK(strcmp(a.kind, b.kind) == 0);
     CHECK(a.nserials == b.nserials);
     for (size_t i = 0; i < a.nserials; i++) {
@@ -188,8 +187,7 @@ static void fuzz_worker_cmd(const ifm_doc *doc)
     reparse(&d2, &e);
     CHECK(ifm_worker_cmd_decode(&d2, &b, &err) == 0);
     CHECK(a.op == b.op && a.lease == b.lease);
-    CHECK(strcmp(a.serial, b.serial) == 0 && strcmp(a.kind, b.kind) == 0 &&
-          strcmp(a.client, b.client) == 0);
+    CHECK(strcmp(a.serial, b.serial) == 0 && strcmp(a.kind, b.kind) == 0 && strcmp(a.client, b.client) == 0);
     same_obj(a.args, b.args);
     ifm_doc_free(&d2);
     ifm_enc_free(&e);
@@ -234,8 +232,7 @@ static void same_result(const ifm_result *a, const ifm_result *b)
         break;
     case IFM_VALUE_FITNESS:
     case IFM_VALUE_WAVEFORM:
-        CHECK(memcmp(&a->fitness, &b->fitness, sizeof a->fitness) == 0 ||
-              (isnan(a->fitness) && isnan(b->fitness)));
+        CHECK(memcmp(&a->fitness, &b->fitness, sizeof a->fitness) == 0 || (isnan(a->fitness) && isnan(b->fitness)));
         if (a->type == IFM_VALUE_WAVEFORM) {
             CHECK(a->nsamples == b->nsamples);
             CHECK(a->nsamples == 0 || memcmp(a->samples, b->samples, a->nsamples * 2) == 0);
@@ -268,8 +265,7 @@ static void fuzz_event(const ifm_doc *doc)
     ifm_doc d2;
     reparse(&d2, &e);
     CHECK(ifm_event_decode(&d2, &b, &err) == 0);
-    CHECK(strcmp(a.event, b.event) == 0 && strcmp(a.serial, b.serial) == 0 &&
-          strcmp(a.batch_id, b.batch_id) == 0);
+    CHECK(strcmp(a.event, b.event) == 0 && strcmp(a.serial, b.serial) == 0 && strcmp(a.batch_id, b.batch_id) == 0);
     if (!results)
         CHECK(strcmp(a.reason, b.reason) == 0);
     ifm_doc_free(&d2);
@@ -350,14 +346,30 @@ static void run(int sel, const ifm_doc *doc)
         return;
     }
     switch (sel) {
-    case SEL_REPLY: fuzz_reply(doc); break;
-    case SEL_WORKER_STATE: fuzz_worker_state(doc); break;
-    case SEL_BOARD_STATUS: fuzz_board_status(doc); break;
-    case SEL_WORKER_CMD: fuzz_worker_cmd(doc); break;
-    case SEL_BOARD_CMD: fuzz_board_cmd(doc); break;
-    case SEL_EVENT: fuzz_event(doc); break;
-    case SEL_LEASE: fuzz_lease(doc); break;
-    case SEL_AVAILABLE: fuzz_available(doc); break;
+    case SEL_REPLY:
+        fuzz_reply(doc);
+        break;
+    case SEL_WORKER_STATE:
+        fuzz_worker_state(doc);
+        break;
+    case SEL_BOARD_STATUS:
+        fuzz_board_status(doc);
+        break;
+    case SEL_WORKER_CMD:
+        fuzz_worker_cmd(doc);
+        break;
+    case SEL_BOARD_CMD:
+        fuzz_board_cmd(doc);
+        break;
+    case SEL_EVENT:
+        fuzz_event(doc);
+        break;
+    case SEL_LEASE:
+        fuzz_lease(doc);
+        break;
+    case SEL_AVAILABLE:
+        fuzz_available(doc);
+        break;
     default:
         for (int s = 0; s < SEL_ALL; s++)
             run(s, doc);

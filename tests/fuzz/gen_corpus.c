@@ -49,8 +49,8 @@ static void seed(const char *name, int sel, ifm_enc *e)
     ifm_enc_init(e);
 }
 
-static const uint8_t ARGS[] = { 0x82, 0xa4, 'm', 'o', 'd', 'e', 0xa4, 'f', 'a', 's', 't',
-                                0xa4, 'l', 'i', 's', 't', 0x93, 0x01, 0xc3, 0x80 };
+static const uint8_t ARGS[] = { 0x82, 0xa4, 'm', 'o', 'd', 'e', 0xa4, 'f',  'a',  's',
+                                't',  0xa4, 'l', 'i', 's', 't', 0x93, 0x01, 0xc3, 0x80 };
 
 int main(int argc, char **argv)
 {
@@ -98,9 +98,13 @@ int main(int argc, char **argv)
         { .serial = "S2", .state = IFM_BOARD_RESERVED, .kind = "pulse_count" },
         { .serial = "S3", .state = IFM_BOARD_BROKEN },
     };
-    ifm_worker_state ws = { .worker = "wrk-1", .online = true, .epoch = 17,
-                            .kinds = { "pulse_count", "variance" }, .nkinds = 2,
-                            .boards = boards, .nboards = 3 };
+    ifm_worker_state ws = { .worker = "wrk-1",
+                            .online = true,
+                            .epoch = 17,
+                            .kinds = { "pulse_count", "variance" },
+                            .nkinds = 2,
+                            .boards = boards,
+                            .nboards = 3 };
     ifm_worker_state_encode(&e, &ws);
     seed("worker_state_online", SEL_WORKER_STATE, &e);
     ifm_worker_state off = { .worker = "wrk-1", .online = false, .epoch = 17 };
@@ -108,19 +112,22 @@ int main(int argc, char **argv)
     seed("worker_state_offline", SEL_WORKER_STATE, &e);
 
     /* board status */
-    ifm_board_status bs = { .serial = "S3", .worker = "wrk-1", .epoch = 17,
-                            .state = IFM_BOARD_BROKEN, .reason = "flash timed out" };
+    ifm_board_status bs = {
+        .serial = "S3", .worker = "wrk-1", .epoch = 17, .state = IFM_BOARD_BROKEN, .reason = "flash timed out"
+    };
     ifm_board_status_encode(&e, &bs);
     seed("board_status_broken", SEL_BOARD_STATUS, &e);
-    ifm_board_status bs2 = { .serial = "S2", .worker = "wrk-1", .epoch = 17,
-                             .state = IFM_BOARD_RESERVED, .kind = "variance" };
+    ifm_board_status bs2 = {
+        .serial = "S2", .worker = "wrk-1", .epoch = 17, .state = IFM_BOARD_RESERVED, .kind = "variance"
+    };
     ifm_board_status_encode(&e, &bs2);
     seed("board_status_reserved", SEL_BOARD_STATUS, &e);
 
     /* worker commands */
     for (int op = 0; op < IFM_WOP_COUNT; op++) {
-        ifm_worker_cmd c = { .op = (ifm_worker_op)op, .serial = "S1", .kind = "pulse_count",
-                             .client = "alice", .lease = 99 };
+        ifm_worker_cmd c = {
+            .op = (ifm_worker_op)op, .serial = "S1", .kind = "pulse_count", .client = "alice", .lease = 99
+        };
         ifm_worker_cmd_encode(&e, &c, op == IFM_WOP_RESERVE ? ARGS : NULL, sizeof ARGS);
         snprintf(name, sizeof name, "worker_cmd_%d", op);
         seed(name, SEL_WORKER_CMD, &e);
@@ -160,14 +167,17 @@ int main(int argc, char **argv)
     seed("client_event", SEL_EVENT, &e);
 
     /* lease, ctl state, availability */
-    ifm_lease_info li = { .serial = "S1", .client = "alice", .kind = "pulse_count",
-                          .worker = "wrk-1", .lease = 5, .until_ms = 1795243030123ull };
+    ifm_lease_info li = { .serial = "S1",
+                          .client = "alice",
+                          .kind = "pulse_count",
+                          .worker = "wrk-1",
+                          .lease = 5,
+                          .until_ms = 1795243030123ull };
     ifm_lease_info_encode(&e, &li);
     seed("lease", SEL_LEASE, &e);
     ifm_ctl_state_encode(&e, true, 3);
     seed("ctl_state", SEL_ALL, &e);
-    ifm_available av = { .amount = 5, .nkinds = 2, .kinds = { "pulse_count", "variance" },
-                         .counts = { 3, 2 } };
+    ifm_available av = { .amount = 5, .nkinds = 2, .kinds = { "pulse_count", "variance" }, .counts = { 3, 2 } };
     ifm_available_encode(&e, &av);
     seed("available", SEL_AVAILABLE, &e);
 
@@ -223,7 +233,11 @@ int main(int argc, char **argv)
     ifm_enc_array(&e, 1);
     ifm_enc_nil(&e);
     write_file("scan", "all_types", -1, ifm_enc_data(&e), ifm_enc_size(&e));
-    const struct { const char *name; uint8_t b[8]; size_t n; } raw[] = {
+    const struct {
+        const char *name;
+        uint8_t b[8];
+        size_t n;
+    } raw[] = {
         { "bad_c1", { 0xc1 }, 1 },
         { "huge_array32", { 0xdd, 0xff, 0xff, 0xff, 0xff }, 5 },
         { "huge_map32", { 0xdf, 0xff, 0xff, 0xff, 0xff }, 5 },

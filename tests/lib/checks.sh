@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The check vocabulary of the shell tests: one "ok - ..."/"not ok - ..." line per
 # check, counted in PASS and FAIL for the closing "N passed, M failed" line.
 PASS=0

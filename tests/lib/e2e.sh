@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the end-to-end tests (sourced after `set -euo pipefail`).
 #
 # Every test runs the embedded farm of broker/embedded/farm.sh (the same one `./icefarm demo`

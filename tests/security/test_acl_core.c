@@ -40,9 +40,18 @@ static void put(buf *w, const void *p, size_t n)
         w->n += n;
     }
 }
-static void put8(buf *w, uint8_t c) { put(w, &c, 1); }
-static void pmap(buf *w, uint32_t n) { put8(w, (uint8_t)(0x80 | n)); }
-static void parr(buf *w, uint32_t n) { put8(w, (uint8_t)(0x90 | n)); }
+static void put8(buf *w, uint8_t c)
+{
+    put(w, &c, 1);
+}
+static void pmap(buf *w, uint32_t n)
+{
+    put8(w, (uint8_t)(0x80 | n));
+}
+static void parr(buf *w, uint32_t n)
+{
+    put8(w, (uint8_t)(0x90 | n));
+}
 static void pstr(buf *w, const char *s)
 {
     size_t n = strlen(s);
@@ -124,7 +133,10 @@ static buf birth_msg(const char *worker, bool online, const char *const *serials
 /* ---- fixtures ---- */
 
 static uint64_t fake_now = 1000000;
-static uint64_t now_fn(void) { return fake_now; }
+static uint64_t now_fn(void)
+{
+    return fake_now;
+}
 
 static char roles_path[256];
 
@@ -194,8 +206,12 @@ static void test_roles_file(void)
     check(acl_role_of(st, "mallory") == ROLE_NONE && acl_role_of(st, NULL) == ROLE_NONE,
           "roles file: unknown and anonymous users have no role");
     static const char *const bad[] = {
-        "alice client\nbob superuser\n", "alice client\nalice dashboard\n", "al/ice client\n",
-        "alice client extra\n",          "alice\n",                         "$sys client\n",
+        "alice client\nbob superuser\n",
+        "alice client\nalice dashboard\n",
+        "al/ice client\n",
+        "alice client extra\n",
+        "alice\n",
+        "$sys client\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         write_file(path, bad[i]);
@@ -260,13 +276,13 @@ static void test_static_rights(void)
     bool none = true;
     for (size_t i = 0; i < 4; i++)
         none = none && !acl_check(st, NULL, others[i], ACL_WRITE, "icefarm/lease/S1", "", 0, true) &&
-               !wr(st, others[i], "icefarm/farm/available") && !wr(st, others[i], "icefarm/ctl/state") &&
-               !wr(st, others[i], "icefarm/client/alice/event") && !wr(st, others[i], "icefarm/worker/w1/cmd") &&
-               !wr(st, others[i], "icefarm/worker/w1/sim");
+            !wr(st, others[i], "icefarm/farm/available") && !wr(st, others[i], "icefarm/ctl/state") &&
+            !wr(st, others[i], "icefarm/client/alice/event") && !wr(st, others[i], "icefarm/worker/w1/cmd") &&
+            !wr(st, others[i], "icefarm/worker/w1/sim");
     check(none, "nobody but control publishes leases, farm, ctl/state, client events, worker commands");
     /* clients */
-    check(wr(st, "alice", "icefarm/ctl/req/reserve") && !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/ctl/req/reserve",
-                                                                   "x", 1, true),
+    check(wr(st, "alice", "icefarm/ctl/req/reserve") &&
+              !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/ctl/req/reserve", "x", 1, true),
           "client publishes requests (not retained)");
     check(!wr(st, "alice", "icefarm/S1/state") && !wr(st, "alice", "icefarm/S1/event") &&
               !wr(st, "alice", "icefarm/worker/alice/state") && !wr(st, "alice", "icefarm/S1/cmd"),
@@ -373,7 +389,8 @@ static void test_ownership(void)
     check(pub(st, "w1", W1_CONN, "icefarm/worker/w1/state", &b1, true), "owner: worker publishes its birth");
     check(acl_board_owner(st, "S1") && strcmp(acl_board_owner(st, "S1"), "w1") == 0, "owner: birth claims its boards");
     buf s1 = board_msg("S1", "w1", "ready");
-    check(pub(st, "w1", W1_CONN, "icefarm/S1/state", &s1, true) && pub(st, "w1", W1_CONN, "icefarm/S1/event", &s1, false),
+    check(pub(st, "w1", W1_CONN, "icefarm/S1/state", &s1, true) &&
+              pub(st, "w1", W1_CONN, "icefarm/S1/event", &s1, false),
           "owner: owner publishes state and events of its board");
     check(!acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/S1/event", "x", 1, true), "owner: events are never retained");
     check(rd(st, "w1", "icefarm/S1/cmd") && sub(st, "w1", "icefarm/S1/cmd"), "owner: owner reads its boards' commands");
@@ -384,10 +401,10 @@ static void test_ownership(void)
     check(!pub(st, "w2", W2_CONN, "icefarm/S1/state", &s1w2, true) && !wr(st, "w2", "icefarm/S1/event") &&
               !rd(st, "w2", "icefarm/S1/cmd") && !sub(st, "w2", "icefarm/S1/cmd"),
           "owner: another worker cannot publish for, or read commands of, a connected worker's board");
-    check(!pub(st, "w1", W1_CONN, "icefarm/S3/state", &s1, true), "owner: a state whose serial is not its topic's is refused");
+    check(!pub(st, "w1", W1_CONN, "icefarm/S3/state", &s1, true),
+          "owner: a state whose serial is not its topic's is refused");
     buf lie = board_msg("S3", "w2", "ready");
-    check(!pub(st, "w1", W1_CONN, "icefarm/S3/state", &lie, true),
-          "owner: a state naming another worker is refused");
+    check(!pub(st, "w1", W1_CONN, "icefarm/S3/state", &lie, true), "owner: a state naming another worker is refused");
     buf garbage = { .n = 4, .b = { 0xde, 0xad, 0xbe, 0xef } };
     check(!pub(st, "w1", W1_CONN, "icefarm/S3/state", &garbage, true) &&
               !pub(st, "w1", W1_CONN, "icefarm/worker/w1/state", &garbage, true),
@@ -502,11 +519,17 @@ static void test_intersect(void)
         const char *a, *b;
         bool want;
     } cases[] = {
-        { "#", "icefarm/x", true },           { "icefarm/#", "icefarm", true },
-        { "icefarm/+/event", "icefarm/+/state", false }, { "icefarm/+", "icefarm/a/b", false },
+        { "#", "icefarm/x", true },
+        { "icefarm/#", "icefarm", true },
+        { "icefarm/+/event", "icefarm/+/state", false },
+        { "icefarm/+", "icefarm/a/b", false },
         { "icefarm/client/bob/#", "icefarm/client/alice/#", false },
-        { "icefarm/client/+/event", "icefarm/client/alice/#", true }, { "a/b", "a/b", true },
-        { "a/b", "a/c", false }, { "a", "a/#", true }, { "+/+", "a", false }, { "", "", true },
+        { "icefarm/client/+/event", "icefarm/client/alice/#", true },
+        { "a/b", "a/b", true },
+        { "a/b", "a/c", false },
+        { "a", "a/#", true },
+        { "+/+", "a", false },
+        { "", "", true },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         check(acl_filters_intersect(cases[i].a, cases[i].b) == cases[i].want &&
@@ -534,8 +557,8 @@ static void test_mp(void)
     uint64_t v;
     mp_init(&r, neg, sizeof neg);
     check(mp_read_uint(&r, &v) == -1, "mp: a negative int64 is not an unsigned");
-    const uint8_t all[] = { 0xc0, 0xc2, 0xc3, 0xca, 0, 0, 0, 0, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0, 0xd4, 1, 2, 0xc7, 1, 5,
-                            9, 0xc4, 2, 1, 2, 0xe0, 0x7f };
+    const uint8_t all[] = { 0xc0, 0xc2, 0xc3, 0xca, 0, 0,    0, 0, 0xcb, 0,    0, 0, 0, 0,    0,
+                            0,    0,    0xd4, 1,    2, 0xc7, 1, 5, 9,    0xc4, 2, 1, 2, 0xe0, 0x7f };
     mp_init(&r, all, sizeof all);
     int k = 0;
     while (!mp_done(&r) && mp_skip(&r, 1) == 0)
@@ -665,8 +688,9 @@ int main(void)
 {
     snprintf(roles_path, sizeof roles_path, "%s/icefarm-acl-roles.%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
              (int)getpid());
-    write_file(roles_path, "# test roles\nctl control\n\nw1 worker\nw2   worker  # comment\nalice client\n"
-                           "bob client\ndash dashboard\nhttp gateway\n");
+    write_file(roles_path,
+               "# test roles\nctl control\n\nw1 worker\nw2   worker  # comment\nalice client\n"
+               "bob client\ndash dashboard\nhttp gateway\n");
     test_roles_file();
     test_connect();
     test_static_rights();

@@ -103,8 +103,7 @@ static bool on_test_line(void *arg, const char *line, size_t len, bool truncated
 {
     wrk_board *b = arg;
     fw_line_info info;
-    if (b->state != IFM_BOARD_TESTING ||
-        fw_classify(line, len, truncated, NULL, 0, &info) != FW_LINE_DEFAULT_FW)
+    if (b->state != IFM_BOARD_TESTING || fw_classify(line, len, truncated, NULL, 0, &info) != FW_LINE_DEFAULT_FW)
         return true;
     wrk_board_close_cdc(b);
     b->failures = 0;
@@ -321,8 +320,8 @@ void wrk_board_reboot(wrk_board *b)
         return;
     b->reboots++;
     b->custom_running = false;
-    IFM_INFO("serial=%s client=%s rebooting (reflash %s, %zu queued)", b->serial, b->holder,
-             wrk_kind_name(b->kind), b->queued + (b->current != NULL));
+    IFM_INFO("serial=%s client=%s rebooting (reflash %s, %zu queued)", b->serial, b->holder, wrk_kind_name(b->kind),
+             b->queued + (b->current != NULL));
     wrk_upload_stop(b, true);
     wrk_board_set_state(b, IFM_BOARD_PREPARING, "rebooting");
     wrk_flash_start(b, b->kind, on_kind_flashed);

@@ -35,11 +35,15 @@ static void on_timeout(ifm_loop *loop, void *arg)
 {
     wrk_board *b = arg;
     b->state_timer = 0;
-    static const char *const step[] = { "idle", "waiting for the board", "waiting for BOOTSEL",
-                                        "writing the image", "waiting for the new firmware",
+    static const char *const step[] = { "idle",
+                                        "waiting for the board",
+                                        "waiting for BOOTSEL",
+                                        "writing the image",
+                                        "waiting for the new firmware",
                                         "waiting for an earlier write to finish" };
     char why[120];
-    snprintf(why, sizeof why, "flashing %s timed out while %s", b->image == FW_CUSTOM ? "custom firmware" : wrk_kind_name(b->image), step[b->fstep]);
+    snprintf(why, sizeof why, "flashing %s timed out while %s",
+             b->image == FW_CUSTOM ? "custom firmware" : wrk_kind_name(b->image), step[b->fstep]);
     finish(b, false, why);
 }
 

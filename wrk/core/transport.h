@@ -24,10 +24,10 @@
 
 /* USB identities the farm recognises (DESIGN.md "Boards without hardware"). */
 #define WRK_VID_RPI 0x2e8a
-#define WRK_PID_BOOTSEL 0x000f   /* RP2350 bootrom: UF2 mass storage + PICOBOOT */
+#define WRK_PID_BOOTSEL 0x000f    /* RP2350 bootrom: UF2 mass storage + PICOBOOT */
 #define WRK_PID_PICO_STDIO 0x0009 /* pico-sdk stdio USB: the default firmware */
 #define WRK_VID_PIDCODES 0x1209
-#define WRK_PID_PICO_ICE 0xb1c0  /* pico-ice-sdk firmware (pulsecount, variance) */
+#define WRK_PID_PICO_ICE 0xb1c0 /* pico-ice-sdk firmware (pulsecount, variance) */
 #define WRK_PID_PICO2_ICE 0xb1c1
 
 typedef struct wrk_transport wrk_transport;
@@ -63,16 +63,13 @@ typedef struct {
     /* Write a UF2 image to a device in BOOTSEL and verify it; `done` is called
      * once. On success the device then reboots into the new firmware (leave,
      * then arrive with the firmware's VID:PID). */
-    int (*flash_uf2)(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len,
-                     wrk_done_cb done, void *arg);
+    int (*flash_uf2)(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len, wrk_done_cb done, void *arg);
     /* Open CDC interface 0 (claim, detach kernel driver, raise DTR) and stream
      * everything the board prints to `rx`. */
-    int (*cdc_open)(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_err_cb err,
-                    void *arg);
+    int (*cdc_open)(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_err_cb err, void *arg);
     /* Queue `len` bytes; the caller keeps `data` alive until `done` runs. Writes
      * complete in order. */
-    int (*cdc_write)(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len,
-                     wrk_done_cb done, void *arg);
+    int (*cdc_write)(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len, wrk_done_cb done, void *arg);
     /* Close the CDC channel, cancelling pending transfers. No callback for this
      * channel (rx, err or a pending write's done) runs after this returns. */
     void (*cdc_close)(wrk_transport *t, wrk_usbdev *dev);

@@ -25,16 +25,22 @@
 #include "transport.h"
 
 /* Firmware images by role; FW_CUSTOM is the holder's own image (board->custom). */
-enum { FW_DEFAULT, FW_PULSECOUNT, FW_VARIANCE, FW_COUNT, FW_CUSTOM = FW_COUNT };
+enum {
+    FW_DEFAULT,
+    FW_PULSECOUNT,
+    FW_VARIANCE,
+    FW_COUNT,
+    FW_CUSTOM = FW_COUNT
+};
 
 typedef struct {
-    uint64_t flash_ms;      /* whole flash procedure, touch to re-enumeration */
-    uint64_t test_ms;       /* default firmware must say "default firmware" within this */
-    uint64_t ready_ms;      /* kind firmware must say "Waiting for bitstream transfer" */
-    uint64_t eval_ms;       /* one bitstream: transfer + count window + margin */
-    uint64_t retry_min_ms;  /* broken boards are retried after this, doubling */
+    uint64_t flash_ms;     /* whole flash procedure, touch to re-enumeration */
+    uint64_t test_ms;      /* default firmware must say "default firmware" within this */
+    uint64_t ready_ms;     /* kind firmware must say "Waiting for bitstream transfer" */
+    uint64_t eval_ms;      /* one bitstream: transfer + count window + margin */
+    uint64_t retry_min_ms; /* broken boards are retried after this, doubling */
     uint64_t retry_max_ms;
-    int max_attempts;       /* tries per bitstream before it is reported failed */
+    int max_attempts; /* tries per bitstream before it is reported failed */
 } wrk_timeouts;
 
 typedef struct {
@@ -53,7 +59,7 @@ typedef struct wrk_ctx {
     uint64_t epoch;
     wrk_timeouts to;
     wrk_image fw[FW_COUNT];
-    bool offers[FW_COUNT];  /* kinds this worker offers (FW_DEFAULT unused) */
+    bool offers[FW_COUNT]; /* kinds this worker offers (FW_DEFAULT unused) */
     bool sim;
     wrk_board **boards;
     size_t nboards, capboards;
@@ -62,7 +68,14 @@ typedef struct wrk_ctx {
 
 /* FL_SETTLING: a new flash started while the previous image was still being
  * written; wait for that write to end and the board to re-enumerate first. */
-typedef enum { FL_IDLE, FL_WAIT_DEVICE, FL_TOUCHING, FL_WRITING, FL_REBOOTING, FL_SETTLING } flash_step;
+typedef enum {
+    FL_IDLE,
+    FL_WAIT_DEVICE,
+    FL_TOUCHING,
+    FL_WRITING,
+    FL_REBOOTING,
+    FL_SETTLING
+} flash_step;
 
 typedef struct evaljob {
     struct evaljob *next;
@@ -90,19 +103,19 @@ struct wrk_board {
     uint16_t vid, pid;
     ifm_board_state state;
     char reason[160];
-    uint64_t gen;            /* bumped on every state change; stale callbacks compare it */
-    uint64_t state_timer;    /* the one timer of the current state */
+    uint64_t gen;         /* bumped on every state change; stale callbacks compare it */
+    uint64_t state_timer; /* the one timer of the current state */
     /* flashing */
     flash_step fstep;
-    uint64_t write_gen;      /* gen when the UF2 write in flight was issued */
-    int image;               /* FW_* being flashed */
+    uint64_t write_gen; /* gen when the UF2 write in flight was issued */
+    int image;          /* FW_* being flashed */
     int touches;
     flash_done_fn flash_done;
     /* serial channel */
     bool cdc;
     fw_lines lines;
     /* reservation */
-    int kind;                /* FW_PULSECOUNT / FW_VARIANCE while prepared or reserved */
+    int kind; /* FW_PULSECOUNT / FW_VARIANCE while prepared or reserved */
     char holder[IFM_NAME_MAX];
     uint64_t lease;
     uint64_t flush_interval_ms;
@@ -147,7 +160,7 @@ void wrk_flash_start(wrk_board *b, int image, flash_done_fn done);
 void wrk_flash_on_arrive(wrk_board *b);
 
 /* upload.c */
-void wrk_upload_start(wrk_board *b);  /* open CDC on the kind firmware, wait for ready */
+void wrk_upload_start(wrk_board *b); /* open CDC on the kind firmware, wait for ready */
 int wrk_upload_evaluate(wrk_board *b, const ifm_board_cmd *cmd, char *err, size_t errlen);
 void wrk_upload_stop(wrk_board *b, bool keep_queue);
 void wrk_upload_fail_all(wrk_board *b, const char *why); /* report every queued evaluation failed */

@@ -87,8 +87,7 @@ static fw_line_kind parse_pulses(const char *p, const char *end, fw_line_info *o
     return out->kind;
 }
 
-static fw_line_kind parse_samples(const char *p, const char *end, uint16_t *samples, size_t cap,
-                                  fw_line_info *out)
+static fw_line_kind parse_samples(const char *p, const char *end, uint16_t *samples, size_t cap, fw_line_info *out)
 {
     if (cap > FW_SAMPLES_MAX)
         cap = FW_SAMPLES_MAX;
@@ -142,8 +141,7 @@ static int64_t watchdog_received(const char *p, const char *end)
     return v;
 }
 
-fw_line_kind fw_classify(const char *line, size_t len, bool truncated, uint16_t *samples,
-                         size_t cap, fw_line_info *out)
+fw_line_kind fw_classify(const char *line, size_t len, bool truncated, uint16_t *samples, size_t cap, fw_line_info *out)
 {
     memset(out, 0, sizeof *out);
     out->received = -1;
@@ -169,13 +167,20 @@ fw_line_kind fw_classify(const char *line, size_t len, bool truncated, uint16_t 
 const char *fw_line_kind_name(fw_line_kind kind)
 {
     switch (kind) {
-    case FW_LINE_OTHER: return "other";
-    case FW_LINE_READY: return "ready";
-    case FW_LINE_PULSES: return "pulses";
-    case FW_LINE_SAMPLES: return "samples";
-    case FW_LINE_WATCHDOG: return "watchdog";
-    case FW_LINE_DEFAULT_FW: return "default-firmware";
-    case FW_LINE_MALFORMED: return "malformed";
+    case FW_LINE_OTHER:
+        return "other";
+    case FW_LINE_READY:
+        return "ready";
+    case FW_LINE_PULSES:
+        return "pulses";
+    case FW_LINE_SAMPLES:
+        return "samples";
+    case FW_LINE_WATCHDOG:
+        return "watchdog";
+    case FW_LINE_DEFAULT_FW:
+        return "default-firmware";
+    case FW_LINE_MALFORMED:
+        return "malformed";
     }
     return "?";
 }

@@ -32,7 +32,7 @@ typedef bool (*fw_line_cb)(void *arg, const char *line, size_t len, bool truncat
 
 typedef struct {
     size_t len;
-    bool overflow; /* the current line passed FW_LINE_MAX; discarding to its end */
+    bool overflow;             /* the current line passed FW_LINE_MAX; discarding to its end */
     char buf[FW_LINE_MAX + 2]; /* the line, its '\r', a NUL */
 } fw_lines;
 
@@ -62,8 +62,8 @@ typedef struct {
  * cap at most FW_SAMPLES_MAX is used; a samples line with more values than cap is
  * malformed. A truncated line is malformed: it can never be a trustworthy result.
  * Returns out->kind. */
-fw_line_kind fw_classify(const char *line, size_t len, bool truncated, uint16_t *samples,
-                         size_t cap, fw_line_info *out);
+fw_line_kind fw_classify(const char *line, size_t len, bool truncated, uint16_t *samples, size_t cap,
+                         fw_line_info *out);
 
 const char *fw_line_kind_name(fw_line_kind kind);
 

@@ -38,18 +38,24 @@ static void wr32(uint8_t *p, uint32_t v)
 const char *uf2_family_name(uint32_t family)
 {
     switch (family) {
-    case UF2_FAMILY_RP2040: return "RP2040";
-    case UF2_FAMILY_ABSOLUTE: return "ABSOLUTE";
-    case UF2_FAMILY_DATA: return "DATA";
-    case UF2_FAMILY_RP2350_ARM_S: return "RP2350_ARM_S";
-    case UF2_FAMILY_RP2350_RISCV: return "RP2350_RISCV";
-    case UF2_FAMILY_RP2350_ARM_NS: return "RP2350_ARM_NS";
-    default: return NULL;
+    case UF2_FAMILY_RP2040:
+        return "RP2040";
+    case UF2_FAMILY_ABSOLUTE:
+        return "ABSOLUTE";
+    case UF2_FAMILY_DATA:
+        return "DATA";
+    case UF2_FAMILY_RP2350_ARM_S:
+        return "RP2350_ARM_S";
+    case UF2_FAMILY_RP2350_RISCV:
+        return "RP2350_RISCV";
+    case UF2_FAMILY_RP2350_ARM_NS:
+        return "RP2350_ARM_NS";
+    default:
+        return NULL;
     }
 }
 
-static void header(uint8_t *b, uint32_t flags, uint32_t addr, uint32_t size, uint32_t no,
-                   uint32_t n, uint32_t family)
+static void header(uint8_t *b, uint32_t flags, uint32_t addr, uint32_t size, uint32_t no, uint32_t n, uint32_t family)
 {
     wr32(b + OFF_MAGIC0, UF2_MAGIC_START0);
     wr32(b + OFF_MAGIC1, UF2_MAGIC_START1);
@@ -62,8 +68,7 @@ static void header(uint8_t *b, uint32_t flags, uint32_t addr, uint32_t size, uin
     wr32(b + OFF_MAGIC_END, UF2_MAGIC_END);
 }
 
-uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opts,
-                   size_t *out_len)
+uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opts, size_t *out_len)
 {
     if (!payload || len == 0 || !opts)
         return NULL;
@@ -78,8 +83,8 @@ uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opt
     if (opts->e10_block) {
         /* Exactly what picotool emits: 256 bytes of 0xef at 0x10ffff00, "block 0 of
          * 2" so the bootrom does not treat it as a complete download. */
-        header(b, UF2_FLAG_FAMILY_ID_PRESENT | UF2_FLAG_EXTENSION_TAGS, UF2_RP2350_E10_ADDR, PAGE,
-               0, 2, UF2_FAMILY_ABSOLUTE);
+        header(b, UF2_FLAG_FAMILY_ID_PRESENT | UF2_FLAG_EXTENSION_TAGS, UF2_RP2350_E10_ADDR, PAGE, 0, 2,
+               UF2_FAMILY_ABSOLUTE);
         memset(b + OFF_DATA, 0xef, PAGE);
         wr32(b + OFF_DATA + PAGE, UF2_EXT_RP2_IGNORE_BLOCK);
         b += UF2_BLOCK_SIZE;
@@ -87,8 +92,8 @@ uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opt
     for (size_t i = 0; i < nprog; i++, b += UF2_BLOCK_SIZE) {
         size_t off = i * PAGE;
         size_t n = len - off < PAGE ? len - off : PAGE;
-        header(b, UF2_FLAG_FAMILY_ID_PRESENT, opts->base + (uint32_t)off, PAGE, (uint32_t)i,
-               (uint32_t)nprog, opts->family);
+        header(b, UF2_FLAG_FAMILY_ID_PRESENT, opts->base + (uint32_t)off, PAGE, (uint32_t)i, (uint32_t)nprog,
+               opts->family);
         memcpy(b + OFF_DATA, payload + off, n);
     }
     *out_len = nall * UF2_BLOCK_SIZE;
@@ -144,8 +149,7 @@ static int check_family(uf2_target target, uint32_t family, char *why)
     }
 }
 
-int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out,
-              char why[UF2_REASON_MAX])
+int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out, char why[UF2_REASON_MAX])
 {
     memset(out, 0, sizeof *out);
     why[0] = '\0';
@@ -189,20 +193,16 @@ int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out,
             base = addr;
         } else {
             if (fam != family)
-                return fail(why, "block %zu: wrong family: 0x%08x in an image of 0x%08x", i, fam,
-                            family);
+                return fail(why, "block %zu: wrong family: 0x%08x in an image of 0x%08x", i, fam, family);
             if (n != count)
-                return fail(why, "block %zu: inconsistent block count %u, earlier blocks said %u", i,
-                            n, count);
+                return fail(why, "block %zu: inconsistent block count %u, earlier blocks said %u", i, n, count);
         }
         if (no != k)
-            return fail(why, "block %zu: numbered %u, expected %zu (out of order or missing)", i, no,
-                        k);
+            return fail(why, "block %zu: numbered %u, expected %zu (out of order or missing)", i, no, k);
         if (no >= count)
             return fail(why, "block %zu: inconsistent block count: number %u of %u", i, no, count);
         if (k > 0 && addr != next)
-            return fail(why, "block %zu: non-contiguous: address 0x%08x, expected 0x%08x", i, addr,
-                        next);
+            return fail(why, "block %zu: non-contiguous: address 0x%08x, expected 0x%08x", i, addr, next);
         if ((uint64_t)addr + size > UINT64_C(0x100000000))
             return fail(why, "block %zu: payload runs past the 32-bit address space", i);
         next = addr + size;

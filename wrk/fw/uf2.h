@@ -63,16 +63,14 @@ typedef struct {
  * blocks, the last one zero-padded, because the RP2xxx bootrom writes whole
  * 256-byte flash pages. Returns NULL for an empty payload, a payload that would
  * wrap the 32-bit address space, or out of memory. */
-uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opts,
-                   size_t *out_len);
+uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opts, size_t *out_len);
 
 /* Strict validation + assembly. Returns 0 and fills *out, or -1 with a reason in
  * `why` (bad magic, truncated, inconsistent block count, block out of order,
  * non-contiguous, oversize payload, missing/wrong family). Skips blocks flagged
  * not-main-flash and picotool's E10 "ignore" block; every other block must belong
  * to one contiguous, complete, in-order run with a single family. */
-int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out,
-              char why[UF2_REASON_MAX]);
+int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out, char why[UF2_REASON_MAX]);
 
 void uf2_image_free(uf2_image *img);
 

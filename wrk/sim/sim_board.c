@@ -62,10 +62,16 @@ void sim_fw_boot(sim_board *b)
     if (b->bootsel)
         return;
     switch (b->flashed) {
-    case SIM_FW_DEFAULT: b->fw = FWS_DEFAULT; break;
+    case SIM_FW_DEFAULT:
+        b->fw = FWS_DEFAULT;
+        break;
     case SIM_FW_PULSECOUNT:
-    case SIM_FW_VARIANCE: b->fw = FWS_WAIT_DTR; break;
-    case SIM_FW_UNKNOWN: b->fw = FWS_SILENT; break;
+    case SIM_FW_VARIANCE:
+        b->fw = FWS_WAIT_DTR;
+        break;
+    case SIM_FW_UNKNOWN:
+        b->fw = FWS_SILENT;
+        break;
     }
 }
 
@@ -103,8 +109,8 @@ static void watchdog(ifm_loop *loop, void *arg)
     sim_board *b = arg;
     b->t_fw = 0;
     char buf[64];
-    snprintf(buf, sizeof buf, "Watchdog timeout, %lu bytes received of %lu\r\n",
-             (unsigned long)b->received, (unsigned long)BITSTREAM_SIZE);
+    snprintf(buf, sizeof buf, "Watchdog timeout, %lu bytes received of %lu\r\n", (unsigned long)b->received,
+             (unsigned long)BITSTREAM_SIZE);
     sim_usb_print(b, buf);
     wait_for_bitstream(b);
 }
@@ -114,8 +120,7 @@ static void print_flash_times(sim_board *b, char *buf, size_t size, const char *
     /* Plausible CRAM load times (us) for a 104090-byte image; jitter from the CRC
      * so the lines are not all identical, deterministic so tests stay exact. */
     uint32_t c = b->crc;
-    snprintf(buf, size,
-             "FPGA Flash times (us): init %lld, start %lld, open %lld, write %lld, close %lld\r\n%s",
+    snprintf(buf, size, "FPGA Flash times (us): init %lld, start %lld, open %lld, write %lld, close %lld\r\n%s",
              1021LL + c % 7, 2LL, 5LL + (c >> 3) % 3, 7344LL + (c >> 5) % 41, 118LL, tail);
     sim_usb_print(b, buf);
 }
@@ -150,8 +155,7 @@ static void received_all(sim_board *b)
 {
     fw_cancel(b); /* the watchdog */
     char buf[192];
-    snprintf(buf, sizeof buf, "Received bitstream in %lu us :)\r\n",
-             (unsigned long)(now_us() - b->xfer_start_us));
+    snprintf(buf, sizeof buf, "Received bitstream in %lu us :)\r\n", (unsigned long)(now_us() - b->xfer_start_us));
     sim_usb_print(b, buf);
     sim_usb_print(b, "Flashing FPGA\r\n");
     if (b->flashed == SIM_FW_VARIANCE) {

@@ -44,7 +44,11 @@ typedef enum {
     FWS_MEASURING,    /* CRAM loaded, counting / sampling for count_window_ms */
 } sim_fw_state;
 
-typedef enum { NEXT_NONE, NEXT_APP, NEXT_BOOTSEL } sim_next;
+typedef enum {
+    NEXT_NONE,
+    NEXT_APP,
+    NEXT_BOOTSEL
+} sim_next;
 
 struct wrk_usbdev {
     sim_board *board;
@@ -54,18 +58,18 @@ struct wrk_usbdev {
 struct sim_board {
     sim_transport *sim;
     char serial[SIM_SERIAL_LEN + 1];
-    bool plugged;            /* physically connected */
-    bool bootsel;            /* the current/next enumeration is the bootrom */
-    wrk_usbdev *dev;         /* reported with arrive and not yet left, else NULL */
-    sim_fw_kind flashed;     /* what is in flash */
+    bool plugged;        /* physically connected */
+    bool bootsel;        /* the current/next enumeration is the bootrom */
+    wrk_usbdev *dev;     /* reported with arrive and not yet left, else NULL */
+    sim_fw_kind flashed; /* what is in flash */
     sim_fw_state fw;
     unsigned faults[SIM_FAULT_COUNT];
 
     /* Enumeration changes: one pending at a time. */
     uint64_t t_enum;
-    bool enum_arrive;  /* pending action: arrive (true) or leave (false) */
-    bool leave_flap;   /* the pending leave is a DISCONNECT flap (counts it down) */
-    sim_next next;     /* after the pending leave */
+    bool enum_arrive; /* pending action: arrive (true) or leave (false) */
+    bool leave_flap;  /* the pending leave is a DISCONNECT flap (counts it down) */
+    sim_next next;    /* after the pending leave */
     uint32_t next_ms;
 
     /* CDC channel. gen changes whenever the channel opens or closes, so code that
@@ -78,7 +82,7 @@ struct sim_board {
     sim_write *wq_head, *wq_tail;
     uint8_t fifo[SIM_FIFO_SIZE]; /* device side; survives close like TinyUSB's */
     size_t fifo_len;
-    uint8_t *tx;                 /* printed, not yet delivered */
+    uint8_t *tx; /* printed, not yet delivered */
     size_t tx_off, tx_len, tx_cap;
     uint64_t t_usb;
 
@@ -87,7 +91,7 @@ struct sim_board {
     uint64_t t_fw;
     uint32_t received;
     uint32_t crc;
-    bool dropping;     /* WATCHDOG fault active for this transfer */
+    bool dropping; /* WATCHDOG fault active for this transfer */
     uint64_t xfer_start_us;
 
     /* BOOTSEL flash in progress. */
@@ -136,8 +140,7 @@ static inline int sim_dev_usable(const wrk_usbdev *dev)
 
 /* sim_usb.c */
 int sim_cdc_open(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_err_cb err, void *arg);
-int sim_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len,
-                  wrk_done_cb done, void *arg);
+int sim_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len, wrk_done_cb done, void *arg);
 void sim_cdc_close(wrk_transport *t, wrk_usbdev *dev);
 void sim_usb_print(sim_board *b, const char *text);
 void sim_usb_kick(sim_board *b); /* make sure a USB tick is coming */
@@ -146,8 +149,8 @@ void sim_usb_close(sim_board *b);
 void sim_usb_free(sim_board *b);
 
 /* sim_board.c */
-void sim_fw_boot(sim_board *b);  /* start the flashed firmware (FWS_OFF in BOOTSEL) */
-void sim_fw_stop(sim_board *b);  /* power off / reboot: cancels firmware timers */
+void sim_fw_boot(sim_board *b); /* start the flashed firmware (FWS_OFF in BOOTSEL) */
+void sim_fw_stop(sim_board *b); /* power off / reboot: cancels firmware timers */
 /* The firmware notices DTR going up (from a USB tick) or down (on close). */
 void sim_fw_dtr(sim_board *b, bool up);
 /* Let the firmware read from the FIFO (called from the USB tick). */

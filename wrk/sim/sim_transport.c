@@ -211,8 +211,7 @@ static void flash_fire(ifm_loop *loop, void *arg)
     done(darg, status, status ? reason : NULL);
 }
 
-static int sim_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len,
-                         wrk_done_cb done, void *arg)
+static int sim_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len, wrk_done_cb done, void *arg)
 {
     int rc = sim_dev_usable(dev);
     if (rc)
@@ -239,8 +238,7 @@ static int sim_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, 
         if (b->faults[SIM_FAULT_FLASH_FAIL]) {
             b->faults[SIM_FAULT_FLASH_FAIL]--;
             b->flash_status = -EIO;
-            snprintf(b->flash_reason, sizeof b->flash_reason,
-                     "simulated flash failure: verify mismatch");
+            snprintf(b->flash_reason, sizeof b->flash_reason, "simulated flash failure: verify mismatch");
         } else if (b->faults[SIM_FAULT_WRONG_FW]) {
             b->faults[SIM_FAULT_WRONG_FW]--;
             b->flash_kind = SIM_FW_UNKNOWN;

@@ -115,7 +115,7 @@ static bool more_work(const sim_board *b)
 {
     const sim_write *w = b->wq_head;
     return b->tx_len > b->tx_off || (b->fifo_len && sim_fw_reads(b)) ||
-           (w && (w->off == w->len || b->fifo_len < SIM_FIFO_SIZE || sim_fw_dropping(b)));
+        (w && (w->off == w->len || b->fifo_len < SIM_FIFO_SIZE || sim_fw_dropping(b)));
 }
 
 static void usb_tick(ifm_loop *loop, void *arg)
@@ -182,8 +182,7 @@ int sim_cdc_open(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_er
     return 0;
 }
 
-int sim_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len,
-                  wrk_done_cb done, void *arg)
+int sim_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len, wrk_done_cb done, void *arg)
 {
     int rc = sim_dev_usable(dev);
     if (rc)

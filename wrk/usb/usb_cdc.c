@@ -293,11 +293,10 @@ static int cdc_ctrl(usb_cdc *c, int step)
     /* 115200 8N1: harmless for a CDC that ignores it, and it moves a board
      * away from 1200 baud before DTR goes up. */
     static const uint8_t lc115200[7] = { 0x00, 0xc2, 0x01, 0x00, 0, 0, 8 };
-    usb_xfer *x = step == 0
-                      ? usb_xfer_control(c->dev, CDC_REQ_OUT, CDC_SET_LINE_CODING, 0, c->ctrl_if,
-                                         lc115200, sizeof lc115200, cdc_ctrl_done, c)
-                      : usb_xfer_control(c->dev, CDC_REQ_OUT, CDC_SET_CONTROL_LINE_STATE, CDC_DTR,
-                                         c->ctrl_if, NULL, 0, cdc_ctrl_done, c);
+    usb_xfer *x = step == 0 ? usb_xfer_control(c->dev, CDC_REQ_OUT, CDC_SET_LINE_CODING, 0, c->ctrl_if, lc115200,
+                                               sizeof lc115200, cdc_ctrl_done, c)
+                            : usb_xfer_control(c->dev, CDC_REQ_OUT, CDC_SET_CONTROL_LINE_STATE, CDC_DTR, c->ctrl_if,
+                                               NULL, 0, cdc_ctrl_done, c);
     if (!x)
         return LIBUSB_ERROR_NO_MEM;
     x->tag = step;
@@ -310,8 +309,8 @@ static int cdc_ctrl(usb_cdc *c, int step)
     return 0;
 }
 
-int usb_cdc_find(wrk_usbdev *dev, uint8_t *ctrl_if, uint8_t *data_if, uint8_t *ep_in,
-                 uint8_t *ep_out, uint16_t *mps_in, uint16_t *mps_out)
+int usb_cdc_find(wrk_usbdev *dev, uint8_t *ctrl_if, uint8_t *data_if, uint8_t *ep_in, uint8_t *ep_out, uint16_t *mps_in,
+                 uint16_t *mps_out)
 {
     struct libusb_config_descriptor *cfg;
     if (libusb_get_active_config_descriptor(dev->ldev, &cfg) != 0)
@@ -432,8 +431,7 @@ int usb_cdc_open(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_er
     return 0;
 }
 
-int usb_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len,
-                  wrk_done_cb done, void *arg)
+int usb_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len, wrk_done_cb done, void *arg)
 {
     if (!usb_of(t))
         return -EINVAL;
@@ -472,8 +470,8 @@ static void cdc_shutdown(usb_cdc *c, bool drop_dtr)
     free_writes(c);
     if (drop_dtr) {
         /* Like closing a tty: the firmware sees DTR fall. Nobody waits for it. */
-        usb_xfer *x = usb_xfer_control(dev, CDC_REQ_OUT, CDC_SET_CONTROL_LINE_STATE, 0, c->ctrl_if,
-                                       NULL, 0, NULL, NULL);
+        usb_xfer *x =
+            usb_xfer_control(dev, CDC_REQ_OUT, CDC_SET_CONTROL_LINE_STATE, 0, c->ctrl_if, NULL, 0, NULL, NULL);
         if (x && usb_xfer_submit(x) != 0)
             usb_xfer_free(x);
     }

@@ -50,10 +50,10 @@ struct wrk_usbdev {
     libusb_device *ldev; /* referenced */
     libusb_device_handle *h;
     usbdev_state state;
-    bool left;    /* libusb reported it gone (hotplug, or missing from a rescan) */
-    bool lost;    /* a transfer or a request saw LIBUSB_ERROR_NO_DEVICE */
-    bool ignored; /* could not be opened or identified: ignored until it leaves */
-    bool probing; /* a serial request is in flight */
+    bool left;       /* libusb reported it gone (hotplug, or missing from a rescan) */
+    bool lost;       /* a transfer or a request saw LIBUSB_ERROR_NO_DEVICE */
+    bool ignored;    /* could not be opened or identified: ignored until it leaves */
+    bool probing;    /* a serial request is in flight */
     bool autodetach; /* libusb detaches kernel drivers on claim */
     uint8_t iserial;
     uint16_t langid;
@@ -88,9 +88,8 @@ bool usb_is_bootsel(const wrk_usbdev *dev);
 /* A transfer for dev with a `len`-byte buffer; not submitted. NULL: no memory. */
 usb_xfer *usb_xfer_new(wrk_usbdev *dev, int len, usb_xfer_fn fn, void *owner);
 /* A control transfer; `data` (wLength bytes) is copied for OUT requests. */
-usb_xfer *usb_xfer_control(wrk_usbdev *dev, uint8_t type, uint8_t req, uint16_t value,
-                           uint16_t index, const void *data, uint16_t len, usb_xfer_fn fn,
-                           void *owner);
+usb_xfer *usb_xfer_control(wrk_usbdev *dev, uint8_t type, uint8_t req, uint16_t value, uint16_t index, const void *data,
+                           uint16_t len, usb_xfer_fn fn, void *owner);
 void usb_xfer_bulk(usb_xfer *x, uint8_t ep, int len, unsigned timeout_ms);
 /* 0 or a libusb error; NO_DEVICE also marks the device lost. */
 int usb_xfer_submit(usb_xfer *x);
@@ -110,18 +109,16 @@ const char *usb_status_text(enum libusb_transfer_status st);
 
 /* usb_cdc.c */
 int usb_cdc_open(wrk_transport *t, wrk_usbdev *dev, wrk_cdc_rx_cb rx, wrk_cdc_err_cb err, void *arg);
-int usb_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len,
-                  wrk_done_cb done, void *arg);
+int usb_cdc_write(wrk_transport *t, wrk_usbdev *dev, const uint8_t *data, size_t len, wrk_done_cb done, void *arg);
 void usb_cdc_close(wrk_transport *t, wrk_usbdev *dev);
 /* Close without callbacks and without touching the device (lost, leave, free). */
 void usb_cdc_drop(wrk_usbdev *dev);
 /* Find the CDC ACM control interface (0 if it is one) and its data interface. */
-int usb_cdc_find(wrk_usbdev *dev, uint8_t *ctrl_if, uint8_t *data_if, uint8_t *ep_in,
-                 uint8_t *ep_out, uint16_t *mps_in, uint16_t *mps_out);
+int usb_cdc_find(wrk_usbdev *dev, uint8_t *ctrl_if, uint8_t *data_if, uint8_t *ep_in, uint8_t *ep_out, uint16_t *mps_in,
+                 uint16_t *mps_out);
 
 /* usb_picoboot.c */
-int usb_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len,
-                  wrk_done_cb done, void *arg);
+int usb_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len, wrk_done_cb done, void *arg);
 /* Stop a running flash; with `report`, its done(status, reason) runs now. */
 void usb_flash_abort(wrk_usbdev *dev, bool report, int status, const char *reason);
 

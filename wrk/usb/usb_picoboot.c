@@ -48,8 +48,21 @@ enum {
 #define REBOOT_DELAY_MS 500u
 #define ERASE_MS_PER_SECTOR 100u /* added to the ack timeout of an erase */
 
-typedef enum { ST_EXCLUSIVE, ST_EXIT_XIP, ST_ERASE, ST_WRITE, ST_ENTER_XIP, ST_READ, ST_REBOOT } pb_step;
-typedef enum { PH_CMD, PH_DATA, PH_ACK, PH_STATUS } pb_phase;
+typedef enum {
+    ST_EXCLUSIVE,
+    ST_EXIT_XIP,
+    ST_ERASE,
+    ST_WRITE,
+    ST_ENTER_XIP,
+    ST_READ,
+    ST_REBOOT
+} pb_step;
+typedef enum {
+    PH_CMD,
+    PH_DATA,
+    PH_ACK,
+    PH_STATUS
+} pb_phase;
 
 struct usb_flash {
     wrk_usbdev *dev;
@@ -74,24 +87,45 @@ struct usb_flash {
 static const char *cmd_name(uint8_t id)
 {
     switch (id) {
-    case PC_EXCLUSIVE_ACCESS: return "EXCLUSIVE_ACCESS";
-    case PC_FLASH_ERASE: return "FLASH_ERASE";
-    case PC_READ: return "READ";
-    case PC_WRITE: return "WRITE";
-    case PC_EXIT_XIP: return "EXIT_XIP";
-    case PC_ENTER_CMD_XIP: return "ENTER_CMD_XIP";
-    case PC_REBOOT2: return "REBOOT2";
-    default: return "?";
+    case PC_EXCLUSIVE_ACCESS:
+        return "EXCLUSIVE_ACCESS";
+    case PC_FLASH_ERASE:
+        return "FLASH_ERASE";
+    case PC_READ:
+        return "READ";
+    case PC_WRITE:
+        return "WRITE";
+    case PC_EXIT_XIP:
+        return "EXIT_XIP";
+    case PC_ENTER_CMD_XIP:
+        return "ENTER_CMD_XIP";
+    case PC_REBOOT2:
+        return "REBOOT2";
+    default:
+        return "?";
     }
 }
 
 static const char *status_name(uint32_t code)
 {
     static const char *const names[] = {
-        "ok", "unknown command", "invalid command length", "invalid transfer length",
-        "invalid address", "bad alignment", "interleaved write", "rebooting", "unknown error",
-        "invalid state", "not permitted", "invalid argument", "buffer too small",
-        "precondition not met", "modified data", "invalid data", "not found",
+        "ok",
+        "unknown command",
+        "invalid command length",
+        "invalid transfer length",
+        "invalid address",
+        "bad alignment",
+        "interleaved write",
+        "rebooting",
+        "unknown error",
+        "invalid state",
+        "not permitted",
+        "invalid argument",
+        "buffer too small",
+        "precondition not met",
+        "modified data",
+        "invalid data",
+        "not found",
         "unsupported modification",
     };
     return code < sizeof names / sizeof names[0] ? names[code] : "unknown status";
@@ -130,8 +164,8 @@ static void finish(usb_flash *f, int status, const char *reason)
     if (status)
         IFM_WARN("serial=%s PICOBOOT: %s", dev->info.serial, why);
     else
-        IFM_INFO("serial=%s PICOBOOT: wrote and verified %zu bytes at 0x%08x, rebooting", dev->info.serial,
-                 f->len, f->base);
+        IFM_INFO("serial=%s PICOBOOT: wrote and verified %zu bytes at 0x%08x, rebooting", dev->info.serial, f->len,
+                 f->base);
     flash_free(f);
     done(arg, status, status ? why : NULL);
 }
@@ -324,19 +358,16 @@ static void phase_failed(usb_flash *f, enum libusb_transfer_status st, int actua
     char what[64];
     describe(f, what, sizeof what);
     if (st == LIBUSB_TRANSFER_COMPLETED)
-        snprintf(f->reason, sizeof f->reason, "PICOBOOT %s: short %s transfer (%d bytes)", what,
-                 phase[f->phase], actual);
+        snprintf(f->reason, sizeof f->reason, "PICOBOOT %s: short %s transfer (%d bytes)", what, phase[f->phase],
+                 actual);
     else
-        snprintf(f->reason, sizeof f->reason, "PICOBOOT %s: %s phase %s", what, phase[f->phase],
-                 usb_status_text(st));
+        snprintf(f->reason, sizeof f->reason, "PICOBOOT %s: %s phase %s", what, phase[f->phase], usb_status_text(st));
     f->status = st == LIBUSB_TRANSFER_TIMED_OUT ? -ETIMEDOUT : -EIO;
     if (st == LIBUSB_TRANSFER_STALL) {
         /* The bootrom stalls on a refused command: ask it why. */
-        usb_xfer *x = usb_xfer_control(f->dev,
-                                       LIBUSB_ENDPOINT_IN | LIBUSB_REQUEST_TYPE_VENDOR |
-                                           LIBUSB_RECIPIENT_INTERFACE,
-                                       PICOBOOT_IF_CMD_STATUS, 0, f->iface, NULL, PICOBOOT_STATUS_SIZE,
-                                       flash_xfer_done, f);
+        usb_xfer *x =
+            usb_xfer_control(f->dev, LIBUSB_ENDPOINT_IN | LIBUSB_REQUEST_TYPE_VENDOR | LIBUSB_RECIPIENT_INTERFACE,
+                             PICOBOOT_IF_CMD_STATUS, 0, f->iface, NULL, PICOBOOT_STATUS_SIZE, flash_xfer_done, f);
         if (x) {
             f->phase = PH_STATUS;
             if (submit(f, x) == 0)
@@ -356,14 +387,12 @@ static void flash_xfer_done(usb_xfer *x)
     uint32_t code = 0;
     bool have_code = false;
     f->x = NULL;
-    if (st == LIBUSB_TRANSFER_COMPLETED && f->phase == PH_DATA && f->cmd_id == PC_READ &&
-        actual == (int)f->xfer_len) {
+    if (st == LIBUSB_TRANSFER_COMPLETED && f->phase == PH_DATA && f->cmd_id == PC_READ && actual == (int)f->xfer_len) {
         const uint8_t *got = t->buffer, *want = f->data + (f->addr - f->base);
         for (uint32_t i = 0; i < f->xfer_len; i++)
             if (got[i] != want[i]) {
-                snprintf(mismatch, sizeof mismatch,
-                         "verify failed at 0x%08x: wrote 0x%02x, read back 0x%02x", f->addr + i,
-                         want[i], got[i]);
+                snprintf(mismatch, sizeof mismatch, "verify failed at 0x%08x: wrote 0x%02x, read back 0x%02x",
+                         f->addr + i, want[i], got[i]);
                 break;
             }
     }
@@ -386,15 +415,14 @@ static void flash_xfer_done(usb_xfer *x)
     if (f->phase == PH_STATUS) {
         if (have_code) {
             size_t n = strlen(f->reason);
-            snprintf(f->reason + n, sizeof f->reason - n, " (bootrom status %u: %s)", code,
-                     status_name(code));
+            snprintf(f->reason + n, sizeof f->reason - n, " (bootrom status %u: %s)", code, status_name(code));
         }
         finish(f, f->status, f->reason);
         return;
     }
     bool short_data = f->phase == PH_CMD ? actual != PICOBOOT_CMD_SIZE
-                      : f->phase == PH_DATA ? actual != (int)f->xfer_len
-                                            : false;
+        : f->phase == PH_DATA            ? actual != (int)f->xfer_len
+                                         : false;
     if (st != LIBUSB_TRANSFER_COMPLETED || short_data) {
         phase_failed(f, st, actual);
         return;
@@ -435,8 +463,7 @@ static int find_picoboot(usb_flash *f)
         if (cfg->interface[i].num_altsetting < 1)
             continue;
         const struct libusb_interface_descriptor *a = &cfg->interface[i].altsetting[0];
-        if (a->bInterfaceClass != LIBUSB_CLASS_VENDOR_SPEC || a->bInterfaceSubClass != 0 ||
-            a->bInterfaceProtocol != 0)
+        if (a->bInterfaceClass != LIBUSB_CLASS_VENDOR_SPEC || a->bInterfaceSubClass != 0 || a->bInterfaceProtocol != 0)
             continue;
         uint8_t in = 0, out = 0;
         for (int e = 0; e < a->bNumEndpoints; e++) {
@@ -459,8 +486,7 @@ static int find_picoboot(usb_flash *f)
     return found;
 }
 
-int usb_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len,
-                  wrk_done_cb done, void *arg)
+int usb_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len, wrk_done_cb done, void *arg)
 {
     if (!usb_of(t))
         return -EINVAL;
@@ -488,10 +514,9 @@ int usb_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t 
     f->data = img.data;
     f->len = img.len;
     f->base = img.base;
-    if (f->base < FLASH_BASE || f->base % PAGE || f->len > FLASH_WINDOW ||
-        f->base - FLASH_BASE > FLASH_WINDOW - f->len)
-        return defer_fail(f, -EINVAL, "the image (0x%08x, %zu bytes) is not a page-aligned flash image",
-                          f->base, f->len);
+    if (f->base < FLASH_BASE || f->base % PAGE || f->len > FLASH_WINDOW || f->base - FLASH_BASE > FLASH_WINDOW - f->len)
+        return defer_fail(f, -EINVAL, "the image (0x%08x, %zu bytes) is not a page-aligned flash image", f->base,
+                          f->len);
     f->end = f->base + (uint32_t)((f->len + PAGE - 1) / PAGE * PAGE);
     if (find_picoboot(f) != 0)
         return defer_fail(f, -EOPNOTSUPP, "the bootloader has no PICOBOOT interface");

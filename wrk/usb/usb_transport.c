@@ -46,45 +46,72 @@ bool usb_transport_uses_hotplug(const wrk_transport *t)
 int usb_errno(int e)
 {
     switch (e) {
-    case LIBUSB_SUCCESS: return 0;
-    case LIBUSB_ERROR_INVALID_PARAM: return -EINVAL;
-    case LIBUSB_ERROR_ACCESS: return -EACCES;
-    case LIBUSB_ERROR_NO_DEVICE: return -ENODEV;
-    case LIBUSB_ERROR_NOT_FOUND: return -ENOENT;
-    case LIBUSB_ERROR_BUSY: return -EBUSY;
-    case LIBUSB_ERROR_TIMEOUT: return -ETIMEDOUT;
-    case LIBUSB_ERROR_OVERFLOW: return -EOVERFLOW;
-    case LIBUSB_ERROR_PIPE: return -EPIPE;
-    case LIBUSB_ERROR_INTERRUPTED: return -EINTR;
-    case LIBUSB_ERROR_NO_MEM: return -ENOMEM;
-    case LIBUSB_ERROR_NOT_SUPPORTED: return -EOPNOTSUPP;
-    default: return -EIO;
+    case LIBUSB_SUCCESS:
+        return 0;
+    case LIBUSB_ERROR_INVALID_PARAM:
+        return -EINVAL;
+    case LIBUSB_ERROR_ACCESS:
+        return -EACCES;
+    case LIBUSB_ERROR_NO_DEVICE:
+        return -ENODEV;
+    case LIBUSB_ERROR_NOT_FOUND:
+        return -ENOENT;
+    case LIBUSB_ERROR_BUSY:
+        return -EBUSY;
+    case LIBUSB_ERROR_TIMEOUT:
+        return -ETIMEDOUT;
+    case LIBUSB_ERROR_OVERFLOW:
+        return -EOVERFLOW;
+    case LIBUSB_ERROR_PIPE:
+        return -EPIPE;
+    case LIBUSB_ERROR_INTERRUPTED:
+        return -EINTR;
+    case LIBUSB_ERROR_NO_MEM:
+        return -ENOMEM;
+    case LIBUSB_ERROR_NOT_SUPPORTED:
+        return -EOPNOTSUPP;
+    default:
+        return -EIO;
     }
 }
 
 int usb_status_errno(enum libusb_transfer_status st)
 {
     switch (st) {
-    case LIBUSB_TRANSFER_COMPLETED: return 0;
-    case LIBUSB_TRANSFER_TIMED_OUT: return -ETIMEDOUT;
-    case LIBUSB_TRANSFER_CANCELLED: return -ECANCELED;
-    case LIBUSB_TRANSFER_STALL: return -EPIPE;
-    case LIBUSB_TRANSFER_NO_DEVICE: return -ENODEV;
-    case LIBUSB_TRANSFER_OVERFLOW: return -EOVERFLOW;
-    default: return -EIO;
+    case LIBUSB_TRANSFER_COMPLETED:
+        return 0;
+    case LIBUSB_TRANSFER_TIMED_OUT:
+        return -ETIMEDOUT;
+    case LIBUSB_TRANSFER_CANCELLED:
+        return -ECANCELED;
+    case LIBUSB_TRANSFER_STALL:
+        return -EPIPE;
+    case LIBUSB_TRANSFER_NO_DEVICE:
+        return -ENODEV;
+    case LIBUSB_TRANSFER_OVERFLOW:
+        return -EOVERFLOW;
+    default:
+        return -EIO;
     }
 }
 
 const char *usb_status_text(enum libusb_transfer_status st)
 {
     switch (st) {
-    case LIBUSB_TRANSFER_COMPLETED: return "completed";
-    case LIBUSB_TRANSFER_TIMED_OUT: return "timed out";
-    case LIBUSB_TRANSFER_CANCELLED: return "cancelled";
-    case LIBUSB_TRANSFER_STALL: return "endpoint stalled";
-    case LIBUSB_TRANSFER_NO_DEVICE: return "device gone";
-    case LIBUSB_TRANSFER_OVERFLOW: return "overflow";
-    default: return "I/O error";
+    case LIBUSB_TRANSFER_COMPLETED:
+        return "completed";
+    case LIBUSB_TRANSFER_TIMED_OUT:
+        return "timed out";
+    case LIBUSB_TRANSFER_CANCELLED:
+        return "cancelled";
+    case LIBUSB_TRANSFER_STALL:
+        return "endpoint stalled";
+    case LIBUSB_TRANSFER_NO_DEVICE:
+        return "device gone";
+    case LIBUSB_TRANSFER_OVERFLOW:
+        return "overflow";
+    default:
+        return "I/O error";
     }
 }
 
@@ -209,9 +236,8 @@ usb_xfer *usb_xfer_new(wrk_usbdev *dev, int len, usb_xfer_fn fn, void *owner)
     return xfer_alloc(dev, len, fn, owner);
 }
 
-usb_xfer *usb_xfer_control(wrk_usbdev *dev, uint8_t type, uint8_t req, uint16_t value,
-                           uint16_t index, const void *data, uint16_t len, usb_xfer_fn fn,
-                           void *owner)
+usb_xfer *usb_xfer_control(wrk_usbdev *dev, uint8_t type, uint8_t req, uint16_t value, uint16_t index, const void *data,
+                           uint16_t len, usb_xfer_fn fn, void *owner)
 {
     usb_xfer *x = xfer_alloc(dev, LIBUSB_CONTROL_SETUP_SIZE + len, fn, owner);
     if (!x)
@@ -325,8 +351,7 @@ int usb_claim(wrk_usbdev *dev, int iface, char *why, size_t whylen)
         if (rc != 0 && rc != LIBUSB_ERROR_NOT_FOUND) {
             if (rc == LIBUSB_ERROR_NO_DEVICE)
                 usb_dev_lost(dev);
-            snprintf(why, whylen, "cannot detach the kernel driver from interface %d: %s", iface,
-                     libusb_strerror(rc));
+            snprintf(why, whylen, "cannot detach the kernel driver from interface %d: %s", iface, libusb_strerror(rc));
             return usb_errno(rc);
         }
     }
@@ -393,8 +418,7 @@ static void device_left(usb_transport *ut, libusb_device *ldev)
     }
 }
 
-static int LIBUSB_CALL hotplug_cb(libusb_context *ctx, libusb_device *ldev,
-                                  libusb_hotplug_event ev, void *arg)
+static int LIBUSB_CALL hotplug_cb(libusb_context *ctx, libusb_device *ldev, libusb_hotplug_event ev, void *arg)
 {
     usb_transport *ut = arg;
     if (ut->freeing)
@@ -502,9 +526,9 @@ static void probe_langid_done(usb_xfer *x)
     if (d->left || d->lost || st == LIBUSB_TRANSFER_NO_DEVICE)
         return;
     d->langid = lang;
-    usb_xfer *s = usb_xfer_control(d, LIBUSB_ENDPOINT_IN, LIBUSB_REQUEST_GET_DESCRIPTOR,
-                                   (uint16_t)(LIBUSB_DT_STRING << 8 | d->iserial), lang, NULL, 255,
-                                   probe_serial_done, d);
+    usb_xfer *s =
+        usb_xfer_control(d, LIBUSB_ENDPOINT_IN, LIBUSB_REQUEST_GET_DESCRIPTOR,
+                         (uint16_t)(LIBUSB_DT_STRING << 8 | d->iserial), lang, NULL, 255, probe_serial_done, d);
     if (!s) {
         ignore_dev(d, "out of memory");
         return;
@@ -539,8 +563,8 @@ static void probe_start(wrk_usbdev *d)
         ignore_dev(d, "it has no serial number");
         return;
     }
-    usb_xfer *x = usb_xfer_control(d, LIBUSB_ENDPOINT_IN, LIBUSB_REQUEST_GET_DESCRIPTOR,
-                                   LIBUSB_DT_STRING << 8, 0, NULL, 255, probe_langid_done, d);
+    usb_xfer *x = usb_xfer_control(d, LIBUSB_ENDPOINT_IN, LIBUSB_REQUEST_GET_DESCRIPTOR, LIBUSB_DT_STRING << 8, 0, NULL,
+                                   255, probe_langid_done, d);
     if (!x) {
         ignore_dev(d, "out of memory");
         return;
@@ -636,8 +660,8 @@ static int usb_start(wrk_transport *t, const wrk_transport_events *ev, void *arg
              * are only queued, so arrive still comes from a later loop turn. */
             rc = libusb_hotplug_register_callback(
                 ut->ctx, LIBUSB_HOTPLUG_EVENT_DEVICE_ARRIVED | LIBUSB_HOTPLUG_EVENT_DEVICE_LEFT,
-                LIBUSB_HOTPLUG_ENUMERATE, vids[i], LIBUSB_HOTPLUG_MATCH_ANY,
-                LIBUSB_HOTPLUG_MATCH_ANY, hotplug_cb, ut, &ut->hp[i]);
+                LIBUSB_HOTPLUG_ENUMERATE, vids[i], LIBUSB_HOTPLUG_MATCH_ANY, LIBUSB_HOTPLUG_MATCH_ANY, hotplug_cb, ut,
+                &ut->hp[i]);
             if (rc == 0)
                 ut->nhp++;
         }
@@ -668,8 +692,8 @@ static void touch_done(usb_xfer *x)
     if (usb_dev_usable(d) != 0 || st == LIBUSB_TRANSFER_NO_DEVICE || step >= 2)
         return;
     uint16_t lines = step == 0 ? 0x0003 : 0x0000; /* DTR|RTS up, then down */
-    usb_xfer *n = usb_xfer_control(d, LIBUSB_REQUEST_TYPE_CLASS | LIBUSB_RECIPIENT_INTERFACE, 0x22,
-                                   lines, (uint16_t)iface, NULL, 0, touch_done, NULL);
+    usb_xfer *n = usb_xfer_control(d, LIBUSB_REQUEST_TYPE_CLASS | LIBUSB_RECIPIENT_INTERFACE, 0x22, lines,
+                                   (uint16_t)iface, NULL, 0, touch_done, NULL);
     if (!n)
         return;
     n->tag = (step + 1) | iface << 8;
@@ -699,8 +723,8 @@ static int usb_touch_1200(wrk_transport *t, wrk_usbdev *dev)
     }
     /* dwDTERate 1200 (LE), 1 stop bit, no parity, 8 data bits. */
     static const uint8_t lc1200[7] = { 0xb0, 0x04, 0x00, 0x00, 0, 0, 8 };
-    usb_xfer *x = usb_xfer_control(dev, LIBUSB_REQUEST_TYPE_CLASS | LIBUSB_RECIPIENT_INTERFACE, 0x20,
-                                   0, ctrl_if, lc1200, sizeof lc1200, touch_done, NULL);
+    usb_xfer *x = usb_xfer_control(dev, LIBUSB_REQUEST_TYPE_CLASS | LIBUSB_RECIPIENT_INTERFACE, 0x20, 0, ctrl_if,
+                                   lc1200, sizeof lc1200, touch_done, NULL);
     if (!x)
         return -ENOMEM;
     x->tag = 0 | ctrl_if << 8;
@@ -749,8 +773,7 @@ static void usb_free(wrk_transport *t)
     for (wrk_usbdev *d = ut->devs, *next; d; d = next) {
         next = d->next;
         if (d->inflight) {
-            IFM_WARN("serial=%s %u USB transfers did not complete; leaking them", d->info.serial,
-                     d->inflight);
+            IFM_WARN("serial=%s %u USB transfers did not complete; leaking them", d->info.serial, d->inflight);
             stuck = true;
             continue;
         }
@@ -786,9 +809,9 @@ wrk_transport *usb_transport_new(ifm_loop *loop, const usb_options *opts)
         o = *opts;
     else
         usb_options_default(&o);
-    if (!loop || o.rescan_ms == 0 || o.ctrl_timeout_ms == 0 || o.write_chunk == 0 ||
-        o.rx_size == 0 || o.rx_transfers == 0 || o.rx_transfers > 8 || o.rx_size > 1u << 20 ||
-        o.write_chunk > 1u << 20 || o.picoboot_timeout_ms == 0 || o.picoboot_ack_ms == 0)
+    if (!loop || o.rescan_ms == 0 || o.ctrl_timeout_ms == 0 || o.write_chunk == 0 || o.rx_size == 0 ||
+        o.rx_transfers == 0 || o.rx_transfers > 8 || o.rx_size > 1u << 20 || o.write_chunk > 1u << 20 ||
+        o.picoboot_timeout_ms == 0 || o.picoboot_ack_ms == 0)
         return NULL;
     usb_transport *ut = calloc(1, sizeof *ut);
     if (!ut)

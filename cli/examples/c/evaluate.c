@@ -50,7 +50,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    char (*serials)[IFM_SERIAL_MAX];
+    char(*serials)[IFM_SERIAL_MAX];
     size_t n;
     if (icefarm_reserve(f, 1, "pulsecount", NULL, 0, 30000, &serials, &n, err, sizeof err)) {
         fprintf(stderr, "reserve: %s\n", err);

@@ -32,15 +32,13 @@ typedef struct {
 /* Called once per bitstream, in completion order; `r->type` is IFM_VALUE_FAILED
  * with r->error when it could not be measured. `serial` is the board that
  * measured it ("" when it never reached one). */
-typedef void (*icefarm_result_cb)(icefarm_batch *b, size_t index, const char *serial,
-                                  const ifm_result *r, void *arg);
+typedef void (*icefarm_result_cb)(icefarm_batch *b, size_t index, const char *serial, const ifm_result *r, void *arg);
 /* Called when a board is dropped from the batch, with the reason. */
 typedef void (*icefarm_board_cb)(icefarm_batch *b, const char *serial, const char *why, void *arg);
 
 /* The serials must be reserved by this client (with the kind to evaluate). */
 icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], size_t nserials,
-                                 const icefarm_batch_opts *opts, icefarm_result_cb on_result,
-                                 void *arg);
+                                 const icefarm_batch_opts *opts, icefarm_result_cb on_result, void *arg);
 void icefarm_batch_on_board_dropped(icefarm_batch *b, icefarm_board_cb cb);
 /* Copies the bitstream; *index numbers bitstreams from 0 in the order added. */
 int icefarm_batch_add(icefarm_batch *b, const uint8_t *data, size_t len, size_t *index);

@@ -26,11 +26,11 @@
 typedef struct icefarm icefarm;
 
 typedef struct {
-    const char *broker;    /* mqtt://HOST:PORT; NULL: $ICEFARM_BROKER or mqtt://127.0.0.1:1883 */
-    const char *name;      /* client name; NULL: $ICEFARM_NAME or "<user>@<host>" */
+    const char *broker; /* mqtt://HOST:PORT; NULL: $ICEFARM_BROKER or mqtt://127.0.0.1:1883 */
+    const char *name;   /* client name; NULL: $ICEFARM_NAME or "<user>@<host>" */
     const char *user, *password, *cafile;
-    uint64_t timeout_ms;   /* for connecting and for each call; 0: 10 s */
-    bool no_auto_extend;   /* by default "reservation ending soon" extends the lease */
+    uint64_t timeout_ms; /* for connecting and for each call; 0: 10 s */
+    bool no_auto_extend; /* by default "reservation ending soon" extends the lease */
 } icefarm_opts;
 
 /* Connects (blocking, up to timeout_ms). NULL with a one-line reason on failure. */
@@ -51,8 +51,8 @@ typedef struct {
 /* Sends a control request and waits for its reply. Returns 0 when a reply
  * arrived (check reply->st.ok / st.code), -1 when none did (err says why:
  * control unreachable, timed out, or a malformed reply). */
-int icefarm_call(icefarm *f, const ifm_ctl_req *req, const void *args, size_t args_len,
-                 icefarm_reply *reply, char *err, size_t errlen);
+int icefarm_call(icefarm *f, const ifm_ctl_req *req, const void *args, size_t args_len, icefarm_reply *reply, char *err,
+                 size_t errlen);
 void icefarm_reply_free(icefarm_reply *reply);
 /* Sends a control request without waiting (safe inside event handlers); the
  * reply is logged if it is a refusal. */
@@ -76,8 +76,7 @@ int icefarm_watch(icefarm *f, const char *serial);
 ifm_board_state icefarm_board_state(icefarm *f, const char *serial);
 
 /* Queues bitstreams on a reserved board (one MQTT message). */
-int icefarm_evaluate(icefarm *f, const char *serial, const char *batch_id, const ifm_file *files,
-                     size_t n);
+int icefarm_evaluate(icefarm *f, const char *serial, const char *batch_id, const ifm_file *files, size_t n);
 
 /* Runs the loop until done(arg) is true, timeout_ms passes (returns -1), or the
  * connection is lost for good. timeout_ms 0: no timeout. */
@@ -85,9 +84,8 @@ int icefarm_run_until(icefarm *f, bool (*done)(void *arg), void *arg, uint64_t t
 
 /* Convenience wrappers over icefarm_call. They return 0 on success, or -1 with a
  * reason (control's refusal or the transport error) in err. */
-int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *args,
-                    size_t args_len, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX],
-                    size_t *n, char *err, size_t errlen);
+int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *args, size_t args_len, uint64_t wait_ms,
+                    char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err, size_t errlen);
 int icefarm_end_all(icefarm *f, size_t *n_ended, char *err, size_t errlen);
 
 /* Per-kind reservations with the original clients' arguments.
@@ -97,8 +95,7 @@ int icefarm_end_all(icefarm *f, size_t *n_ended, char *err, size_t errlen);
  * flush_interval_s / flush_at: when the worker sends batched results (every N s,
  * and when the queue is down to `flush_at` bitstreams); 0 keeps the defaults (10, 25). */
 int icefarm_reserve_pulsecount(icefarm *f, uint32_t amount, uint32_t flush_interval_s, uint32_t flush_at,
-                               uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err,
-                               size_t errlen);
+                               uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n, char *err, size_t errlen);
 int icefarm_reserve_variance(icefarm *f, uint32_t amount, bool send_waveform, uint32_t flush_interval_s,
                              uint32_t flush_at, uint64_t wait_ms, char (**serials)[IFM_SERIAL_MAX], size_t *n,
                              char *err, size_t errlen);

@@ -58,8 +58,14 @@ void ifm_enc_kbool(ifm_enc *e, const char *k, bool v);
 void ifm_enc_kdouble(ifm_enc *e, const char *k, double v);
 void ifm_enc_kbin(ifm_enc *e, const char *k, const void *p, size_t n);
 void ifm_enc_key(ifm_enc *e, const char *k);
-static inline const void *ifm_enc_data(const ifm_enc *e) { return e->buf.data; }
-static inline size_t ifm_enc_size(const ifm_enc *e) { return e->buf.size; }
+static inline const void *ifm_enc_data(const ifm_enc *e)
+{
+    return e->buf.data;
+}
+static inline size_t ifm_enc_size(const ifm_enc *e)
+{
+    return e->buf.size;
+}
 
 /* ---- decoding ---- */
 
@@ -84,27 +90,22 @@ void ifm_doc_free(ifm_doc *doc);
  * leaves *out untouched and returns 1. Returns 0 when found and valid, -1 on
  * error (err set, naming the field). */
 const msgpack_object *ifm_map_get(const msgpack_object *map, const char *key);
-int ifm_get_str(const msgpack_object *map, const char *key, bool required, char *out,
-                size_t cap, ifm_err *err);
+int ifm_get_str(const msgpack_object *map, const char *key, bool required, char *out, size_t cap, ifm_err *err);
 /* Zero-copy string view; the pointer lives as long as the doc. */
-int ifm_get_strv(const msgpack_object *map, const char *key, bool required,
-                 const char **out, size_t *len, size_t max, ifm_err *err);
-int ifm_get_uint(const msgpack_object *map, const char *key, bool required, uint64_t min,
-                 uint64_t max, uint64_t *out, ifm_err *err);
-int ifm_get_bool(const msgpack_object *map, const char *key, bool required, bool *out,
+int ifm_get_strv(const msgpack_object *map, const char *key, bool required, const char **out, size_t *len, size_t max,
                  ifm_err *err);
-int ifm_get_double(const msgpack_object *map, const char *key, bool required, double *out,
-                   ifm_err *err);
-int ifm_get_bin(const msgpack_object *map, const char *key, bool required, size_t min,
-                size_t max, const uint8_t **out, size_t *len, ifm_err *err);
-int ifm_get_map(const msgpack_object *map, const char *key, bool required,
-                const msgpack_object **out, ifm_err *err);
-int ifm_get_array(const msgpack_object *map, const char *key, bool required,
-                  size_t max_items, const msgpack_object **out, ifm_err *err);
+int ifm_get_uint(const msgpack_object *map, const char *key, bool required, uint64_t min, uint64_t max, uint64_t *out,
+                 ifm_err *err);
+int ifm_get_bool(const msgpack_object *map, const char *key, bool required, bool *out, ifm_err *err);
+int ifm_get_double(const msgpack_object *map, const char *key, bool required, double *out, ifm_err *err);
+int ifm_get_bin(const msgpack_object *map, const char *key, bool required, size_t min, size_t max, const uint8_t **out,
+                size_t *len, ifm_err *err);
+int ifm_get_map(const msgpack_object *map, const char *key, bool required, const msgpack_object **out, ifm_err *err);
+int ifm_get_array(const msgpack_object *map, const char *key, bool required, size_t max_items,
+                  const msgpack_object **out, ifm_err *err);
 /* Copies a msgpack string object into out[cap], rejecting embedded NULs, empty
  * strings (when nonempty) and strings that do not fit. */
-int ifm_obj_str(const msgpack_object *o, const char *what, bool nonempty, char *out,
-                size_t cap, ifm_err *err);
+int ifm_obj_str(const msgpack_object *o, const char *what, bool nonempty, char *out, size_t cap, ifm_err *err);
 
 /* Re-encodes a msgpack object (e.g. reserve `args`) so it can be stored or forwarded. */
 int ifm_obj_pack(const msgpack_object *o, ifm_enc *e);

@@ -23,8 +23,8 @@ const char *ifm_conf_get(const ifm_conf *c, const char *name, const char *flag, 
 
 /* Same for a number; returns -1 (and names the option in err) if not a number
  * in [min, max]. */
-int ifm_conf_get_long(const ifm_conf *c, const char *name, const char *flag, long def, long min,
-                      long max, long *out, char *err, size_t errlen);
+int ifm_conf_get_long(const ifm_conf *c, const char *name, const char *flag, long def, long min, long max, long *out,
+                      char *err, size_t errlen);
 
 /* The start of every daemon's configuration: parses `opts` (getopt_long; each
  * option's `val` is its index 1..nflags-1 into `flag`, which receives its

@@ -5,7 +5,12 @@
 #ifndef ICEFARM_LOG_H
 #define ICEFARM_LOG_H
 
-enum ifm_log_level { IFM_LOG_DEBUG, IFM_LOG_INFO, IFM_LOG_WARN, IFM_LOG_ERROR };
+enum ifm_log_level {
+    IFM_LOG_DEBUG,
+    IFM_LOG_INFO,
+    IFM_LOG_WARN,
+    IFM_LOG_ERROR
+};
 
 void ifm_log(enum ifm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -19,7 +19,10 @@
 
 typedef struct ifm_loop ifm_loop;
 
-enum { IFM_READ = 1, IFM_WRITE = 2 };
+enum {
+    IFM_READ = 1,
+    IFM_WRITE = 2
+};
 
 typedef void (*ifm_fd_cb)(ifm_loop *loop, int fd, int events, void *arg);
 typedef void (*ifm_timer_cb)(ifm_loop *loop, void *arg);

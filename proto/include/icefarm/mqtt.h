@@ -26,14 +26,14 @@ typedef struct ifm_mqtt ifm_mqtt;
 #define IFM_PROP_CLIENT "icefarm-client"
 
 typedef struct {
-    const char *host;        /* default 127.0.0.1 */
-    int port;                /* default 1883 */
-    const char *client_id;   /* MQTT client id; NULL: generated */
-    const char *name;        /* icefarm identity: reply topic icefarm/client/<name>/reply */
+    const char *host;      /* default 127.0.0.1 */
+    int port;              /* default 1883 */
+    const char *client_id; /* MQTT client id; NULL: generated */
+    const char *name;      /* icefarm identity: reply topic icefarm/client/<name>/reply */
     const char *username, *password;
-    const char *cafile;      /* TLS, verified against this CA, when set */
-    bool tls;                /* TLS even without cafile (mqtts:// URLs): the system's CAs */
-    int keepalive;           /* seconds; default 5 */
+    const char *cafile; /* TLS, verified against this CA, when set */
+    bool tls;           /* TLS even without cafile (mqtts:// URLs): the system's CAs */
+    int keepalive;      /* seconds; default 5 */
     /* Will: published by the broker if the connection dies without DISCONNECT. */
     const char *will_topic;
     const void *will_payload;
@@ -91,21 +91,20 @@ int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb
 /* Forgets every subscription with this exact filter (and unsubscribes). */
 int ifm_mqtt_unsubscribe(ifm_mqtt *m, const char *filter);
 
-int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-                     bool retain);
+int ifm_mqtt_publish(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos, bool retain);
 /* Publish with an IFM_PROP_CLIENT user property and optional message expiry. */
-int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
-                           int qos, bool retain, const mosquitto_property *props);
+int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, size_t len, int qos, bool retain,
+                           const mosquitto_property *props);
 
 /* Request/response: publishes to `topic` with Response Topic
  * icefarm/client/<name>/reply, fresh Correlation Data and the client name as a user
  * property; `cb` runs exactly once. Requires opts.name. */
-int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
-                     uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
+int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len, uint64_t timeout_ms,
+                     ifm_mqtt_reply_cb cb, void *arg);
 /* The same, acting for `client` (a gateway such as the HTTP shim serving many
  * callers); the reply still comes to this connection's reply topic. */
-int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload,
-                        size_t len, uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
+int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload, size_t len,
+                        uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
 /* Answers a request message: publishes to its Response Topic with its Correlation
  * Data. Returns -1 if the request carried no Response Topic. */
 int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *request, const void *payload, size_t len);

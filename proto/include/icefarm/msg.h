@@ -11,10 +11,10 @@
 #include "icefarm/codec.h"
 #include "icefarm/topics.h"
 
-#define IFM_MAX_SERIALS 4096  /* serials in one request */
+#define IFM_MAX_SERIALS 4096 /* serials in one request */
 #define IFM_MAX_KINDS 16
-#define IFM_MAX_FILES 256     /* bitstreams in one evaluate command */
-#define IFM_MAX_ARGS 4096     /* bytes of reserve args */
+#define IFM_MAX_FILES 256 /* bitstreams in one evaluate command */
+#define IFM_MAX_ARGS 4096 /* bytes of reserve args */
 #define IFM_BITSTREAM_SIZE 104090u
 
 /* ---- control requests: icefarm/ctl/req/<verb> ---- */
@@ -45,8 +45,8 @@ typedef struct {
     const msgpack_object *args;      /* reserve*: a map, points into the doc; NULL when absent */
     char (*serials)[IFM_SERIAL_MAX]; /* malloc'd; reserve_serials, extend, end, reboot, delete */
     size_t nserials;
-    uint64_t wait_ms;                /* reserve: wait this long for boards (0: fail at once) */
-    uint64_t duration_s;             /* reserve*, extend*: requested lease length (0: default) */
+    uint64_t wait_ms;    /* reserve: wait this long for boards (0: fail at once) */
+    uint64_t duration_s; /* reserve*, extend*: requested lease length (0: default) */
 } ifm_ctl_req;
 
 /* Decodes a request for `verb`, checking that the verb's required fields are there. */
@@ -76,7 +76,7 @@ typedef enum {
     IFM_BOARD_PREPARING, /* flashing the reserved kind's firmware */
     IFM_BOARD_RESERVED,  /* running the kind's firmware for the holder */
     IFM_BOARD_BROKEN,
-    IFM_BOARD_GONE,      /* unplugged */
+    IFM_BOARD_GONE, /* unplugged */
     IFM_BOARD_STATE_COUNT
 } ifm_board_state;
 
@@ -92,10 +92,10 @@ typedef struct {
 typedef struct {
     char worker[IFM_NAME_MAX];
     bool online;
-    uint64_t epoch;                 /* grows on every connect; a death names the epoch it ends */
+    uint64_t epoch; /* grows on every connect; a death names the epoch it ends */
     char kinds[IFM_MAX_KINDS][IFM_KIND_MAX];
     size_t nkinds;
-    ifm_board_brief *boards;        /* malloc'd */
+    ifm_board_brief *boards; /* malloc'd */
     size_t nboards;
 } ifm_worker_state;
 
@@ -119,15 +119,21 @@ int ifm_board_status_decode(const ifm_doc *doc, ifm_board_status *bs, ifm_err *e
 
 /* ---- control -> worker: icefarm/worker/<id>/cmd ---- */
 
-typedef enum { IFM_WOP_RESERVE, IFM_WOP_RELEASE, IFM_WOP_REBOOT, IFM_WOP_DELETE, IFM_WOP_COUNT } ifm_worker_op;
+typedef enum {
+    IFM_WOP_RESERVE,
+    IFM_WOP_RELEASE,
+    IFM_WOP_REBOOT,
+    IFM_WOP_DELETE,
+    IFM_WOP_COUNT
+} ifm_worker_op;
 
 typedef struct {
     ifm_worker_op op;
     char serial[IFM_SERIAL_MAX];
-    char kind[IFM_KIND_MAX];     /* reserve */
-    char client[IFM_NAME_MAX];   /* reserve: the holder, for logs */
-    uint64_t lease;              /* reserve: lease id */
-    const msgpack_object *args;  /* reserve: map or NULL; points into the doc */
+    char kind[IFM_KIND_MAX];    /* reserve */
+    char client[IFM_NAME_MAX];  /* reserve: the holder, for logs */
+    uint64_t lease;             /* reserve: lease id */
+    const msgpack_object *args; /* reserve: map or NULL; points into the doc */
 } ifm_worker_cmd;
 
 void ifm_worker_cmd_encode(ifm_enc *e, const ifm_worker_cmd *c, const void *args, size_t args_len);
@@ -144,11 +150,11 @@ typedef struct {
 #define IFM_MAX_IMAGE (8u * 1024u * 1024u) /* a UF2 image of a 4 MB flash is 8 MB */
 
 typedef struct {
-    char op[16];                 /* "evaluate" or "flash" */
-    char batch_id[IFM_ID_MAX];   /* evaluate */
-    ifm_file *files;             /* evaluate; malloc'd */
+    char op[16];               /* "evaluate" or "flash" */
+    char batch_id[IFM_ID_MAX]; /* evaluate */
+    ifm_file *files;           /* evaluate; malloc'd */
     size_t nfiles;
-    const uint8_t *image;        /* flash: a UF2 image, points into the doc */
+    const uint8_t *image; /* flash: a UF2 image, points into the doc */
     size_t image_len;
 } ifm_board_cmd;
 
@@ -161,7 +167,12 @@ void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len);
 
 /* ---- board events: icefarm/<serial>/event ---- */
 
-typedef enum { IFM_VALUE_PULSES, IFM_VALUE_FITNESS, IFM_VALUE_WAVEFORM, IFM_VALUE_FAILED } ifm_value_type;
+typedef enum {
+    IFM_VALUE_PULSES,
+    IFM_VALUE_FITNESS,
+    IFM_VALUE_WAVEFORM,
+    IFM_VALUE_FAILED
+} ifm_value_type;
 
 typedef struct {
     char id[IFM_ID_MAX];
@@ -170,17 +181,15 @@ typedef struct {
     double fitness;
     const uint16_t *samples; /* waveform */
     size_t nsamples;
-    char error[120];         /* failed */
+    char error[120]; /* failed */
 } ifm_result;
 
 /* Any non-results board event; reason and batch_id may be NULL. */
-void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason,
-                      const char *batch_id);
+void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id);
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
 /* `error`: the board refused a command; batch_id names it when it was an evaluate ("" or NULL: unknown). */
 void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id);
-void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id,
-                              const ifm_result *r, size_t n);
+void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id, const ifm_result *r, size_t n);
 
 /* Decoded board or client event: the common header only; results stay in the doc. */
 typedef struct {
@@ -193,8 +202,8 @@ typedef struct {
 
 int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err);
 /* Decodes results[i] into r (samples are copied into r_samples when given). */
-int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *samples,
-                        size_t samples_cap, ifm_err *err);
+int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *samples, size_t samples_cap,
+                        ifm_err *err);
 
 /* ---- control -> client: icefarm/client/<name>/event ---- */
 void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms);

@@ -19,10 +19,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define IFM_SERIAL_MAX 64   /* board serial, incl. NUL */
-#define IFM_NAME_MAX 128    /* client and worker names, incl. NUL */
+#define IFM_SERIAL_MAX 64 /* board serial, incl. NUL */
+#define IFM_NAME_MAX 128  /* client and worker names, incl. NUL */
 #define IFM_KIND_MAX 32
-#define IFM_ID_MAX 96       /* evaluation and batch ids */
+#define IFM_ID_MAX 96 /* evaluation and batch ids */
 #define IFM_TOPIC_MAX 256
 
 #define IFM_TOPIC_CTL_STATE "icefarm/ctl/state"

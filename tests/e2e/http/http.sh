@@ -83,6 +83,7 @@ expect_error() {
     expect "$1" "$2" "set(j) == {'error'} and isinstance(j['error'], str) and $(js 'a[0]' "$3") in j['error']"
 }
 
+# shellcheck disable=SC2120 # callers may add icefarm-http options
 start_http() {
     "$HTTP_BIN" --broker "$FARM_BROKER" --listen "127.0.0.1:$HTTP_PORT" --timeout-ms 2000 "$@" \
         >>"$RUN/http.log" 2>&1 &

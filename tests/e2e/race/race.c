@@ -94,8 +94,7 @@ static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg
     ifm_doc doc;
     ifm_err err;
     ifm_reply_status st;
-    if (status || ifm_doc_parse(&doc, msg->payload, msg->len, &err) ||
-        ifm_reply_status_decode(&doc, &st, &err)) {
+    if (status || ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_reply_status_decode(&doc, &st, &err)) {
         r->errors++;
         if (!status)
             ifm_doc_free(&doc);
@@ -103,8 +102,7 @@ static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg
         return;
     }
     const msgpack_object *arr = ifm_map_get(doc.root, "serials");
-    bool was_reserve = c->nheld == 0 && arr && arr->via.array.size &&
-                       arr->via.array.ptr[0].type == MSGPACK_OBJECT_MAP;
+    bool was_reserve = c->nheld == 0 && arr && arr->via.array.size && arr->via.array.ptr[0].type == MSGPACK_OBJECT_MAP;
     if (!st.ok) {
         r->refused++;
         ifm_timer_add(r->loop, 1 + rand_r(&c->seed) % 5, on_retry, c);
@@ -188,8 +186,8 @@ int main(int argc, char **argv)
             break;
         ifm_loop_once(r.loop, 50);
     }
-    printf("%zu grants (%zu refused while contended) over %zu boards by %d clients, %zu errors\n", r.grants,
-           r.refused, r.nboards, r.nc, r.errors);
+    printf("%zu grants (%zu refused while contended) over %zu boards by %d clients, %zu errors\n", r.grants, r.refused,
+           r.nboards, r.nc, r.errors);
     bool ok_grants = r.grants >= r.target, ok_double = r.double_grants == 0;
     printf("%s - reached %zu contended grants\n", ok_grants ? "ok" : "not ok", r.target);
     printf("%s - no board granted twice (%zu double grants)\n", ok_double ? "ok" : "not ok", r.double_grants);

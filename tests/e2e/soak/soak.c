@@ -13,7 +13,7 @@
 typedef struct {
     icefarm *f;
     size_t n;
-    uint8_t *calls;           /* on_result calls per evaluation */
+    uint8_t *calls; /* on_result calls per evaluation */
     uint32_t *expected;
     size_t wrong_values, failures;
     /* (serial, id) pairs seen on the wire, to catch a worker reporting twice */
@@ -35,7 +35,10 @@ static void on_result(icefarm_batch *b, size_t index, const char *serial, const 
         s->wrong_values++;
 }
 
-static int cmp_seen(const void *a, const void *b) { return strcmp(a, b); }
+static int cmp_seen(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
 
 static void on_wire(icefarm *f, const ifm_event *ev, void *arg)
 {
@@ -126,7 +129,9 @@ int main(int argc, char **argv)
         /* Every evaluation a different bitstream, so a mix-up shows as a wrong value. */
         uint32_t x = (uint32_t)i * 2654435761u + 1;
         for (size_t k = 0; k < IFM_BITSTREAM_SIZE; k++) {
-            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
             bits[k] = (uint8_t)x;
         }
         s.expected[i] = sim_expected_pulses(bits, IFM_BITSTREAM_SIZE);
@@ -150,7 +155,18 @@ int main(int argc, char **argv)
     printf("%zu evaluations on %zu boards with %d faults injected in %.1f s: %zu failed explicitly, %zu boards left\n",
            s.n, s.nserials, nfaults - (in.left > 0 ? in.left : 0), secs, s.failures, icefarm_batch_boards_alive(b));
     int pass = 0, fail = 0;
-#define CHECK(cond, ...) do { if (cond) { pass++; printf("ok - "); } else { fail++; printf("not ok - "); } printf(__VA_ARGS__); printf("\n"); } while (0)
+#define CHECK(cond, ...)                                                                                               \
+    do {                                                                                                               \
+        if (cond) {                                                                                                    \
+            pass++;                                                                                                    \
+            printf("ok - ");                                                                                           \
+        } else {                                                                                                       \
+            fail++;                                                                                                    \
+            printf("not ok - ");                                                                                       \
+        }                                                                                                              \
+        printf(__VA_ARGS__);                                                                                           \
+        printf("\n");                                                                                                  \
+    } while (0)
     CHECK(rc == 0, "the batch completed");
     CHECK(missing == 0, "every evaluation has a result or an explicit failure (%zu missing)", missing);
     CHECK(twice == 0, "no evaluation reported twice to the caller (%zu)", twice);

@@ -28,7 +28,7 @@ static void on_result(icefarm_batch *b, size_t index, const char *serial, const 
 static int run(icefarm *f, bool waveform, const uint8_t *bits, int *pass, int *fail)
 {
     char err[256];
-    char (*serials)[IFM_SERIAL_MAX];
+    char(*serials)[IFM_SERIAL_MAX];
     size_t n;
     if (icefarm_reserve_variance(f, 1, waveform, 1, 1, 30000, &serials, &n, err, sizeof err)) {
         fprintf(stderr, "reserve: %s\n", err);
@@ -41,10 +41,23 @@ static int run(icefarm *f, bool waveform, const uint8_t *bits, int *pass, int *f
     uint16_t want[SIM_SAMPLES];
     sim_expected_samples(bits, IFM_BITSTREAM_SIZE, want);
     double fitness = fw_variance_fitness(want, SIM_SAMPLES);
-#define CHECK(c, ...) do { if (c) { (*pass)++; printf("ok - "); } else { (*fail)++; printf("not ok - "); } printf(__VA_ARGS__); printf("\n"); } while (0)
+#define CHECK(c, ...)                                                                                                  \
+    do {                                                                                                               \
+        if (c) {                                                                                                       \
+            (*pass)++;                                                                                                 \
+            printf("ok - ");                                                                                           \
+        } else {                                                                                                       \
+            (*fail)++;                                                                                                 \
+            printf("not ok - ");                                                                                       \
+        }                                                                                                              \
+        printf(__VA_ARGS__);                                                                                           \
+        printf("\n");                                                                                                  \
+    } while (0)
     CHECK(o.got, "%s: a result came back", waveform ? "waveform" : "fitness");
-    CHECK(o.r.type == (waveform ? IFM_VALUE_WAVEFORM : IFM_VALUE_FITNESS), "%s: result type %d", waveform ? "waveform" : "fitness", o.r.type);
-    CHECK(fabs(o.r.fitness - fitness) < 1e-9, "%s: fitness %.6f == %.6f", waveform ? "waveform" : "fitness", o.r.fitness, fitness);
+    CHECK(o.r.type == (waveform ? IFM_VALUE_WAVEFORM : IFM_VALUE_FITNESS), "%s: result type %d",
+          waveform ? "waveform" : "fitness", o.r.type);
+    CHECK(fabs(o.r.fitness - fitness) < 1e-9, "%s: fitness %.6f == %.6f", waveform ? "waveform" : "fitness",
+          o.r.fitness, fitness);
     if (waveform)
         CHECK(memcmp(o.samples, want, sizeof want) == 0, "waveform: all %d samples are the board's", SIM_SAMPLES);
     icefarm_batch_free(b);

@@ -76,8 +76,7 @@ int ifm_test_free_port(void)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t sl = sizeof sa;
     int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
         port = ntohs(sa.sin_port);
     close(fd);
     return port;
@@ -182,8 +181,8 @@ static int launch(ifm_test_broker *b)
         }
         nap_ms(20);
     }
-    fprintf(stderr, "broker_fixture: mosquitto did not accept connections on port %d within %d ms\n",
-            b->port, START_TIMEOUT_MS);
+    fprintf(stderr, "broker_fixture: mosquitto did not accept connections on port %d within %d ms\n", b->port,
+            START_TIMEOUT_MS);
     ifm_test_broker_kill(b);
     return -1;
 }

@@ -24,9 +24,9 @@
 #include <sys/types.h>
 
 typedef struct {
-    pid_t pid;          /* 0 when not running */
+    pid_t pid; /* 0 when not running */
     int port;
-    char dir[256];      /* private temp dir: mosquitto.conf, mosquitto.log */
+    char dir[256]; /* private temp dir: mosquitto.conf, mosquitto.log */
     char conf[300];
     char log[300];
 } ifm_test_broker;

@@ -19,7 +19,10 @@ typedef struct {
     size_t n;
 } sample;
 
-#define S(name, ...) { name, (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ }) }
+#define S(name, ...)                                                                                                   \
+    {                                                                                                                  \
+        name, (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ })                               \
+    }
 
 /* One valid encoding of every msgpack type (and each length variant). */
 static const sample valid[] = {
@@ -32,15 +35,14 @@ static const sample valid[] = {
     S("true", 0xc3),
     S("empty fixmap", 0x80),
     S("fixmap 1", 0x81, 0xa1, 'k', 0x01),
-    S("fixmap 15", 0x8f, 0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x04, 0x00, 0x05, 0x00,
-      0x06, 0x00, 0x07, 0x00, 0x08, 0x00, 0x09, 0x00, 0x0a, 0x00, 0x0b, 0x00, 0x0c, 0x00, 0x0d,
-      0x00, 0x0e, 0x00),
+    S("fixmap 15", 0x8f, 0x00, 0x00, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x04, 0x00, 0x05, 0x00, 0x06, 0x00, 0x07, 0x00,
+      0x08, 0x00, 0x09, 0x00, 0x0a, 0x00, 0x0b, 0x00, 0x0c, 0x00, 0x0d, 0x00, 0x0e, 0x00),
     S("empty fixarray", 0x90),
     S("fixarray 2", 0x92, 0x01, 0xc0),
     S("empty fixstr", 0xa0),
     S("fixstr 3", 0xa3, 'a', 'b', 'c'),
-    S("fixstr 31", 0xbf, 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a',
-      'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'),
+    S("fixstr 31", 0xbf, 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a',
+      'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'),
     S("bin8", 0xc4, 0x02, 0xde, 0xad),
     S("bin8 empty", 0xc4, 0x00),
     S("bin16", 0xc5, 0x00, 0x02, 0xbe, 0xef),
@@ -88,8 +90,7 @@ static void test_scan_valid_every_type(void **state)
         msgpack_unpacked up;
         msgpack_unpacked_init(&up);
         size_t off = 0;
-        assert_int_equal(msgpack_unpack_next(&up, (const char *)valid[i].p, valid[i].n, &off),
-                         MSGPACK_UNPACK_SUCCESS);
+        assert_int_equal(msgpack_unpack_next(&up, (const char *)valid[i].p, valid[i].n, &off), MSGPACK_UNPACK_SUCCESS);
         assert_int_equal(off, valid[i].n);
         msgpack_unpacked_destroy(&up);
     }
@@ -137,9 +138,8 @@ static void expect_scan_error(const uint8_t *p, size_t n, int depth, const char 
         fail_msg("expected \"%s\" in \"%s\"", needle, err.msg);
 }
 
-#define EXPECT_SCAN_ERROR(needle, ...)                                                              \
-    expect_scan_error((const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ }),    \
-                      IFM_MAX_DEPTH, needle)
+#define EXPECT_SCAN_ERROR(needle, ...)                                                                                 \
+    expect_scan_error((const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ }), IFM_MAX_DEPTH, needle)
 
 static void test_scan_malformed(void **state)
 {
@@ -162,7 +162,7 @@ static void test_scan_malformed(void **state)
     EXPECT_SCAN_ERROR("claims", 0xdc, 0xff, 0xff, 0x00);
     EXPECT_SCAN_ERROR("claims", 0xde, 0xff, 0xff, 0x00, 0x00);
     EXPECT_SCAN_ERROR("claims", 0x9f, 0x00);
-    EXPECT_SCAN_ERROR("claims", 0x81, 0x00);                /* map of 1 needs 2 objects */
+    EXPECT_SCAN_ERROR("claims", 0x81, 0x00);                               /* map of 1 needs 2 objects */
     EXPECT_SCAN_ERROR("claims", 0x92, 0xdd, 0x00, 0x01, 0x00, 0x00, 0x00); /* inner huge */
     /* strings, bins and exts claiming more bytes than remain */
     EXPECT_SCAN_ERROR("truncated", 0xdb, 0xff, 0xff, 0xff, 0xff, 'a');
@@ -214,8 +214,8 @@ static void test_scan_depth(void **state)
     nested_arrays(buf, 2);
     assert_int_equal(ifm_msgpack_scan(buf, 3, 2, &err), 0);
     assert_int_equal(ifm_msgpack_scan(buf, 3, 1, &err), -1);
-    assert_int_equal(ifm_msgpack_scan(buf + 2, 1, 0, &err), 0);   /* a scalar at depth 0 */
-    assert_int_equal(ifm_msgpack_scan(buf + 1, 2, 0, &err), -1);  /* a container at depth 0 */
+    assert_int_equal(ifm_msgpack_scan(buf + 2, 1, 0, &err), 0);  /* a scalar at depth 0 */
+    assert_int_equal(ifm_msgpack_scan(buf + 1, 2, 0, &err), -1); /* a container at depth 0 */
     /* empty containers do not count as a level */
     uint8_t empty_inside[IFM_MAX_DEPTH + 1];
     memset(empty_inside, 0x91, IFM_MAX_DEPTH);
@@ -250,9 +250,8 @@ static void check_parse(int line, int want, const char *needle, const uint8_t *p
         fail_msg("line %d: expected \"%s\" in \"%s\"", line, needle, err.msg);
 }
 
-#define EXPECT_PARSE(rc, needle, ...)                                                              \
-    check_parse(__LINE__, rc, needle, (const uint8_t[]){ __VA_ARGS__ },                            \
-                sizeof((const uint8_t[]){ __VA_ARGS__ }))
+#define EXPECT_PARSE(rc, needle, ...)                                                                                  \
+    check_parse(__LINE__, rc, needle, (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ }))
 
 static void test_doc_parse(void **state)
 {
@@ -278,21 +277,19 @@ static void test_doc_parse(void **state)
     EXPECT_PARSE(-1, "missing field \"v\"", 0x81, 0xa1, 'v', 0xc0);
     EXPECT_PARSE(-1, "version 2", 0x81, 0xa1, 'v', 0x02);
     EXPECT_PARSE(-1, "version 0", 0x81, 0xa1, 'v', 0x00);
-    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xff);          /* -1 */
-    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xa1, '1');     /* "1" */
-    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xc3);          /* true */
+    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xff);                               /* -1 */
+    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xa1, '1');                          /* "1" */
+    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xc3);                               /* true */
     EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0); /* 1.0 */
-    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xcf, 0, 0, 0, 1, 0, 0, 0, 1); /* > UINT32_MAX */
+    EXPECT_PARSE(-1, "\"v\"", 0x81, 0xa1, 'v', 0xcf, 0, 0, 0, 1, 0, 0, 0, 1);       /* > UINT32_MAX */
     /* duplicate keys, at the root and nested */
     EXPECT_PARSE(-1, "duplicate key \"v\"", 0x82, 0xa1, 'v', 0x01, 0xa1, 'v', 0x01);
     EXPECT_PARSE(-1, "duplicate key \"a\"", 0x83, 0xa1, 'v', 0x01, 0xa1, 'a', 0x01, 0xa1, 'a', 0x02);
-    EXPECT_PARSE(-1, "duplicate key \"b\"", 0x82, 0xa1, 'v', 0x01, 0xa1, 'm', 0x82, 0xa1, 'b', 0x01,
-                 0xa1, 'b', 0xc0);
-    EXPECT_PARSE(-1, "duplicate key \"c\"", 0x82, 0xa1, 'v', 0x01, 0xa1, 'x', 0x92, 0x80, 0x82, 0xa1,
-                 'c', 0x01, 0xa1, 'c', 0x02);
+    EXPECT_PARSE(-1, "duplicate key \"b\"", 0x82, 0xa1, 'v', 0x01, 0xa1, 'm', 0x82, 0xa1, 'b', 0x01, 0xa1, 'b', 0xc0);
+    EXPECT_PARSE(-1, "duplicate key \"c\"", 0x82, 0xa1, 'v', 0x01, 0xa1, 'x', 0x92, 0x80, 0x82, 0xa1, 'c', 0x01, 0xa1,
+                 'c', 0x02);
     /* same key text in different maps is fine; keys differing only in length too */
-    EXPECT_PARSE(0, NULL, 0x83, 0xa1, 'v', 0x01, 0xa1, 'a', 0x81, 0xa1, 'a', 0x01, 0xa2, 'a', 'a',
-                 0x00);
+    EXPECT_PARSE(0, NULL, 0x83, 0xa1, 'v', 0x01, 0xa1, 'a', 0x81, 0xa1, 'a', 0x01, 0xa2, 'a', 'a', 0x00);
     /* key equality is byte equality: str8 "a" duplicates fixstr "a" */
     EXPECT_PARSE(-1, "duplicate", 0x83, 0xa1, 'v', 0x01, 0xa1, 'a', 0x01, 0xd9, 0x01, 'a', 0x02);
     /* non-string keys, at the root and nested */
@@ -414,7 +411,7 @@ static int setup_doc(void **state)
     msgpack_pack_ext(&e->pk, 1, 1);
     msgpack_pack_ext_body(&e->pk, "x", 1);
     ifm_enc_key(e, "nulls");
-    ifm_enc_str(e, NULL); /* NULL encodes as "" */
+    ifm_enc_str(e, NULL);        /* NULL encodes as "" */
     ifm_enc_kint(e, "small", 9); /* non-negative int64 packs as an unsigned integer */
     ifm_enc_key(e, "raw");
     ifm_enc_raw(e, (const uint8_t[]){ 0x92, 0xc3, 0xc2 }, 3);
@@ -437,10 +434,10 @@ static int teardown_doc(void **state)
     return 0;
 }
 
-#define ERR_HAS(err, needle)                                                                       \
-    do {                                                                                           \
-        if (!strstr((err).msg, (needle)))                                                          \
-            fail_msg("expected \"%s\" in \"%s\"", (needle), (err).msg);                            \
+#define ERR_HAS(err, needle)                                                                                           \
+    do {                                                                                                               \
+        if (!strstr((err).msg, (needle)))                                                                              \
+            fail_msg("expected \"%s\" in \"%s\"", (needle), (err).msg);                                                \
     } while (0)
 
 static void test_map_get(void **state)
@@ -757,8 +754,7 @@ static void test_encoders(void **state)
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     size_t off = 0;
-    assert_int_equal(msgpack_unpack_next(&up, ifm_enc_data(&e), ifm_enc_size(&e), &off),
-                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(msgpack_unpack_next(&up, ifm_enc_data(&e), ifm_enc_size(&e), &off), MSGPACK_UNPACK_SUCCESS);
     const msgpack_object *a = up.data.via.array.ptr;
     assert_int_equal(up.data.via.array.size, 9);
     assert_int_equal(a[0].type, MSGPACK_OBJECT_POSITIVE_INTEGER);

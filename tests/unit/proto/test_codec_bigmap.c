@@ -36,8 +36,7 @@ static void big_map(ifm_enc *e, uint32_t n, bool dup_last)
     ifm_enc_root(e, n);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t k = dup_last && i == n - 1 ? 0 : i;
-        char key[3] = { (char)('A' + (k >> 12 & 0x3f)), (char)('A' + (k >> 6 & 0x3f)),
-                        (char)('A' + (k & 0x3f)) };
+        char key[3] = { (char)('A' + (k >> 12 & 0x3f)), (char)('A' + (k >> 6 & 0x3f)), (char)('A' + (k & 0x3f)) };
         ifm_enc_strn(e, key, 3);
         ifm_enc_nil(e);
     }

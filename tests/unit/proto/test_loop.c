@@ -63,7 +63,10 @@ static void test_timers_fire_in_order(void **state)
     rec r = { .loop = l };
     /* added out of order; equal delays fire in the order they were added. (The
      * delays differ by far more than the microseconds between two adds.) */
-    const struct { uint64_t ms; int tag; } plan[] = {
+    const struct {
+        uint64_t ms;
+        int tag;
+    } plan[] = {
         { 1200, 6 }, { 400, 3 }, { 0, 0 }, { 800, 5 }, { 400, 4 }, { 0, 1 }, { 0, 2 },
     };
     tagged tags[7];
@@ -254,7 +257,9 @@ static void test_timer_many(void **state)
 {
     /* the heap under churn: 2000 timers, half cancelled, the rest fire in order */
     ifm_loop *l = ifm_loop_new();
-    enum { N = 2000 };
+    enum {
+        N = 2000
+    };
     static uint64_t ids[N];
     static int fired[N];
     memset(fired, 0, sizeof fired);
@@ -428,7 +433,9 @@ static void test_many_fds(void **state)
 {
     /* more watches than the initial capacity */
     ifm_loop *l = ifm_loop_new();
-    enum { N = 20 };
+    enum {
+        N = 20
+    };
     int p[N][2];
     fd_ctx c[N];
     memset(c, 0, sizeof c);

@@ -276,7 +276,7 @@ static void test_pubsub(void **state)
     all.got = false;
     assert_int_equal(ifm_mqtt_publish(m, "test/ps/retained", "r", 1, 1, true), 0);
     wait_flag(l, &all.got, "the retained message, live"); /* the broker has stored it */
-    assert_false(all.retain); /* live delivery to an existing subscriber */
+    assert_false(all.retain);                             /* live delivery to an existing subscriber */
     ifm_mqtt *m2 = client(l, g_broker.port, NULL, NULL, NULL);
     sink ret = { 0 };
     assert_int_equal(ifm_mqtt_subscribe(m2, "test/ps/retained", 1, on_sink, &ret), 0);
@@ -318,7 +318,8 @@ static void test_overlapping_subscriptions(void **state)
     ifm_loop_free(l);
     if (all.count != 1 || plus.count != 1 || exact.count != 1)
         fail_msg("one message, overlapping subscriptions: callbacks ran %d, %d and %d times "
-                 "(want 1 each)", all.count, plus.count, exact.count);
+                 "(want 1 each)",
+                 all.count, plus.count, exact.count);
 }
 
 /* ---- request / response ---- */
@@ -379,8 +380,7 @@ static void test_request_response(void **state)
     ifm_mqtt *alice = client(l, g_broker.port, "alice \"the\" tester", NULL, NULL);
 
     waiter w = { 0 };
-    assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/status", "ping", 4, DEADLINE_MS,
-                                      on_reply, &w), 0);
+    assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/status", "ping", 4, DEADLINE_MS, on_reply, &w), 0);
     wait_flag(l, &w.done, "the reply");
     assert_int_equal(w.calls, 1);
     assert_int_equal(w.status, 0);
@@ -392,15 +392,17 @@ static void test_request_response(void **state)
     assert_string_equal(r.verb, "status");
 
     /* many in flight at once: each reply reaches its own callback exactly once */
-    enum { N = 40 };
+    enum {
+        N = 40
+    };
     waiter ws[N];
     memset(ws, 0, sizeof ws);
     for (int i = 0; i < N; i++) {
         char p[32];
         int n = snprintf(p, sizeof p, "req-%d", i);
         snprintf(ws[i].expect, sizeof ws[i].expect, "re:req-%d", i);
-        assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/reserve", p, (size_t)n,
-                                          DEADLINE_MS, on_reply, &ws[i]), 0);
+        assert_int_equal(
+            ifm_mqtt_request(alice, "icefarm/ctl/req/reserve", p, (size_t)n, DEADLINE_MS, on_reply, &ws[i]), 0);
     }
     for (int i = 0; i < N; i++)
         wait_flag(l, &ws[i].done, "one of many replies");
@@ -514,17 +516,19 @@ static void test_msg_client_property(void **state)
     ifm_mqtt *m = client(l, g_broker.port, NULL, NULL, NULL);
     sink s = { 0 };
     assert_int_equal(ifm_mqtt_subscribe(m, "test/prop/#", 1, on_sink, &s), 0);
-    const struct { const char *k, *v; int rc; const char *want; } cases[] = {
-        { IFM_PROP_CLIENT, "bob", 0, "bob" },
-        { IFM_PROP_CLIENT, "b/ob", -1, NULL },
-        { IFM_PROP_CLIENT, "", -1, NULL },
-        { IFM_PROP_CLIENT, "$bob", -1, NULL },
-        { "other", "bob", -1, NULL },
+    const struct {
+        const char *k, *v;
+        int rc;
+        const char *want;
+    } cases[] = {
+        { IFM_PROP_CLIENT, "bob", 0, "bob" },  { IFM_PROP_CLIENT, "b/ob", -1, NULL }, { IFM_PROP_CLIENT, "", -1, NULL },
+        { IFM_PROP_CLIENT, "$bob", -1, NULL }, { "other", "bob", -1, NULL },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         mosquitto_property *props = NULL;
         assert_int_equal(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "x-first", "1"), 0);
-        assert_int_equal(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, cases[i].k, cases[i].v), 0);
+        assert_int_equal(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, cases[i].k, cases[i].v),
+                         0);
         s.got = false;
         assert_int_equal(ifm_mqtt_publish_props(m, "test/prop/a", "p", 1, 1, false, props), 0);
         mosquitto_property_free_all(&props);
@@ -555,8 +559,7 @@ static void test_msg_client_property(void **state)
 static void will_child(int port, const char *topic, bool clean, const char *new_will, int fd)
 {
     ifm_loop *l = ifm_loop_new();
-    ifm_mqtt_opts o = { .host = "127.0.0.1", .port = port, .will_topic = topic,
-                        .will_payload = "gone", .will_len = 4 };
+    ifm_mqtt_opts o = { .host = "127.0.0.1", .port = port, .will_topic = topic, .will_payload = "gone", .will_len = 4 };
     ifm_mqtt *m = ifm_mqtt_new(l, &o, NULL, NULL);
     char status = 'F';
     if (m && new_will && ifm_mqtt_set_will(m, topic, new_will, strlen(new_will), false) != 0)
@@ -689,8 +692,7 @@ static void test_unsubscribe(void **state)
     assert_int_equal(first.count, 1);
 
     /* unsubscribed while disconnected: not renewed on connect */
-    ifm_mqtt *m2 = ifm_mqtt_new(l, &(ifm_mqtt_opts){ .host = "127.0.0.1", .port = g_broker.port },
-                                NULL, NULL);
+    ifm_mqtt *m2 = ifm_mqtt_new(l, &(ifm_mqtt_opts){ .host = "127.0.0.1", .port = g_broker.port }, NULL, NULL);
     sink gone = { 0 };
     assert_int_equal(ifm_mqtt_subscribe(m2, "test/un/offline", 1, on_sink, &gone), 0);
     assert_int_equal(ifm_mqtt_unsubscribe(m2, "test/un/offline"), 0);
@@ -719,8 +721,8 @@ static void test_request_as(void **state)
     barrier(ctl);
     ifm_mqtt *gw = client(l, g_broker.port, "http-gw", NULL, NULL);
     waiter w = { 0 };
-    assert_int_equal(ifm_mqtt_request_as(gw, "bob@lab \"pc\"", "icefarm/ctl/req/end_all", "e", 1,
-                                         DEADLINE_MS, on_reply, &w), 0);
+    assert_int_equal(
+        ifm_mqtt_request_as(gw, "bob@lab \"pc\"", "icefarm/ctl/req/end_all", "e", 1, DEADLINE_MS, on_reply, &w), 0);
     wait_flag(l, &w.done, "the reply to a request made for bob");
     assert_int_equal(w.status, 0);
     assert_string_equal(w.payload, "re:e");
@@ -760,8 +762,7 @@ static void test_reply_later(void **state)
     barrier(ctl);
     ifm_mqtt *alice = client(l, g_broker.port, "alice-later", NULL, NULL);
     waiter w = { 0 };
-    assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/reserve", "wait", 4, DEADLINE_MS,
-                                      on_reply, &w), 0);
+    assert_int_equal(ifm_mqtt_request(alice, "icefarm/ctl/req/reserve", "wait", 4, DEADLINE_MS, on_reply, &w), 0);
     uint64_t deadline = ifm_now_ms() + DEADLINE_MS;
     while (!sv.got && ifm_now_ms() < deadline)
         ifm_loop_once(l, 50);
@@ -917,7 +918,8 @@ static void test_request_not_resent_after_failure(void **state)
     ifm_test_broker_stop(&b);
     if (spy.want_count != 0)
         fail_msg("a request already failed with -ENOTCONN was delivered %d time(s) after the "
-                 "reconnect", spy.want_count);
+                 "reconnect",
+                 spy.want_count);
 }
 
 int main(void)

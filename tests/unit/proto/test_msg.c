@@ -14,10 +14,10 @@
 
 #include "icefarm/msg.h"
 
-#define ERR_HAS(err, needle)                                                                       \
-    do {                                                                                           \
-        if (!strstr((err).msg, (needle)))                                                          \
-            fail_msg("line %d: expected \"%s\" in \"%s\"", __LINE__, (needle), (err).msg);         \
+#define ERR_HAS(err, needle)                                                                                           \
+    do {                                                                                                               \
+        if (!strstr((err).msg, (needle)))                                                                              \
+            fail_msg("line %d: expected \"%s\" in \"%s\"", __LINE__, (needle), (err).msg);                             \
     } while (0)
 
 /* ---- generic decode harness ---- */
@@ -144,7 +144,10 @@ static bool in_list(const char *key, size_t keylen, const char *const *list)
     return false;
 }
 
-enum edit { DROP, MISTYPE };
+enum edit {
+    DROP,
+    MISTYPE
+};
 
 /* Re-encodes the root map of `e` with key `skip` dropped or its value mistyped. */
 static void edit_root(const ifm_enc *e, uint32_t idx, enum edit how, ifm_enc *out)
@@ -174,8 +177,7 @@ static void edit_root(const ifm_enc *e, uint32_t idx, enum edit how, ifm_enc *ou
 
 /* Dropping a required root field is an error naming it; dropping an optional one
  * is fine. Mistyping any field that is not in `unread` is an error naming it. */
-static void check_fields(decoder dec, const ifm_enc *e, const char *const *required,
-                         const char *const *unread)
+static void check_fields(decoder dec, const ifm_enc *e, const char *const *required, const char *const *unread)
 {
     ifm_doc doc;
     parse_ok(&doc, e);
@@ -215,8 +217,7 @@ static void check_fields(decoder dec, const ifm_enc *e, const char *const *requi
 }
 
 /* The standard battery for one valid encoding. */
-static void check_decoder(decoder dec, const ifm_enc *e, const char *const *required,
-                          const char *const *unread)
+static void check_decoder(decoder dec, const ifm_enc *e, const char *const *required, const char *const *unread)
 {
     check_prefixes(dec, e);
     check_fields(dec, e, required, unread);
@@ -224,13 +225,13 @@ static void check_decoder(decoder dec, const ifm_enc *e, const char *const *requ
 
 /* ---- control requests ---- */
 
-static const uint8_t ARGS[] = { 0x82, 0xa4, 'm', 'o', 'd', 'e', 0xa4, 'f', 'a', 's', 't',
-                                0xa4, 'l', 'i', 's', 't', 0x93, 0x01, 0xc3, 0x80 };
+static const uint8_t ARGS[] = { 0x82, 0xa4, 'm', 'o', 'd', 'e', 0xa4, 'f',  'a',  's',
+                                't',  0xa4, 'l', 'i', 's', 't', 0x93, 0x01, 0xc3, 0x80 };
 
 static bool verb_needs_serials(ifm_verb v)
 {
-    return v == IFM_VERB_RESERVE_SERIALS || v == IFM_VERB_EXTEND || v == IFM_VERB_END ||
-           v == IFM_VERB_REBOOT || v == IFM_VERB_DELETE;
+    return v == IFM_VERB_RESERVE_SERIALS || v == IFM_VERB_EXTEND || v == IFM_VERB_END || v == IFM_VERB_REBOOT ||
+        v == IFM_VERB_DELETE;
 }
 
 static bool verb_reserving(ifm_verb v)
@@ -377,7 +378,11 @@ static void test_ctl_req_bad(void **state)
     ifm_enc e;
 
     /* amount as a string, zero, too big, negative */
-    const struct { uint8_t bytes[9]; size_t n; const char *why; } amounts[] = {
+    const struct {
+        uint8_t bytes[9];
+        size_t n;
+        const char *why;
+    } amounts[] = {
         { { 0xa1, '3' }, 2, "must be an integer" },
         { { 0x00 }, 1, "between 1 and" },
         { { 0xcd, 0x10, 0x01 }, 3, "between 1 and" }, /* 4097 */
@@ -492,16 +497,15 @@ static void test_ctl_req_bad(void **state)
     s63[63] = '\0';
     memset(s64, 'a', 64);
     s64[64] = '\0';
-    const char *bad[] = { "a/b", "a+b", "a#b", "+", "#", "/", "$SYS", "", "worker", "ctl",
-                          "client", "lease", "farm", s64 };
+    const char *bad[] = { "a/b", "a+b",    "a#b", "+",      "#",     "/",    "$SYS",
+                          "",    "worker", "ctl", "client", "lease", "farm", s64 };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         const char *list[] = { "OK1", bad[i] };
         if (decode_serial_list(list, 2, &err) != -1)
             fail_msg("serial \"%s\" accepted", bad[i]);
         assert_true(strstr(err.msg, "serial") != NULL);
     }
-    const char *good[] = { "a\"b", "a\\b", "with space", "\xc3\xa9t\xc3\xa9", s63, "Worker",
-                           "farmer", "a$", "-", "." };
+    const char *good[] = { "a\"b", "a\\b", "with space", "\xc3\xa9t\xc3\xa9", s63, "Worker", "farmer", "a$", "-", "." };
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         const char *list[] = { good[i] };
         if (decode_serial_list(list, 1, &err) != 0)
@@ -512,7 +516,7 @@ static void test_ctl_req_bad(void **state)
 
     /* too many serials */
     size_t many = IFM_MAX_SERIALS + 1;
-    char (*names)[16] = calloc(many, sizeof *names);
+    char(*names)[16] = calloc(many, sizeof *names);
     const char **list = calloc(many, sizeof *list);
     for (size_t i = 0; i < many; i++) {
         snprintf(names[i], sizeof names[i], "S%zu", i);
@@ -566,8 +570,7 @@ static void test_ctl_req_args_limit(void **state)
         if (!big)
             assert_int_equal(rc, 0);
         else if (rc != -1)
-            fail_msg("reserve args of %d bytes (IFM_MAX_ARGS %d) accepted", IFM_MAX_ARGS + 1,
-                     IFM_MAX_ARGS);
+            fail_msg("reserve args of %d bytes (IFM_MAX_ARGS %d) accepted", IFM_MAX_ARGS + 1, IFM_MAX_ARGS);
         else
             ERR_HAS(err, "\"args\"");
     }
@@ -684,9 +687,13 @@ static void test_worker_state_roundtrip(void **state)
         if (s == IFM_BOARD_PREPARING || s == IFM_BOARD_RESERVED)
             snprintf(boards[s].kind, sizeof boards[s].kind, "pulse_count");
     }
-    ifm_worker_state ws = { .worker = "host-1 \"lab\"", .online = true, .epoch = 1234567890123ull,
-                            .kinds = { "pulse_count", "variance", "default" }, .nkinds = 3,
-                            .boards = boards, .nboards = IFM_BOARD_STATE_COUNT };
+    ifm_worker_state ws = { .worker = "host-1 \"lab\"",
+                            .online = true,
+                            .epoch = 1234567890123ull,
+                            .kinds = { "pulse_count", "variance", "default" },
+                            .nkinds = 3,
+                            .boards = boards,
+                            .nboards = IFM_BOARD_STATE_COUNT };
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_worker_state_encode(&e, &ws);
@@ -757,9 +764,9 @@ static void test_worker_state_roundtrip(void **state)
 
 typedef struct {
     const char *worker, *state;
-    int nkinds;           /* -1: omit */
+    int nkinds; /* -1: omit */
     const char *kind0;
-    int nboards;          /* -1: omit */
+    int nboards; /* -1: omit */
     bool board_not_map;
     const char *serial, *bstate, *bkind;
     bool bkind_int;
@@ -812,7 +819,8 @@ static void test_worker_state_bad(void **state)
     assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 2, .nboards = 2 }, &err), 0);
     assert_int_equal(decode_ws_spec(&(ws_spec){ .state = "maybe", .nkinds = 0, .nboards = 0 }, &err), -1);
     ERR_HAS(err, "online or offline");
-    assert_int_equal(decode_ws_spec(&(ws_spec){ .state = "online-ish-and-too-long", .nkinds = 0, .nboards = 0 }, &err), -1);
+    assert_int_equal(decode_ws_spec(&(ws_spec){ .state = "online-ish-and-too-long", .nkinds = 0, .nboards = 0 }, &err),
+                     -1);
     ERR_HAS(err, "\"state\"");
     assert_int_equal(decode_ws_spec(&(ws_spec){ .worker = "a/b", .nkinds = 0, .nboards = 0 }, &err), -1);
     ERR_HAS(err, "worker");
@@ -831,7 +839,8 @@ static void test_worker_state_bad(void **state)
     /* bad kinds */
     assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 1, .kind0 = "", .nboards = 0 }, &err), -1);
     ERR_HAS(err, "kind must not be empty");
-    assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 1, .kind0 = "0123456789abcdef0123456789abcdef", .nboards = 0 }, &err), -1);
+    assert_int_equal(
+        decode_ws_spec(&(ws_spec){ .nkinds = 1, .kind0 = "0123456789abcdef0123456789abcdef", .nboards = 0 }, &err), -1);
     ERR_HAS(err, "kind is 32 bytes");
     /* boards */
     assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 0, .nboards = 2, .board_not_map = true }, &err), -1);
@@ -844,7 +853,8 @@ static void test_worker_state_bad(void **state)
     ERR_HAS(err, "\"serial\"");
     assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 0, .nboards = 1, .bstate = "dancing" }, &err), -1);
     ERR_HAS(err, "unknown board state \"dancing\"");
-    assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 0, .nboards = 1, .bstate = "reservedreservedreserved" }, &err), -1);
+    assert_int_equal(
+        decode_ws_spec(&(ws_spec){ .nkinds = 0, .nboards = 1, .bstate = "reservedreservedreserved" }, &err), -1);
     ERR_HAS(err, "\"state\"");
     assert_int_equal(decode_ws_spec(&(ws_spec){ .nkinds = 0, .nboards = 1, .bkind_int = true }, &err), -1);
     ERR_HAS(err, "field \"kind\" must be a string");
@@ -860,8 +870,9 @@ static void test_worker_state_bad(void **state)
 static void test_board_status(void **state)
 {
     for (int s = 0; s < IFM_BOARD_STATE_COUNT; s++) {
-        ifm_board_status bs = { .serial = "E6614C311B4B8F2C", .worker = "wrk-a", .epoch = 42,
-                                .state = (ifm_board_state)s };
+        ifm_board_status bs = {
+            .serial = "E6614C311B4B8F2C", .worker = "wrk-a", .epoch = 42, .state = (ifm_board_state)s
+        };
         if (s == IFM_BOARD_RESERVED)
             strcpy(bs.kind, "variance");
         if (s == IFM_BOARD_BROKEN)
@@ -1261,17 +1272,16 @@ static int decode_one_result(const uint8_t *pair, size_t n, ifm_result *r, ifm_e
     return rc;
 }
 
-#define RESULT(rc, needle, ...)                                                                    \
-    do {                                                                                           \
-        const uint8_t b_[] = { __VA_ARGS__ };                                                      \
-        ifm_result r_;                                                                             \
-        ifm_err err_ = { "" };                                                                     \
-        int got_ = decode_one_result(b_, sizeof b_, &r_, &err_);                                   \
-        if (got_ != (rc))                                                                          \
-            fail_msg("line %d: got %d (%s)", __LINE__, got_, err_.msg);                            \
-        if ((rc) && !strstr(err_.msg, needle))                                                     \
-            fail_msg("line %d: expected \"%s\" in \"%s\"", __LINE__, (const char *)needle,         \
-                     err_.msg);                                                                    \
+#define RESULT(rc, needle, ...)                                                                                        \
+    do {                                                                                                               \
+        const uint8_t b_[] = { __VA_ARGS__ };                                                                          \
+        ifm_result r_;                                                                                                 \
+        ifm_err err_ = { "" };                                                                                         \
+        int got_ = decode_one_result(b_, sizeof b_, &r_, &err_);                                                       \
+        if (got_ != (rc))                                                                                              \
+            fail_msg("line %d: got %d (%s)", __LINE__, got_, err_.msg);                                                \
+        if ((rc) && !strstr(err_.msg, needle))                                                                         \
+            fail_msg("line %d: expected \"%s\" in \"%s\"", __LINE__, (const char *)needle, err_.msg);                  \
     } while (0)
 
 static void test_event_results_bad(void **state)
@@ -1299,8 +1309,7 @@ static void test_event_results_bad(void **state)
     /* waveforms */
     RESULT(0, "", 0x92, 0xa1, 'a', 0x92, 0x01, 0x92, 0x00, 0xcd, 0xff, 0xff); /* int fitness ok */
     RESULT(0, "", 0x92, 0xa1, 'a', 0x92, 0xff, 0x90);                         /* no samples */
-    RESULT(-1, "sample 1 is not a 16-bit", 0x92, 0xa1, 'a', 0x92, 0x01, 0x92, 0x00, 0xce, 0x00,
-           0x01, 0x00, 0x00);
+    RESULT(-1, "sample 1 is not a 16-bit", 0x92, 0xa1, 'a', 0x92, 0x01, 0x92, 0x00, 0xce, 0x00, 0x01, 0x00, 0x00);
     RESULT(-1, "sample 0 is not a 16-bit", 0x92, 0xa1, 'a', 0x92, 0x01, 0x91, 0xff);
     RESULT(-1, "sample 0 is not a 16-bit", 0x92, 0xa1, 'a', 0x92, 0x01, 0x91, 0xa1, '1');
     RESULT(-1, "waveform must be", 0x92, 0xa1, 'a', 0x91, 0x01);
@@ -1311,8 +1320,7 @@ static void test_event_results_bad(void **state)
     /* failures */
     RESULT(0, "", 0x92, 0xa1, 'a', 0x81, 0xa5, 'e', 'r', 'r', 'o', 'r', 0xa1, 'x');
     RESULT(-1, "missing field \"error\"", 0x92, 0xa1, 'a', 0x80);
-    RESULT(-1, "field \"error\" must be a string", 0x92, 0xa1, 'a', 0x81, 0xa5, 'e', 'r', 'r', 'o',
-           'r', 0x01);
+    RESULT(-1, "field \"error\" must be a string", 0x92, 0xa1, 'a', 0x81, 0xa5, 'e', 'r', 'r', 'o', 'r', 0x01);
 
     /* results event: results not an array, missing batch_id */
     ifm_enc e;
@@ -1365,8 +1373,7 @@ static void test_client_event(void **state)
             assert_string_equal(ev.serial, "SER-9");
             assert_null(ev.results);
             uint64_t got = 0;
-            assert_int_equal(ifm_get_uint(doc.root, "until", false, 0, UINT64_MAX, &got, &err),
-                             with_until ? 0 : 1);
+            assert_int_equal(ifm_get_uint(doc.root, "until", false, 0, UINT64_MAX, &got, &err), with_until ? 0 : 1);
             assert_true(got == until);
             ifm_doc_free(&doc);
             static const char *const required[] = { "event", NULL };
@@ -1382,8 +1389,12 @@ static void test_client_event(void **state)
 
 static void test_lease_info(void **state)
 {
-    ifm_lease_info l = { .serial = "SER", .client = "bob \"the builder\"", .kind = "pulse_count",
-                         .worker = "w1", .lease = 77, .until_ms = UINT64_MAX };
+    ifm_lease_info l = { .serial = "SER",
+                         .client = "bob \"the builder\"",
+                         .kind = "pulse_count",
+                         .worker = "w1",
+                         .lease = 77,
+                         .until_ms = UINT64_MAX };
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_lease_info_encode(&e, &l);
@@ -1441,8 +1452,9 @@ static void test_ctl_state(void **state)
 
 static void test_available(void **state)
 {
-    ifm_available a = { .amount = 12, .nkinds = 3, .kinds = { "pulse_count", "variance", "default" },
-                        .counts = { 5, 0, UINT32_MAX } };
+    ifm_available a = {
+        .amount = 12, .nkinds = 3, .kinds = { "pulse_count", "variance", "default" }, .counts = { 5, 0, UINT32_MAX }
+    };
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_available_encode(&e, &a);
@@ -1492,7 +1504,12 @@ static void test_available(void **state)
     ifm_enc_free(&e);
 
     /* bad counts and kinds */
-    const struct { const char *kind; uint8_t val[9]; size_t n; const char *why; } bad[] = {
+    const struct {
+        const char *kind;
+        uint8_t val[9];
+        size_t n;
+        const char *why;
+    } bad[] = {
         { "k", { 0xff }, 1, "count for kind \"k\"" },
         { "k", { 0xa1, '1' }, 2, "count for kind \"k\"" },
         { "k", { 0xcf, 0, 0, 0, 1, 0, 0, 0, 0 }, 9, "count for kind \"k\"" },

@@ -21,7 +21,7 @@ static void test_name_valid(void **state)
     assert_true(ifm_name_valid("with space", IFM_NAME_MAX));
     assert_true(ifm_name_valid(" ", IFM_NAME_MAX));
     assert_true(ifm_name_valid("\xc3\xa9l\xc3\xa8ve", IFM_NAME_MAX)); /* UTF-8 */
-    assert_true(ifm_name_valid("a$", IFM_NAME_MAX));                   /* '$' only matters first */
+    assert_true(ifm_name_valid("a$", IFM_NAME_MAX));                  /* '$' only matters first */
     assert_true(ifm_name_valid("a.b-c_d:e@f", IFM_NAME_MAX));
     assert_true(ifm_name_valid("worker", IFM_NAME_MAX)); /* reserved only for serials */
 
@@ -61,8 +61,9 @@ static void test_name_valid(void **state)
  * control characters, and libmosquitto refuses to publish anything else. */
 static void test_name_is_topic_level(void **state)
 {
-    const char *names[] = { "a\x01", "tab\there", "nl\n", "\x7f", "\xff", "\xc3", "a\xc3(",
-                            "\xed\xa0\x80" /* UTF-16 surrogate */, "\xc2\x85" /* C1 control */ };
+    const char *names[] = { "a\x01",   "tab\there", "nl\n",   "\x7f",
+                            "\xff",    "\xc3",      "a\xc3(", "\xed\xa0\x80" /* UTF-16 surrogate */,
+                            "\xc2\x85" /* C1 control */ };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char topic[IFM_TOPIC_MAX];
         snprintf(topic, sizeof topic, "icefarm/%s/cmd", names[i]);
@@ -232,10 +233,8 @@ static void test_topic_level(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_valid),
-        cmocka_unit_test(test_name_is_topic_level),
-        cmocka_unit_test(test_serial_valid),
-        cmocka_unit_test(test_builders),
+        cmocka_unit_test(test_name_valid),   cmocka_unit_test(test_name_is_topic_level),
+        cmocka_unit_test(test_serial_valid), cmocka_unit_test(test_builders),
         cmocka_unit_test(test_topic_level),
     };
     return cmocka_run_group_tests_name("proto_topics", tests, NULL, NULL);

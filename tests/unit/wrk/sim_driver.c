@@ -35,8 +35,12 @@ static bool on_line(void *arg, const char *line, size_t len, bool truncated)
     drv_board *b = arg;
     fw_line_info info;
     switch (fw_classify(line, len, truncated, b->samples, FW_SAMPLES_MAX, &info)) {
-    case FW_LINE_DEFAULT_FW: b->n_default++; return true; /* not logged: a flood */
-    case FW_LINE_READY: b->n_ready++; break;
+    case FW_LINE_DEFAULT_FW:
+        b->n_default++;
+        return true; /* not logged: a flood */
+    case FW_LINE_READY:
+        b->n_ready++;
+        break;
     case FW_LINE_PULSES:
         b->n_pulses++;
         b->pulses = info.pulses;
@@ -49,8 +53,11 @@ static bool on_line(void *arg, const char *line, size_t len, bool truncated)
         b->n_watchdog++;
         b->wd_received = info.received;
         break;
-    case FW_LINE_MALFORMED: b->n_malformed++; break;
-    case FW_LINE_OTHER: break;
+    case FW_LINE_MALFORMED:
+        b->n_malformed++;
+        break;
+    case FW_LINE_OTHER:
+        break;
     }
     if (b->nlog < DRV_MAX_LOG)
         b->log[b->nlog++] = strndup(line, len);

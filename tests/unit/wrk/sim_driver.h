@@ -67,8 +67,8 @@ struct drv {
     wrk_transport *t;
     drv_board b[DRV_MAX_BOARDS];
     size_t n;
-    bool in_call;   /* inside a transport op right now */
-    int violations; /* contract breaches seen by callbacks; must stay 0 */
+    bool in_call;     /* inside a transport op right now */
+    int violations;   /* contract breaches seen by callbacks; must stay 0 */
     uint8_t *bits[3]; /* BITSTREAM_SIZE-byte bitstreams: real files if present */
 };
 
@@ -99,13 +99,13 @@ void drv_close(drv_board *b);
 /* Index of the first logged line equal to `line` at or after `from`, or -1. */
 int drv_find(const drv_board *b, const char *line, size_t from);
 
-#define RUN_UNTIL(d, cond)                                                                         \
-    do {                                                                                           \
-        uint64_t dl_ = ifm_now_ms() + DRV_TIMEOUT_MS;                                              \
-        while (!(cond) && ifm_now_ms() < dl_)                                                      \
-            ifm_loop_once((d)->loop, 10);                                                          \
-        if (!(cond))                                                                               \
-            fail_msg("timed out waiting for %s", #cond);                                           \
+#define RUN_UNTIL(d, cond)                                                                                             \
+    do {                                                                                                               \
+        uint64_t dl_ = ifm_now_ms() + DRV_TIMEOUT_MS;                                                                  \
+        while (!(cond) && ifm_now_ms() < dl_)                                                                          \
+            ifm_loop_once((d)->loop, 10);                                                                              \
+        if (!(cond))                                                                                                   \
+            fail_msg("timed out waiting for %s", #cond);                                                               \
     } while (0)
 
 /* Options for tests: quick but timing-tolerant (see each test for overrides). */

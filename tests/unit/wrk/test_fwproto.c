@@ -60,20 +60,19 @@ static uint32_t rng(uint32_t *x)
 }
 
 /* What a pulse-count board says during one evaluation, plus odd endings. */
-static const char transcript[] =
-    "USB Connected :)\r\n"
-    "Waiting for bitstream transfer\r\n"
-    "Bitstream transfer started\r\n"
-    "Receiving bitstream\r\n"
-    "Received bitstream in 104331 us :)\r\n"
-    "Flashing FPGA\r\n"
-    "FPGA Flash times (us): init 1021, start 2, open 5, write 7344, close 118\r\n"
-    ", pulses: 1998\r\n"
-    "IDLE\r\n"
-    "\r\n"
-    "lone newline\n"
-    "cr inside\rline\r\n"
-    "double cr\r\r\n";
+static const char transcript[] = "USB Connected :)\r\n"
+                                 "Waiting for bitstream transfer\r\n"
+                                 "Bitstream transfer started\r\n"
+                                 "Receiving bitstream\r\n"
+                                 "Received bitstream in 104331 us :)\r\n"
+                                 "Flashing FPGA\r\n"
+                                 "FPGA Flash times (us): init 1021, start 2, open 5, write 7344, close 118\r\n"
+                                 ", pulses: 1998\r\n"
+                                 "IDLE\r\n"
+                                 "\r\n"
+                                 "lone newline\n"
+                                 "cr inside\rline\r\n"
+                                 "double cr\r\r\n";
 
 static const char *const expected_lines[] = {
     "USB Connected :)",
@@ -194,8 +193,7 @@ static void test_split_long_lines(void **state)
             fw_lines_feed(s, (const uint8_t *)buf, big + 6, collect, &c);
         } else {
             for (size_t i = 0; i < big + 6; i += 1000)
-                fw_lines_feed(s, (const uint8_t *)buf + i, big + 6 - i < 1000 ? big + 6 - i : 1000,
-                              collect, &c);
+                fw_lines_feed(s, (const uint8_t *)buf + i, big + 6 - i < 1000 ? big + 6 - i : 1000, collect, &c);
         }
         assert_int_equal(c.n, 2);
         assert_true(c.truncated[0]);
@@ -242,8 +240,7 @@ static void expect_kind(const char *line, fw_line_kind kind)
 {
     fw_line_info i = classify(line);
     if (i.kind != kind)
-        fail_msg("\"%.60s\": %s, expected %s", line, fw_line_kind_name(i.kind),
-                 fw_line_kind_name(kind));
+        fail_msg("\"%.60s\": %s, expected %s", line, fw_line_kind_name(i.kind), fw_line_kind_name(kind));
     if (kind == FW_LINE_MALFORMED)
         assert_non_null(i.reason);
 }
@@ -254,18 +251,27 @@ static void test_classify_simple(void **state)
     expect_kind("default firmware", FW_LINE_DEFAULT_FW);
     expect_kind("xxdefault firmwaredefault firmware", FW_LINE_DEFAULT_FW); /* flood, mid-line */
     static const char *const other[] = {
-        "", "USB Connected :)", "USB Reconnected :)", "USB Disconnected :(", "IDLE",
-        "Bitstream transfer started", "Receiving bitstream", "Received bitstream in 5 us :)",
-        "Flashing FPGA", "Sampling ADC", "UNKNOWN STATE",
+        "",
+        "USB Connected :)",
+        "USB Reconnected :)",
+        "USB Disconnected :(",
+        "IDLE",
+        "Bitstream transfer started",
+        "Receiving bitstream",
+        "Received bitstream in 5 us :)",
+        "Flashing FPGA",
+        "Sampling ADC",
+        "UNKNOWN STATE",
         "FPGA Flash times (us): init 1021, start -1, open 5, write 7344, close 118",
-        "pulses:12", "Waiting for bitstream", "\xff\xfe garbage \x01",
+        "pulses:12",
+        "Waiting for bitstream",
+        "\xff\xfe garbage \x01",
     };
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
         expect_kind(other[i], FW_LINE_OTHER);
     /* NUL bytes do not hide what follows them. */
     fw_line_info info;
-    assert_int_equal(fw_classify("\0Waiting for bitstream transfer", 31, false, NULL, 0, &info),
-                     FW_LINE_READY);
+    assert_int_equal(fw_classify("\0Waiting for bitstream transfer", 31, false, NULL, 0, &info), FW_LINE_READY);
     /* A truncated line is never trusted. */
     assert_int_equal(fw_classify("pulses: 5", 9, true, NULL, 0, &info), FW_LINE_MALFORMED);
     assert_string_equal(fw_line_kind_name(FW_LINE_READY), "ready");
@@ -327,9 +333,8 @@ static void test_classify_samples(void **state)
     assert_int_equal(i.nsamples, 1);
 
     static const char *const bad[] = {
-        "samples:", "samples: ", "samples:1,2", "samples: 4096", "samples: 1,,2", "samples: 1,2,",
-        "samples: ,1", "samples: a", "samples: 1;2", "samples: 1, 2", "samples: -1",
-        "samples: 99999999999",
+        "samples:",    "samples: ",  "samples:1,2",  "samples: 4096", "samples: 1,,2", "samples: 1,2,",
+        "samples: ,1", "samples: a", "samples: 1;2", "samples: 1, 2", "samples: -1",   "samples: 99999999999",
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
         expect_kind(bad[k], FW_LINE_MALFORMED);

@@ -26,7 +26,7 @@ static void evaluate_ok(drv *d, drv_board *b, const uint8_t *bits)
 
 static void test_fault_names(void **state)
 {
-    static const char *const names[] = { "hang", "watchdog", "disconnect", "unplug",
+    static const char *const names[] = { "hang",       "watchdog", "disconnect", "unplug",
                                          "slow_flash", "wrong_fw", "flash_fail" };
     for (int f = 0; f < SIM_FAULT_COUNT; f++) {
         sim_fault got;

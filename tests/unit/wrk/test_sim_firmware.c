@@ -31,8 +31,7 @@ static sim_fw_kind identify_image(const uint8_t *img, size_t len)
 
 static void test_build_and_identify(void **state)
 {
-    static const sim_fw_kind kinds[] = { SIM_FW_DEFAULT, SIM_FW_PULSECOUNT, SIM_FW_VARIANCE,
-                                         SIM_FW_UNKNOWN };
+    static const sim_fw_kind kinds[] = { SIM_FW_DEFAULT, SIM_FW_PULSECOUNT, SIM_FW_VARIANCE, SIM_FW_UNKNOWN };
     uint8_t *imgs[4];
     size_t lens[4];
     for (size_t i = 0; i < 4; i++) {
@@ -64,8 +63,7 @@ static void test_identify_rejects(void **state)
         "\x00\x20\x08\x20 a vector table",
     };
     for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++)
-        assert_int_equal(sim_fw_identify((const uint8_t *)payloads[i], strlen(payloads[i])),
-                         SIM_FW_UNKNOWN);
+        assert_int_equal(sim_fw_identify((const uint8_t *)payloads[i], strlen(payloads[i])), SIM_FW_UNKNOWN);
     assert_int_equal(sim_fw_identify(NULL, 10), SIM_FW_UNKNOWN);
     const char *ok = "ICEFARM-SIM-FIRMWARE v1 kind=variance\nfiller";
     assert_int_equal(sim_fw_identify((const uint8_t *)ok, strlen(ok)), SIM_FW_VARIANCE);
@@ -93,8 +91,7 @@ static void test_measure_definition(void **state)
     assert_int_equal(sim_crc32(0, (const uint8_t *)"123456789", 9), 0xCBF43926u);
     assert_int_equal(sim_expected_pulses((const uint8_t *)"123456789", 9), 80262);
     /* Chaining, as the sim computes it while bytes stream in. */
-    assert_int_equal(sim_crc32(sim_crc32(0, (const uint8_t *)"1234", 4), (const uint8_t *)"56789", 5),
-                     0xCBF43926u);
+    assert_int_equal(sim_crc32(sim_crc32(0, (const uint8_t *)"1234", 4), (const uint8_t *)"56789", 5), 0xCBF43926u);
 
     uint8_t *bits = malloc(BITSTREAM_SIZE);
     for (size_t i = 0; i < BITSTREAM_SIZE; i++)

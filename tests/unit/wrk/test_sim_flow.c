@@ -144,8 +144,16 @@ static void test_pulsecount_path(void **state)
             assert_int_equal(from, 2);
         }
         const char *const want[] = {
-            "Bitstream transfer started", "Receiving bitstream", NULL, "Flashing FPGA", NULL, pulses,
-            "IDLE", "USB Connected :)", "USB Reconnected :)", "Waiting for bitstream transfer",
+            "Bitstream transfer started",
+            "Receiving bitstream",
+            NULL,
+            "Flashing FPGA",
+            NULL,
+            pulses,
+            "IDLE",
+            "USB Connected :)",
+            "USB Reconnected :)",
+            "Waiting for bitstream transfer",
         };
         assert_int_equal(b->nlog, from + 10);
         assert_lines(b, from, want, 10);
@@ -174,9 +182,19 @@ static void test_variance_path(void **state)
     assert_memory_equal(b->samples, want, sizeof want);
     assert_true(fw_variance_fitness(b->samples, b->nsamples) > 0.0);
     const char *const lines[] = {
-        "USB Connected :)", "Waiting for bitstream transfer", "Bitstream transfer started",
-        "Receiving bitstream", NULL, "Flashing FPGA", NULL, "Sampling ADC", NULL, "IDLE",
-        "USB Connected :)", "USB Reconnected :)", "Waiting for bitstream transfer",
+        "USB Connected :)",
+        "Waiting for bitstream transfer",
+        "Bitstream transfer started",
+        "Receiving bitstream",
+        NULL,
+        "Flashing FPGA",
+        NULL,
+        "Sampling ADC",
+        NULL,
+        "IDLE",
+        "USB Connected :)",
+        "USB Reconnected :)",
+        "Waiting for bitstream transfer",
     };
     assert_int_equal(b->nlog, 13);
     assert_lines(b, 0, lines, 13);
@@ -200,7 +218,9 @@ static void test_extra_bytes_carry_over(void **state)
     assert_int_equal(drv_open(b), 0);
     RUN_UNTIL(d, b->n_ready == 1);
 
-    enum { EXTRA = 10 };
+    enum {
+        EXTRA = 10
+    };
     uint8_t *first = malloc(BITSTREAM_SIZE + EXTRA);
     memcpy(first, d->bits[0], BITSTREAM_SIZE);
     memcpy(first + BITSTREAM_SIZE, d->bits[1], EXTRA);
@@ -367,8 +387,12 @@ static void test_free_mid_activity(void **state)
     drv_free(d);
 }
 
-static void no_arrive(void *arg, wrk_usbdev *dev, const wrk_usbinfo *info) {}
-static void no_leave(void *arg, wrk_usbdev *dev) {}
+static void no_arrive(void *arg, wrk_usbdev *dev, const wrk_usbinfo *info)
+{
+}
+static void no_leave(void *arg, wrk_usbdev *dev)
+{
+}
 
 static void test_start_twice(void **state)
 {

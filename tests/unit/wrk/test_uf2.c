@@ -38,7 +38,14 @@ static void wr32(uint8_t *p, uint32_t v)
 }
 
 /* Field offsets within a block. */
-enum { F_FLAGS = 8, F_ADDR = 12, F_SIZE = 16, F_NO = 20, F_COUNT = 24, F_FAMILY = 28 };
+enum {
+    F_FLAGS = 8,
+    F_ADDR = 12,
+    F_SIZE = 16,
+    F_NO = 20,
+    F_COUNT = 24,
+    F_FAMILY = 28
+};
 
 static uint8_t *build(size_t plen, bool e10, uint32_t family, size_t *len)
 {
@@ -68,8 +75,7 @@ static void test_round_trip(void **state)
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
             size_t plen = sizes[i], len;
             uint8_t *p = payload_of(plen, (uint32_t)(i + 1));
-            uf2_build_opts o = { .base = 0x10000000, .family = UF2_FAMILY_RP2350_ARM_S,
-                                 .e10_block = e10 };
+            uf2_build_opts o = { .base = 0x10000000, .family = UF2_FAMILY_RP2350_ARM_S, .e10_block = e10 };
             uint8_t *img = uf2_build(p, plen, &o, &len);
             assert_non_null(img);
             size_t pages = (plen + 255) / 256;
@@ -112,8 +118,8 @@ static void test_build_rejects(void **state)
 
 static void test_accepted_families(void **state)
 {
-    static const uint32_t ok[] = { UF2_FAMILY_RP2350_ARM_S, UF2_FAMILY_RP2350_RISCV,
-                                   UF2_FAMILY_RP2350_ARM_NS, UF2_FAMILY_ABSOLUTE };
+    static const uint32_t ok[] = { UF2_FAMILY_RP2350_ARM_S, UF2_FAMILY_RP2350_RISCV, UF2_FAMILY_RP2350_ARM_NS,
+                                   UF2_FAMILY_ABSOLUTE };
     for (size_t i = 0; i < 4; i++) {
         size_t len;
         uint8_t *img = build(1000, false, ok[i], &len);

@@ -30,7 +30,15 @@ typedef struct furb {
     gulong addr; /* the client's address of the urb: DISCARDURB names it */
 } furb;
 
-typedef enum { PB_IDLE, PB_DATA_OUT, PB_DATA_IN, PB_ACK_IN, PB_ACK_OUT, PB_STALLED, PB_HUNG } pb_state;
+typedef enum {
+    PB_IDLE,
+    PB_DATA_OUT,
+    PB_DATA_IN,
+    PB_ACK_IN,
+    PB_ACK_OUT,
+    PB_STALLED,
+    PB_HUNG
+} pb_state;
 
 struct fake_dev {
     fake_bed *bed;
@@ -110,12 +118,11 @@ static bool debug_on(void)
 static void finish_urb(fake_dev *d, furb *f, int status, int actual)
 {
     if (debug_on())
-        fprintf(stderr, "fake_usb %s: urb %#lx ep %02x type %d len %d -> status %d actual %d\n",
-                d->devnode, f->addr, f->ep, f->type, f->len, status, actual);
+        fprintf(stderr, "fake_usb %s: urb %#lx ep %02x type %d len %d -> status %d actual %d\n", d->devnode, f->addr,
+                f->ep, f->type, f->len, status, actual);
     int32_t s = status, a = actual;
     umockdev_ioctl_data_update(f->urb, offsetof(struct usbdevfs_urb, status), (guint8 *)&s, sizeof s);
-    umockdev_ioctl_data_update(f->urb, offsetof(struct usbdevfs_urb, actual_length), (guint8 *)&a,
-                               sizeof a);
+    umockdev_ioctl_data_update(f->urb, offsetof(struct usbdevfs_urb, actual_length), (guint8 *)&a, sizeof a);
     f->next = NULL;
     *d->done_tail = f;
     d->done_tail = &f->next;
@@ -208,8 +215,7 @@ static void cdc_bulk(fake_dev *d, furb *f)
 
 static bool pb_range_ok(uint32_t addr, uint32_t len)
 {
-    return addr >= FAKE_FLASH_BASE && len <= FAKE_FLASH_SIZE &&
-           addr - FAKE_FLASH_BASE <= FAKE_FLASH_SIZE - len;
+    return addr >= FAKE_FLASH_BASE && len <= FAKE_FLASH_SIZE && addr - FAKE_FLASH_BASE <= FAKE_FLASH_SIZE - len;
 }
 
 static void pb_stall(fake_dev *d, uint32_t status)
@@ -391,10 +397,14 @@ static int utf16_string(uint8_t *out, const char *s)
 static const char *product(const fake_dev *d)
 {
     switch (d->kind) {
-    case FAKE_PICO_ICE: return "pico-ice";
-    case FAKE_BOOTSEL: return "RP2350 Boot";
-    case FAKE_OTHER: return "Receiver";
-    default: return "Pico";
+    case FAKE_PICO_ICE:
+        return "pico-ice";
+    case FAKE_BOOTSEL:
+        return "RP2350 Boot";
+    case FAKE_OTHER:
+        return "Receiver";
+    default:
+        return "Pico";
     }
 }
 
@@ -508,8 +518,8 @@ static long do_submit(fake_dev *d, UMockdevIoctlData *arg, int *err)
     }
     d->st.outstanding++;
     if (debug_on())
-        fprintf(stderr, "fake_usb %s: submit %#lx ep %02x type %d len %d\n", d->devnode, f->addr,
-                f->ep, f->type, f->len);
+        fprintf(stderr, "fake_usb %s: submit %#lx ep %02x type %d len %d\n", d->devnode, f->addr, f->ep, f->type,
+                f->len);
     if (urb.type == USBDEVFS_URB_TYPE_CONTROL)
         control(d, f);
     else if (d->kind == FAKE_BOOTSEL)
@@ -573,8 +583,7 @@ static gboolean on_ioctl(UMockdevIoctlBase *base, UMockdevIoctlClient *client, g
     long ret = 0;
     int err = 0;
     g_mutex_lock(&d->m);
-    if (d->dead && req != USBDEVFS_REAPURBNDELAY && req != USBDEVFS_REAPURB &&
-        req != USBDEVFS_DISCARDURB) {
+    if (d->dead && req != USBDEVFS_REAPURBNDELAY && req != USBDEVFS_REAPURB && req != USBDEVFS_DISCARDURB) {
         ret = -1;
         err = ENODEV;
         goto out;
@@ -582,8 +591,8 @@ static gboolean on_ioctl(UMockdevIoctlBase *base, UMockdevIoctlClient *client, g
     switch (req) {
     case USBDEVFS_GET_CAPABILITIES: {
         UMockdevIoctlData *v = resolve(arg, 0, sizeof(uint32_t));
-        uint32_t caps = USBDEVFS_CAP_ZERO_PACKET | USBDEVFS_CAP_BULK_CONTINUATION |
-                        USBDEVFS_CAP_NO_PACKET_SIZE_LIM | USBDEVFS_CAP_REAP_AFTER_DISCONNECT;
+        uint32_t caps = USBDEVFS_CAP_ZERO_PACKET | USBDEVFS_CAP_BULK_CONTINUATION | USBDEVFS_CAP_NO_PACKET_SIZE_LIM |
+            USBDEVFS_CAP_REAP_AFTER_DISCONNECT;
         if (v) {
             umockdev_ioctl_data_update(v, 0, (guint8 *)&caps, sizeof caps);
             g_object_unref(v);
@@ -736,10 +745,10 @@ static void cdc_function(GByteArray *a, int ctrl, int data, int notify_ep, int o
 {
     put(a, 8, 8, 0x0b, ctrl, 2, 2, 2, 0, 0); /* IAD */
     iface(a, ctrl, 1, 2, 2, 0);
-    put(a, 5, 5, 0x24, 0x00, 0x20, 0x01);    /* header */
-    put(a, 5, 5, 0x24, 0x01, 0x00, data);    /* call management */
-    put(a, 4, 4, 0x24, 0x02, 0x02);          /* ACM */
-    put(a, 5, 5, 0x24, 0x06, ctrl, data);    /* union */
+    put(a, 5, 5, 0x24, 0x00, 0x20, 0x01); /* header */
+    put(a, 5, 5, 0x24, 0x01, 0x00, data); /* call management */
+    put(a, 4, 4, 0x24, 0x02, 0x02);       /* ACM */
+    put(a, 5, 5, 0x24, 0x06, ctrl, data); /* union */
     ep(a, notify_ep, 3, 8);
     iface(a, data, 2, 0x0a, 0, 0);
     ep(a, out_ep, 2, 64);
@@ -794,9 +803,8 @@ static GByteArray *descriptors(fake_kind kind, uint16_t *vid, uint16_t *pid, uin
     GByteArray *all = g_byte_array_new();
     int total = 9 + (int)cfg->len;
     bool composite = kind != FAKE_BOOTSEL && kind != FAKE_OTHER;
-    put(all, 18, 18, 1, 0x00, 0x02, composite ? 0xef : 0, composite ? 2 : 0, composite ? 1 : 0, 64,
-        *vid & 0xff, *vid >> 8, *pid & 0xff, *pid >> 8, 0x00, 0x01, 1, 2,
-        kind == FAKE_NOSERIAL ? 0 : 3, 1);
+    put(all, 18, 18, 1, 0x00, 0x02, composite ? 0xef : 0, composite ? 2 : 0, composite ? 1 : 0, 64, *vid & 0xff,
+        *vid >> 8, *pid & 0xff, *pid >> 8, 0x00, 0x01, 1, 2, kind == FAKE_NOSERIAL ? 0 : 3, 1);
     put(all, 9, 9, 2, total & 0xff, total >> 8, nif, 1, 0, 0x80, 50);
     g_byte_array_append(all, cfg->data, cfg->len);
     g_byte_array_free(cfg, TRUE);
@@ -848,17 +856,15 @@ fake_dev *fake_plug(fake_bed *bed, fake_kind kind, const char *serial, bool ueve
     snprintf(product_attr, sizeof product_attr, "%s\n", product(d));
     snprintf(d->devnode, sizeof d->devnode, "/dev/bus/usb/001/%03d", d->devnum);
     if (kind == FAKE_NOSERIAL)
-        d->syspath = umockdev_testbed_add_device(
-            bed->tb, "usb", name, NULL, "idVendor", vids, "idProduct", pids, "busnum", "1\n",
-            "devnum", devnum, "bConfigurationValue", "1\n", "speed", "12\n", "product", product_attr,
-            NULL, "DEVNAME", d->devnode, "DEVTYPE", "usb_device", "BUSNUM", "001", "DEVNUM", devnum3,
-            NULL);
+        d->syspath = umockdev_testbed_add_device(bed->tb, "usb", name, NULL, "idVendor", vids, "idProduct", pids,
+                                                 "busnum", "1\n", "devnum", devnum, "bConfigurationValue", "1\n",
+                                                 "speed", "12\n", "product", product_attr, NULL, "DEVNAME", d->devnode,
+                                                 "DEVTYPE", "usb_device", "BUSNUM", "001", "DEVNUM", devnum3, NULL);
     else
         d->syspath = umockdev_testbed_add_device(
-            bed->tb, "usb", name, NULL, "idVendor", vids, "idProduct", pids, "serial", ser, "busnum",
-            "1\n", "devnum", devnum, "bConfigurationValue", "1\n", "speed", "12\n", "product",
-            product_attr, NULL, "DEVNAME", d->devnode, "DEVTYPE", "usb_device", "BUSNUM", "001",
-            "DEVNUM", devnum3, NULL);
+            bed->tb, "usb", name, NULL, "idVendor", vids, "idProduct", pids, "serial", ser, "busnum", "1\n", "devnum",
+            devnum, "bConfigurationValue", "1\n", "speed", "12\n", "product", product_attr, NULL, "DEVNAME", d->devnode,
+            "DEVTYPE", "usb_device", "BUSNUM", "001", "DEVNUM", devnum3, NULL);
     umockdev_testbed_set_attribute_binary(bed->tb, d->syspath, "descriptors", desc->data, (gint)desc->len);
     g_byte_array_free(desc, TRUE);
     snprintf(d->nodefile, sizeof d->nodefile, "%s%s", bed->root, d->devnode);

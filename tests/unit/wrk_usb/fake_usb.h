@@ -58,35 +58,35 @@ void fake_remove(fake_dev *d);
 void fake_unplug(fake_dev *d);
 
 /* ---- knobs (thread-safe) ---- */
-void fake_set_echo(fake_dev *d, bool on);     /* CDC OUT bytes come back on IN (default on) */
-void fake_set_hold_out(fake_dev *d, bool on); /* CDC OUT URBs never complete (a hung board) */
-void fake_stall_in(fake_dev *d);              /* the next CDC IN URB completes with -EPIPE */
+void fake_set_echo(fake_dev *d, bool on);                   /* CDC OUT bytes come back on IN (default on) */
+void fake_set_hold_out(fake_dev *d, bool on);               /* CDC OUT URBs never complete (a hung board) */
+void fake_stall_in(fake_dev *d);                            /* the next CDC IN URB completes with -EPIPE */
 void fake_print(fake_dev *d, const void *data, size_t len); /* the board prints */
-void fake_pb_fail_write_at(fake_dev *d, uint32_t addr); /* WRITE there: status 4, stall */
-void fake_pb_corrupt_read_at(fake_dev *d, uint32_t addr); /* READ returns a flipped bit there */
-void fake_pb_hang_erase(fake_dev *d, bool on); /* the erase never acknowledges */
+void fake_pb_fail_write_at(fake_dev *d, uint32_t addr);     /* WRITE there: status 4, stall */
+void fake_pb_corrupt_read_at(fake_dev *d, uint32_t addr);   /* READ returns a flipped bit there */
+void fake_pb_hang_erase(fake_dev *d, bool on);              /* the erase never acknowledges */
 
 /* ---- observations (thread-safe) ---- */
 typedef struct {
     int string_requests, langid_requests;
-    uint32_t claimed;       /* interfaces claimed now */
-    uint32_t driver_bound;  /* interfaces a kernel driver holds now */
-    int disconnect_claims;  /* USBDEVFS_DISCONNECT_CLAIM + IOCTL(DISCONNECT) */
-    uint32_t baud;          /* last SET_LINE_CODING */
+    uint32_t claimed;      /* interfaces claimed now */
+    uint32_t driver_bound; /* interfaces a kernel driver holds now */
+    int disconnect_claims; /* USBDEVFS_DISCONNECT_CLAIM + IOCTL(DISCONNECT) */
+    uint32_t baud;         /* last SET_LINE_CODING */
     int line_codings;
-    int lines;              /* last SET_CONTROL_LINE_STATE value, -1 never */
+    int lines; /* last SET_CONTROL_LINE_STATE value, -1 never */
     int line_states;
-    int line_history[16];   /* the first 16 values */
-    bool touched;           /* saw 1200 baud */
-    size_t received;        /* CDC OUT bytes accepted */
-    size_t max_out_urb;     /* largest CDC OUT URB */
+    int line_history[16]; /* the first 16 values */
+    bool touched;         /* saw 1200 baud */
+    size_t received;      /* CDC OUT bytes accepted */
+    size_t max_out_urb;   /* largest CDC OUT URB */
     int out_urbs;
-    int discards;           /* URBs cancelled with DISCARDURB */
-    int outstanding;        /* URBs submitted and not yet reaped */
+    int discards;    /* URBs cancelled with DISCARDURB */
+    int outstanding; /* URBs submitted and not yet reaped */
     int unknown_ioctls;
     /* PICOBOOT */
     int pb_cmds;
-    uint8_t pb_ids[64];     /* the first 64 command ids */
+    uint8_t pb_ids[64]; /* the first 64 command ids */
     bool pb_exclusive, pb_xip_exited, pb_xip_entered;
     bool rebooted;
     uint32_t reboot_flags, reboot_delay;

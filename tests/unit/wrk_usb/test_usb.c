@@ -293,14 +293,14 @@ static void drv_free(drv *d)
     assert_int_equal(violations, 0);
 }
 
-#define RUN_UNTIL(d, cond)                                                                         \
-    do {                                                                                           \
-        uint64_t dl_ = ifm_now_ms() + DEADLINE_MS;                                                 \
-        while (!(cond)) {                                                                          \
-            if (ifm_now_ms() > dl_)                                                                \
-                fail_msg("%s:%d: timed out waiting for %s", __FILE__, __LINE__, #cond);            \
-            ifm_loop_once((d)->loop, 5);                                                           \
-        }                                                                                          \
+#define RUN_UNTIL(d, cond)                                                                                             \
+    do {                                                                                                               \
+        uint64_t dl_ = ifm_now_ms() + DEADLINE_MS;                                                                     \
+        while (!(cond)) {                                                                                              \
+            if (ifm_now_ms() > dl_)                                                                                    \
+                fail_msg("%s:%d: timed out waiting for %s", __FILE__, __LINE__, #cond);                                \
+            ifm_loop_once((d)->loop, 5);                                                                               \
+        }                                                                                                              \
     } while (0)
 
 static int outstanding(fake_dev *f)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The house style, checked: every tracked C file is as clang-format (Debian 12's,
+# with the top-level .clang-format) would write it, and every shell script passes
+# shellcheck. Prints the offending files and what to run.
+#   check.sh [clang-format|shellcheck]     (both when no argument is given)
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+rc=0
+
+check_format() {
+    command -v clang-format >/dev/null || { echo "skip: clang-format not installed (apt install clang-format)"; return 77; }
+    local bad=() f
+    while IFS= read -r f; do
+        clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+    done < <(git ls-files '*.c' '*.h')
+    if ((${#bad[@]})); then
+        printf 'not formatted: %s\n' "${bad[@]}"
+        echo "fix with: clang-format -i ${bad[*]}"
+        return 1
+    fi
+    echo "ok - $(git ls-files '*.c' '*.h' | wc -l) C files formatted"
+}
+
+check_shell() {
+    command -v shellcheck >/dev/null || { echo "skip: shellcheck not installed (apt install shellcheck)"; return 77; }
+    local files
+    mapfile -t files < <(git ls-files '*.sh' icefarm .ci/run)
+    # -P SCRIPTDIR: `source` paths are relative to the script, as the scripts write them.
+    if ! shellcheck -x -P SCRIPTDIR -S warning "${files[@]}"; then
+        echo "shellcheck found problems in the scripts above"
+        return 1
+    fi
+    echo "ok - ${#files[@]} shell scripts pass shellcheck"
+}
+
+case ${1:-all} in
+clang-format) check_format; rc=$? ;;
+shellcheck) check_shell; rc=$? ;;
+all) check_format || rc=$?; check_shell || rc=$? ;;
+*) echo "usage: $0 [clang-format|shellcheck]" >&2; exit 2 ;;
+esac
+exit $rc
