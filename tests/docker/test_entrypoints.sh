@@ -4,7 +4,7 @@
 # worker) and healthcheck.sh directly on this machine, from a `cmake --install`
 # of the build, exactly as the containers would, and use the farm as a client.
 set -euo pipefail
-FARM_BIN=$1
+FARM_BIN=${FARM_BIN:?set FARM_BIN to the build directory}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 T=$(mktemp -d)
 chmod 755 "$T" # the broker drops root before it reads its files

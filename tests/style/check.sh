@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The house style, checked: every tracked C file is as clang-format (Debian 12's,
 # with the top-level .clang-format) would write it, and every shell script passes
-# shellcheck. Prints the offending files and what to run.
+# the shellcheck linter. Prints the offending files and what to run.
 #   check.sh [clang-format|shellcheck]     (both when no argument is given)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -2,14 +2,14 @@
 # End-to-end test of the Python example client against a real embedded farm
 # (broker + icefarm-ctl + a simulated worker with 4 boards).
 #
-#   cli/examples/python/test_example.sh BUILD_DIR
+#   FARM_BIN=BUILD_DIR cli/examples/python/test_example.sh
 #
 # Every printed pulse count must equal zlib.crc32(file) % 100000, the simulated
 # boards' pulse function (proto/PROTOCOL.md section 11.2). Needs python3-paho-mqtt
 # and python3-msgpack; skips (exit 77) if no Python has them.
 set -euo pipefail
 
-BUILD=${1:?usage: $0 BUILD_DIR}
+BUILD=${FARM_BIN:?set FARM_BIN to the build directory}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../../.." && pwd)
 FARM_BIN=$(cd "$BUILD" && pwd)

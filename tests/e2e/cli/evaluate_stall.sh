@@ -2,7 +2,7 @@
 # icefarm-cli evaluate: 100 bitstreams across 8 simulated boards, one board
 # stalled mid-run. All 100 results come back, each right, and --json parses.
 set -euo pipefail
-FARM_BIN=$1
+FARM_BIN=${FARM_BIN:?set FARM_BIN to the build directory}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 source "$ROOT/broker/embedded/farm.sh"
 RUN=$(mktemp -d)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The C example, built against the library, run against a real farm.
 set -euo pipefail
-FARM_BIN=$1
+FARM_BIN=${FARM_BIN:?set FARM_BIN to the build directory}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 source "$ROOT/broker/embedded/farm.sh"
 RUN=$(mktemp -d)

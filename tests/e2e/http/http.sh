@@ -2,7 +2,7 @@
 # icefarm-http end to end: the embedded farm (broker/embedded/farm.sh, 4 simulated boards)
 # plus icefarm-http on a free port, exercised with curl through real HTTP.
 #
-#   e2e_http.sh BUILD_DIR        (or FARM_BIN=BUILD_DIR e2e_http.sh)
+#   FARM_BIN=BUILD_DIR http.sh
 #
 # Every endpoint in the three request styles (GET + JSON body, GET/POST with
 # ?json=, POST + JSON body), the error statuses (400 malformed/wrong types/missing
@@ -12,8 +12,8 @@
 # generous deadlines; nothing asserts that anything was fast.
 set -euo pipefail
 
-FARM_BIN=${1:-${FARM_BIN:-}}
-: "${FARM_BIN:?usage: e2e_http.sh BUILD_DIR}"
+
+: "${FARM_BIN:?set FARM_BIN to the build directory}"
 FARM_BIN=$(cd "$FARM_BIN" && pwd)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../broker/embedded/farm.sh

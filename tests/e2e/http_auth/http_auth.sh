@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # icefarm-http authentication end to end (issue 6).
 #
-#   e2e_http_auth.sh BUILD_DIR        (or FARM_BIN=BUILD_DIR e2e_http_auth.sh)
+#   FARM_BIN=BUILD_DIR http_auth.sh
 #
 # Part 1, the secured farm (FARM_SECURE=1 of broker/embedded/farm.sh: TLS, passwords, the
 # ACL plugin, users alice and bob) with icefarm-http started by farm_start_http,
@@ -18,8 +18,8 @@
 # with generous deadlines; nothing asserts that anything was fast.
 set -euo pipefail
 
-FARM_BIN=${1:-${FARM_BIN:-}}
-: "${FARM_BIN:?usage: e2e_http_auth.sh BUILD_DIR}"
+
+: "${FARM_BIN:?set FARM_BIN to the build directory}"
 FARM_BIN=$(cd "$FARM_BIN" && pwd)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../broker/embedded/farm.sh

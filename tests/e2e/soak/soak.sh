@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 10,000 evaluations across 16 simulated boards with injected faults (issue 4).
 set -euo pipefail
-FARM_BIN=$1
+FARM_BIN=${FARM_BIN:?set FARM_BIN to the build directory}
 EVALS=${2:-10000}
 source "$(dirname "$0")/../../../broker/embedded/farm.sh"
 RUN=$(mktemp -d)

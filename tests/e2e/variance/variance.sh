@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -euo pipefail
-FARM_BIN=$1
+FARM_BIN=${FARM_BIN:?set FARM_BIN to the build directory}
 source "$(dirname "$0")/../../../broker/embedded/farm.sh"
 RUN=$(mktemp -d)
 trap 'farm_stop; rm -rf "$RUN"' EXIT
