@@ -249,7 +249,9 @@ int ifm_loop_once(ifm_loop *l, int max_wait_ms)
     }
     size_t n = l->nwatches;
     for (size_t i = 0; i < n; i++) {
-        l->pfds[i].fd = l->watches[i].fd;
+        /* An idle watch is not polled at all: poll reports POLLHUP/POLLERR even for
+         * events == 0, and a paused stream whose peer hung up would spin the loop. */
+        l->pfds[i].fd = l->watches[i].events ? l->watches[i].fd : -1;
         l->pfds[i].events = (short)(((l->watches[i].events & IFM_READ) ? POLLIN : 0) |
                                     ((l->watches[i].events & IFM_WRITE) ? POLLOUT : 0));
         l->pfds[i].revents = 0;
