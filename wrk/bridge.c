@@ -4,17 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bridge.h"
 #include "icefarm/log.h"
 #include "sim.h"
-#include "worker.h"
 
-static void publish_enc(wrk_ctx *w, const char *topic, ifm_enc *e, bool retain)
+static void publish_enc(const wrk_ctx *w, const char *topic, ifm_enc *e, bool retain)
 {
     ifm_mqtt_publish(w->mqtt, topic, ifm_enc_data(e), ifm_enc_size(e), 1, retain);
     ifm_enc_free(e);
 }
 
-void wrk_publish_board(wrk_board *b)
+static void publish_board(const wrk_board *b)
 {
     wrk_ctx *w = b->w;
     char topic[IFM_TOPIC_MAX];
@@ -35,7 +35,7 @@ void wrk_publish_board(wrk_board *b)
     publish_enc(w, topic, &e, true);
 }
 
-static void encode_worker_state(wrk_ctx *w, ifm_enc *e, bool online)
+static void encode_worker_state(const wrk_ctx *w, ifm_enc *e, bool online)
 {
     ifm_worker_state ws;
     memset(&ws, 0, sizeof ws);
@@ -63,13 +63,13 @@ static void encode_worker_state(wrk_ctx *w, ifm_enc *e, bool online)
     free(ws.boards);
 }
 
-void wrk_publish_birth(wrk_ctx *w)
+static void publish_worker(const wrk_ctx *w, bool online)
 {
     char topic[IFM_TOPIC_MAX];
     if (!ifm_mqtt_connected(w->mqtt) || ifm_topic_worker(topic, sizeof topic, w->id, "state"))
         return;
     ifm_enc e;
-    encode_worker_state(w, &e, true);
+    encode_worker_state(w, &e, online);
     publish_enc(w, topic, &e, true);
 }
 
@@ -83,25 +83,25 @@ static void set_will(wrk_ctx *w)
     ifm_enc_free(&e);
 }
 
-void wrk_send_event(wrk_board *b, const char *event, const char *reason)
+static void publish_event(const wrk_board *b, const wrk_event *ev)
 {
     char topic[IFM_TOPIC_MAX];
     if (ifm_topic_board(topic, sizeof topic, b->serial, "event"))
         return;
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_event_simple_encode(&e, event, b->serial, reason);
+    ifm_event_encode(&e, ev->name, b->serial, ev->reason, ev->batch_id);
     publish_enc(b->w, topic, &e, false);
 }
 
-void wrk_send_results(wrk_board *b, const resbatch *rb)
+static void publish_results(const wrk_board *b, const char *batch_id, const ifm_result *r, size_t n)
 {
     char topic[IFM_TOPIC_MAX];
     if (ifm_topic_board(topic, sizeof topic, b->serial, "event"))
         return;
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_event_results_encode(&e, b->serial, rb->batch, rb->r, rb->n);
+    ifm_event_results_encode(&e, b->serial, batch_id, r, n);
     publish_enc(b->w, topic, &e, false);
 }
 
@@ -163,9 +163,9 @@ static void on_worker_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
                 IFM_WARN("serial=%s client=%s cannot reserve: %s", b->serial, cmd.client, why);
                 /* The holder must hear, or it would wait for "initialized" forever. */
                 snprintf(b->holder, sizeof b->holder, "%s", cmd.client);
-                wrk_send_event(b, "failure", why);
+                wrk_emit_event(b, "failure", why);
                 b->holder[0] = '\0';
-                wrk_publish_board(b); /* lets control see the lease is not being served */
+                wrk_emit_state(b); /* lets control see the lease is not being served */
             } else {
                 IFM_INFO("serial=%s client=%s reserved as %s (lease %llu)", b->serial, cmd.client, cmd.kind,
                          (unsigned long long)cmd.lease);
@@ -233,14 +233,57 @@ void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg)
         set_will(w);
         return;
     }
-    wrk_publish_birth(w);
+    publish_worker(w, true);
     for (size_t i = 0; i < w->nboards; i++)
-        wrk_publish_board(w->boards[i]);
+        publish_board(w->boards[i]);
 }
+
+/* ---- the sink: what the state machine emits, as MQTT messages ---- */
+
+/* Each board's command topic is subscribed on its own, so a bitstream only
+ * travels to the worker that has the board. */
+static void sink_board_added(void *ctx, wrk_board *b)
+{
+    wrk_ctx *w = ctx;
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_board(topic, sizeof topic, b->serial, "cmd") ||
+        ifm_mqtt_subscribe(w->mqtt, topic, 1, on_board_cmd, w))
+        IFM_WARN("serial=%s cannot subscribe to the board's commands", b->serial);
+}
+
+static void sink_board_state(void *ctx, const wrk_board *b)
+{
+    publish_board(b);
+}
+
+static void sink_worker_state(void *ctx, const wrk_ctx *w, bool online)
+{
+    publish_worker(w, online);
+}
+
+static void sink_event(void *ctx, const wrk_board *b, const wrk_event *ev)
+{
+    publish_event(b, ev);
+}
+
+static void sink_results(void *ctx, const wrk_board *b, const char *batch_id, const ifm_result *r, size_t n)
+{
+    publish_results(b, batch_id, r, n);
+}
+
+static const wrk_sink_ops bridge_sink = {
+    .board_added = sink_board_added,
+    .board_state = sink_board_state,
+    .worker_state = sink_worker_state,
+    .event = sink_event,
+    .results = sink_results,
+};
 
 int wrk_bridge_start(wrk_ctx *w)
 {
     char topic[IFM_TOPIC_MAX];
+    w->sink.ops = &bridge_sink;
+    w->sink.ctx = w;
     set_will(w);
     ifm_topic_worker(topic, sizeof topic, w->id, "cmd");
     if (ifm_mqtt_subscribe(w->mqtt, topic, 1, on_worker_cmd, w))
@@ -253,32 +296,18 @@ int wrk_bridge_start(wrk_ctx *w)
     return 0;
 }
 
-/* Each board's command topic is subscribed on its own, so a bitstream only
- * travels to the worker that has the board. */
-int wrk_bridge_watch_board(wrk_ctx *w, const char *serial)
-{
-    char topic[IFM_TOPIC_MAX];
-    if (ifm_topic_board(topic, sizeof topic, serial, "cmd"))
-        return -1;
-    return ifm_mqtt_subscribe(w->mqtt, topic, 1, on_board_cmd, w);
-}
-
 void wrk_bridge_stop(wrk_ctx *w)
 {
     if (!ifm_mqtt_connected(w->mqtt))
         return;
     /* A clean shutdown says so itself (the broker drops the Will on DISCONNECT). */
-    char topic[IFM_TOPIC_MAX];
-    ifm_topic_worker(topic, sizeof topic, w->id, "state");
-    ifm_enc e;
-    encode_worker_state(w, &e, false);
-    publish_enc(w, topic, &e, true);
+    publish_worker(w, false);
     for (size_t i = 0; i < w->nboards; i++) {
         wrk_board *b = w->boards[i];
         if (b->state == IFM_BOARD_GONE)
             continue;
         b->state = IFM_BOARD_GONE;
         snprintf(b->reason, sizeof b->reason, "worker stopped");
-        wrk_publish_board(b);
+        publish_board(b);
     }
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bridge.h"
 #include "icefarm/conf.h"
 #include "icefarm/log.h"
 #include "sim.h"
@@ -67,7 +68,6 @@ static void on_arrive(void *arg, wrk_usbdev *dev, const wrk_usbinfo *info)
             IFM_WARN("ignoring a board with an unusable serial \"%s\"", info->serial);
             return;
         }
-        wrk_bridge_watch_board(w, b->serial);
     }
     wrk_board_arrive(b, dev, info);
 }

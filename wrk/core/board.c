@@ -50,6 +50,7 @@ wrk_board *wrk_board_get(wrk_ctx *w, const char *serial, bool create)
     b->state = IFM_BOARD_GONE;
     b->kind = -1;
     w->boards[w->nboards++] = b;
+    wrk_emit_board_added(b);
     return b;
 }
 
@@ -76,9 +77,9 @@ void wrk_board_set_state(wrk_board *b, ifm_board_state s, const char *reason)
     else
         IFM_INFO("serial=%s client=%s %s -> %s%s%s", b->serial, b->holder[0] ? b->holder : "-",
                  ifm_board_state_name(old), ifm_board_state_name(s), reason ? ": " : "", reason ? reason : "");
-    wrk_publish_board(b);
+    wrk_emit_state(b);
     if (old == IFM_BOARD_GONE || s == IFM_BOARD_GONE)
-        wrk_publish_birth(b->w);
+        wrk_emit_worker(b->w, true);
 }
 
 void wrk_board_close_cdc(wrk_board *b)
@@ -191,7 +192,7 @@ void wrk_board_broken(wrk_board *b, const char *why)
         /* The holder hears at once; every evaluation it queued gets an explicit
          * failure so nothing is silently lost. */
         wrk_upload_fail_all(b, why);
-        wrk_send_event(b, "failure", why);
+        wrk_emit_event(b, "failure", why);
     }
     wrk_board_set_state(b, IFM_BOARD_BROKEN, why);
     uint64_t delay = b->w->to.retry_min_ms;
@@ -280,7 +281,7 @@ static void on_custom_flashed(wrk_board *b, bool ok, const char *why)
      * (no serial protocol) until a reboot brings the kind back or the lease ends. */
     b->custom_running = true;
     wrk_board_set_state(b, IFM_BOARD_RESERVED, "custom firmware");
-    wrk_send_event(b, "flashed", NULL);
+    wrk_emit_event(b, "flashed", NULL);
 }
 
 int wrk_board_flash_custom(wrk_board *b, const uint8_t *image, size_t len, char *err, size_t errlen)
@@ -376,7 +377,7 @@ void wrk_board_leave(wrk_board *b)
     if (b->kind >= 0 && b->holder[0]) {
         wrk_upload_stop(b, true);
         wrk_upload_fail_all(b, "board disconnected");
-        wrk_send_event(b, "failure", "board disconnected");
+        wrk_emit_event(b, "failure", "board disconnected");
     }
     wrk_board_set_state(b, IFM_BOARD_GONE, "disconnected");
 }

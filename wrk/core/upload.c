@@ -86,7 +86,7 @@ void wrk_upload_flush(wrk_board *b)
         resbatch *rb = b->results;
         b->results = rb->next;
         if (rb->n)
-            wrk_send_results(b, rb);
+            wrk_emit_results(b, rb);
         batch_free(rb);
     }
 }
@@ -184,7 +184,7 @@ static bool on_line(void *arg, const char *line, size_t len, bool truncated)
             /* First "Waiting for bitstream transfer" after a flash: usable. */
             b->reboots = 0;
             wrk_board_set_state(b, IFM_BOARD_RESERVED, NULL);
-            wrk_send_event(b, "initialized", NULL);
+            wrk_emit_event(b, "initialized", NULL);
         }
         try_send(b);
         return true;

@@ -7,8 +7,12 @@
  *              write UF2 -> re-enumerate in the new firmware
  *   upload.c   the evaluation engine of a reserved board (queue, serial protocol,
  *              result batching and flushing, reboot keeping the queue)
- *   bridge.c   MQTT: births/Will with epochs, board states, commands, events
- *   main.c     configuration and the event loop
+ *   emit.c     the way out: board states, births, events and results go to the
+ *              worker's sink (sink.h); the MQTT bridge is one sink, the unit
+ *              tests' recorder another
+ *
+ * The daemon around it (wrk/bridge.c: MQTT; wrk/main.c: options and the loop) is
+ * not part of the core library.
  *
  * Everything runs on one ifm_loop; a hung board only ever holds its own timers.
  */
@@ -22,6 +26,7 @@
 #include "icefarm/loop.h"
 #include "icefarm/mqtt.h"
 #include "icefarm/msg.h"
+#include "sink.h"
 #include "transport.h"
 
 /* Firmware images by role; FW_CUSTOM is the holder's own image (board->custom). */
@@ -53,8 +58,9 @@ typedef struct wrk_board wrk_board;
 
 typedef struct wrk_ctx {
     ifm_loop *loop;
-    ifm_mqtt *mqtt;
+    ifm_mqtt *mqtt; /* the bridge's (wrk/bridge.c); the core never uses it */
     wrk_transport *t;
+    wrk_sink sink; /* where the state machine's output goes (sink.h) */
     char id[IFM_NAME_MAX];
     uint64_t epoch;
     wrk_timeouts to;
@@ -167,15 +173,13 @@ void wrk_upload_fail_all(wrk_board *b, const char *why); /* report every queued 
 void wrk_upload_free(wrk_board *b);
 void wrk_upload_flush(wrk_board *b);
 
-/* bridge.c */
-int wrk_bridge_start(wrk_ctx *w);
-/* The MQTT connection callback: pass it to ifm_mqtt_new with the context. */
-void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg);
-void wrk_publish_board(wrk_board *b);
-void wrk_publish_birth(wrk_ctx *w);
-void wrk_send_event(wrk_board *b, const char *event, const char *reason);
-void wrk_send_results(wrk_board *b, const resbatch *rb);
-int wrk_bridge_watch_board(wrk_ctx *w, const char *serial);
-void wrk_bridge_stop(wrk_ctx *w);
+/* emit.c: through w->sink (sink.h); each is a no-op without that op. */
+void wrk_emit_board_added(wrk_board *b);
+void wrk_emit_state(const wrk_board *b);
+void wrk_emit_worker(const wrk_ctx *w, bool online);
+void wrk_emit(const wrk_board *b, const wrk_event *ev);
+/* An event for the board's holder (client = b->holder). */
+void wrk_emit_event(const wrk_board *b, const char *name, const char *reason);
+void wrk_emit_results(const wrk_board *b, const resbatch *rb);
 
 #endif
