@@ -10,6 +10,7 @@
 #   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
 #   FARM_SECURE=1 before farm_start: TLS, passwords and the ACL plugin (see
 #   farm_secure_setup); FARM_USERS then lists "name password" of the demo clients.
+#   FARM_PORT=N before farm_start: the broker's MQTT port (default: a free one).
 # After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR;
 # after farm_start_http: FARM_HTTP (http://HOST:PORT).
 
@@ -84,7 +85,7 @@ farm_start() {
     FARM_DIR=$dir
     mkdir -p "$dir"
     local port ws
-    port=$(farm_free_port)
+    port=${FARM_PORT:-$(farm_free_port)}
     ws=$(farm_free_port)
     if [[ -n ${FARM_SECURE:-} ]]; then
         farm_secure_setup "$dir" "$port" "$ws"
