@@ -7,6 +7,8 @@
  *   registry.c  workers and boards as the workers report them
  *   leases.c    lease timers: "ending soon" warnings and expiry
  *   service.c   the request verbs (icefarm/ctl/req/<verb>)
+ *   grant.c     granting boards: the one path behind reserve, reserve_serials
+ *               and waiting reserves (the policy itself is store/alloc.c)
  *   waiters.c   reserve requests waiting for boards, first come first served
  *   publish.c   what control tells others: worker commands, client events,
  *               retained lease and availability messages
@@ -116,10 +118,22 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
                    size_t args_len, uint64_t duration_s);
 void ctl_waiters_serve(ctl *c);
 void ctl_waiters_free(ctl *c);
-/* Tries to grant `amount` boards of `kind` to `client`; on success fills `enc`
- * with the reply. Returns the reply code (200, 409, 500...). */
-uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind, const uint8_t *args,
-                       size_t args_len, uint64_t duration_s, ifm_enc *enc, char *why, size_t whylen);
+
+/* grant.c: what a grant is for; all borrowed for the call. */
+typedef struct {
+    const char *client, *kind;
+    const uint8_t *args; /* msgpack map, stored with each lease */
+    size_t args_len;
+    uint64_t duration_s;
+} ctl_grant_req;
+/* Grants `amount` boards of g->kind chosen by the allocation policy. On 200 `enc`
+ * holds the reply and the leases are on disk and adopted; otherwise the reply
+ * code (409 not enough boards, 500...) with the reason in `why`. */
+uint32_t ctl_grant_any(ctl *c, const ctl_grant_req *g, uint32_t amount, ifm_enc *enc, char *why, size_t whylen);
+/* Grants exactly serials[0..n) (n >= 1), all or nothing: 400 a serial listed
+ * twice, 404 an unknown serial, 409 one not available (PROTOCOL.md 6.4). */
+uint32_t ctl_grant_serials(ctl *c, const ctl_grant_req *g, const char *const *serials, size_t n, ifm_enc *enc,
+                           char *why, size_t whylen);
 
 /* publish.c */
 void ctl_publish_lease(ctl *c, const ctl_board *b);

@@ -82,8 +82,8 @@ static void do_reserve(ctl *c, const ifm_mqtt_msg *msg, const char *client, cons
     ifm_enc e;
     ifm_enc_init(&e);
     char why[200] = "";
-    uint32_t code = ctl_grant_any(c, client, req->amount, req->kind, (const uint8_t *)ifm_enc_data(&args),
-                                  ifm_enc_size(&args), duration, &e, why, sizeof why);
+    const ctl_grant_req g = { client, req->kind, (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args), duration };
+    uint32_t code = ctl_grant_any(c, &g, req->amount, &e, why, sizeof why);
     if (code == 200) {
         reply(c, msg, &e);
     } else if (code == 409 && req->wait_ms > 0) {
@@ -98,87 +98,32 @@ static void do_reserve(ctl *c, const ifm_mqtt_msg *msg, const char *client, cons
 
 static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req)
 {
-    char why[200] = "";
     if (req->nserials == 0) {
         reply_error(c, msg, 400, "field \"serials\" must name at least one board");
         return;
     }
-    for (size_t i = 0; i < req->nserials; i++) {
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(req->serials[i], req->serials[j]) == 0) {
-                snprintf(why, sizeof why, "serial %s is listed twice", req->serials[i]);
-                reply_error(c, msg, 400, why);
-                return;
-            }
-        ctl_board *b = ctl_board_find(c, req->serials[i]);
-        if (!b || !b->known) {
-            snprintf(why, sizeof why, "unknown serial %s", req->serials[i]);
-            reply_error(c, msg, 404, why);
-            return;
-        }
-        if (!ctl_board_allocatable(c, b, req->kind)) {
-            snprintf(why, sizeof why, "serial %s is not available for kind %s (%s%s)", b->serial, req->kind,
-                     b->leased ? "reserved" : ifm_board_state_name(b->state),
-                     ctl_board_worker(c, b) && ctl_board_worker(c, b)->online ? "" : ", worker offline");
-            reply_error(c, msg, 409, why);
-            return;
-        }
-    }
-    ifm_enc args;
+    ifm_enc args, e;
     ifm_enc_init(&args);
+    ifm_enc_init(&e);
     if (req->args)
         ifm_obj_pack(req->args, &args);
+    char why[200] = "out of memory";
+    const char **serials = serial_ptrs(req);
+    const ctl_grant_req g = { client, req->kind, (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args),
+                              lease_duration(c, req->duration_s) };
+    uint32_t code = 500;
     if (ifm_enc_size(&args) > IFM_MAX_ARGS) {
-        reply_error(c, msg, 400, "reserve args are larger than 4096 bytes");
-        ifm_enc_free(&args);
-        return;
+        code = 400;
+        snprintf(why, sizeof why, "reserve args are larger than 4096 bytes");
+    } else if (serials) {
+        code = ctl_grant_serials(c, &g, serials, req->nserials, &e, why, sizeof why);
     }
-    ctl_lease *leases = calloc(req->nserials ? req->nserials : 1, sizeof *leases);
-    uint64_t *ids = calloc(req->nserials ? req->nserials : 1, sizeof *ids);
-    uint64_t now = ifm_wall_ms(), until = now + lease_duration(c, req->duration_s) * 1000;
-    if (!leases || !ids) {
-        reply_error(c, msg, 500, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < req->nserials; i++) {
-        const ctl_board *b = ctl_board_find(c, req->serials[i]);
-        ctl_lease *l = &leases[i];
-        snprintf(l->serial, sizeof l->serial, "%s", b->serial);
-        snprintf(l->client, sizeof l->client, "%s", client);
-        snprintf(l->kind, sizeof l->kind, "%s", req->kind);
-        snprintf(l->worker, sizeof l->worker, "%s", b->worker);
-        l->args = (const uint8_t *)ifm_enc_data(&args);
-        l->args_len = ifm_enc_size(&args);
-        l->granted_ms = now;
-        l->until_ms = until;
-    }
-    if (ctl_store_grant(c->store, leases, req->nserials, ids, why, sizeof why) != CTL_STORE_OK) {
-        reply_error(c, msg, 409, why);
-        goto out;
-    }
-    ifm_enc e;
-    ifm_enc_init(&e);
-    ifm_reply_begin(&e, 200, NULL, 1);
-    ifm_enc_key(&e, "serials");
-    ifm_enc_array(&e, (uint32_t)req->nserials);
-    for (size_t i = 0; i < req->nserials; i++) {
-        leases[i].lease_id = ids[i];
-        ctl_lease_adopt(c, &leases[i]);
-        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, req->kind, client, ids[i],
-                            leases[i].args, leases[i].args_len);
-        ifm_enc_map(&e, 3);
-        ifm_enc_kstr(&e, "serial", leases[i].serial);
-        ifm_enc_kstr(&e, "worker", leases[i].worker);
-        ifm_enc_kuint(&e, "until", until);
-        IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, client, req->kind,
-                 leases[i].worker);
-    }
-    reply(c, msg, &e);
+    if (code == 200)
+        reply(c, msg, &e);
+    else
+        reply_error(c, msg, code, why);
+    free(serials);
     ifm_enc_free(&e);
-    ctl_publish_available(c, false);
-out:
-    free(leases);
-    free(ids);
     ifm_enc_free(&args);
 }
 

@@ -1,11 +1,10 @@
-/* Granting N boards of a kind, and the queue of reserve requests that asked to
- * wait for boards (`wait_ms`). The queue is served first come first served per
+/* The queue of reserve requests that asked to wait for boards (`wait_ms`);
+ * grant.c grants them. The queue is served first come first served per
  * kind: a waiter that cannot be satisfied yet holds back later waiters of the
  * same kind, so a large request is not starved by a stream of small ones. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"
 #include "ctl.h"
 #include "icefarm/log.h"
 
@@ -21,87 +20,6 @@ struct ctl_waiter {
     ifm_reply_to *reply_to;
     uint64_t timer;
 };
-
-uint32_t ctl_grant_any(ctl *c, const char *client, uint32_t amount, const char *kind, const uint8_t *args,
-                       size_t args_len, uint64_t duration_s, ifm_enc *enc, char *why, size_t whylen)
-{
-    size_t n = c->nboards;
-    ctl_alloc_board *cand = calloc(n ? n : 1, sizeof *cand);
-    ctl_alloc_load *loads = calloc(c->nworkers ? c->nworkers : 1, sizeof *loads);
-    size_t *picked = calloc(amount, sizeof *picked);
-    ctl_lease *leases = calloc(amount, sizeof *leases);
-    uint64_t *ids = calloc(amount, sizeof *ids);
-    uint32_t code = 500;
-    if (!cand || !loads || !picked || !leases || !ids) {
-        snprintf(why, whylen, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < c->nworkers; i++)
-        loads[i].worker = c->workers[i].id;
-    for (size_t i = 0; i < n; i++) {
-        ctl_board *b = c->boards[i];
-        const ctl_worker *w = ctl_board_worker(c, b);
-        cand[i] = (ctl_alloc_board){ b->serial,
-                                     b->worker,
-                                     b->known && b->state == IFM_BOARD_READY,
-                                     w && w->online,
-                                     w && ctl_worker_offers(w, kind),
-                                     b->leased };
-        for (size_t k = 0; b->leased && k < c->nworkers; k++)
-            if (strcmp(loads[k].worker, b->worker) == 0)
-                loads[k].leases++;
-    }
-    size_t eligible = 0;
-    int rc = ctl_alloc_pick(cand, n, loads, c->nworkers, amount, picked, &eligible, why, whylen);
-    if (rc == CTL_ALLOC_REFUSED) {
-        snprintf(why, whylen, "not enough boards: %u of kind %s requested, %zu available", amount, kind, eligible);
-        code = 409;
-        goto out;
-    }
-    if (rc != CTL_ALLOC_DONE)
-        goto out;
-    uint64_t now = ifm_wall_ms(), until = now + duration_s * 1000;
-    for (uint32_t i = 0; i < amount; i++) {
-        const ctl_board *b = c->boards[picked[i]];
-        ctl_lease *l = &leases[i];
-        snprintf(l->serial, sizeof l->serial, "%s", b->serial);
-        snprintf(l->client, sizeof l->client, "%s", client);
-        snprintf(l->kind, sizeof l->kind, "%s", kind);
-        snprintf(l->worker, sizeof l->worker, "%s", b->worker);
-        l->args = args;
-        l->args_len = args_len;
-        l->granted_ms = now;
-        l->until_ms = until;
-    }
-    /* The grant is durable before anyone hears of it (guarantee 2). */
-    if (ctl_store_grant(c->store, leases, amount, ids, why, whylen) != CTL_STORE_OK) {
-        code = 409;
-        goto out;
-    }
-    ifm_reply_begin(enc, 200, NULL, 1);
-    ifm_enc_key(enc, "serials");
-    ifm_enc_array(enc, amount);
-    for (uint32_t i = 0; i < amount; i++) {
-        leases[i].lease_id = ids[i];
-        ctl_lease_adopt(c, &leases[i]);
-        ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, kind, client, ids[i], args,
-                            args_len);
-        ifm_enc_map(enc, 3);
-        ifm_enc_kstr(enc, "serial", leases[i].serial);
-        ifm_enc_kstr(enc, "worker", leases[i].worker);
-        ifm_enc_kuint(enc, "until", until);
-        IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, client, kind, leases[i].worker);
-    }
-    ctl_publish_available(c, false);
-    code = 200;
-out:
-    free(cand);
-    free(loads);
-    free(picked);
-    free(leases);
-    free(ids);
-    return code;
-}
 
 static void waiter_free(ctl_waiter *w)
 {
@@ -188,8 +106,8 @@ void ctl_waiters_serve(ctl *c)
             ifm_enc e;
             ifm_enc_init(&e);
             char why[200];
-            uint32_t code = ctl_grant_any(c, w->client, w->amount, w->kind, w->args, w->args_len, w->duration_s, &e,
-                                          why, sizeof why);
+            const ctl_grant_req g = { w->client, w->kind, w->args, w->args_len, w->duration_s };
+            uint32_t code = ctl_grant_any(c, &g, w->amount, &e, why, sizeof why);
             if (code == 200) {
                 waiter_reply(w, &e);
                 ifm_timer_cancel(c->loop, w->timer);
