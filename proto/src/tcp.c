@@ -223,7 +223,7 @@ static bool reading_wanted(const ifm_tcp *s)
 {
     if (s->state != ST_OPEN || s->eof_seen)
         return false;
-    return s->ending || (s->started && !s->paused);
+    return s->started ? !s->paused : s->ending; /* an unstarted stream that ends reads to find EOF */
 }
 
 static void update_watch(ifm_tcp *s)
@@ -638,7 +638,7 @@ static bool handle_read(ifm_tcp *s)
 {
     ssize_t n = recv(s->fd, s->rbuf, s->o.read_chunk, 0);
     if (n > 0) {
-        if (!s->ending && s->cbs.on_data)
+        if (s->cbs.on_data)
             s->cbs.on_data(s, s->rbuf, (size_t)n, s->arg);
         return !s->dead;
     }

@@ -59,7 +59,7 @@ typedef struct {
 typedef struct {
     /* Outgoing streams only: status 0 connected, or -errno (the stream is then freed). */
     void (*on_connect)(ifm_tcp *s, int status, void *arg);
-    /* Bytes received; not called while reading is paused or after ifm_tcp_end(). */
+    /* Bytes received (also after ifm_tcp_end()); not called while reading is paused. */
     void (*on_data)(ifm_tcp *s, const uint8_t *data, size_t len, void *arg);
     /* The write queue fell to low_water after a write had returned 1. Optional. */
     void (*on_drain)(ifm_tcp *s, void *arg);
@@ -95,9 +95,10 @@ size_t ifm_tcp_queued(const ifm_tcp *s);
 void ifm_tcp_read_pause(ifm_tcp *s);
 void ifm_tcp_read_resume(ifm_tcp *s);
 
-/* Graceful close: stops delivering data, sends what is queued, then shuts down the
- * write side and waits for the peer's EOF; on_close(s, 0) when done, or
- * on_close(s, -ETIMEDOUT) if that took more than linger_ms. */
+/* Graceful close: no more writes; sends what is queued, then shuts down the write
+ * side (the peer sees EOF) and keeps reading until the peer's EOF; on_close(s, 0)
+ * when done, or on_close(s, -ETIMEDOUT) if that took more than linger_ms (also when
+ * reading stays paused). Like libuv's uv_shutdown followed by reading to EOF. */
 void ifm_tcp_end(ifm_tcp *s);
 /* Immediate close: queued data is dropped, no callback follows. Safe on any
  * stream state, also inside its own callbacks. */
