@@ -120,78 +120,28 @@ static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     ifm_err err = { "" };
     ifm_board_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
-    char why[sizeof err.msg + 16] = "";
-    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_board_cmd_decode(&doc, &cmd, &err))
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_board_cmd_decode(&doc, &cmd, &err)) {
+        char why[WRK_REASON_MAX];
         snprintf(why, sizeof why, "bad command: %s", err.msg);
-    else if (strcmp(cmd.op, "flash") == 0)
-        wrk_board_flash_custom(b, cmd.image, cmd.image_len, why, sizeof why);
-    else
-        wrk_upload_evaluate(b, &cmd, why, sizeof why);
-    if (why[0]) {
-        IFM_WARN("serial=%s client=%s rejected command: %s", b->serial, b->holder[0] ? b->holder : "-", why);
-        char topic[IFM_TOPIC_MAX];
-        if (!ifm_topic_board(topic, sizeof topic, b->serial, "event")) {
-            ifm_enc e;
-            ifm_enc_init(&e);
-            ifm_event_error_encode(&e, b->serial, why, cmd.batch_id);
-            publish_enc(w, topic, &e, false);
-        }
+        wrk_cmd_refuse(b, why, cmd.batch_id);
+    } else {
+        wrk_cmd_board(b, &cmd);
     }
     ifm_board_cmd_free(&cmd);
     ifm_doc_free(&doc);
 }
 
+/* Control -> worker: icefarm/worker/<id>/cmd. */
 static void on_worker_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 {
     wrk_ctx *w = arg;
     ifm_doc doc;
     ifm_err err = { "" };
     ifm_worker_cmd cmd;
-    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_worker_cmd_decode(&doc, &cmd, &err)) {
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_worker_cmd_decode(&doc, &cmd, &err))
         IFM_WARN("ignoring malformed control command: %s", err.msg);
-        ifm_doc_free(&doc);
-        return;
-    }
-    wrk_board *b = wrk_board_get(w, cmd.serial, false);
-    char why[200] = "";
-    if (!b) {
-        IFM_WARN("serial=%s control command for a board this worker does not have", cmd.serial);
-    } else {
-        switch (cmd.op) {
-        case IFM_WOP_RESERVE:
-            if (wrk_board_reserve(b, &cmd, why, sizeof why)) {
-                IFM_WARN("serial=%s client=%s cannot reserve: %s", b->serial, cmd.client, why);
-                /* The holder must hear, or it would wait for "initialized" forever. */
-                snprintf(b->holder, sizeof b->holder, "%s", cmd.client);
-                wrk_emit_event(b, "failure", why);
-                b->holder[0] = '\0';
-                wrk_emit_state(b); /* lets control see the lease is not being served */
-            } else {
-                IFM_INFO("serial=%s client=%s reserved as %s (lease %llu)", b->serial, cmd.client, cmd.kind,
-                         (unsigned long long)cmd.lease);
-            }
-            break;
-        case IFM_WOP_RELEASE:
-            wrk_board_release(b);
-            break;
-        case IFM_WOP_REBOOT:
-            wrk_board_reboot(b);
-            break;
-        case IFM_WOP_DELETE:
-            IFM_INFO("serial=%s deleted by control: starting over", b->serial);
-            wrk_upload_free(b);
-            b->kind = -1;
-            b->holder[0] = '\0';
-            b->failures = 0;
-            if (b->dev)
-                wrk_board_flash_default(b);
-            else
-                wrk_board_set_state(b, IFM_BOARD_GONE, "deleted");
-            break;
-        default:
-            break;
-        }
-    }
+    else
+        wrk_cmd_worker(w, &cmd);
     ifm_doc_free(&doc);
 }
 
@@ -294,20 +244,4 @@ int wrk_bridge_start(wrk_ctx *w)
             return -1;
     }
     return 0;
-}
-
-void wrk_bridge_stop(wrk_ctx *w)
-{
-    if (!ifm_mqtt_connected(w->mqtt))
-        return;
-    /* A clean shutdown says so itself (the broker drops the Will on DISCONNECT). */
-    publish_worker(w, false);
-    for (size_t i = 0; i < w->nboards; i++) {
-        wrk_board *b = w->boards[i];
-        if (b->state == IFM_BOARD_GONE)
-            continue;
-        b->state = IFM_BOARD_GONE;
-        snprintf(b->reason, sizeof b->reason, "worker stopped");
-        publish_board(b);
-    }
 }

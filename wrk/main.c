@@ -58,30 +58,6 @@ static void on_signal(ifm_loop *loop, int signo, void *arg)
     ifm_loop_stop(loop);
 }
 
-static void on_arrive(void *arg, wrk_usbdev *dev, const wrk_usbinfo *info)
-{
-    wrk_ctx *w = arg;
-    wrk_board *b = wrk_board_get(w, info->serial, false);
-    if (!b) {
-        b = wrk_board_get(w, info->serial, true);
-        if (!b) {
-            IFM_WARN("ignoring a board with an unusable serial \"%s\"", info->serial);
-            return;
-        }
-    }
-    wrk_board_arrive(b, dev, info);
-}
-
-static void on_leave(void *arg, wrk_usbdev *dev)
-{
-    wrk_ctx *w = arg;
-    for (size_t i = 0; i < w->nboards; i++)
-        if (w->boards[i]->dev == dev) {
-            wrk_board_leave(w->boards[i]);
-            return;
-        }
-}
-
 static int load_image(wrk_main *m, int kind, const char *path)
 {
     wrk_image *img = &m->w.fw[kind];
@@ -295,29 +271,24 @@ int main(int argc, char **argv)
         IFM_ERROR(w->sim ? "cannot create the simulated boards" : "cannot initialise libusb");
         goto out;
     }
-    static const wrk_transport_events ev = { on_arrive, on_leave };
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(w->loop, sigs, 2, on_signal, w);
     signal(SIGPIPE, SIG_IGN);
     IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.port, w->t->ops->name,
              w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)", (unsigned long long)w->epoch);
     ifm_mqtt_start(w->mqtt);
-    w->t->ops->start(w->t, &ev, w);
+    if (wrk_start(w)) {
+        IFM_ERROR("cannot start the %s backend", w->t->ops->name);
+        goto out;
+    }
     ifm_loop_run(w->loop);
-    w->stopping = true;
-    wrk_bridge_stop(w);
+    wrk_stop(w);
     ifm_mqtt_disconnect(w->mqtt);
     rc = 0;
 out:
     if (w->t)
         w->t->ops->free(w->t);
-    for (size_t i = 0; i < w->nboards; i++) {
-        wrk_upload_free(w->boards[i]);
-        free(w->boards[i]->custom);
-        ifm_timer_cancel(w->loop, w->boards[i]->state_timer);
-        free(w->boards[i]);
-    }
-    free(w->boards);
+    wrk_boards_free(w);
     ifm_mqtt_free(w->mqtt);
     for (int k = 0; k < FW_COUNT; k++)
         free(w->fw[k].data);

@@ -25,35 +25,6 @@ const char *wrk_kind_name(int kind)
     return kind >= 0 && kind < FW_COUNT ? kind_names[kind] : "?";
 }
 
-wrk_board *wrk_board_get(wrk_ctx *w, const char *serial, bool create)
-{
-    for (size_t i = 0; i < w->nboards; i++)
-        if (strcmp(w->boards[i]->serial, serial) == 0)
-            return w->boards[i];
-    if (!create || !ifm_serial_valid(serial))
-        return NULL;
-    if (w->nboards == w->capboards) {
-        size_t cap = w->capboards ? w->capboards * 2 : 16;
-        wrk_board **nb = realloc(w->boards, cap * sizeof *nb);
-        if (!nb)
-            return NULL;
-        w->boards = nb;
-        w->capboards = cap;
-    }
-    /* Boards are never freed before the worker exits: timers and transport
-     * callbacks may hold pointers to them. */
-    wrk_board *b = calloc(1, sizeof *b);
-    if (!b)
-        return NULL;
-    b->w = w;
-    snprintf(b->serial, sizeof b->serial, "%s", serial);
-    b->state = IFM_BOARD_GONE;
-    b->kind = -1;
-    w->boards[w->nboards++] = b;
-    wrk_emit_board_added(b);
-    return b;
-}
-
 void wrk_board_arm(wrk_board *b, uint64_t ms, ifm_timer_cb cb)
 {
     ifm_timer_cancel(b->w->loop, b->state_timer);
@@ -269,6 +240,21 @@ void wrk_board_release(wrk_board *b)
     /* Also when a flash is in flight (released while preparing): starting the
      * default flash supersedes it. */
     wrk_board_flash_default(b);
+}
+
+/* Control deleted the board (an operator, or a free board's owner): whatever it
+ * was doing, it starts over as a fresh board. */
+void wrk_board_delete(wrk_board *b)
+{
+    IFM_INFO("serial=%s deleted by control: starting over", b->serial);
+    wrk_upload_free(b);
+    b->kind = -1;
+    b->holder[0] = '\0';
+    b->failures = 0;
+    if (b->dev)
+        wrk_board_flash_default(b);
+    else
+        wrk_board_set_state(b, IFM_BOARD_GONE, "deleted");
 }
 
 static void on_custom_flashed(wrk_board *b, bool ok, const char *why)

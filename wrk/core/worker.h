@@ -7,6 +7,8 @@
  *              write UF2 -> re-enumerate in the new firmware
  *   upload.c   the evaluation engine of a reserved board (queue, serial protocol,
  *              result batching and flushing, reboot keeping the queue)
+ *   worker.c   the boards by serial, hotplug routed to them, start/stop/free
+ *   commands.c the way in: control's and the holder's commands, and refusals
  *   emit.c     the way out: board states, births, events and results go to the
  *              worker's sink (sink.h); the MQTT bridge is one sink, the unit
  *              tests' recorder another
@@ -55,6 +57,8 @@ typedef struct {
 } wrk_image;
 
 typedef struct wrk_board wrk_board;
+
+#define WRK_REASON_MAX 216 /* a refusal's reason, as sent in an "error" event */
 
 typedef struct wrk_ctx {
     ifm_loop *loop;
@@ -143,8 +147,31 @@ struct wrk_board {
     bool custom_running;
 };
 
-/* board.c */
+/* worker.c. Everything here and below runs on w->loop only. */
+/* The board with `serial`; with `create`, a new one (announced through the sink)
+ * if the serial is valid. NULL otherwise. Boards live until wrk_boards_free(). */
 wrk_board *wrk_board_get(wrk_ctx *w, const char *serial, bool create);
+/* Starts the transport w->t with the state machine's hotplug handlers: every
+ * board it reports arrives (a later loop turn) and is flashed and tested. The
+ * context must be complete (loop, t, timeouts, images, offers, sink). */
+int wrk_start(wrk_ctx *w);
+/* The clean goodbye: the worker offline, then every present board gone ("worker
+ * stopped"), through the sink. For the end of the process: run the loop no more. */
+void wrk_stop(wrk_ctx *w);
+/* Frees every board and cancels its timers, without callbacks. Free the transport
+ * first (it may still hold boards as callback arguments). */
+void wrk_boards_free(wrk_ctx *w);
+
+/* commands.c: the way in. */
+/* Control's command for one of this worker's boards; a refused reservation is
+ * a "failure" event for the client that asked, and the board's state again. */
+void wrk_cmd_worker(wrk_ctx *w, const ifm_worker_cmd *cmd);
+/* The holder's evaluate or flash; a refusal is an "error" event naming the batch. */
+void wrk_cmd_board(wrk_board *b, const ifm_board_cmd *cmd);
+/* Refuse a command that could not be applied (or not even decoded). */
+void wrk_cmd_refuse(wrk_board *b, const char *why, const char *batch_id);
+
+/* board.c */
 void wrk_board_set_state(wrk_board *b, ifm_board_state s, const char *reason);
 void wrk_board_arm(wrk_board *b, uint64_t ms, ifm_timer_cb cb);
 void wrk_board_arrive(wrk_board *b, wrk_usbdev *dev, const wrk_usbinfo *info);
@@ -152,6 +179,8 @@ void wrk_board_leave(wrk_board *b);
 void wrk_board_flash_default(wrk_board *b);
 int wrk_board_reserve(wrk_board *b, const ifm_worker_cmd *cmd, char *err, size_t errlen);
 void wrk_board_release(wrk_board *b);
+/* Control deleted the board: drop the lease and everything queued, start over. */
+void wrk_board_delete(wrk_board *b);
 void wrk_board_reboot(wrk_board *b);
 void wrk_board_broken(wrk_board *b, const char *why);
 /* Flashes the holder's UF2 image onto its reserved board (copies it). */
