@@ -50,6 +50,22 @@ static int view_build(ctl *c, const char *kind, farm_view *v)
     return 0;
 }
 
+/* A failed grant's reply code: a conflict is the client's 409; a store that cannot
+ * write (a full disk or LMDB map, an I/O error) is the farm's fault and says so,
+ * so no client mistakes it for "not enough boards". */
+static uint32_t store_refusal(int rc, char *why, size_t whylen)
+{
+    if (rc == CTL_STORE_ECONFLICT)
+        return 409;
+    if (rc == CTL_STORE_EINVAL)
+        return 400;
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s", why);
+    snprintf(why, whylen, "the lease store cannot record the grant (%s%s); nothing was granted",
+             strstr(detail, "MDB_MAP_FULL") || strstr(detail, "No space left") ? "store full: " : "", detail);
+    return 500;
+}
+
 /* Leases the boards c->boards[picked[0..n)] to `client`, durably, then tells
  * their workers and encodes the reply into `enc`. Returns the reply code. */
 static uint32_t commit(ctl *c, const ctl_grant_req *g, const size_t *picked, size_t n, ifm_enc *enc, char *why,
@@ -75,8 +91,9 @@ static uint32_t commit(ctl *c, const ctl_grant_req *g, const size_t *picked, siz
         l->granted_ms = now;
         l->until_ms = until;
     }
-    if (ctl_store_grant(c->store, leases, n, ids, why, whylen) != CTL_STORE_OK) {
-        code = 409;
+    int rc = ctl_store_grant(c->store, leases, n, ids, why, whylen);
+    if (rc != CTL_STORE_OK) {
+        code = store_refusal(rc, why, whylen);
         goto out;
     }
     ifm_reply_begin(enc, 200, NULL, 1);
