@@ -51,6 +51,13 @@ typedef enum {
     SIM_FAULT_SLOW_FLASH, /* the next flash takes slow_flash_factor x flash_ms */
     SIM_FAULT_WRONG_FW,   /* the next flash boots silent unknown firmware */
     SIM_FAULT_FLASH_FAIL, /* the next flash_uf2 reports an error, board stays in BOOTSEL */
+    /* The URB level (an exported board): */
+    SIM_FAULT_NO_COMPLETION, /* the next bulk or interrupt URB never completes (until cancelled) */
+    SIM_FAULT_STALL,         /* the next bulk URB stalls (-EPIPE) and halts its endpoint until CLEAR_FEATURE */
+    /* Hooks for the USB/IP server on top (wrk_hook, transport.h): */
+    SIM_FAULT_PARTIAL_PDU, /* the next RET_SUBMIT goes out half written, then the connection closes */
+    SIM_FAULT_LATE_UNLINK, /* the next RET_UNLINK waits until after the next RET_SUBMIT */
+    SIM_FAULT_BUSY_IMPORT, /* the next import is answered ST_DEV_BUSY */
     SIM_FAULT_COUNT
 } sim_fault;
 
@@ -69,7 +76,8 @@ int sim_inject(wrk_transport *t, const char *serial, sim_fault fault, unsigned c
 int sim_plug(wrk_transport *t, const char *serial);
 
 /* "hang", "watchdog", "disconnect", "unplug", "slow_flash", "wrong_fw",
- * "flash_fail" (case-insensitive, '-' accepted for '_'). Returns 0 or -1. */
+ * "flash_fail", "no_completion", "stall", "partial_pdu", "late_unlink",
+ * "busy_import" (case-insensitive, '-' accepted for '_'). Returns 0 or -1. */
 int sim_fault_from_name(const char *name, sim_fault *out);
 const char *sim_fault_name(sim_fault fault);
 

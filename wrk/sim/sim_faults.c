@@ -16,6 +16,11 @@ static const char *const fault_names[SIM_FAULT_COUNT] = {
     [SIM_FAULT_SLOW_FLASH] = "slow_flash",
     [SIM_FAULT_WRONG_FW] = "wrong_fw",
     [SIM_FAULT_FLASH_FAIL] = "flash_fail",
+    [SIM_FAULT_NO_COMPLETION] = "no_completion",
+    [SIM_FAULT_STALL] = "stall",
+    [SIM_FAULT_PARTIAL_PDU] = "partial_pdu",
+    [SIM_FAULT_LATE_UNLINK] = "late_unlink",
+    [SIM_FAULT_BUSY_IMPORT] = "busy_import",
 };
 
 const char *sim_fault_name(sim_fault fault)

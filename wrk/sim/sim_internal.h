@@ -2,7 +2,10 @@
  *   sim_transport.c  the wrk_transport_ops, enumeration (arrive/leave) and flashing;
  *   sim_usb.c        the CDC pipe: host writes -> device FIFO, device prints -> host;
  *   sim_board.c      what the firmware in flash does with that pipe;
- *   sim_faults.c     fault injection and plugging.
+ *   sim_faults.c     fault injection and plugging;
+ *   sim_desc.c       the USB descriptors of the board's three identities;
+ *   sim_urb.c        the URB level: standard and CDC requests, bulk and
+ *                    interrupt endpoints on the same pipe as sim_usb.c.
  */
 #ifndef ICEFARM_WRK_SIM_INTERNAL_H
 #define ICEFARM_WRK_SIM_INTERNAL_H
@@ -23,6 +26,44 @@
 
 typedef struct sim_transport sim_transport;
 typedef struct sim_board sim_board;
+
+/* ---- USB identities (sim_desc.c) ---- */
+
+typedef enum {
+    SIM_ID_DEFAULT,  /* 2e8a:0009, the default firmware (and unknown firmware) */
+    SIM_ID_PICO_ICE, /* 1209:b1c0, the pulse-count and variance firmware */
+    SIM_ID_BOOTSEL,  /* 2e8a:000f, the bootrom */
+    SIM_ID_COUNT
+} sim_id;
+
+typedef struct {
+    const uint8_t *device; /* 18 bytes */
+    const uint8_t *config; /* the one configuration, config_len bytes */
+    size_t config_len;
+    const char *const *strings; /* by index; [3] (the serial) and NULLs come from elsewhere */
+    size_t nstrings;
+} sim_identity;
+
+typedef struct {
+    uint8_t dev_default[18], dev_pico_ice[18], dev_bootsel[18];
+    uint8_t cfg_default[128], cfg_pico_ice[256], cfg_bootsel[96];
+    sim_identity id[SIM_ID_COUNT];
+} sim_descs;
+
+/* A URB of the sim: the wrk_urb first, its buffer after the struct. */
+typedef struct sim_urb {
+    wrk_urb u;
+    sim_board *board; /* the board of the device it was allocated for */
+    wrk_usbdev *dev;  /* that enumeration */
+    struct sim_urb *next;
+    bool queued;   /* on an endpoint queue */
+    bool finished; /* on the completion list */
+    bool lost;     /* NO_COMPLETION fault: never completes on its own */
+    uint8_t slot;  /* endpoint queue */
+    uint32_t off;  /* OUT: bytes the device has taken so far */
+} sim_urb;
+
+#define SIM_EP_SLOTS 32 /* endpoint number | 16 for IN */
 
 typedef struct sim_write {
     struct sim_write *next;
@@ -94,6 +135,21 @@ struct sim_board {
     bool dropping; /* WATCHDOG fault active for this transfer */
     uint64_t xfer_start_us;
 
+    /* The URB level (sim_urb.c). */
+    uint8_t devnum;                  /* address of the current enumeration */
+    uint8_t config;                  /* active configuration value (1 after enumeration) */
+    uint8_t alt[WRK_USB_MAX_IFACES]; /* current alternate setting per interface */
+    uint32_t claimed;
+    uint32_t halted;                             /* endpoint slots that stall until CLEAR_FEATURE(HALT) */
+    uint8_t line_coding[2][7];                   /* CDC0 and CDC1 (pico-ice) */
+    uint16_t line_state[2];                      /* SET_CONTROL_LINE_STATE: bit 0 DTR, bit 1 RTS */
+    sim_urb *q[SIM_EP_SLOTS], *qt[SIM_EP_SLOTS]; /* submitted, in order per endpoint */
+    sim_urb *fin, *fin_tail;                     /* completed, done not called yet */
+    unsigned urbs;                               /* queued + finished */
+    uint8_t echo[SIM_FIFO_SIZE];                 /* CDC1: the FPGA UART looped back */
+    size_t echo_len;
+    bool leaving; /* the leave is running: no new URBs */
+
     /* BOOTSEL flash in progress. */
     uint64_t t_flash;
     bool flashing;
@@ -113,6 +169,8 @@ struct sim_transport {
     void *ev_arg;
     sim_board *boards;
     size_t nboards;
+    sim_descs descs;
+    uint8_t next_devnum;
 };
 
 /* sim_transport.c */
@@ -147,6 +205,35 @@ void sim_usb_kick(sim_board *b); /* make sure a USB tick is coming */
 /* Drop the channel without callbacks (close or leave); the FIFO is kept. */
 void sim_usb_close(sim_board *b);
 void sim_usb_free(sim_board *b);
+
+/* sim_desc.c */
+int sim_desc_build(sim_descs *s);
+void sim_desc_info(const sim_identity *id, uint8_t config_value, wrk_usb_desc *out);
+int sim_desc_endpoints(const sim_identity *id, uint8_t iface, uint8_t alt, wrk_usb_ep *eps, size_t max);
+/* The endpoint `addr` in the current alternate settings; 0 or -ENOENT. */
+int sim_desc_find_ep(const sim_identity *id, const uint8_t *alts, uint8_t addr, wrk_usb_ep *ep, uint8_t *iface);
+size_t sim_desc_string(const sim_identity *id, const char *serial, uint8_t index, uint8_t *out, size_t cap);
+
+/* sim_urb.c: the URB ops (sim_transport.c puts them in the ops table) */
+const sim_identity *sim_identity_of(const sim_board *b);
+void sim_urb_enumerated(sim_board *b); /* a new enumeration: configured, defaults */
+/* The device goes: every URB completes with -ENODEV, now. */
+void sim_urb_fail_all(sim_board *b);
+bool sim_urb_active(const sim_board *b); /* URBs queued or completions pending */
+void sim_urb_tick(sim_board *b);         /* move data, complete what can complete */
+int sim_usb_desc(wrk_transport *t, wrk_usbdev *dev, wrk_usb_desc *out);
+int sim_usb_endpoints(wrk_transport *t, wrk_usbdev *dev, uint8_t iface, uint8_t alt, wrk_usb_ep *eps, size_t max);
+int sim_usb_claim(wrk_transport *t, wrk_usbdev *dev, uint8_t iface);
+int sim_usb_release(wrk_transport *t, wrk_usbdev *dev, uint8_t iface);
+int sim_usb_set_config(wrk_transport *t, wrk_usbdev *dev, uint8_t value);
+int sim_usb_set_altsetting(wrk_transport *t, wrk_usbdev *dev, uint8_t iface, uint8_t alt);
+int sim_usb_clear_halt(wrk_transport *t, wrk_usbdev *dev, uint8_t ep);
+int sim_usb_reset(wrk_transport *t, wrk_usbdev *dev);
+wrk_urb *sim_urb_alloc(wrk_transport *t, wrk_usbdev *dev, size_t size);
+void sim_urb_free(wrk_transport *t, wrk_urb *urb);
+int sim_urb_submit(wrk_transport *t, wrk_urb *urb);
+int sim_urb_cancel(wrk_transport *t, wrk_urb *urb);
+bool sim_take_hook(wrk_transport *t, wrk_usbdev *dev, wrk_hook hook);
 
 /* sim_board.c */
 void sim_fw_boot(sim_board *b); /* start the flashed firmware (FWS_OFF in BOOTSEL) */

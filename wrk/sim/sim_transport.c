@@ -116,6 +116,7 @@ static void do_arrive(sim_board *b)
     dev->board = b;
     usb_id(b, &dev->info);
     b->dev = dev;
+    sim_urb_enumerated(b);
     sim_fw_boot(b);
     if (b->faults[SIM_FAULT_DISCONNECT])
         sim_schedule_leave(b, s->opt.replug_ms, NEXT_APP, s->opt.replug_ms, true);
@@ -128,6 +129,8 @@ static void do_leave(sim_board *b)
     wrk_usbdev *dev = b->dev;
     if (b->leave_flap && b->faults[SIM_FAULT_DISCONNECT])
         b->faults[SIM_FAULT_DISCONNECT]--;
+    /* Every URB ends first, while the board still points at this enumeration. */
+    sim_urb_fail_all(b);
     /* Power off: the channel goes without callbacks, the firmware stops. */
     sim_usb_close(b);
     sim_fw_stop(b);
@@ -288,6 +291,19 @@ static const wrk_transport_ops sim_ops = {
     .cdc_open = sim_cdc_open,
     .cdc_write = sim_cdc_write,
     .cdc_close = sim_cdc_close,
+    .usb_desc = sim_usb_desc,
+    .usb_endpoints = sim_usb_endpoints,
+    .usb_claim = sim_usb_claim,
+    .usb_release = sim_usb_release,
+    .usb_set_config = sim_usb_set_config,
+    .usb_set_altsetting = sim_usb_set_altsetting,
+    .usb_clear_halt = sim_usb_clear_halt,
+    .usb_reset = sim_usb_reset,
+    .urb_alloc = sim_urb_alloc,
+    .urb_free = sim_urb_free,
+    .urb_submit = sim_urb_submit,
+    .urb_cancel = sim_urb_cancel,
+    .take_hook = sim_take_hook,
     .free = sim_free,
 };
 
@@ -304,6 +320,10 @@ wrk_transport *sim_transport_new(ifm_loop *loop, const sim_options *opts)
     if (!s)
         return NULL;
     s->base = (wrk_transport){ .ops = &sim_ops, .loop = loop };
+    if (sim_desc_build(&s->descs) != 0) {
+        free(s);
+        return NULL;
+    }
     s->seed = strdup(o.seed ? o.seed : "sim");
     s->boards = calloc(o.boards ? o.boards : 1, sizeof *s->boards);
     if (!s->seed || !s->boards) {

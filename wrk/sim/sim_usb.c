@@ -17,14 +17,15 @@ static void usb_tick(ifm_loop *loop, void *arg);
 
 void sim_usb_kick(sim_board *b)
 {
-    if (b->cdc_open && !b->t_usb)
+    if ((b->cdc_open || sim_urb_active(b)) && !b->t_usb)
         b->t_usb = ifm_timer_add(b->sim->base.loop, b->sim->opt.usb_tick_ms, usb_tick, b);
 }
 
 void sim_usb_print(sim_board *b, const char *text)
 {
-    /* pico-sdk and TinyUSB drop output while DTR is low. */
-    if (!b->cdc_open)
+    /* pico-sdk and TinyUSB drop output while DTR is low (the CDC channel raises
+     * it; at the URB level the host does, with SET_CONTROL_LINE_STATE). */
+    if (!b->cdc_open && !(b->line_state[0] & 1))
         return;
     size_t n = strlen(text);
     if (b->tx_off == b->tx_len)
@@ -122,8 +123,11 @@ static void usb_tick(ifm_loop *loop, void *arg)
 {
     sim_board *b = arg;
     b->t_usb = 0;
-    if (!b->cdc_open)
+    if (!b->cdc_open) {
+        if (sim_urb_active(b))
+            sim_urb_tick(b);
         return;
+    }
     if (!b->dtr)
         sim_fw_dtr(b, true);
     move_host_bytes(b);

@@ -26,8 +26,10 @@ static void evaluate_ok(drv *d, drv_board *b, const uint8_t *bits)
 
 static void test_fault_names(void **state)
 {
-    static const char *const names[] = { "hang",       "watchdog", "disconnect", "unplug",
-                                         "slow_flash", "wrong_fw", "flash_fail" };
+    static const char *const names[] = { "hang",       "watchdog",    "disconnect",  "unplug",
+                                         "slow_flash", "wrong_fw",    "flash_fail",  "no_completion",
+                                         "stall",      "partial_pdu", "late_unlink", "busy_import" };
+    assert_int_equal(sizeof names / sizeof names[0], SIM_FAULT_COUNT);
     for (int f = 0; f < SIM_FAULT_COUNT; f++) {
         sim_fault got;
         assert_int_equal(sim_fault_from_name(names[f], &got), 0);
