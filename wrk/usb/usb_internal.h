@@ -2,6 +2,7 @@
  *   usb_transport.c  context, loop integration, transfers, discovery, ops, touch
  *   usb_cdc.c        the CDC ACM channel
  *   usb_picoboot.c   flashing a BOOTSEL device over PICOBOOT
+ *   usb_urb.c        the URB level (descriptors, control plane, URBs)
  *
  * Transfers. Every libusb transfer is wrapped in a usb_xfer that belongs to one
  * device and is on its list until freed. Its completion runs `fn`; a transfer
@@ -24,6 +25,10 @@ typedef struct usb_transport usb_transport;
 typedef struct usb_xfer usb_xfer;
 typedef struct usb_cdc usb_cdc;
 typedef struct usb_flash usb_flash;
+typedef struct usb_urb usb_urb;
+
+/* How long a departing device's URBs may take to come back from libusb. */
+#define USB_URB_DRAIN_MS 1000u
 
 typedef void (*usb_xfer_fn)(usb_xfer *x);
 
@@ -63,6 +68,12 @@ struct wrk_usbdev {
     unsigned inflight;
     usb_cdc *cdc;
     usb_flash *flash;
+    /* URBs (usb_urb.c): every one allocated and not yet freed */
+    usb_urb *urbs;
+    unsigned urbs_inflight;
+    bool urbs_cancelled;    /* the device goes: its URBs were cancelled */
+    uint64_t urbs_deadline; /* ms: then they are completed without libusb */
+    uint64_t t_drain;
 };
 
 struct usb_transport {
@@ -116,6 +127,25 @@ void usb_cdc_drop(wrk_usbdev *dev);
 /* Find the CDC ACM control interface (0 if it is one) and its data interface. */
 int usb_cdc_find(wrk_usbdev *dev, uint8_t *ctrl_if, uint8_t *data_if, uint8_t *ep_in, uint8_t *ep_out, uint16_t *mps_in,
                  uint16_t *mps_out);
+
+/* usb_urb.c */
+/* The device goes: cancels its URBs (first call) and says whether all came back
+ * (or the drain deadline passed and the rest were completed with -ENODEV). */
+bool usb_urb_drained(wrk_usbdev *d);
+void usb_urb_free_all(wrk_usbdev *d);    /* the device record goes: nothing in flight */
+void usb_urb_silence_all(wrk_usbdev *d); /* the transport goes: cancel, never call back */
+int usb_usb_desc(wrk_transport *t, wrk_usbdev *dev, wrk_usb_desc *out);
+int usb_usb_endpoints(wrk_transport *t, wrk_usbdev *dev, uint8_t iface, uint8_t alt, wrk_usb_ep *eps, size_t max);
+int usb_usb_claim(wrk_transport *t, wrk_usbdev *dev, uint8_t iface);
+int usb_usb_release(wrk_transport *t, wrk_usbdev *dev, uint8_t iface);
+int usb_usb_set_config(wrk_transport *t, wrk_usbdev *dev, uint8_t value);
+int usb_usb_set_altsetting(wrk_transport *t, wrk_usbdev *dev, uint8_t iface, uint8_t alt);
+int usb_usb_clear_halt(wrk_transport *t, wrk_usbdev *dev, uint8_t ep);
+int usb_usb_reset(wrk_transport *t, wrk_usbdev *dev);
+wrk_urb *usb_urb_alloc(wrk_transport *t, wrk_usbdev *dev, size_t size);
+void usb_urb_free(wrk_transport *t, wrk_urb *urb);
+int usb_urb_submit(wrk_transport *t, wrk_urb *urb);
+int usb_urb_cancel(wrk_transport *t, wrk_urb *urb);
 
 /* usb_picoboot.c */
 int usb_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, size_t len, wrk_done_cb done, void *arg);

@@ -589,6 +589,8 @@ static void release_claims(wrk_usbdev *d)
 
 static void dev_free(wrk_usbdev *d)
 {
+    ifm_timer_cancel(d->ut->base.loop, d->t_drain);
+    usb_urb_free_all(d);
     while (d->xfers)
         usb_xfer_free(d->xfers); /* none is in flight here */
     if (d->h)
@@ -608,6 +610,13 @@ static void report_leave(usb_transport *ut, wrk_usbdev *d)
     abandon_all(d);
 }
 
+static void drain_timeout(ifm_loop *loop, void *arg)
+{
+    wrk_usbdev *d = arg;
+    d->t_drain = 0;
+    usb_kick(d->ut);
+}
+
 static void work(ifm_loop *loop, void *arg)
 {
     usb_transport *ut = arg;
@@ -616,6 +625,15 @@ restart:
     for (wrk_usbdev **pp = &ut->devs, *d; (d = *pp) != NULL;) {
         bool gone = d->left || d->lost;
         if (d->state == USBDEV_PRESENT && gone) {
+            /* Its URBs complete (with -ENODEV) before the leave is reported. */
+            if (!usb_urb_drained(d)) {
+                if (!d->t_drain)
+                    d->t_drain = ifm_timer_add(loop, USB_URB_DRAIN_MS + 1, drain_timeout, d);
+                pp = &d->next;
+                continue;
+            }
+            ifm_timer_cancel(loop, d->t_drain);
+            d->t_drain = 0;
             report_leave(ut, d);
             goto restart; /* the callback may have changed anything */
         }
@@ -631,7 +649,7 @@ restart:
             ut->ev.arrive(ut->ev_arg, d, &d->info);
             goto restart;
         }
-        if (d->left && d->state == USBDEV_GONE && d->inflight == 0) {
+        if (d->left && d->state == USBDEV_GONE && d->inflight == 0 && !d->urbs) {
             *pp = d->next;
             dev_free(d);
             continue;
@@ -762,6 +780,7 @@ static void usb_free(wrk_transport *t)
         usb_cdc_drop(d);
         usb_flash_abort(d, false, 0, NULL);
         abandon_all(d);
+        usb_urb_silence_all(d);
     }
     /* Cancellation completes asynchronously: let libusb hand every transfer
      * back before the handles close (bounded: 5 s). */
@@ -799,6 +818,19 @@ static const wrk_transport_ops usb_ops = {
     .cdc_open = usb_cdc_open,
     .cdc_write = usb_cdc_write,
     .cdc_close = usb_cdc_close,
+    .usb_desc = usb_usb_desc,
+    .usb_endpoints = usb_usb_endpoints,
+    .usb_claim = usb_usb_claim,
+    .usb_release = usb_usb_release,
+    .usb_set_config = usb_usb_set_config,
+    .usb_set_altsetting = usb_usb_set_altsetting,
+    .usb_clear_halt = usb_usb_clear_halt,
+    .usb_reset = usb_usb_reset,
+    .urb_alloc = usb_urb_alloc,
+    .urb_free = usb_urb_free,
+    .urb_submit = usb_urb_submit,
+    .urb_cancel = usb_urb_cancel,
+    .take_hook = NULL,
     .free = usb_free,
 };
 

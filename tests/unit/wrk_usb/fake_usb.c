@@ -50,6 +50,7 @@ struct fake_dev {
     char devnode[64];
     char nodefile[512];
     UMockdevIoctlBase *handler;
+    GByteArray *desc; /* device + configuration descriptors, for GET_DESCRIPTOR */
     bool dead, removed;
     bool echo, hold_out, stall_next_in;
     GByteArray *tx, *rx;
@@ -421,7 +422,12 @@ static void control(fake_dev *d, furb *f)
     uint8_t reply[256];
     int n = -1;
     (void)index;
-    if (type == 0x80 && req == 6 && (value >> 8) == 3) {
+    if (type == 0x80 && req == 6 && ((value >> 8) == 1 || (value >> 8) == 2) && (value & 0xff) == 0) {
+        /* the device descriptor (18 bytes), or the configuration after it */
+        size_t off = (value >> 8) == 1 ? 0 : 18, len = (value >> 8) == 1 ? 18 : d->desc->len - 18;
+        memcpy(reply, d->desc->data + off, len < sizeof reply ? len : sizeof reply);
+        n = (int)(len < sizeof reply ? len : sizeof reply);
+    } else if (type == 0x80 && req == 6 && (value >> 8) == 3) {
         int idx = value & 0xff;
         if (idx == 0) {
             d->st.langid_requests++;
@@ -497,7 +503,8 @@ static long do_submit(fake_dev *d, UMockdevIoctlData *arg, int *err)
         *err = ENODEV;
         return -1;
     }
-    if (urb.type != USBDEVFS_URB_TYPE_CONTROL && urb.type != USBDEVFS_URB_TYPE_BULK) {
+    if (urb.type != USBDEVFS_URB_TYPE_CONTROL && urb.type != USBDEVFS_URB_TYPE_BULK &&
+        urb.type != USBDEVFS_URB_TYPE_INTERRUPT) {
         g_object_unref(u);
         *err = EINVAL;
         return -1;
@@ -522,6 +529,8 @@ static long do_submit(fake_dev *d, UMockdevIoctlData *arg, int *err)
                 f->len);
     if (urb.type == USBDEVFS_URB_TYPE_CONTROL)
         control(d, f);
+    else if (urb.type == USBDEVFS_URB_TYPE_INTERRUPT)
+        add_pending(d, f); /* a notification endpoint: nothing is ever sent */
     else if (d->kind == FAKE_BOOTSEL)
         pb_bulk(d, f);
     else
@@ -866,7 +875,7 @@ fake_dev *fake_plug(fake_bed *bed, fake_kind kind, const char *serial, bool ueve
             devnum, "bConfigurationValue", "1\n", "speed", "12\n", "product", product_attr, NULL, "DEVNAME", d->devnode,
             "DEVTYPE", "usb_device", "BUSNUM", "001", "DEVNUM", devnum3, NULL);
     umockdev_testbed_set_attribute_binary(bed->tb, d->syspath, "descriptors", desc->data, (gint)desc->len);
-    g_byte_array_free(desc, TRUE);
+    d->desc = desc;
     snprintf(d->nodefile, sizeof d->nodefile, "%s%s", bed->root, d->devnode);
     g_file_set_contents(d->nodefile, "", 0, NULL);
     d->handler = umockdev_ioctl_base_new();
@@ -923,6 +932,7 @@ static void free_dev(fake_dev *d)
     g_object_unref(d->handler);
     g_byte_array_free(d->tx, TRUE);
     g_byte_array_free(d->rx, TRUE);
+    g_byte_array_free(d->desc, TRUE);
     g_free(d->syspath);
     free(d->flash);
     g_mutex_clear(&d->m);

@@ -10,7 +10,9 @@
  * really queued, completed and reaped, so libusb's asynchronous transfers,
  * cancellation and timeouts run their real code paths.
  *
- * Behind the URBs sits a small device model per kind:
+ * Endpoint 0 answers GET_DESCRIPTOR for the device, its configuration and its
+ * strings; interrupt URBs (CDC notifications) stay pending until discarded.
+ * Behind the bulk URBs sits a small device model per kind:
  *   pico stdio (2e8a:0009) and pico-ice (1209:b1c0): CDC ACM with an echo (or
  *     hold) on the data interface, line coding / control line state recorded,
  *     a 1200-baud line coding noted as a touch;
