@@ -110,10 +110,16 @@ static void add_result(wrk_board *b, const evaljob *j, const ifm_result *r, cons
     rb->r[rb->n] = *r;
     snprintf(rb->r[rb->n].id, sizeof rb->r[rb->n].id, "%s", j->id);
     rb->samples[rb->n] = NULL;
+    /* Only a waveform keeps its samples (an owned copy); the caller's array is
+     * gone by the time the batch is flushed. */
+    rb->r[rb->n].samples = NULL;
+    rb->r[rb->n].nsamples = 0;
     if (r->type == IFM_VALUE_WAVEFORM && r->nsamples) {
         rb->samples[rb->n] = malloc(r->nsamples * sizeof(uint16_t));
-        if (rb->samples[rb->n])
+        if (rb->samples[rb->n]) {
             memcpy(rb->samples[rb->n], samples, r->nsamples * sizeof(uint16_t));
+            rb->r[rb->n].nsamples = r->nsamples;
+        }
         rb->r[rb->n].samples = rb->samples[rb->n];
     }
     rb->n++;
