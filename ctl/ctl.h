@@ -12,6 +12,7 @@
  *   waiters.c   reserve requests waiting for boards, first come first served
  *   publish.c   what control tells others: worker commands, client events,
  *               retained lease and availability messages
+ *   metrics.c   Prometheus metrics (--metrics-listen)
  */
 #ifndef ICEFARM_CTL_H
 #define ICEFARM_CTL_H
@@ -20,6 +21,8 @@
 #include <stdint.h>
 
 #include "icefarm/loop.h"
+#include "icefarm/metrics.h"
+#include "icefarm/metrics_http.h"
 #include "icefarm/mqtt.h"
 #include "icefarm/msg.h"
 #include "store.h"
@@ -30,9 +33,10 @@ typedef struct {
     bool broker_tls;
     const char *user, *password, *cafile;
     const char *data_dir;
-    uint64_t lease_default_s; /* a reservation's length unless the client asks */
-    uint64_t lease_max_s;     /* the longest a client may ask for */
-    uint64_t warn_before_s;   /* "reservation ending soon" lead time */
+    const char *metrics_listen; /* HOST:PORT, or NULL */
+    uint64_t lease_default_s;   /* a reservation's length unless the client asks */
+    uint64_t lease_max_s;       /* the longest a client may ask for */
+    uint64_t warn_before_s;     /* "reservation ending soon" lead time */
     int keepalive;
 } ctl_config;
 
@@ -68,6 +72,15 @@ typedef struct {
 
 typedef struct ctl_waiter ctl_waiter;
 
+/* metrics.c: the registry, the /metrics responder, and the series kept for hot paths. */
+typedef struct {
+    ifm_metrics *reg;
+    ifm_metrics_server *srv; /* NULL without --metrics-listen */
+    ifm_metric *boards, *leases, *waiting, *workers, *ends, *latency, *mqtt_connected;
+    ifm_series *grants, *expiries, *reconnects;
+    unsigned connects;
+} ctl_metrics;
+
 struct ctl {
     ctl_config cfg;
     ifm_loop *loop;
@@ -83,6 +96,7 @@ struct ctl {
     size_t last_avail_len;
     uint64_t avail_timer; /* availability is recomputed at most every AVAIL_DEBOUNCE_MS */
     bool shutting_down;
+    ctl_metrics metrics;
 };
 
 /* registry.c */
@@ -118,6 +132,8 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
                    size_t args_len, uint64_t duration_s);
 void ctl_waiters_serve(ctl *c);
 void ctl_waiters_free(ctl *c);
+/* Visits the waiting reserves, oldest first. */
+void ctl_waiters_each(ctl *c, void (*fn)(const char *kind, uint32_t amount, void *arg), void *arg);
 
 /* grant.c: what a grant is for; all borrowed for the call. */
 typedef struct {
@@ -146,5 +162,13 @@ void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const cha
                          const char *client, uint64_t lease, const uint8_t *args, size_t args_len);
 void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms);
 uint64_t ctl_now_ms(const ctl *c);
+
+/* metrics.c */
+int ctl_metrics_init(ctl *c);
+int ctl_metrics_serve(ctl *c, const char *listen); /* NULL or "": not served */
+void ctl_metrics_free(ctl *c);
+double ctl_metrics_clock(void); /* monotonic seconds */
+void ctl_metrics_request(ctl *c, const char *verb, double seconds);
+void ctl_metrics_ended(ctl *c, bool failed, const char *why);
 
 #endif

@@ -111,6 +111,7 @@ static uint32_t commit(ctl *c, const ctl_grant_req *g, const size_t *picked, siz
         IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, g->client, g->kind,
                  leases[i].worker);
     }
+    ifm_series_add(c->metrics.grants, (double)n);
     ctl_publish_available(c, false);
     code = 200;
 out:

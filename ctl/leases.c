@@ -111,6 +111,7 @@ void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why)
      * gone the command simply finds nobody, and its next birth resets it anyway. */
     ctl_send_worker_cmd(c, l->worker, IFM_WOP_RELEASE, l->serial, NULL, NULL, 0, NULL, 0);
     IFM_INFO("serial=%s client=%s reservation end (%s)", l->serial, l->client, why);
+    ctl_metrics_ended(c, failed, why);
 }
 
 static int adopt_visit(const ctl_lease *l, void *arg)

@@ -20,6 +20,8 @@ static void usage(FILE *f)
             "  --lease-max SECONDS longest reservation a client may ask [ICEFARM_LEASE_MAX, 86400]\n"
             "  --warn-before SECONDS  'reservation ending soon' lead    [ICEFARM_WARN_BEFORE, 1200]\n"
             "  --keepalive SECONDS MQTT keep-alive                      [ICEFARM_KEEPALIVE, 5]\n"
+            "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (no login: loopback or a\n"
+            "                      private network)                     [ICEFARM_METRICS_LISTEN, off]\n"
             "  --user NAME --password PW --cafile FILE   broker credentials and TLS CA\n"
             "  --config FILE       `name = value` file read after flags and environment\n"
             "  -h, --help          this help\n");
@@ -38,6 +40,8 @@ static void on_connect(ifm_mqtt *m, bool connected, void *arg)
     ctl *c = arg;
     if (!connected)
         return;
+    if (c->metrics.connects++)
+        ifm_series_add(c->metrics.reconnects, 1);
     ctl_publish_state(c, true);
     /* Leases are loaded (and their timers armed) once connected, so an expiry
      * that passed while control was down is announced, not silently applied. */
@@ -61,6 +65,7 @@ static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
         O_USER,
         O_PASSWORD,
         O_CAFILE,
+        O_METRICS,
         O_CONFIG
     };
     static const struct option opts[] = {
@@ -73,6 +78,7 @@ static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
         { "user", required_argument, 0, O_USER },
         { "password", required_argument, 0, O_PASSWORD },
         { "cafile", required_argument, 0, O_CAFILE },
+        { "metrics-listen", required_argument, 0, O_METRICS },
         { "config", required_argument, 0, O_CONFIG },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
@@ -96,6 +102,7 @@ static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
     c->cfg.user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
     c->cfg.password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
     c->cfg.cafile = ifm_conf_get(conf, "cafile", flag[O_CAFILE], NULL);
+    c->cfg.metrics_listen = ifm_conf_get(conf, "metrics-listen", flag[O_METRICS], NULL);
     long lease, lease_max, warn, ka;
     if (ifm_conf_get_long(conf, "lease", flag[O_LEASE], 3600, 1, 365L * 86400, &lease, err, sizeof err) ||
         ifm_conf_get_long(conf, "lease-max", flag[O_LEASE_MAX], 86400, 1, 365L * 86400, &lease_max, err, sizeof err) ||
@@ -131,6 +138,8 @@ int main(int argc, char **argv)
     }
     c.loop = ifm_loop_new();
     c.epoch = ifm_wall_ms();
+    if (ctl_metrics_init(&c) != 0 || ctl_metrics_serve(&c, c.cfg.metrics_listen) != 0)
+        goto out;
     ifm_enc will;
     ifm_enc_init(&will);
     ifm_ctl_state_encode(&will, false, c.epoch);
@@ -175,6 +184,7 @@ out:
     if (c.loop)
         ifm_timer_cancel(c.loop, c.avail_timer);
     ifm_mqtt_free(c.mqtt);
+    ctl_metrics_free(&c);
     for (size_t i = 0; i < c.nboards; i++)
         free(c.boards[i]);
     free(c.boards);

@@ -292,7 +292,7 @@ static void do_status(ctl *c, const ifm_mqtt_msg *msg)
     ifm_enc_free(&e);
 }
 
-void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+static void on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 {
     ctl *c = arg;
     char verb_name[32];
@@ -362,4 +362,14 @@ void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 out:
     ifm_ctl_req_free(&req);
     ifm_doc_free(&doc);
+}
+
+void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    double t0 = ctl_metrics_clock();
+    on_request(m, msg, arg);
+    char verb[32];
+    if (ifm_topic_level(msg->topic, 3, verb, sizeof verb))
+        verb[0] = '\0';
+    ctl_metrics_request(arg, verb, ctl_metrics_clock() - t0);
 }

@@ -21,6 +21,12 @@ struct ctl_waiter {
     uint64_t timer;
 };
 
+void ctl_waiters_each(ctl *c, void (*fn)(const char *kind, uint32_t amount, void *arg), void *arg)
+{
+    for (ctl_waiter *w = c->waiters; w; w = w->next)
+        fn(w->kind, w->amount, arg);
+}
+
 static void waiter_free(ctl_waiter *w)
 {
     free(w->args);

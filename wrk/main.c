@@ -10,6 +10,7 @@
 #include "bridge.h"
 #include "icefarm/conf.h"
 #include "icefarm/log.h"
+#include "metrics.h"
 #include "sim.h"
 #include "usb_transport.h"
 #include "worker.h"
@@ -33,6 +34,8 @@ static void usage(FILE *f)
             "                     per-state timeouts                  [30000, 5000, 10000, 15000]\n"
             "  --attempts N       tries per bitstream before it fails [3]\n"
             "  --keepalive S      MQTT keep-alive; death is noticed within 1.5x [5]\n"
+            "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (no login: loopback or a\n"
+            "                      private network)                       [ICEFARM_METRICS_LISTEN, off]\n"
             "  --user U --password P --cafile FILE   broker credentials and TLS CA\n"
             "  --config FILE      `name = value` file read after flags and environment\n"
             "  -h, --help\n"
@@ -50,7 +53,17 @@ typedef struct {
     sim_options sim;
     long nsim;
     const char *sim_seed;
+    const char *metrics_listen;
+    wrk_metrics metrics;
 } wrk_main;
+
+/* The bridge's connection callback, with the metrics' count of reconnects. */
+static void on_conn(ifm_mqtt *mq, bool connected, void *arg)
+{
+    wrk_main *m = arg;
+    wrk_metrics_mqtt(&m->metrics, connected);
+    wrk_bridge_on_conn(mq, connected, &m->w);
+}
 
 static void on_signal(ifm_loop *loop, int signo, void *arg)
 {
@@ -109,6 +122,7 @@ static int configure(wrk_main *m, int argc, char **argv)
         O_USER,
         O_PASSWORD,
         O_CAFILE,
+        O_METRICS,
         O_CONFIG,
         O_N
     };
@@ -132,6 +146,7 @@ static int configure(wrk_main *m, int argc, char **argv)
         { "user", 1, 0, O_USER },
         { "password", 1, 0, O_PASSWORD },
         { "cafile", 1, 0, O_CAFILE },
+        { "metrics-listen", 1, 0, O_METRICS },
         { "config", 1, 0, O_CONFIG },
         { "help", 0, 0, 'h' },
         { 0, 0, 0, 0 },
@@ -209,6 +224,7 @@ static int configure(wrk_main *m, int argc, char **argv)
     m->user = ifm_conf_get(c, "user", flag[O_USER], NULL);
     m->password = ifm_conf_get(c, "password", flag[O_PASSWORD], NULL);
     m->cafile = ifm_conf_get(c, "cafile", flag[O_CAFILE], NULL);
+    m->metrics_listen = ifm_conf_get(c, "metrics-listen", flag[O_METRICS], NULL);
     const char *paths[FW_COUNT] = {
         ifm_conf_get(c, "default", flag[O_DEFAULT], NULL),
         ifm_conf_get(c, "pulse-count", flag[O_PULSE], NULL),
@@ -257,8 +273,8 @@ int main(int argc, char **argv)
     char client_id[IFM_NAME_MAX + 8];
     snprintf(client_id, sizeof client_id, "wrk-%s", w->id);
     mo.client_id = client_id;
-    w->mqtt = ifm_mqtt_new(w->loop, &mo, wrk_bridge_on_conn, w);
-    if (!w->mqtt || wrk_bridge_start(w))
+    w->mqtt = ifm_mqtt_new(w->loop, &mo, on_conn, &m);
+    if (!w->mqtt || wrk_bridge_start(w) || wrk_metrics_start(&m.metrics, w, m.metrics_listen))
         goto out;
     if (w->sim) {
         w->t = sim_transport_new(w->loop, &m.sim);
@@ -288,6 +304,7 @@ int main(int argc, char **argv)
 out:
     if (w->t)
         w->t->ops->free(w->t);
+    wrk_metrics_stop(&m.metrics);
     wrk_boards_free(w);
     ifm_mqtt_free(w->mqtt);
     for (int k = 0; k < FW_COUNT; k++)

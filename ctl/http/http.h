@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "icefarm/loop.h"
+#include "icefarm/metrics.h"
 #include "icefarm/mqtt.h"
 #include "icefarm/msg.h"
 
@@ -46,7 +47,8 @@ typedef enum {
     ROUTE_NONE,
     ROUTE_EVENTS,
     ROUTE_API,
-    ROUTE_TOKEN
+    ROUTE_TOKEN,
+    ROUTE_METRICS
 } req_route;
 
 typedef enum {
@@ -98,6 +100,14 @@ typedef struct {
     bool subscribed;           /* to icefarm/<serial>/event */
 } lease_ent;
 
+/* metrics.c: the registry behind /metrics. */
+typedef struct {
+    ifm_metrics *reg;
+    ifm_metric *requests, *latency, *connected;
+    ifm_series *reconnects;
+    unsigned connects;
+} http_metrics;
+
 struct http_srv {
     ifm_loop *loop;
     ifm_mqtt *mqtt;
@@ -120,6 +130,7 @@ struct http_srv {
     lease_ent *leases;
     size_t nleases, capleases;
     bool stopping;
+    http_metrics metrics;
 };
 
 /* server.c */
@@ -180,6 +191,16 @@ void events_close_all(http_srv *s);
 void events_free(http_srv *s);
 
 /* msgpack <-> JSON: icefarm/json.h */
+
+/* metrics.c */
+int http_metrics_init(http_srv *s);
+void http_metrics_free(http_srv *s);
+/* The MQTT connection callback (counts reconnects); arg is the server. */
+void http_metrics_mqtt(ifm_mqtt *m, bool connected, void *arg);
+/* One finished request (from the request log). */
+void http_metrics_request(http_srv *s, const http_req *r, double seconds);
+/* GET /metrics, authenticated as the rest of the API is. */
+enum MHD_Result http_metrics_serve(http_req *r);
 
 /* page.c */
 extern const char http_status_page[];

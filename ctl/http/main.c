@@ -143,7 +143,11 @@ int main(int argc, char **argv)
         .cafile = cfg.cafile,
         .keepalive = (int)cfg.keepalive,
     };
-    s.mqtt = ifm_mqtt_new(s.loop, &mo, NULL, NULL);
+    if (http_metrics_init(&s)) {
+        IFM_ERROR("cannot set up the metrics registry");
+        goto out;
+    }
+    s.mqtt = ifm_mqtt_new(s.loop, &mo, http_metrics_mqtt, &s);
     if (!s.mqtt) {
         IFM_ERROR("cannot set up the MQTT client");
         goto out;
@@ -192,6 +196,7 @@ out:
         free(c);
     }
     events_free(&s);
+    http_metrics_free(&s);
     ifm_loop_free(s.loop);
     ifm_conf_free(conf);
     return rc;

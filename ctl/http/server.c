@@ -303,6 +303,8 @@ static enum MHD_Result serve(http_req *r)
         snprintf(r->client, sizeof r->client, "%s", r->user);
     if (r->route == ROUTE_TOKEN)
         return auth_token_serve(r);
+    if (r->route == ROUTE_METRICS)
+        return http_metrics_serve(r);
     json_t *args = parse_args(r, &rc);
     if (!args)
         return rc;
@@ -325,6 +327,10 @@ static enum MHD_Result route(http_req *r)
         if (!get)
             return reply_405(r, "GET");
         r->route = ROUTE_EVENTS;
+    } else if (strcmp(r->path, "/metrics") == 0) {
+        if (!get && !head)
+            return reply_405(r, "GET, HEAD");
+        r->route = ROUTE_METRICS;
     } else if (strcmp(r->path, "/token") == 0 && auth) {
         if (!post)
             return reply_405(r, "POST");
@@ -460,6 +466,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? " (shutting down)"
                  : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)"
                                                                  : " (connection closed)");
+    http_metrics_request(s, r, (double)(now_us() - r->t0) / 1e6);
     if (r->call)
         r->call->req = NULL;
     auth_detach(r);

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Prometheus metrics end to end on the embedded farm (4 simulated boards):
+# icefarm-ctl and icefarm-wrk with --metrics-listen, icefarm-http's /metrics.
+# Every endpoint passes `promtool check metrics`; a scripted session (reserve,
+# end, evaluate, a lease that expires, a board that breaks and is retried, HTTP
+# calls) moves each counter by exactly what it did; a killed worker is a failed
+# scrape, not stale numbers. Waits are polling loops with generous deadlines.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
+
+if ! command -v promtool >/dev/null; then
+    echo "skip: promtool not installed (apt install prometheus)"
+    exit 77
+fi
+
+CTL_M=127.0.0.1:$(farm_free_port)
+WRK_M=127.0.0.1:$(farm_free_port)
+export FARM_CTL_ARGS="--metrics-listen $CTL_M"
+e2e_farm_start 4 --sim-window-ms 50 --sim-flash-ms 50 --metrics-listen "$WRK_M"
+farm_start_http
+HTTP_M=${FARM_HTTP#http://}
+
+# scrape NAME HOSTPORT: the text of http://HOSTPORT/metrics into $RUN/NAME.prom.
+scrape() {
+    curl -sf --max-time 10 "http://$2/metrics" -o "$RUN/$1.prom"
+}
+
+# val NAME 'SERIES': the value of one series (0 if absent) in $RUN/NAME.prom.
+val() {
+    "$PY" - "$RUN/$1.prom" "$2" <<'PY'
+import sys
+want = sys.argv[2]
+for line in open(sys.argv[1]):
+    if line.startswith("#"):
+        continue
+    name, _, value = line.rstrip("\n").rpartition(" ")
+    if name == want:
+        print(int(float(value)) if float(value).is_integer() else value)
+        break
+else:
+    print(0)
+PY
+}
+
+# total NAME FAMILY: the sum of the family's series (any labels).
+total() {
+    "$PY" - "$RUN/$1.prom" "$2" <<'PY'
+import sys
+fam = sys.argv[2]
+t = 0.0
+for line in open(sys.argv[1]):
+    name, _, value = line.rstrip("\n").rpartition(" ")
+    if name == fam or name.startswith(fam + "{"):
+        t += float(value)
+print(int(t))
+PY
+}
+
+# moved NAME 'SERIES' BEFORE DELTA: the series now equals BEFORE + DELTA.
+moved() {
+    local now
+    now=$(val "$1" "$2")
+    [[ $now == $(($3 + $4)) ]] || {
+        echo "# $2: $3 -> $now, expected +$4" >&2
+        return 1
+    }
+}
+
+for d in ctl:$CTL_M wrk:$WRK_M http:$HTTP_M; do
+    check "icefarm-${d%%:*} serves /metrics" scrape "${d%%:*}" "${d#*:}"
+    check "icefarm-${d%%:*}'s /metrics passes promtool check metrics" \
+        bash -c "promtool check metrics <'$RUN/${d%%:*}.prom'"
+done
+check "docker/prometheus.yml passes promtool check config" promtool check config "$E2E_ROOT/docker/prometheus.yml"
+check "the responder answers 404 for another path" \
+    bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' http://$CTL_M/nope) == 404 ]]"
+check "control counts 4 known boards ready" test "$(val ctl 'icefarm_ctl_boards{state="ready",kind="none"}')" = 4
+check "control counts 1 worker online" test "$(val ctl 'icefarm_ctl_workers{state="online"}')" = 1
+check "the worker counts 4 boards ready" test "$(val wrk 'icefarm_wrk_boards{state="ready"}')" = 4
+check "the worker timed 4 or more default flashes" \
+    test "$(val wrk 'icefarm_wrk_flash_duration_seconds_count{state="flashing",result="ok"}')" -ge 4
+check "the MQTT connections count as up" test "$(val ctl 'icefarm_mqtt_connected')$(val wrk 'icefarm_mqtt_connected')$(val http 'icefarm_mqtt_connected')" = 111
+
+# ---- a scripted session ----
+scrape ctl "$CTL_M"
+scrape wrk "$WRK_M"
+G0=$(val ctl icefarm_ctl_grants_total)
+E0=$(val ctl 'icefarm_ctl_lease_ends_total{reason="holder"}')
+X0=$(val ctl icefarm_ctl_lease_expiries_total)
+R0=$(val ctl 'icefarm_ctl_request_duration_seconds_count{verb="reserve"}')
+N0=$(val ctl 'icefarm_ctl_request_duration_seconds_count{verb="end_all"}')
+V0=$(val wrk 'icefarm_wrk_evaluations_total{kind="pulsecount"}')
+F0=$(val wrk 'icefarm_wrk_evaluation_failures_total{kind="pulsecount"}')
+
+cli m1 reserve --amount 2
+check "reserve 2 boards exits 0 (got $RC)" test "$RC" = 0
+scrape ctl "$CTL_M"
+check "grants moved by 2" moved ctl icefarm_ctl_grants_total "$G0" 2
+check "2 leases are held" test "$(val ctl icefarm_ctl_leases)" = 2
+check "one reserve request was timed" moved ctl 'icefarm_ctl_request_duration_seconds_count{verb="reserve"}' "$R0" 1
+cli m1 end-all
+check "end-all exits 0 (got $RC)" test "$RC" = 0
+scrape ctl "$CTL_M"
+check "holder ends moved by 2" moved ctl 'icefarm_ctl_lease_ends_total{reason="holder"}' "$E0" 2
+check "one end_all request was timed" moved ctl 'icefarm_ctl_request_duration_seconds_count{verb="end_all"}' "$N0" 1
+check "no lease is held" test "$(val ctl icefarm_ctl_leases)" = 0
+
+wait_until 60 available_is 4 || true
+files=("$BITS"/*.bin)
+cli m2 evaluate --boards 1 "${files[@]:0:3}"
+check "evaluate 3 bitstreams on 1 board exits 0 (got $RC)" test "$RC" = 0
+scrape ctl "$CTL_M"
+check "grants moved by 3 in all (2 + 1)" moved ctl icefarm_ctl_grants_total "$G0" 3
+check "holder ends moved by 3 in all (2 + 1)" moved ctl 'icefarm_ctl_lease_ends_total{reason="holder"}' "$E0" 3
+scrape wrk "$WRK_M"
+check "the worker counted 3 evaluations" moved wrk 'icefarm_wrk_evaluations_total{kind="pulsecount"}' "$V0" 3
+check "and no failed evaluation" moved wrk 'icefarm_wrk_evaluation_failures_total{kind="pulsecount"}' "$F0" 0
+
+wait_until 60 available_is 4 || true
+cli m3 reserve --amount 1 --duration 1
+check "reserve 1 board for 1 s exits 0 (got $RC)" test "$RC" = 0
+expired() {
+    scrape ctl "$CTL_M" && moved ctl icefarm_ctl_lease_expiries_total "$X0" 1
+}
+check "the lease expires and expiries move by 1" wait_until 30 expired
+check "grants moved by 4 in all" moved ctl icefarm_ctl_grants_total "$G0" 4
+
+# A board whose next flash fails: quarantined, then retried.
+wait_until 60 available_is 4 || true
+cli e2e-observer devices
+W=$(jpy "$OUT" "sorted(j['serials'])[0]")
+scrape wrk "$WRK_M"
+B0=$(total wrk icefarm_wrk_boards_broken_total)
+T0=$(val wrk icefarm_wrk_broken_retries_total)
+check "inject 'flash_fail' on $W" sim_fault "$W" flash_fail 1
+check "the worker armed it" wait_until 30 grep -q "serial=$W sim fault flash_fail x1: armed" "$RUN/wrk.log"
+cli m4 reserve "$W"
+broken_retried() {
+    scrape wrk "$WRK_M" && [[ $(total wrk icefarm_wrk_boards_broken_total) == $((B0 + 1)) ]] &&
+        moved wrk icefarm_wrk_broken_retries_total "$T0" 1
+}
+check "the board broke once and was retried once" wait_until 60 broken_retried
+cli m4 end-all
+
+# ---- the HTTP shim counts its own requests ----
+scrape http "$HTTP_M"
+A0=$(val http 'icefarm_http_requests_total{endpoint="/available",code="200"}')
+O0=$(val http 'icefarm_http_requests_total{endpoint="other",code="404"}')
+for _ in 1 2 3; do curl -s -o /dev/null "$FARM_HTTP/available"; done
+curl -s -o /dev/null "$FARM_HTTP/no-such-thing"
+scrape http "$HTTP_M"
+check "http: /available 200 moved by 3" moved http 'icefarm_http_requests_total{endpoint="/available",code="200"}' "$A0" 3
+check "http: an unknown path counts as other/404" moved http 'icefarm_http_requests_total{endpoint="other",code="404"}' "$O0" 1
+check "http: /available latency observed 3 more times" test \
+    "$(val http 'icefarm_http_request_duration_seconds_count{endpoint="/available"}')" -ge 3
+for d in ctl:$CTL_M wrk:$WRK_M http:$HTTP_M; do
+    check "icefarm-${d%%:*}'s /metrics still passes promtool after the session" \
+        bash -c "curl -sf http://${d#*:}/metrics | promtool check metrics"
+done
+
+# ---- a process that is down is a failed scrape ----
+e2e_kill9 "$(e2e_pid_of wrk)"
+check "the killed worker's /metrics refuses connections" bash -c "! curl -sf --max-time 5 http://$WRK_M/metrics >/dev/null"
+lost() {
+    scrape ctl "$CTL_M" && test "$(val ctl 'icefarm_ctl_workers{state="lost"}')" = 1
+}
+check "control counts the worker lost" wait_until 30 lost
