@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "mp.h"
+#include "icefarm/mp.h"
 
 /* ---- a small string-keyed hash map ---- */
 
@@ -235,31 +235,9 @@ int acl_role_parse(const char *s)
     return -1;
 }
 
-bool acl_name_valid(const char *s, size_t max)
-{
-    if (!s || !*s || *s == '$')
-        return false;
-    size_t n = strnlen(s, max);
-    if (n >= max)
-        return false;
-    return strcspn(s, "/+#") == n;
-}
-
-static const char *const reserved_levels[] = { "worker", "ctl", "client", "lease", "farm" };
-
-static bool serial_valid(const char *s)
-{
-    if (!acl_name_valid(s, ACL_SERIAL_MAX))
-        return false;
-    for (size_t i = 0; i < sizeof reserved_levels / sizeof *reserved_levels; i++)
-        if (strcmp(s, reserved_levels[i]) == 0)
-            return false;
-    return true;
-}
-
 acl_role acl_role_of(const acl_state *st, const char *user)
 {
-    if (!user || !acl_name_valid(user, ACL_NAME_MAX))
+    if (!user || !ifm_name_valid(user, IFM_NAME_MAX))
         return ROLE_NONE;
     return (acl_role)(intptr_t)smap_get(&st->roles, user);
 }
@@ -307,9 +285,12 @@ int acl_load_roles(acl_state *st, const char *path, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        if (!acl_name_valid(user, ACL_NAME_MAX)) {
-            snprintf(err, errlen, "%s:%d: \"%.64s\" cannot be a username (1-127 bytes, no '/', '+', '#', leading '$')",
-                     path, lineno, user);
+        const char *bad = ifm_name_problem(user, IFM_NAME_MAX);
+        if (bad) {
+            snprintf(
+                err, errlen,
+                "%s:%d: \"%.64s\" cannot be a username: it %s (1-%d bytes of UTF-8, no '/', '+', '#', leading '$')",
+                path, lineno, user, bad, IFM_NAME_MAX - 1);
             rc = -1;
             break;
         }
@@ -360,7 +341,7 @@ typedef enum {
 
 typedef struct {
     tkind k;
-    char name[ACL_NAME_MAX]; /* serial, worker, client or verb */
+    char name[IFM_NAME_MAX]; /* serial, worker, client or verb */
     char leaf[32];
 } tinfo;
 
@@ -409,7 +390,7 @@ static void classify(const char *topic, tinfo *t)
     if (is(l1, "ctl")) {
         if (n == 3 && is(l2, "state"))
             SET(T_CTL_STATE, "", "");
-        else if (n == 4 && is(l2, "req") && acl_name_valid(lv[3], 32))
+        else if (n == 4 && is(l2, "req") && ifm_verb_valid(lv[3]))
             SET(T_CTL_REQ, lv[3], "");
     } else if (is(l1, "farm")) {
         for (int i = 2; i < n; i++)
@@ -417,16 +398,16 @@ static void classify(const char *topic, tinfo *t)
                 return;
         SET(T_FARM, "", "");
     } else if (is(l1, "lease")) {
-        if (n == 3 && serial_valid(l2))
+        if (n == 3 && ifm_serial_valid(l2))
             SET(T_LEASE, l2, "");
     } else if (is(l1, "worker")) {
-        if (n == 4 && acl_name_valid(l2, ACL_NAME_MAX) && acl_name_valid(lv[3], sizeof t->leaf))
+        if (n == 4 && ifm_name_valid(l2, IFM_NAME_MAX) && ifm_name_valid(lv[3], sizeof t->leaf))
             SET(T_WORKER, l2, lv[3]);
     } else if (is(l1, "client")) {
         /* icefarm/client/<name>/<leaf>[/...]: the whole subtree is the client's. */
-        if (n >= 4 && acl_name_valid(l2, ACL_NAME_MAX) && *lv[3])
+        if (n >= 4 && ifm_name_valid(l2, IFM_NAME_MAX) && *lv[3])
             SET(T_CLIENT, l2, n == 4 ? lv[3] : "");
-    } else if (n == 3 && serial_valid(l1) && (is(l2, "cmd") || is(l2, "event") || is(l2, "state"))) {
+    } else if (n == 3 && ifm_serial_valid(l1) && (is(l2, "cmd") || is(l2, "event") || is(l2, "state"))) {
         SET(T_BOARD, l1, l2);
     }
 #undef SET
@@ -680,26 +661,26 @@ static bool ended(const acl_state *st, const void *conn)
 
 /* Reads the root map header and the version field wherever it is; calls
  * `field` for every other key. Rejects duplicate keys among `known`. */
-typedef int (*field_fn)(mp_reader *r, const char *key, uint32_t klen, void *arg);
+typedef int (*field_fn)(ifm_mp *r, const char *key, uint32_t klen, void *arg);
 
 static int decode_root(const void *p, size_t len, const char *const *known, size_t nknown, field_fn fn, void *arg,
                        uint32_t *seen)
 {
-    mp_reader r;
-    mp_init(&r, p, len);
+    ifm_mp r;
+    ifm_mp_init(&r, p, len, NULL, 0);
     uint32_t n;
     bool have_v = false;
     *seen = 0;
-    if (len == 0 || len > (16u << 20) || mp_read_map(&r, &n))
+    if (len == 0 || len > IFM_MAX_PAYLOAD || ifm_mp_map(&r, &n))
         return -1;
     for (uint32_t i = 0; i < n; i++) {
         const char *k;
         uint32_t kl;
-        if (mp_read_str(&r, &k, &kl))
+        if (ifm_mp_str(&r, &k, &kl))
             return -1;
         if (kl == 1 && k[0] == 'v') {
             uint64_t v;
-            if (have_v || mp_read_uint(&r, &v) || v != 1)
+            if (have_v || ifm_mp_uint(&r, &v) || v != 1)
                 return -1;
             have_v = true;
             continue;
@@ -709,7 +690,7 @@ static int decode_root(const void *p, size_t len, const char *const *known, size
             if (strlen(known[j]) == kl && memcmp(known[j], k, kl) == 0)
                 idx = j;
         if (idx == nknown) {
-            if (mp_skip(&r, MP_MAX_DEPTH))
+            if (ifm_mp_skip(&r, IFM_MAX_DEPTH - 1))
                 return -1;
             continue;
         }
@@ -719,15 +700,15 @@ static int decode_root(const void *p, size_t len, const char *const *known, size
         if (fn(&r, known[idx], kl, arg))
             return -1;
     }
-    return have_v && mp_done(&r) ? 0 : -1;
+    return have_v && ifm_mp_done(&r) ? 0 : -1;
 }
 
 /* A string that may be empty. */
-static int read_str0(mp_reader *r, char *out, size_t cap)
+static int read_str0(ifm_mp *r, char *out, size_t cap)
 {
     const char *s;
     uint32_t n;
-    if (mp_read_str(r, &s, &n) || n >= cap || memchr(s, '\0', n))
+    if (ifm_mp_str(r, &s, &n) || n >= cap || memchr(s, '\0', n))
         return -1;
     memcpy(out, s, n);
     out[n] = '\0';
@@ -736,21 +717,21 @@ static int read_str0(mp_reader *r, char *out, size_t cap)
 
 static const char *const lease_keys[] = { "serial", "client", "worker", "kind", "lease", "until" };
 
-static int lease_field(mp_reader *r, const char *key, uint32_t klen, void *arg)
+static int lease_field(ifm_mp *r, const char *key, uint32_t klen, void *arg)
 {
     acl_lease *l = arg;
     char kind[64];
     if (is(key, "serial"))
-        return mp_read_cstr(r, l->serial, sizeof l->serial);
+        return ifm_mp_cstr(r, l->serial, sizeof l->serial);
     if (is(key, "client"))
-        return mp_read_cstr(r, l->client, sizeof l->client);
+        return ifm_mp_cstr(r, l->client, sizeof l->client);
     if (is(key, "worker"))
         return read_str0(r, l->worker, sizeof l->worker);
     if (is(key, "kind"))
         return read_str0(r, kind, sizeof kind);
     if (is(key, "lease"))
-        return mp_read_uint(r, &l->lease);
-    return mp_read_uint(r, &l->until_ms);
+        return ifm_mp_uint(r, &l->lease);
+    return ifm_mp_uint(r, &l->until_ms);
 }
 
 int acl_decode_lease(const void *p, size_t len, acl_lease *out)
@@ -760,21 +741,21 @@ int acl_decode_lease(const void *p, size_t len, acl_lease *out)
     if (decode_root(p, len, lease_keys, 6, lease_field, out, &seen))
         return -1;
     /* serial, client and until are what access depends on */
-    if ((seen & 0x23) != 0x23 || !serial_valid(out->serial) || !acl_name_valid(out->client, ACL_NAME_MAX))
+    if ((seen & 0x23) != 0x23 || !ifm_serial_valid(out->serial) || !ifm_name_valid(out->client, IFM_NAME_MAX))
         return -1;
     return 0;
 }
 
 static const char *const board_keys[] = { "serial", "worker", "state" };
 
-static int board_field(mp_reader *r, const char *key, uint32_t klen, void *arg)
+static int board_field(ifm_mp *r, const char *key, uint32_t klen, void *arg)
 {
     acl_board_state *b = arg;
     if (is(key, "serial"))
-        return mp_read_cstr(r, b->serial, sizeof b->serial);
+        return ifm_mp_cstr(r, b->serial, sizeof b->serial);
     if (is(key, "worker"))
-        return mp_read_cstr(r, b->worker, sizeof b->worker);
-    return mp_read_cstr(r, b->state, sizeof b->state);
+        return ifm_mp_cstr(r, b->worker, sizeof b->worker);
+    return ifm_mp_cstr(r, b->state, sizeof b->state);
 }
 
 int acl_decode_board_state(const void *p, size_t len, acl_board_state *out)
@@ -788,10 +769,10 @@ int acl_decode_board_state(const void *p, size_t len, acl_board_state *out)
 
 static const char *const birth_keys[] = { "worker", "state", "boards" };
 
-static int birth_boards(mp_reader *r, acl_worker_birth *b)
+static int birth_boards(ifm_mp *r, acl_worker_birth *b)
 {
     uint32_t n;
-    if (mp_read_array(r, &n) || n > ACL_MAX_BIRTH_BOARDS)
+    if (ifm_mp_array(r, &n) || n > IFM_MAX_SERIALS)
         return -1;
     b->serials = calloc(n ? n : 1, sizeof *b->serials);
     if (!b->serials)
@@ -799,18 +780,18 @@ static int birth_boards(mp_reader *r, acl_worker_birth *b)
     for (uint32_t i = 0; i < n; i++) {
         uint32_t m;
         bool have = false;
-        if (mp_read_map(r, &m))
+        if (ifm_mp_map(r, &m))
             return -1;
         for (uint32_t j = 0; j < m; j++) {
             const char *k;
             uint32_t kl;
-            if (mp_read_str(r, &k, &kl))
+            if (ifm_mp_str(r, &k, &kl))
                 return -1;
             if (kl == 6 && memcmp(k, "serial", 6) == 0) {
-                if (have || mp_read_cstr(r, b->serials[b->nserials], ACL_SERIAL_MAX))
+                if (have || ifm_mp_cstr(r, b->serials[b->nserials], IFM_SERIAL_MAX))
                     return -1;
                 have = true;
-            } else if (mp_skip(r, MP_MAX_DEPTH - 2)) {
+            } else if (ifm_mp_skip(r, IFM_MAX_DEPTH - 3)) {
                 return -1;
             }
         }
@@ -821,14 +802,14 @@ static int birth_boards(mp_reader *r, acl_worker_birth *b)
     return 0;
 }
 
-static int birth_field(mp_reader *r, const char *key, uint32_t klen, void *arg)
+static int birth_field(ifm_mp *r, const char *key, uint32_t klen, void *arg)
 {
     acl_worker_birth *b = arg;
     if (is(key, "worker"))
-        return mp_read_cstr(r, b->worker, sizeof b->worker);
+        return ifm_mp_cstr(r, b->worker, sizeof b->worker);
     if (is(key, "state")) {
         char s[16];
-        if (mp_read_cstr(r, s, sizeof s))
+        if (ifm_mp_cstr(r, s, sizeof s))
             return -1;
         if (is(s, "online"))
             b->online = true;
@@ -971,7 +952,7 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
     for (size_t i = 0; i < sizeof pub / sizeof *pub; i++)
         if (acl_filters_intersect(filter, pub[i]))
             return true;
-    char own[ACL_NAME_MAX + 64];
+    char own[IFM_NAME_MAX + 64];
     switch (role) {
     case ROLE_DASHBOARD:
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
@@ -1068,7 +1049,7 @@ acl_req_action acl_request_action(const acl_state *st, const char *user, const c
     if (role != ROLE_CLIENT && role != ROLE_GATEWAY)
         return ACL_REQ_DENY;
     if (response_topic) {
-        char prefix[ACL_NAME_MAX + 32];
+        char prefix[IFM_NAME_MAX + 32];
         int n = snprintf(prefix, sizeof prefix, "icefarm/client/%s/", user);
         if (n < 0 || (size_t)n >= sizeof prefix || strncmp(response_topic, prefix, (size_t)n) != 0 ||
             !response_topic[n] || strpbrk(response_topic, "+#"))
@@ -1114,7 +1095,7 @@ static void observe_birth(acl_state *st, const char *worker, const void *payload
         return;
     if (b.online) {
         for (size_t i = 0; i < b.nserials; i++)
-            if (serial_valid(b.serials[i]))
+            if (ifm_serial_valid(b.serials[i]))
                 claim(st, b.serials[i], worker);
         release_all_but(st, worker, &b);
     } else {

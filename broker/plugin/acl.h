@@ -32,14 +32,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "icefarm/limits.h" /* IFM_NAME_MAX, IFM_SERIAL_MAX, IFM_MAX_SERIALS: the protocol's own limits */
+#include "icefarm/names.h"  /* ifm_name_valid, ifm_serial_valid: the protocol's own name rules */
+
 /* Same values as Mosquitto's MOSQ_ACL_*. */
 #define ACL_READ 0x01
 #define ACL_WRITE 0x02
 #define ACL_SUBSCRIBE 0x04
 #define ACL_UNSUBSCRIBE 0x08
 
-#define ACL_NAME_MAX 128  /* user, client and worker names incl. NUL (IFM_NAME_MAX) */
-#define ACL_SERIAL_MAX 64 /* IFM_SERIAL_MAX */
 #define ACL_PROP_CLIENT "icefarm-client"
 
 typedef enum {
@@ -79,9 +80,6 @@ acl_role acl_role_of(const acl_state *st, const char *user);
 const char *acl_role_name(acl_role r);
 int acl_role_parse(const char *s);
 size_t acl_user_count(const acl_state *st);
-
-/* A name that can be one topic level (same rule as proto's ifm_name_valid). */
-bool acl_name_valid(const char *s, size_t max);
 
 /* At CONNECT, before the password is checked: 0 to go on (the password file
  * decides), -1 to refuse (why says why). Refuses users without a role, and
@@ -138,27 +136,26 @@ const char *acl_board_owner(const acl_state *st, const char *serial);
 
 /* Decoders (strict, bounded), exposed for tests. Return 0 or -1. */
 typedef struct {
-    char serial[ACL_SERIAL_MAX];
-    char client[ACL_NAME_MAX];
-    char worker[ACL_NAME_MAX];
+    char serial[IFM_SERIAL_MAX];
+    char client[IFM_NAME_MAX];
+    char worker[IFM_NAME_MAX];
     uint64_t lease, until_ms;
 } acl_lease;
 int acl_decode_lease(const void *p, size_t len, acl_lease *out);
 
 typedef struct {
-    char serial[ACL_SERIAL_MAX];
-    char worker[ACL_NAME_MAX];
+    char serial[IFM_SERIAL_MAX];
+    char worker[IFM_NAME_MAX];
     char state[16];
 } acl_board_state;
 int acl_decode_board_state(const void *p, size_t len, acl_board_state *out);
 
 typedef struct {
-    char worker[ACL_NAME_MAX];
+    char worker[IFM_NAME_MAX];
     bool online;
-    char (*serials)[ACL_SERIAL_MAX]; /* malloc'd; acl_worker_birth_free() */
+    char (*serials)[IFM_SERIAL_MAX]; /* malloc'd; acl_worker_birth_free() */
     size_t nserials;
 } acl_worker_birth;
-#define ACL_MAX_BIRTH_BOARDS 4096
 int acl_decode_worker_birth(const void *p, size_t len, acl_worker_birth *out);
 void acl_worker_birth_free(acl_worker_birth *b);
 

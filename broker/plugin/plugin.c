@@ -165,14 +165,14 @@ static int copy_prop(mosquitto_property **out, const mosquitto_property *p)
 static int set_identity(const acl_state *st, mosquitto_property **props, const char *user, bool keep)
 {
     mosquitto_property *out = NULL;
-    char kept[ACL_NAME_MAX] = "";
+    char kept[IFM_NAME_MAX] = "";
     int named = 0;
     for (const mosquitto_property *p = *props; p; p = mosquitto_property_next(p)) {
         if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY) {
             char *k = NULL, *v = NULL;
             if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &k, &v, false) && k &&
                 strcmp(k, ACL_PROP_CLIENT) == 0) {
-                if (acl_name_valid(v, ACL_NAME_MAX)) {
+                if (ifm_name_valid(v, IFM_NAME_MAX)) {
                     snprintf(kept, sizeof kept, "%s", v);
                     named++;
                 } else {

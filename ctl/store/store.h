@@ -29,13 +29,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Limits in bytes, excluding the terminating NUL. They bound every record so a
- * lease value always fits a fixed buffer and a corrupt size is caught early. */
-#define CTL_SERIAL_MAX 63  /* = IFM_SERIAL_MAX - 1: the topic-level limit */
-#define CTL_CLIENT_MAX 127 /* = IFM_NAME_MAX - 1; any UTF-8, quotes and backslashes welcome */
-#define CTL_KIND_MAX 31
-#define CTL_WORKER_MAX 127 /* = proto IFM_NAME_MAX - 1 */
-#define CTL_ARGS_MAX 4096  /* opaque msgpack blob, stored as-is */
+#include "icefarm/limits.h"
+
+/* Limits in bytes, excluding the terminating NUL: the protocol's own limits
+ * (icefarm/limits.h). They bound every record so a lease value always fits a
+ * fixed buffer and a corrupt size is caught early. */
+#define CTL_SERIAL_MAX (IFM_SERIAL_MAX - 1) /* the topic-level limit */
+#define CTL_CLIENT_MAX (IFM_NAME_MAX - 1)   /* any UTF-8, quotes and backslashes welcome */
+#define CTL_KIND_MAX (IFM_KIND_MAX - 1)
+#define CTL_WORKER_MAX (IFM_NAME_MAX - 1)
+#define CTL_ARGS_MAX IFM_MAX_ARGS /* opaque msgpack blob, stored as-is */
 
 typedef enum {
     CTL_STORE_OK = 0,

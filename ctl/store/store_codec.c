@@ -1,6 +1,8 @@
-/* Lease record codec: msgpack-c packer out, strict store_mp reader in. */
+/* Lease record codec: msgpack-c packer out, the strict icefarm-base reader in. */
 #include "store_codec.h"
-#include "store_mp.h"
+
+#include "icefarm/mp.h"
+#include "icefarm/names.h"
 
 #include <msgpack.h>
 #include <stdarg.h>
@@ -18,42 +20,6 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-/* Returns true if s[0..n) is well-formed UTF-8 (RFC 3629) without NUL. */
-static bool utf8_ok(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint32_t cp, min;
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            k = 1, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            k = 2, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            k = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 /* Length-based check shared by the encoder (C strings) and decoder (msgpack str). */
 static int text_check_n(const char *what, const char *s, size_t n, size_t max, char *err, size_t errlen)
 {
@@ -61,7 +27,7 @@ static int text_check_n(const char *what, const char *s, size_t n, size_t max, c
         return fail(err, errlen, "%s is empty", what);
     if (n > max)
         return fail(err, errlen, "%s is %zu bytes (max %zu)", what, n, max);
-    if (!utf8_ok((const uint8_t *)s, n))
+    if (!ifm_utf8_valid(s, n))
         return fail(err, errlen, "%s is not valid UTF-8", what);
     return 0;
 }
@@ -130,6 +96,16 @@ int store_lease_encode(const ctl_lease *l, store_lease_buf *out, char *err, size
     return 0;
 }
 
+/* Every field at its limit fits the record buffer: the map header, ten keys
+ * (22 bytes), the version (uint32), four str8 texts, a bin16 of args, three
+ * uint64 and a bool. */
+_Static_assert(1 + 22 + 5 + 4 * 2 + CTL_SERIAL_MAX + CTL_CLIENT_MAX + CTL_KIND_MAX + CTL_WORKER_MAX + 3 + CTL_ARGS_MAX +
+                       3 * 9 + 1 <=
+                   STORE_LEASE_ENC_MAX,
+               "STORE_LEASE_ENC_MAX must hold a lease with every field at its limit");
+_Static_assert(CTL_ARGS_MAX <= 0xffff && CTL_CLIENT_MAX <= 0xff && CTL_WORKER_MAX <= 0xff,
+               "the size above assumes a bin16 and str8 headers");
+
 /* Field bits, to catch missing and repeated keys. */
 enum {
     F_S = 1,
@@ -147,13 +123,12 @@ enum {
 static const char *const field_names[] = { "s", "c", "k", "w", "a", "id", "g", "u", "wn" };
 
 /* Reads a str value into a fixed array after checking it like the encoder does. */
-static int read_text(store_mp *r, const char *what, char *dst, size_t max, char *err, size_t errlen)
+static int read_text(ifm_mp *r, const char *what, char *dst, size_t max, char *err, size_t errlen)
 {
     const char *s;
     uint32_t n;
-    char why[160];
-    if (store_mp_str(r, &s, &n, why, sizeof why))
-        return fail(err, errlen, "field %s: %s", what, why);
+    if (ifm_mp_str(r, &s, &n))
+        return fail(err, errlen, "field %s: %s", what, r->why);
     if (text_check_n(what, s, n, max, err, errlen))
         return -1;
     memcpy(dst, s, n);
@@ -161,22 +136,20 @@ static int read_text(store_mp *r, const char *what, char *dst, size_t max, char 
     return 0;
 }
 
-static int read_u64(store_mp *r, const char *what, uint64_t *v, char *err, size_t errlen)
+static int read_u64(ifm_mp *r, const char *what, uint64_t *v, char *err, size_t errlen)
 {
-    char why[160];
-    if (store_mp_uint(r, v, why, sizeof why))
-        return fail(err, errlen, "field %s: %s", what, why);
+    if (ifm_mp_uint(r, v))
+        return fail(err, errlen, "field %s: %s", what, r->why);
     return 0;
 }
 
 /* Decodes one key/value pair into `out`, marking its bit in *seen. */
-static int read_field(store_mp *r, ctl_lease *out, unsigned *seen, char *err, size_t errlen)
+static int read_field(ifm_mp *r, ctl_lease *out, unsigned *seen, char *err, size_t errlen)
 {
     const char *k;
     uint32_t kn;
-    char why[160];
-    if (store_mp_str(r, &k, &kn, why, sizeof why))
-        return fail(err, errlen, "key: %s", why);
+    if (ifm_mp_str(r, &k, &kn))
+        return fail(err, errlen, "key: %s", r->why);
     unsigned bit = 0;
     for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
         if (strlen(field_names[i]) == kn && memcmp(field_names[i], k, kn) == 0)
@@ -203,8 +176,8 @@ static int read_field(store_mp *r, ctl_lease *out, unsigned *seen, char *err, si
         return read_text(r, "worker", out->worker, CTL_WORKER_MAX, err, errlen);
     case F_A: {
         uint32_t n;
-        if (store_mp_bin(r, &out->args, &n, why, sizeof why))
-            return fail(err, errlen, "field args: %s", why);
+        if (ifm_mp_bin(r, &out->args, &n))
+            return fail(err, errlen, "field args: %s", r->why);
         if (n > CTL_ARGS_MAX)
             return fail(err, errlen, "args are %u bytes (max %d)", n, CTL_ARGS_MAX);
         out->args_len = n;
@@ -219,8 +192,8 @@ static int read_field(store_mp *r, ctl_lease *out, unsigned *seen, char *err, si
     case F_U:
         return read_u64(r, "u", &out->until_ms, err, errlen);
     default:
-        if (store_mp_bool(r, &out->warned, why, sizeof why))
-            return fail(err, errlen, "field wn: %s", why);
+        if (ifm_mp_bool(r, &out->warned))
+            return fail(err, errlen, "field wn: %s", r->why);
         return 0;
     }
 }
@@ -228,13 +201,13 @@ static int read_field(store_mp *r, ctl_lease *out, unsigned *seen, char *err, si
 static int decode(const void *key, size_t keylen, const void *val, size_t vallen, ctl_lease *out, char *err,
                   size_t errlen)
 {
-    char why[200];
+    char why[160], fwhy[200];
     if (vallen > STORE_LEASE_ENC_MAX)
         return fail(err, errlen, "record is %zu bytes (max %d)", vallen, STORE_LEASE_ENC_MAX);
-    store_mp r;
-    store_mp_init(&r, val, vallen);
+    ifm_mp r;
+    ifm_mp_init(&r, val, vallen, why, sizeof why);
     uint32_t count;
-    if (store_mp_map(&r, &count, why, sizeof why))
+    if (ifm_mp_map(&r, &count))
         return fail(err, errlen, "record: %s", why);
     if (count == 0)
         return fail(err, errlen, "record: empty map");
@@ -242,25 +215,25 @@ static int decode(const void *key, size_t keylen, const void *val, size_t vallen
     const char *k;
     uint32_t kn;
     uint64_t version;
-    if (store_mp_str(&r, &k, &kn, why, sizeof why))
+    if (ifm_mp_str(&r, &k, &kn))
         return fail(err, errlen, "record: first key: %s", why);
     if (kn != 1 || k[0] != 'v')
         return fail(err, errlen, "record: first key is not \"v\" (version)");
-    if (store_mp_uint(&r, &version, why, sizeof why))
+    if (ifm_mp_uint(&r, &version))
         return fail(err, errlen, "record: version: %s", why);
     if (version != STORE_LEASE_VERSION)
         return fail(err, errlen, "record: unsupported version %llu (this build reads %d)", (unsigned long long)version,
                     STORE_LEASE_VERSION);
     unsigned seen = 0;
     for (uint32_t i = 1; i < count; i++)
-        if (read_field(&r, out, &seen, why, sizeof why))
-            return fail(err, errlen, "record: %s", why);
+        if (read_field(&r, out, &seen, fwhy, sizeof fwhy))
+            return fail(err, errlen, "record: %s", fwhy);
     if (seen != F_ALL) {
         for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
             if (!(seen & (1u << i)))
                 return fail(err, errlen, "record: missing key \"%s\"", field_names[i]);
     }
-    if (!store_mp_done(&r))
+    if (!ifm_mp_done(&r))
         return fail(err, errlen, "record: %zu trailing bytes", r.n - r.off);
     if (keylen != strlen(out->serial) || memcmp(key, out->serial, keylen) != 0)
         return fail(err, errlen, "record: serial \"%s\" does not match its key", out->serial);

@@ -6,16 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ifm_err_set(ifm_err *err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- encoding ---- */
 
 void ifm_enc_init(ifm_enc *e)

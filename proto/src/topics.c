@@ -1,31 +1,7 @@
 #include "icefarm/topics.h"
 
-#include <mosquitto.h>
 #include <stdio.h>
 #include <string.h>
-
-static const char *const reserved[] = { "worker", "ctl", "client", "lease", "farm" };
-
-bool ifm_name_valid(const char *s, size_t max)
-{
-    if (!s || !*s || *s == '$')
-        return false;
-    size_t n = strnlen(s, max);
-    if (n >= max)
-        return false;
-    /* MQTT topics are UTF-8 without control characters (libmosquitto refuses others) */
-    return strcspn(s, "/+#") == n && mosquitto_validate_utf8(s, (int)n) == MOSQ_ERR_SUCCESS;
-}
-
-bool ifm_serial_valid(const char *s)
-{
-    if (!ifm_name_valid(s, IFM_SERIAL_MAX))
-        return false;
-    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
-        if (strcmp(s, reserved[i]) == 0)
-            return false;
-    return true;
-}
 
 static int fmt(char *out, size_t cap, const char *a, const char *b, const char *c)
 {
@@ -50,7 +26,7 @@ int ifm_topic_client(char *out, size_t cap, const char *name, const char *leaf)
 
 int ifm_topic_ctl_req(char *out, size_t cap, const char *verb)
 {
-    return ifm_name_valid(verb, IFM_NAME_MAX) ? fmt(out, cap, "ctl", "req", verb) : -1;
+    return ifm_verb_valid(verb) ? fmt(out, cap, "ctl", "req", verb) : -1;
 }
 
 int ifm_topic_lease(char *out, size_t cap, const char *serial)

@@ -15,17 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IFM_PROTO_VERSION 1
-/* Large enough for 80 bitstreams (104,090 bytes each) in one command, or a UF2
- * image for the RP2350's whole flash. */
-#define IFM_MAX_PAYLOAD (12u * 1024u * 1024u)
-#define IFM_MAX_DEPTH 8
-
-typedef struct {
-    char msg[200];
-} ifm_err;
-
-void ifm_err_set(ifm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#include "icefarm/err.h"    /* ifm_err, ifm_err_set */
+#include "icefarm/limits.h" /* IFM_PROTO_VERSION, IFM_MAX_PAYLOAD, IFM_MAX_DEPTH */
 
 /* ---- encoding ---- */
 typedef struct {
@@ -70,8 +61,9 @@ static inline size_t ifm_enc_size(const ifm_enc *e)
 /* ---- decoding ---- */
 
 /* Checks that `data` holds exactly one well-formed msgpack object no deeper than
- * `max_depth`, with every container count plausible for the bytes that remain.
- * Allocates nothing. */
+ * `max_depth` (at most IFM_MAX_DEPTH), with every container count plausible for
+ * the bytes that remain. Allocates nothing: it is ifm_mp_scan() of the one
+ * msgpack reader (icefarm/mp.h). Returns 0, or -1 with err set. */
 int ifm_msgpack_scan(const void *data, size_t len, int max_depth, ifm_err *err);
 
 typedef struct {

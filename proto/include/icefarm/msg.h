@@ -11,12 +11,6 @@
 #include "icefarm/codec.h"
 #include "icefarm/topics.h"
 
-#define IFM_MAX_SERIALS 4096 /* serials in one request */
-#define IFM_MAX_KINDS 16
-#define IFM_MAX_FILES 256 /* bitstreams in one evaluate command */
-#define IFM_MAX_ARGS 4096 /* bytes of reserve args */
-#define IFM_BITSTREAM_SIZE 104090u
-
 /* ---- control requests: icefarm/ctl/req/<verb> ---- */
 
 typedef enum {

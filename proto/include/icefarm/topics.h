@@ -19,24 +19,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define IFM_SERIAL_MAX 64 /* board serial, incl. NUL */
-#define IFM_NAME_MAX 128  /* client and worker names, incl. NUL */
-#define IFM_KIND_MAX 32
-#define IFM_ID_MAX 96 /* evaluation and batch ids */
-#define IFM_TOPIC_MAX 256
+#include "icefarm/limits.h" /* IFM_SERIAL_MAX, IFM_NAME_MAX, IFM_TOPIC_MAX... */
+#include "icefarm/names.h"  /* ifm_name_valid, ifm_serial_valid... */
 
 #define IFM_TOPIC_CTL_STATE "icefarm/ctl/state"
 #define IFM_TOPIC_AVAILABLE "icefarm/farm/available"
 #define IFM_TOPIC_CTL_REQ_ALL "icefarm/ctl/req/+"
 #define IFM_TOPIC_BOARD_STATE_ALL "icefarm/+/state"
 #define IFM_TOPIC_WORKER_STATE_ALL "icefarm/worker/+/state"
-
-/* A name that can be one topic level: 1..max-1 bytes, no '/', '+', '#', NUL,
- * no leading '$'. Quotes, backslashes, spaces and UTF-8 are all fine. */
-bool ifm_name_valid(const char *s, size_t max);
-/* A board serial: a valid name that is not one of the reserved first levels
- * (worker, ctl, client, lease, farm). */
-bool ifm_serial_valid(const char *s);
 
 /* Each returns 0, or -1 if a part is invalid or the topic does not fit. */
 int ifm_topic_board(char *out, size_t cap, const char *serial, const char *leaf);

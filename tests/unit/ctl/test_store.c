@@ -371,7 +371,7 @@ static void corrupt_records(void **state)
     assert_int_equal(ctl_store_foreach(f->s, visit, bad_record, &v, err, sizeof err), 3);
     assert_int_equal(v.n, 1);
     assert_string_equal(v.seen[0], "good");
-    assert_string_equal(v.bad[0], "bomb: record: map declares 2147483647 entries but only 1 bytes follow at byte 0");
+    assert_string_equal(v.bad[0], "bomb: record: map declares 2147483647 entries but only 1 bytes remain at byte 0");
     assert_string_equal(v.bad[1], "futur\\x01: record: unsupported version 2 (this build reads 1)");
     assert_non_null(strstr(v.bad[2], "junk: record: expected map"));
     /* A corrupt record still blocks its serial: we cannot tell whose it is. */

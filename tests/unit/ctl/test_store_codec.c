@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "store_codec.h"
-#include "store_mp.h"
+#include "icefarm/mp.h"
 
 static ctl_lease full_lease(uint8_t *args, size_t args_len)
 {
@@ -372,34 +372,34 @@ static void decode_never_crashes(void **state)
 static void mp_reader_messages(void **state)
 {
     (void)state;
-    store_mp r;
+    ifm_mp r;
     char err[128];
     const uint8_t b[] = { 0xcb, 0, 0, 0, 0, 0, 0, 0, 0 };
-    store_mp_init(&r, b, sizeof b);
+    ifm_mp_init(&r, b, sizeof b, err, sizeof err);
     uint64_t v;
-    assert_int_equal(store_mp_uint(&r, &v, err, sizeof err), -1);
+    assert_int_equal(ifm_mp_uint(&r, &v), IFM_EBADMSG);
     assert_string_equal(err, "expected uint, found float at byte 0");
     assert_int_equal(r.off, 0);
     const uint8_t t[] = { 0xcf, 1, 2 };
-    store_mp_init(&r, t, sizeof t);
-    assert_int_equal(store_mp_uint(&r, &v, err, sizeof err), -1);
-    assert_string_equal(err, "truncated uint at byte 0");
+    ifm_mp_init(&r, t, sizeof t, err, sizeof err);
+    assert_int_equal(ifm_mp_uint(&r, &v), IFM_EBADMSG);
+    assert_string_equal(err, "truncated: uint of 8 bytes but only 2 bytes remain at byte 0");
     const uint8_t ok[] = { 0xcd, 0x12, 0x34, 0xc3, 0xc4, 0x01, 0xaa };
-    store_mp_init(&r, ok, sizeof ok);
+    ifm_mp_init(&r, ok, sizeof ok, err, sizeof err);
     bool bv;
     const uint8_t *bin;
     uint32_t bl;
-    assert_int_equal(store_mp_uint(&r, &v, err, sizeof err), 0);
+    assert_int_equal(ifm_mp_uint(&r, &v), 0);
     assert_int_equal(v, 0x1234);
-    assert_int_equal(store_mp_bool(&r, &bv, err, sizeof err), 0);
+    assert_int_equal(ifm_mp_bool(&r, &bv), 0);
     assert_true(bv);
-    assert_int_equal(store_mp_bin(&r, &bin, &bl, err, sizeof err), 0);
+    assert_int_equal(ifm_mp_bin(&r, &bin, &bl), 0);
     assert_int_equal(bl, 1);
     assert_int_equal(bin[0], 0xaa);
-    assert_true(store_mp_done(&r));
+    assert_true(ifm_mp_done(&r));
     const uint8_t reserved[] = { 0xc1 };
-    store_mp_init(&r, reserved, 1);
-    assert_int_equal(store_mp_bool(&r, &bv, err, sizeof err), -1);
+    ifm_mp_init(&r, reserved, 1, err, sizeof err);
+    assert_int_equal(ifm_mp_bool(&r, &bv), IFM_EBADMSG);
     assert_non_null(strstr(err, "reserved byte 0xc1"));
 }
 
