@@ -24,9 +24,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "icefarm/limits.h"
 #include "icefarm/loop.h"
 
-#define WRK_SERIAL_MAX 64
+#define WRK_SERIAL_MAX IFM_SERIAL_MAX /* a USB serial string becomes a topic level */
 
 /* USB identities the farm recognises (DESIGN.md "Boards without hardware"). */
 #define WRK_VID_RPI 0x2e8a
