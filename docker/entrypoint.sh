@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The container entrypoint, one role per service (docker/compose.yml):
-#   init     first start: make the lab CA and certificates and the service users
-#            (idempotent: existing files are kept), print the generated passwords
+#   init     first start: make the lab CA and certificates, the service users and
+#            the client users of ICEFARM_USERS ("user:role ..."; idempotent: existing
+#            files are kept); with ICEFARM_OPERATOR_DIR (a directory the operator
+#            reads on the host) it writes the client users' passwords there
+#            (`passwords`, mode 0600, owned by the directory's owner) and `ca.crt`
 #   broker   Mosquitto with TLS, passwords and the icefarm ACL plugin
 #   ctl      icefarm-ctl (leases in $ICEFARM_DATA)
 #   http     icefarm-http (the documented HTTP API)
-#   worker   icefarm-wrk (the host's USB boards; ICEFARM_SIM=N for simulated ones)
+#   worker   icefarm-wrk (the host's USB boards; ICEFARM_SIM=N for simulated ones,
+#            which need no firmware images)
 # Paths can be moved with ICEFARM_PREFIX (binaries in $ICEFARM_PREFIX/bin etc.), which is
 # how tests/docker runs this same script directly on a machine without docker.
 set -euo pipefail
@@ -40,12 +44,35 @@ role_init() {
         echo "user: $user ($role) password in $ETC/secrets/$user"
     done
     echo "ca: $CA"
+    [[ -n ${ICEFARM_OPERATOR_DIR:-} ]] && operator_files "$ICEFARM_OPERATOR_DIR"
+    return 0
+}
+
+# operator_files DIR: the client users' passwords (`user password` lines, 0600) and
+# the CA, for the operator; owned by whoever owns DIR (mkdir it first to own them).
+operator_files() {
+    local dir=$1 owner pair user tmp
+    mkdir -p "$dir"
+    owner=$(stat -c %u:%g "$dir")
+    tmp=$dir/.passwords.$$
+    (umask 077 && : >"$tmp")
+    for pair in ${ICEFARM_USERS:-}; do
+        user=${pair%%:*}
+        printf '%s %s\n' "$user" "$(secret "$user")" >>"$tmp"
+    done
+    chown "$owner" "$tmp"
+    mv -f "$tmp" "$dir/passwords"
+    cp "$CA" "$dir/ca.crt" && chown "$owner" "$dir/ca.crt" && chmod 644 "$dir/ca.crt"
+    echo "operator: the passwords of ${ICEFARM_USERS:-no client user} are in passwords, the CA in ca.crt, in the directory mounted at $dir (compose: ICEFARM_OPERATOR_DIR, default docker/operator)"
 }
 
 role_broker() {
     local conf=$ETC/mosquitto.conf
     sed -e "s,@HOST@,${ICEFARM_LISTEN_HOST:-0.0.0.0}," -e "s,@MQTTS_PORT@,$MQTTS_PORT," -e "s,@WSS_PORT@,$WSS_PORT," \
         -e "s,@CERTS@,$CERTS," -e "s,@ETC@,$ETC," -e "s,@PLUGIN@,$PLUGIN," "$SHARE/secure/secure.conf.in" >"$conf"
+    # As many sockets as this host lets a process have (a fixed `ulimits:` in compose
+    # above the host's hard limit stops the container from starting).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     exec mosquitto -c "$conf"
 }
 
@@ -57,8 +84,40 @@ role_http() {
     exec "$BIN/icefarm-http" --user http --password "$(secret http)" --listen "${ICEFARM_HTTP_LISTEN:-0.0.0.0:8080}" "$@"
 }
 
+# Simulated boards need no firmware images: drop the paths compose sets when those
+# files are absent. Real boards do: wait for them (saying so once a minute) rather
+# than exit into a restart loop.
+worker_firmware() {
+    local var missing=() i=0
+    for var in ICEFARM_DEFAULT ICEFARM_PULSE_COUNT ICEFARM_VARIANCE; do
+        [[ -n ${!var:-} && ! -e ${!var} ]] && missing+=("$var")
+    done
+    ((${#missing[@]})) || return 0
+    if [[ ${ICEFARM_SIM:-0} =~ ^[1-9][0-9]*$ ]]; then
+        for var in "${missing[@]}"; do
+            echo "worker: simulated boards: ${!var} is absent, using the simulator's own image for $var"
+            unset "$var"
+        done
+        return 0
+    fi
+    while true; do
+        missing=()
+        for var in ICEFARM_DEFAULT ICEFARM_PULSE_COUNT ICEFARM_VARIANCE; do
+            [[ -n ${!var:-} && ! -e ${!var} ]] && missing+=("${!var}")
+        done
+        ((${#missing[@]})) || return 0
+        if ((i % 60 == 0)); then
+            echo "worker: waiting for the firmware images ${missing[*]}: put them in the firmware directory" \
+                "(compose: ICEFARM_FIRMWARE_DIR, default docker/firmware), or set ICEFARM_SIM=N for simulated boards"
+        fi
+        sleep 1
+        i=$((i + 1))
+    done
+}
+
 role_worker() {
     local name=${ICEFARM_WORKER_NAME:-worker}
+    worker_firmware
     exec "$BIN/icefarm-wrk" --name "$name" --user "$name" --password "$(secret "$name")" "$@"
 }
 
