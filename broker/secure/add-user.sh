@@ -14,7 +14,7 @@
 # --generate makes a random one and prints it on stdout (service accounts).
 #
 # The running broker picks the change up on SIGHUP:
-#   kill -HUP $(pidof mosquitto)      or      docker compose kill -s HUP broker
+#   kill -HUP $(pidof mosquitto)      or      docker-compose -f docker/compose.yml kill -s HUP broker
 set -euo pipefail
 
 usage() {

@@ -34,11 +34,15 @@ export ICEFARM_PREFIX=$T/prefix ICEFARM_ETC=$T/etc ICEFARM_BROKER_HOST=localhost
 ICEFARM_MQTTS_PORT=$(free_port) ICEFARM_WSS_PORT=$(free_port) ICEFARM_HTTP_PORT=$(free_port)
 export ICEFARM_MQTTS_PORT ICEFARM_WSS_PORT ICEFARM_HTTP_PORT
 export ICEFARM_HTTP_LISTEN=127.0.0.1:$ICEFARM_HTTP_PORT ICEFARM_DATA=$T/leases ICEFARM_WORKER_NAME=lab-worker
-export ICEFARM_USERS="alice:client"
+export ICEFARM_USERS="alice:client" ICEFARM_OPERATOR_DIR=$T/operator
 EP=$ROOT/docker/entrypoint.sh HC=$ROOT/docker/healthcheck.sh
 
 CHECK="init makes the CA, the certificates and the service users"
 check bash -c "'$EP' init >'$T/init.log' 2>&1 && test -s '$T/etc/certs/ca.crt' && test -s '$T/etc/secrets/alice'"
+CHECK="init gives the operator alice's password in a private file, and the CA"
+check bash -c "test \"\$(stat -c %a '$T/operator/passwords')\" = 600 && grep -qx \"alice \$(cat '$T/etc/secrets/alice')\" '$T/operator/passwords' && cmp -s '$T/operator/ca.crt' '$T/etc/certs/ca.crt'"
+CHECK="init's log says where the passwords are"
+check grep -q "operator: the passwords of alice:client are in passwords" "$T/init.log"
 CHECK="init again keeps every password"
 before=$(cat "$T/etc/secrets/ctl")
 "$EP" init >/dev/null 2>&1
@@ -55,7 +59,9 @@ CHECK="broker becomes healthy"; check healthy broker
 CHECK="ctl becomes healthy"; check healthy ctl
 "$EP" http >"$T/http.log" 2>&1 & PIDS+=($!)
 CHECK="http becomes healthy"; check healthy http
-"$EP" worker --sim 4 --sim-window-ms 50 --sim-flash-ms 20 >"$T/worker.log" 2>&1 & PIDS+=($!)
+# As compose runs it for a lab without boards: ICEFARM_SIM, and firmware paths that do not exist.
+ICEFARM_SIM=4 ICEFARM_DEFAULT=$T/absent/default_firmware.uf2 ICEFARM_PULSE_COUNT=$T/absent/bitstream_over_usb.uf2 \
+    "$EP" worker --sim-window-ms 50 --sim-flash-ms 20 >"$T/worker.log" 2>&1 & PIDS+=($!)
 CHECK="worker becomes healthy"; check healthy worker
 
 cli=("$T/prefix/bin/icefarm-cli" --broker "mqtts://localhost:$ICEFARM_MQTTS_PORT" --cafile "$T/etc/certs/ca.crt"
