@@ -2,6 +2,8 @@
  * Response Topic and Correlation Data; each gets exactly one reply. The caller's
  * identity is the IFM_PROP_CLIENT user property (set by the broker plugin in a
  * secured farm), never a name inside the payload. */
+#include <mqtt_protocol.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,10 +197,44 @@ static void do_end(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
     ctl_waiters_serve(c);
 }
 
-/* reboot and delete act on boards: only the holder may touch a leased board. */
+/* The icefarm-role user property (secured farm only: the broker plugin sets it
+ * on every request). 0 with the value in out, -1 if absent. */
+static int request_role(const ifm_mqtt_msg *msg, char *out, size_t cap)
+{
+    char *name = NULL, *value = NULL;
+    const mosquitto_property *p =
+        mosquitto_property_read_string_pair(msg->props, MQTT_PROP_USER_PROPERTY, &name, &value, false);
+    while (p) {
+        bool hit = strcmp(name, IFM_PROP_ROLE) == 0;
+        if (hit)
+            snprintf(out, cap, "%s", value);
+        free(name);
+        free(value);
+        name = value = NULL;
+        if (hit)
+            return 0;
+        p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, true);
+    }
+    return -1;
+}
+
+/* reboot and delete act on boards; who may (proto/PROTOCOL.md section 2):
+ *   reboot  the holder; in a secured farm also an operator
+ *   delete  anonymous farm: a free board or one the client holds;
+ *           secured farm: an operator only
+ * A request with an icefarm-role property comes through the secured farm's
+ * plugin (which strips any a client sends). In the anonymous farm a client could
+ * forge it, but there anyone may already claim any name, the holder's too. */
 static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, ifm_worker_op op)
 {
-    char why[200];
+    char why[240], role[32] = "";
+    bool secured = request_role(msg, role, sizeof role) == 0;
+    bool is_op = secured && strcmp(role, "operator") == 0;
+    bool reboot = op == IFM_WOP_REBOOT;
+    if (!reboot && secured && !is_op) {
+        reply_error(c, msg, 403, "only an operator may delete boards in this farm");
+        return;
+    }
     for (size_t i = 0; i < req->nserials; i++) {
         const ctl_board *b = ctl_board_find(c, req->serials[i]);
         if (!b || !b->known) {
@@ -206,13 +242,14 @@ static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, con
             reply_error(c, msg, 404, why);
             return;
         }
-        if (b->leased && strcmp(b->client, client) != 0) {
+        if (b->leased && strcmp(b->client, client) != 0 && !is_op) {
             snprintf(why, sizeof why, "serial %s is reserved by another client", b->serial);
             reply_error(c, msg, 403, why);
             return;
         }
-        if (op == IFM_WOP_REBOOT && !b->leased) {
-            snprintf(why, sizeof why, "serial %s is not reserved by you", b->serial);
+        if (reboot && !b->leased) {
+            snprintf(why, sizeof why, "serial %s is not reserved %s(a reboot reflashes a lease's firmware)", b->serial,
+                     is_op ? "" : "by you ");
             reply_error(c, msg, 403, why);
             return;
         }
@@ -224,19 +261,26 @@ static void do_board_op(ctl *c, const ifm_mqtt_msg *msg, const char *client, con
     ifm_enc_array(&e, (uint32_t)req->nserials);
     for (size_t i = 0; i < req->nserials; i++) {
         const ctl_board *b = ctl_board_find(c, req->serials[i]);
-        if (op == IFM_WOP_DELETE && b->leased) {
-            /* Deleting your own board gives it up: the lease ends first. */
+        bool others = b->leased && strcmp(b->client, client) != 0;
+        if (others)
+            IFM_INFO("serial=%s client=%s operator %s of a board held by %s", b->serial, client,
+                     reboot ? "reboot" : "delete", b->client);
+        if (!reboot && b->leased) {
+            /* Deleting a leased board ends its lease first: the holder hears
+             * "reservation end" (whoever deleted it). */
             const char *serial = b->serial;
+            char holder[IFM_NAME_MAX];
+            snprintf(holder, sizeof holder, "%s", b->client);
             ctl_lease_list ended = CTL_LEASE_LIST_INIT;
             char err[200];
-            if (ctl_store_end(c->store, client, &serial, 1, &ended, err, sizeof err) == CTL_STORE_OK)
+            if (ctl_store_end(c->store, holder, &serial, 1, &ended, err, sizeof err) == CTL_STORE_OK)
                 for (size_t k = 0; k < ended.n; k++)
-                    ctl_lease_ended(c, &ended.v[k], false, "deleted by the holder");
+                    ctl_lease_ended(c, &ended.v[k], false, others ? "deleted by an operator" : "deleted by the holder");
             ctl_lease_list_free(&ended);
         }
         ctl_send_worker_cmd(c, b->worker, op, b->serial, NULL, NULL, 0, NULL, 0);
         ifm_enc_str(&e, b->serial);
-        IFM_INFO("serial=%s client=%s %s requested", b->serial, client, op == IFM_WOP_REBOOT ? "reboot" : "delete");
+        IFM_INFO("serial=%s client=%s %s requested", b->serial, client, reboot ? "reboot" : "delete");
     }
     reply(c, msg, &e);
     ifm_enc_free(&e);

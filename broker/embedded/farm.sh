@@ -9,7 +9,8 @@
 #   farm_stop
 #   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
 #   FARM_SECURE=1 before farm_start: TLS, passwords and the ACL plugin (see
-#   farm_secure_setup); FARM_USERS then lists "name password" of the demo clients.
+#   farm_secure_setup); FARM_USERS then lists "name password" of the demo users
+#   (alice and bob: clients; oscar: an operator, who may reboot and delete any board).
 #   FARM_PORT=N before farm_start: the broker's MQTT port (default: a free one).
 # After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR;
 # after farm_start_http: FARM_HTTP (http://HOST:PORT).
@@ -53,8 +54,9 @@ farm_wait_port() {
 FARM_CTL_AUTH=() FARM_WRK_AUTH=() FARM_HTTP_AUTH=() FARM_CLI_AUTH=() FARM_USERS=()
 
 # The secured farm's broker: a lab CA and certificates, a password file and
-# roles for control, the worker, the HTTP gateway and two demo clients (alice,
-# bob), and the broker/secure configuration with the icefarm_acl plugin.
+# roles for control, the worker, the HTTP gateway, two demo clients (alice,
+# bob) and an operator (oscar), and the broker/secure configuration with the
+# icefarm_acl plugin.
 farm_secure_setup() {
     local dir=$1 port=$2 ws=$3 sec
     sec="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/secure"
@@ -68,10 +70,11 @@ farm_secure_setup() {
     pw=$(new_user ctl control) && FARM_CTL_AUTH=(--user ctl --password "$pw" --cafile "$ca")
     pw=$(new_user "$worker" worker) && FARM_WRK_AUTH=(--user "$worker" --password "$pw" --cafile "$ca")
     pw=$(new_user http gateway) && FARM_HTTP_AUTH=(--user http --password "$pw" --cafile "$ca")
-    local alice bob
+    local alice bob oscar
     alice=$(new_user alice client)
     bob=$(new_user bob client)
-    FARM_USERS=("alice $alice" "bob $bob")
+    oscar=$(new_user oscar operator)
+    FARM_USERS=("alice $alice" "bob $bob" "oscar $oscar")
     FARM_CLI_AUTH=(--user alice --password "$alice" --cafile "$ca")
     FARM_CA=$ca
     sed -e "s,@HOST@,127.0.0.1," -e "s,@MQTTS_PORT@,$port," -e "s,@WSS_PORT@,$ws," -e "s,@CERTS@,$dir/certs," \

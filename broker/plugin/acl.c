@@ -220,7 +220,7 @@ void acl_free(acl_state *st)
 
 /* ---- names and roles ---- */
 
-static const char *const role_names[] = { "none", "control", "worker", "client", "gateway", "dashboard" };
+static const char *const role_names[] = { "none", "control", "worker", "client", "gateway", "dashboard", "operator" };
 
 const char *acl_role_name(acl_role r)
 {
@@ -229,7 +229,7 @@ const char *acl_role_name(acl_role r)
 
 int acl_role_parse(const char *s)
 {
-    for (int i = ROLE_CONTROL; i <= ROLE_DASHBOARD; i++)
+    for (int i = ROLE_CONTROL; i <= ROLE_OPERATOR; i++)
         if (strcmp(s, role_names[i]) == 0)
             return i;
     return -1;
@@ -867,6 +867,7 @@ static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo
     case ROLE_DASHBOARD:
         return t->k == T_SYS;
     case ROLE_CLIENT:
+    case ROLE_OPERATOR:
         return t->k == T_BOARD && is(t->leaf, "event") && holds_lease(st, t->name, user);
     case ROLE_GATEWAY:
         /* It serves the events of every client it acts for (SSE). */
@@ -930,13 +931,18 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
         }
         return false;
     case ROLE_CLIENT:
+    case ROLE_OPERATOR:
         if (retain)
             return false; /* a retained command would run again for the next holder */
         if (t->k == T_CTL_REQ)
             return true;
         return t->k == T_BOARD && is(t->leaf, "cmd") && holds_lease(st, t->name, user);
     case ROLE_GATEWAY:
-        return !retain && t->k == T_CTL_REQ;
+        /* Requests for its callers; board commands only for a leased board, and
+         * the message hook then checks that it names that board's holder. */
+        if (retain)
+            return false;
+        return t->k == T_CTL_REQ || (t->k == T_BOARD && is(t->leaf, "cmd") && holds_lease(st, t->name, NULL));
     default:
         return false;
     }
@@ -958,6 +964,7 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "$SYS/#");
     case ROLE_CLIENT:
+    case ROLE_OPERATOR:
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event");
     case ROLE_GATEWAY:
@@ -1046,7 +1053,7 @@ acl_req_action acl_request_action(const acl_state *st, const char *user, const c
     if (t.k != T_CTL_REQ)
         return ACL_REQ_PASS;
     acl_role role = acl_role_of(st, user);
-    if (role != ROLE_CLIENT && role != ROLE_GATEWAY)
+    if (role != ROLE_CLIENT && role != ROLE_OPERATOR && role != ROLE_GATEWAY)
         return ACL_REQ_DENY;
     if (response_topic) {
         char prefix[IFM_NAME_MAX + 32];
@@ -1056,6 +1063,37 @@ acl_req_action acl_request_action(const acl_state *st, const char *user, const c
             return ACL_REQ_DENY;
     }
     return role == ROLE_GATEWAY ? ACL_REQ_GATEWAY : ACL_REQ_REPLACE;
+}
+
+acl_req_action acl_command_action(const acl_state *st, const char *user, const char *topic)
+{
+    tinfo t;
+    classify(topic, &t);
+    if (t.k != T_BOARD || !is(t.leaf, "cmd"))
+        return ACL_REQ_PASS;
+    switch (acl_role_of(st, user)) {
+    case ROLE_CLIENT:
+    case ROLE_OPERATOR:
+        return ACL_REQ_REPLACE;
+    case ROLE_GATEWAY:
+        return ACL_REQ_HOLDER;
+    default:
+        return ACL_REQ_DENY; /* the write check refuses these anyway */
+    }
+}
+
+bool acl_command_client_ok(acl_state *st, const char *topic, const char *client)
+{
+    tinfo t;
+    classify(topic, &t);
+    return t.k == T_BOARD && is(t.leaf, "cmd") && ifm_name_valid(client, IFM_NAME_MAX) &&
+        holds_lease(st, t.name, client);
+}
+
+bool acl_may_act_for(const acl_state *st, const char *client)
+{
+    acl_role r = acl_role_of(st, client);
+    return r == ROLE_CLIENT || r == ROLE_OPERATOR;
 }
 
 /* ---- learning ---- */

@@ -12,9 +12,13 @@
  *   client     a person or program using boards: publishes requests to control
  *              and commands to the boards it holds a lease on; reads its own
  *              client topics and the events of the boards it holds.
- *   gateway    the HTTP shim: publishes requests naming the client it acts
- *              for (icefarm-client is kept), reads every client's events and the
- *              events of every leased board (it streams them to its callers).
+ *   operator   a client that also looks after the farm: control lets it reboot
+ *              any leased board and delete any board (icefarm-role = operator
+ *              on its requests); otherwise exactly what a client may do.
+ *   gateway    the HTTP shim: publishes requests naming the client or operator
+ *              it acts for (icefarm-client is kept), and commands to a board
+ *              naming the board's lease holder; reads every client's events and
+ *              the events of every leased board (it streams them to its callers).
  *   dashboard  reads the farm's public state; publishes nothing.
  * Every role reads the public state: icefarm/ctl/state, icefarm/farm/#,
  * icefarm/lease/+, icefarm/<serial>/state, icefarm/worker/+/state.
@@ -42,6 +46,7 @@
 #define ACL_UNSUBSCRIBE 0x08
 
 #define ACL_PROP_CLIENT "icefarm-client"
+#define ACL_PROP_ROLE "icefarm-role" /* set by the plugin on every request: the acting client's role */
 
 typedef enum {
     ROLE_NONE = 0,
@@ -50,6 +55,7 @@ typedef enum {
     ROLE_CLIENT,
     ROLE_GATEWAY,
     ROLE_DASHBOARD,
+    ROLE_OPERATOR,
 } acl_role;
 
 typedef struct acl_state acl_state;
@@ -118,17 +124,29 @@ void acl_seen(acl_state *st, const void *conn, const char *conn_id, const char *
  * even if the broker reuses the memory of one that ended. */
 void acl_connect(acl_state *st, const void *conn);
 
-/* What to do with the icefarm-client property of a message to icefarm/ctl/req/+. */
+/* What to do with the icefarm-client property of a message to icefarm/ctl/req/+
+ * or icefarm/<serial>/cmd. */
 typedef enum {
-    ACL_REQ_PASS,    /* not a request: leave it alone */
+    ACL_REQ_PASS,    /* neither a request nor a board command: leave it alone */
     ACL_REQ_REPLACE, /* drop every icefarm-client property, add one = username */
     ACL_REQ_GATEWAY, /* keep one valid icefarm-client if present, else as REPLACE */
+    ACL_REQ_HOLDER,  /* a gateway's board command: keep the one icefarm-client, which
+                        must name the board's lease holder (acl_command_client_ok) */
     ACL_REQ_DENY,    /* refuse the message */
 } acl_req_action;
 /* `response_topic` may be NULL. A request's Response Topic must be under the
  * sender's own icefarm/client/<username>/, so nobody can make control publish
  * its reply on someone else's topic (a lease, a worker's commands...). */
 acl_req_action acl_request_action(const acl_state *st, const char *user, const char *topic, const char *response_topic);
+/* For icefarm/<serial>/cmd (PASS for anything else): a client's or operator's
+ * command gets its own name (REPLACE; the write check already made sure it holds
+ * the lease); a gateway's must name the holder (HOLDER). */
+acl_req_action acl_command_action(const acl_state *st, const char *user, const char *topic);
+/* May a gateway's command on `topic` act for `client`? Only for the lease holder. */
+bool acl_command_client_ok(acl_state *st, const char *topic, const char *client);
+/* May `user` name `client` on a request (gateway), i.e. is `client` a client or
+ * an operator? */
+bool acl_may_act_for(const acl_state *st, const char *client);
 
 /* For tests and logs. */
 bool acl_lease_holder(acl_state *st, const char *serial, const char *client);

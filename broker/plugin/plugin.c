@@ -11,6 +11,9 @@
  *   ACL_CHECK   every subscribe, publish, delivery and Will
  *   MESSAGE     learn leases and board ownership; on icefarm/ctl/req/+ replace
  *               the icefarm-client user property with the authenticated user
+ *               (a gateway's named client or operator) and add icefarm-role; on
+ *               icefarm/<serial>/cmd set icefarm-client to the sender (a
+ *               gateway's: the lease holder it names, or the command is refused)
  *   DISCONNECT  a worker's boards may move once its connection is gone; what the
  *               connection publishes afterwards is its Will
  *   RELOAD      re-read the roles file on SIGHUP (the old roles stay on error)
@@ -157,12 +160,18 @@ static int copy_prop(mosquitto_property **out, const mosquitto_property *p)
     return rc;
 }
 
-/* Rebuilds the property list without any icefarm-client user property, then
- * adds one: the gateway's own choice if `keep` and it named exactly one valid
- * client-role user, else the authenticated username. Returns -2 when a gateway
- * names a user that is not a client (it may act for people and programs, never
- * for control, workers or dashboards). */
-static int set_identity(const acl_state *st, mosquitto_property **props, const char *user, bool keep)
+/* Rebuilds the property list without any icefarm-client or icefarm-role user
+ * property, then adds icefarm-client (and, on requests, icefarm-role):
+ *   ACL_REQ_REPLACE  the authenticated username;
+ *   ACL_REQ_GATEWAY  a gateway's request: its one valid icefarm-client if it gave
+ *                    one, which must be a client or operator (people and
+ *                    programs, never control, workers or dashboards), else its
+ *                    own name;
+ *   ACL_REQ_HOLDER   a gateway's board command: its one icefarm-client, which must
+ *                    be the board's lease holder.
+ * Returns 0, -1 (out of memory) or -2 (the gateway named someone it may not). */
+static int set_identity(acl_state *st, mosquitto_property **props, const char *user, acl_req_action act,
+                        const char *topic, bool request)
 {
     mosquitto_property *out = NULL;
     char kept[IFM_NAME_MAX] = "";
@@ -171,12 +180,14 @@ static int set_identity(const acl_state *st, mosquitto_property **props, const c
         if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY) {
             char *k = NULL, *v = NULL;
             if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &k, &v, false) && k &&
-                strcmp(k, ACL_PROP_CLIENT) == 0) {
-                if (ifm_name_valid(v, IFM_NAME_MAX)) {
-                    snprintf(kept, sizeof kept, "%s", v);
-                    named++;
-                } else {
-                    named = 2; /* an invalid name: ignore the gateway's choice */
+                (strcmp(k, ACL_PROP_CLIENT) == 0 || strcmp(k, ACL_PROP_ROLE) == 0)) {
+                if (strcmp(k, ACL_PROP_CLIENT) == 0) {
+                    if (ifm_name_valid(v, IFM_NAME_MAX)) {
+                        snprintf(kept, sizeof kept, "%s", v);
+                        named++;
+                    } else {
+                        named = 2; /* an invalid name: ignore the gateway's choice */
+                    }
                 }
                 mosquitto_free(k);
                 mosquitto_free(v);
@@ -190,12 +201,24 @@ static int set_identity(const acl_state *st, mosquitto_property **props, const c
             return -1;
         }
     }
-    const char *name = keep && named == 1 ? kept : user;
-    if (keep && named == 1 && acl_role_of(st, kept) != ROLE_CLIENT) {
-        mosquitto_property_free_all(&out);
-        return -2;
+    const char *name = user;
+    if (act == ACL_REQ_GATEWAY && named == 1) {
+        if (!acl_may_act_for(st, kept)) {
+            mosquitto_property_free_all(&out);
+            return -2;
+        }
+        name = kept;
+    } else if (act == ACL_REQ_HOLDER) {
+        if (named != 1 || !acl_command_client_ok(st, topic, kept)) {
+            mosquitto_property_free_all(&out);
+            return -2;
+        }
+        name = kept;
     }
-    if (mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_CLIENT, name) != MOSQ_ERR_SUCCESS) {
+    if (mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_CLIENT, name) != MOSQ_ERR_SUCCESS ||
+        (request &&
+         mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_ROLE,
+                                            acl_role_name(acl_role_of(st, name))) != MOSQ_ERR_SUCCESS)) {
         mosquitto_property_free_all(&out);
         return -1;
     }
@@ -212,6 +235,7 @@ static int on_message(int event, void *event_data, void *userdata)
     char *rt = NULL;
     mosquitto_property_read_string(ed->properties, MQTT_PROP_RESPONSE_TOPIC, &rt, false);
     acl_req_action act = acl_request_action(ctx->st, user, ed->topic, rt);
+    bool request = act != ACL_REQ_PASS;
     if (act == ACL_REQ_DENY) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "icefarm_acl: denied %s request on \"%s\" with response topic \"%s\"",
                              who(ed->client), ed->topic, rt ? rt : "");
@@ -219,18 +243,24 @@ static int on_message(int event, void *event_data, void *userdata)
         return MOSQ_ERR_ACL_DENIED;
     }
     mosquitto_free(rt);
-    int idrc = act == ACL_REQ_REPLACE || act == ACL_REQ_GATEWAY
-        ? set_identity(ctx->st, &ed->properties, user, act == ACL_REQ_GATEWAY)
-        : 0;
+    if (!request)
+        act = acl_command_action(ctx->st, user, ed->topic);
+    if (act == ACL_REQ_DENY) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "icefarm_acl: denied %s command on \"%s\"", who(ed->client), ed->topic);
+        return MOSQ_ERR_ACL_DENIED;
+    }
+    int idrc = act != ACL_REQ_PASS ? set_identity(ctx->st, &ed->properties, user, act, ed->topic, request) : 0;
     if (idrc == -2) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                             "icefarm_acl: denied %s request on \"%s\": it names a user who is not a client",
+                             request ? "icefarm_acl: denied %s request on \"%s\": it names a user who is not a client "
+                                       "or operator"
+                                     : "icefarm_acl: denied %s command on \"%s\": it does not name the board's holder",
                              who(ed->client), ed->topic);
         return MOSQ_ERR_ACL_DENIED;
     }
     if (idrc) {
         mosquitto_log_printf(MOSQ_LOG_WARNING,
-                             "icefarm_acl: cannot set the identity on %s's request on \"%s\"; dropped", who(ed->client),
+                             "icefarm_acl: cannot set the identity on %s's message on \"%s\"; dropped", who(ed->client),
                              ed->topic);
         return MOSQ_ERR_ACL_DENIED;
     }

@@ -8,6 +8,7 @@
 # icefarm_acl plugin). ROLE is one of:
 #   control    icefarm-ctl          worker     an icefarm-wrk (USER = its --name)
 #   client     people and programs  gateway    the HTTP shim
+#   operator   a client who may also reboot and delete anybody's boards
 #   dashboard  read-only monitoring
 # The password is asked for twice on a terminal; with --password-stdin it is
 # read as one line from standard input (for scripts; it never appears in argv);
@@ -22,7 +23,7 @@ usage() {
     exit 2
 }
 
-ROLES="control worker client gateway dashboard"
+ROLES="control worker client operator gateway dashboard"
 
 valid_user() {
     # One MQTT topic level (it names icefarm/client/<user>/...), and safe in the

@@ -13,7 +13,8 @@ typedef enum {
     SHAPE_AMOUNT,
     SHAPE_SERIALS,
     SHAPE_LEASES,
-    SHAPE_STATUS
+    SHAPE_STATUS,
+    SHAPE_LOCAL /* answered by the shim itself (/log) */
 } reply_shape;
 
 enum {
@@ -25,6 +26,7 @@ enum {
     F_ARGS = 32,     /* args: object, optional */
     F_DURATION = 64, /* duration_s: integer, optional (an extension) */
     F_WAIT = 128,    /* wait_ms: integer, optional (an extension) */
+    F_NAME_OPT = 256 /* name: optional (the documented /reboot and /delete take serials only) */
 };
 
 struct endpoint {
@@ -43,9 +45,10 @@ static const struct endpoint endpoints[] = {
     { "/extendall", IFM_VERB_EXTEND_ALL, F_NAME | F_DURATION, SHAPE_SERIALS },
     { "/end", IFM_VERB_END, F_NAME | F_SERIALS, SHAPE_SERIALS },
     { "/endall", IFM_VERB_END_ALL, F_NAME, SHAPE_SERIALS },
-    { "/reboot", IFM_VERB_REBOOT, F_NAME | F_SERIALS, SHAPE_SERIALS },
-    { "/delete", IFM_VERB_DELETE, F_NAME | F_SERIALS, SHAPE_SERIALS },
+    { "/reboot", IFM_VERB_REBOOT, F_NAME_OPT | F_SERIALS, SHAPE_SERIALS },
+    { "/delete", IFM_VERB_DELETE, F_NAME_OPT | F_SERIALS, SHAPE_SERIALS },
     { "/status", IFM_VERB_STATUS, 0, SHAPE_STATUS },
+    { "/log", IFM_VERB_COUNT, 0, SHAPE_LOCAL },
 };
 
 const struct endpoint *api_find(const char *path)
@@ -94,11 +97,13 @@ bool api_name_ok(const char *name)
     return ifm_name_valid(name, IFM_NAME_MAX) && !has_control_chars(name);
 }
 
-static int get_name(json_t *args, const char **name, argerr *err)
+/* 0 found, 1 absent (optional only), -1 error. */
+static int get_name(json_t *args, bool required, const char **name, argerr *err)
 {
     json_t *v;
-    if (get_field(args, "name", true, JSON_STRING, "a string", &v, err))
-        return -1;
+    int rc = get_field(args, "name", required, JSON_STRING, "a string", &v, err);
+    if (rc)
+        return rc;
     *name = json_string_value(v);
     if (!api_name_ok(*name)) {
         snprintf(err->msg, sizeof err->msg,
@@ -199,7 +204,7 @@ static int check_args(const struct endpoint *ep, json_t *args, ifm_ctl_req *req,
 {
     unsigned f = ep->fields;
     uint64_t u;
-    if ((f & F_NAME) && get_name(args, name, err))
+    if ((f & (F_NAME | F_NAME_OPT)) && get_name(args, (f & F_NAME) != 0, name, err) < 0)
         return -1;
     if (f & F_AMOUNT) {
         if (get_uint(args, "amount", true, 1, IFM_MAX_SERIALS, &u, err))
@@ -240,9 +245,9 @@ int api_acting_user(http_req *r, json_t *args, char *err, size_t errlen)
 
 /* ---- control's reply -> the old JSON shapes ---- */
 
-static json_t *shape_reply(http_srv *s, const struct endpoint *ep, const msgpack_object *root)
+static json_t *shape_reply(http_srv *s, http_req *r, const msgpack_object *root)
 {
-    switch (ep->shape) {
+    switch (r->ep->shape) {
     case SHAPE_AMOUNT: {
         const msgpack_object *a = ifm_map_get(root, "amount");
         return a ? json_pack("{s:o}", "amount", ifm_json_from_msgpack(a)) : NULL;
@@ -251,6 +256,8 @@ static json_t *shape_reply(http_srv *s, const struct endpoint *ep, const msgpack
         const msgpack_object *a = ifm_map_get(root, "serials");
         return a && a->type == MSGPACK_OBJECT_ARRAY ? ifm_json_from_msgpack(a) : NULL;
     }
+    case SHAPE_LOCAL:
+        return NULL;
     case SHAPE_LEASES: {
         const msgpack_object *a = ifm_map_get(root, "serials");
         if (!a || a->type != MSGPACK_OBJECT_ARRAY)
@@ -307,6 +314,36 @@ void api_call_done(http_call *c)
     free(c);
 }
 
+static int send_call(http_req *r, const char *acting, const ifm_ctl_req *req, const void *args, size_t args_len);
+
+/* The documented /reboot without a name (anonymous farm): one request per
+ * holder, one after the other; r->plan holds the groups still to send
+ * ({"client": name, "serials": [...]}), r->acc the serials done so far. */
+/* Sends the next group of r->plan: 1 sent, 0 none left, -1 not sent. */
+static int plan_next(http_req *r)
+{
+    json_t *g = json_array_get(r->plan, 0);
+    if (!g)
+        return 0;
+    json_incref(g);
+    json_array_remove(r->plan, 0);
+    ifm_ctl_req req;
+    memset(&req, 0, sizeof req);
+    req.verb = r->ep->verb;
+    json_t *serials = json_object_get(g, "serials");
+    req.nserials = json_array_size(serials);
+    req.serials = calloc(req.nserials ? req.nserials : 1, sizeof *req.serials);
+    int rc = -1;
+    if (req.serials) {
+        for (size_t i = 0; i < req.nserials; i++)
+            snprintf(req.serials[i], IFM_SERIAL_MAX, "%s", json_string_value(json_array_get(serials, i)));
+        rc = send_call(r, json_string_value(json_object_get(g, "client")), &req, NULL, 0);
+    }
+    ifm_ctl_req_free(&req);
+    json_decref(g);
+    return rc ? -1 : 1;
+}
+
 static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *arg)
 {
     http_call *c = arg;
@@ -315,13 +352,14 @@ static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *a
     api_call_done(c);
     if (!r)
         return; /* the HTTP request is gone */
+    const char *partial = r->acc && json_array_size(r->acc) ? " (the boards before were rebooted: see the log)" : "";
     if (status == -ETIMEDOUT) {
-        http_finish_error(r, 503, "control did not answer within %llu ms (is icefarm-ctl running?)",
-                          (unsigned long long)(s->timeout_ms + r->wait_ms));
+        http_finish_error(r, 503, "control did not answer within %llu ms (is icefarm-ctl running?)%s",
+                          (unsigned long long)(s->timeout_ms + r->wait_ms), partial);
         return;
     }
     if (status) {
-        http_finish_error(r, 503, "lost the connection to the broker before control answered");
+        http_finish_error(r, 503, "lost the connection to the broker before control answered%s", partial);
         return;
     }
     ifm_doc doc;
@@ -332,20 +370,141 @@ static void on_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *a
         http_finish_error(r, 502, "malformed reply from control: %s", err.msg);
     } else if (!st.ok) {
         unsigned code = st.code >= 400 && st.code <= 599 ? st.code : 502;
-        http_finish_error(r, code, "%s", st.error[0] ? st.error : "control refused the request");
+        http_finish_error(r, code, "%s%s", st.error[0] ? st.error : "control refused the request", partial);
     } else {
-        json_t *body = shape_reply(s, r->ep, doc.root);
-        if (body)
+        json_t *body = shape_reply(s, r, doc.root);
+        if (body && r->acc) {
+            json_array_extend(r->acc, body);
+            json_decref(body);
+            body = NULL;
+            int more = plan_next(r);
+            if (more == 0) {
+                body = r->acc;
+                r->acc = NULL;
+                http_finish(r, 200, body);
+            } else if (more < 0) {
+                http_finish_error(r, 503, "control unreachable: not connected to the MQTT broker%s", partial);
+            }
+        } else if (body) {
             http_finish(r, 200, body);
-        else
+        } else {
             http_finish_error(r, 502, "control's reply to %s lacks the expected fields", r->path);
+        }
     }
     ifm_doc_free(&doc);
 }
 
-enum MHD_Result api_serve(http_req *r, json_t *args)
+/* Sends one request to control acting for `acting` (NULL: the shim itself);
+ * the reply finishes r (or continues its plan). Returns 0, or -1 if it could
+ * not be sent. */
+static int send_call(http_req *r, const char *acting, const ifm_ctl_req *req, const void *args, size_t args_len)
 {
     http_srv *s = r->srv;
+    char topic[IFM_TOPIC_MAX];
+    ifm_topic_ctl_req(topic, sizeof topic, ifm_verb_name(req->verb));
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_ctl_req_encode(&e, req, args, args_len);
+    http_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        ifm_enc_free(&e);
+        return -1;
+    }
+    c->srv = s;
+    c->req = r;
+    c->next = s->calls;
+    if (s->calls)
+        s->calls->prev = c;
+    s->calls = c;
+    int sent = s->mqtt && !s->stopping
+        ? ifm_mqtt_request_as(s->mqtt, acting ? acting : ifm_mqtt_name(s->mqtt), topic, ifm_enc_data(&e),
+                              ifm_enc_size(&e), s->timeout_ms + req->wait_ms, on_reply, c)
+        : -1;
+    ifm_enc_free(&e);
+    if (sent) {
+        c->req = NULL;
+        api_call_done(c);
+        return -1;
+    }
+    r->call = c;
+    return 0;
+}
+
+/* Groups the serials of a name-less /reboot by their lease holder (from the
+ * retained icefarm/lease/+ the shim follows). A free or unknown board goes in a
+ * group of its own sent as the shim itself, so control says why it refuses. */
+static json_t *plan_for_holders(http_req *r, const ifm_ctl_req *req)
+{
+    json_t *plan = json_array();
+    for (size_t i = 0; plan && i < req->nserials; i++) {
+        const char *holder = events_holder(r->srv, req->serials[i]);
+        char buf[IFM_NAME_MAX * 4 + 4];
+        if (holder)
+            IFM_INFO("serial=%s client=%s reboot without a name from %s: acting for the holder", req->serials[i],
+                     http_log_name(holder, buf, sizeof buf), r->ip);
+        json_t *g = NULL;
+        for (size_t k = 0; holder && k < json_array_size(plan); k++) {
+            json_t *cand = json_array_get(plan, k);
+            const char *cl = json_string_value(json_object_get(cand, "client"));
+            if (cl && strcmp(cl, holder) == 0)
+                g = cand;
+        }
+        if (!g) {
+            g = json_pack("{s:o, s:[]}", "client", holder ? json_string(holder) : json_null(), "serials");
+            if (!g || json_array_append_new(plan, g)) {
+                json_decref(plan);
+                return NULL;
+            }
+        }
+        json_array_append_new(json_object_get(g, "serials"), json_string(req->serials[i]));
+    }
+    return plan;
+}
+
+/* POST /log {name?, logs: [[level, message], ...]}: what the old client's
+ * RemoteLogger sends every 30 s. Each well-formed entry becomes one log line
+ * (levels as Python's logging: 40+ error, 30+ warning, else info); other
+ * entries are counted and skipped. */
+static enum MHD_Result serve_log(http_req *r, json_t *args)
+{
+    json_t *v = json_object_get(args, "name");
+    if (v && !json_is_null(v) && (!json_is_string(v) || !api_name_ok(json_string_value(v))))
+        return http_reply_error(r, 400, "field \"name\" must be a client name");
+    if (v && json_is_string(v) && !r->user[0])
+        snprintf(r->client, sizeof r->client, "%s", json_string_value(v));
+    json_t *logs = json_object_get(args, "logs");
+    if (!json_is_array(logs))
+        return http_reply_error(r, 400, "field \"logs\" must be a list of [level, message] pairs, not %s",
+                                logs ? ifm_json_type_name(logs) : "missing");
+    size_t logged = 0, skipped = 0;
+    char who[IFM_NAME_MAX * 4 + 4];
+    for (size_t i = 0; i < json_array_size(logs); i++) {
+        json_t *e = json_array_get(logs, i);
+        json_t *lv = json_array_get(e, 0), *msg = json_array_get(e, 1);
+        if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_integer(lv) || !json_is_string(msg)) {
+            skipped++;
+            continue;
+        }
+        char line[1024];
+        size_t n = 0;
+        for (const char *p = json_string_value(msg); *p && n < sizeof line - 1; p++)
+            line[n++] = (unsigned char)*p < ' ' || *p == 0x7f ? ' ' : *p;
+        line[n] = '\0';
+        json_int_t level = json_integer_value(lv);
+        if (level >= 40)
+            IFM_ERROR("remote log client=%s from %s: %s", http_log_name(r->client, who, sizeof who), r->ip, line);
+        else if (level >= 30)
+            IFM_WARN("remote log client=%s from %s: %s", http_log_name(r->client, who, sizeof who), r->ip, line);
+        else
+            IFM_INFO("remote log client=%s from %s: %s", http_log_name(r->client, who, sizeof who), r->ip, line);
+        logged++;
+    }
+    return http_reply_json(r, 200,
+                           json_pack("{s:I, s:I}", "logged", (json_int_t)logged, "skipped", (json_int_t)skipped));
+}
+
+enum MHD_Result api_serve(http_req *r, json_t *args)
+{
     const struct endpoint *ep = r->ep;
     ifm_ctl_req req;
     memset(&req, 0, sizeof req);
@@ -367,6 +526,10 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
             goto out;
         }
     }
+    if (ep->shape == SHAPE_LOCAL) {
+        rc = serve_log(r, args);
+        goto out;
+    }
     if (check_args(ep, args, &req, &name, &renc, &have_args, &err)) {
         if (name)
             snprintf(r->client, sizeof r->client, "%s", name);
@@ -377,39 +540,32 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
         snprintf(r->client, sizeof r->client, "%s", name);
     else if (r->user[0])
         snprintf(r->client, sizeof r->client, "%s", r->user);
-    char topic[IFM_TOPIC_MAX];
-    ifm_topic_ctl_req(topic, sizeof topic, ifm_verb_name(ep->verb));
-    ifm_enc e;
-    ifm_enc_init(&e);
-    ifm_ctl_req_encode(&e, &req, have_args ? ifm_enc_data(&renc) : NULL, ifm_enc_size(&renc));
-    http_call *c = calloc(1, sizeof *c);
-    if (!c) {
-        ifm_enc_free(&e);
-        rc = http_reply_error(r, 500, "out of memory");
-        goto out;
-    }
-    c->srv = s;
-    c->req = r;
-    c->next = s->calls;
-    if (s->calls)
-        s->calls->prev = c;
-    s->calls = c;
     r->wait_ms = req.wait_ms;
-    int sent = s->mqtt && !s->stopping
-        ? ifm_mqtt_request_as(s->mqtt,
-                              r->user[0] ? r->user
-                                  : name ? name
-                                         : ifm_mqtt_name(s->mqtt),
-                              topic, ifm_enc_data(&e), ifm_enc_size(&e), s->timeout_ms + req.wait_ms, on_reply, c)
-        : -1;
-    ifm_enc_free(&e);
+    int sent;
+    if (!name && !r->user[0] && ep->verb == IFM_VERB_REBOOT) {
+        /* The documented form: serials only. Acts for each board's holder. */
+        r->plan = plan_for_holders(r, &req);
+        r->acc = json_array();
+        if (!r->plan || !r->acc) {
+            rc = http_reply_error(r, 500, "out of memory");
+            goto out;
+        }
+        int more = plan_next(r);
+        if (more == 0) { /* "serials": [] */
+            rc = http_reply_json(r, 200, json_array());
+            goto out;
+        }
+        sent = more < 0 ? -1 : 0;
+    } else {
+        /* name-less /delete: as the shim itself, so only free boards (control
+         * refuses a board somebody holds). */
+        sent = send_call(r, r->user[0] ? r->user : name, &req, have_args ? ifm_enc_data(&renc) : NULL,
+                         ifm_enc_size(&renc));
+    }
     if (sent) {
-        c->req = NULL;
-        api_call_done(c);
         rc = http_reply_error(r, 503, "control unreachable: not connected to the MQTT broker");
         goto out;
     }
-    r->call = c;
     r->state = REQ_WAITING;
     MHD_suspend_connection(r->conn);
     rc = MHD_YES;

@@ -431,3 +431,11 @@ void events_free(http_srv *s)
     s->leases = NULL;
     s->nleases = s->capleases = 0;
 }
+
+const char *events_holder(const http_srv *s, const char *serial)
+{
+    for (size_t i = 0; i < s->nleases; i++)
+        if (strcmp(s->leases[i].serial, serial) == 0)
+            return s->leases[i].client[0] ? s->leases[i].client : NULL;
+    return NULL;
+}

@@ -85,6 +85,7 @@ struct http_req {
     const struct endpoint *ep; /* the API endpoint being served */
     uint64_t wait_ms;          /* reserve's wait_ms: added to the reply timeout */
     http_call *call;           /* the MQTT request in flight, if any */
+    json_t *plan, *acc;        /* name-less /reboot: groups still to send, serials done */
 };
 
 /* An MQTT request in flight; outlives its http_req if the server stops first. */
@@ -189,6 +190,8 @@ void events_resume(http_srv *s);
 /* Ends every stream (shutdown). */
 void events_close_all(http_srv *s);
 void events_free(http_srv *s);
+/* The lease holder of a board as the shim last saw it (icefarm/lease/+), or NULL. */
+const char *events_holder(const http_srv *s, const char *serial);
 
 /* msgpack <-> JSON: icefarm/json.h */
 

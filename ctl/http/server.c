@@ -476,6 +476,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         s->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
+    json_decref(r->plan);
+    json_decref(r->acc);
     free(r->ready_body);
     free(r->body);
     free(r->path);

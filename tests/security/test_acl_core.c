@@ -201,7 +201,8 @@ static void test_roles_file(void)
     acl_state *st = new_state();
     check(acl_role_of(st, "alice") == ROLE_CLIENT && acl_role_of(st, "ctl") == ROLE_CONTROL &&
               acl_role_of(st, "w1") == ROLE_WORKER && acl_role_of(st, "dash") == ROLE_DASHBOARD &&
-              acl_role_of(st, "http") == ROLE_GATEWAY,
+              acl_role_of(st, "http") == ROLE_GATEWAY && acl_role_of(st, "oscar") == ROLE_OPERATOR &&
+              strcmp(acl_role_name(ROLE_OPERATOR), "operator") == 0,
           "roles file: every role parsed");
     check(acl_role_of(st, "mallory") == ROLE_NONE && acl_role_of(st, NULL) == ROLE_NONE,
           "roles file: unknown and anonymous users have no role");
@@ -341,6 +342,9 @@ static void test_leases(void)
     check(wr(st, "alice", "icefarm/S1/cmd") && rd(st, "alice", "icefarm/S1/event") &&
               sub(st, "alice", "icefarm/S1/event"),
           "lease: the holder commands the board and reads its events");
+    check(!wr(st, "oscar", "icefarm/S1/cmd") && !rd(st, "oscar", "icefarm/S1/event") &&
+              rd(st, "oscar", "icefarm/S1/state") && sub(st, "oscar", "icefarm/+/event"),
+          "lease: an operator neither commands nor watches others' boards (it reboots and deletes through control)");
     check(!wr(st, "bob", "icefarm/S1/cmd") && !rd(st, "bob", "icefarm/S1/event") && !sub(st, "bob", "icefarm/S1/event"),
           "lease: another client does not");
     check(!acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, true), "lease: no retained commands");
@@ -348,8 +352,22 @@ static void test_leases(void)
     check(!rd(st, "dash", "icefarm/S1/event"), "lease: dashboards still do not read board events");
     check(rd(st, "http", "icefarm/S1/event") && !rd(st, "http", "icefarm/S2/event") &&
               rd(st, "http", "icefarm/client/alice/event") && !rd(st, "http", "icefarm/client/alice/reply") &&
-              sub(st, "http", "icefarm/client/+/event") && !wr(st, "http", "icefarm/S1/cmd"),
-          "lease: a gateway reads leased boards' events and clients' events, commands nothing");
+              sub(st, "http", "icefarm/client/+/event") && wr(st, "http", "icefarm/S1/cmd") &&
+              !wr(st, "http", "icefarm/S2/cmd") &&
+              !acl_check(st, NULL, "http", ACL_WRITE, "icefarm/S1/cmd", "x", 1, true),
+          "lease: a gateway reads leased boards' and clients' events, may publish a leased board's command");
+    check(acl_command_action(st, "http", "icefarm/S1/cmd") == ACL_REQ_HOLDER &&
+              acl_command_client_ok(st, "icefarm/S1/cmd", "alice") &&
+              !acl_command_client_ok(st, "icefarm/S1/cmd", "bob") &&
+              !acl_command_client_ok(st, "icefarm/S2/cmd", "alice") &&
+              !acl_command_client_ok(st, "icefarm/S1/event", "alice") &&
+              !acl_command_client_ok(st, "icefarm/S1/cmd", "a/b"),
+          "lease: ... but only naming the board's holder");
+    check(acl_command_action(st, "alice", "icefarm/S1/cmd") == ACL_REQ_REPLACE &&
+              acl_command_action(st, "dash", "icefarm/S1/cmd") == ACL_REQ_DENY &&
+              acl_command_action(st, "alice", "icefarm/S1/event") == ACL_REQ_PASS &&
+              acl_command_action(st, "alice", "icefarm/ctl/req/reserve") == ACL_REQ_PASS,
+          "lease: a client's command carries its own name; other topics are not commands");
     pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", NULL, true);
     check(!wr(st, "alice", "icefarm/S1/cmd") && !rd(st, "alice", "icefarm/S1/event"),
           "lease: an empty retained lease revokes at once");
@@ -510,6 +528,11 @@ static void test_requests(void)
           "request: other topics pass untouched");
     check(acl_request_action(st, "dash", "icefarm/ctl/req/reserve", NULL) == ACL_REQ_DENY,
           "request: roles that may not request are refused");
+    check(acl_request_action(st, "oscar", "icefarm/ctl/req/delete", "icefarm/client/oscar/reply") == ACL_REQ_REPLACE,
+          "request: an operator's identity is replaced like a client's");
+    check(acl_may_act_for(st, "alice") && acl_may_act_for(st, "oscar") && !acl_may_act_for(st, "ctl") &&
+              !acl_may_act_for(st, "http") && !acl_may_act_for(st, "dash") && !acl_may_act_for(st, "nobody"),
+          "request: a gateway may act for clients and operators only");
     acl_free(st);
 }
 
@@ -701,7 +724,7 @@ int main(void)
              (int)getpid());
     write_file(roles_path,
                "# test roles\nctl control\n\nw1 worker\nw2   worker  # comment\nalice client\n"
-               "bob client\ndash dashboard\nhttp gateway\n");
+               "bob client\ndash dashboard\nhttp gateway\noscar operator\n");
     test_roles_file();
     test_connect();
     test_static_rights();

@@ -175,7 +175,8 @@ class Farm:
     """The broker under test and the identities of the test."""
 
     USERS = [("ctl", "control"), ("alice", "client"), ("bob", "client"), ("w1", "worker"),
-             ("w2", "worker"), ("w3", "worker"), ("dash", "dashboard"), ("gw", "gateway")]
+             ("w2", "worker"), ("w3", "worker"), ("dash", "dashboard"), ("gw", "gateway"),
+             ("oscar", "operator")]
 
     def __init__(self, args):
         self.args = args
@@ -311,7 +312,8 @@ def run(farm):
     bob = connected(farm, "bob")
     dash = connected(farm, "dash")
     gw = connected(farm, "gw")
-    check(True, "control, two workers, two clients, a dashboard and a gateway log in")
+    oscar = connected(farm, "oscar")
+    check(True, "control, two workers, two clients, a dashboard, a gateway and an operator log in")
     bl = connected(farm, "bob", "bob-laptop")
     bl.sub("icefarm/client/bob/#")
     check(farm.client("alice", client_id="bob-laptop").connect() != 0,
@@ -358,7 +360,35 @@ def run(farm):
     ids = [v for k, v in ctl.got("icefarm/ctl/req/reserve", p_bob)[0][3]["user"] if k == "icefarm-client"] if ok else []
     check(ids == ["bob"], f"bob's reserve claiming icefarm-client=alice reaches control as icefarm-client=bob ({ids})")
     others = [kv for kv in ctl.got("icefarm/ctl/req/reserve", p_bob)[0][3]["user"] if kv[0] != "icefarm-client"] if ok else []
-    check(others == [("x-trace", "t1")], "other user properties of a request are kept")
+    check(others == [("x-trace", "t1"), ("icefarm-role", "client")],
+          f"other user properties of a request are kept, and icefarm-role says bob's role ({others})")
+
+    def props_of(c, topic, payload):
+        got = c.got(topic, payload)
+        return got[0][3]["user"] if got else None
+
+    def role_request(c, verb, user_props, response_topic):
+        p = Properties(PacketTypes.PUBLISH)
+        p.UserProperty = user_props
+        p.ResponseTopic = response_topic
+        payload = pack({"n": next(n)})
+        c.pub(f"icefarm/ctl/req/{verb}", payload, props=p)
+        return payload
+
+    p_forge = role_request(bob, "delete", [("icefarm-role", "operator"), ("icefarm-client", "bob")],
+                           "icefarm/client/bob/reply")
+    ok = ctl.wait_for("icefarm/ctl/req/delete", p_forge)
+    check(ok and props_of(ctl, "icefarm/ctl/req/delete", p_forge) == [("icefarm-client", "bob"), ("icefarm-role", "client")],
+          f"a client's forged icefarm-role=operator is replaced by its real role "
+          f"({props_of(ctl, 'icefarm/ctl/req/delete', p_forge)})")
+    p_op = role_request(oscar, "delete", [], "icefarm/client/oscar/reply")
+    ok = ctl.wait_for("icefarm/ctl/req/delete", p_op)
+    check(ok and props_of(ctl, "icefarm/ctl/req/delete", p_op) == [("icefarm-client", "oscar"), ("icefarm-role", "operator")],
+          "an operator's request carries icefarm-role=operator")
+    p_gw_op = role_request(gw, "reboot", [("icefarm-client", "oscar")], "icefarm/client/gw/reply")
+    ok = ctl.wait_for("icefarm/ctl/req/reboot", p_gw_op)
+    check(ok and props_of(ctl, "icefarm/ctl/req/reboot", p_gw_op) == [("icefarm-client", "oscar"), ("icefarm-role", "operator")],
+          "a gateway may act for an operator, whose role goes along")
     p_none = request(alice, "status", None, "icefarm/client/alice/reply")
     ok = ctl.wait_for("icefarm/ctl/req/status", p_none)
     ids = [v for k, v in ctl.got("icefarm/ctl/req/status", p_none)[0][3]["user"] if k == "icefarm-client"] if ok else []
@@ -495,8 +525,29 @@ def run(farm):
     check(alice.sub("icefarm/S1/event") < 128, "with the lease, alice subscribes to S1's events")
     check(bob.sub("icefarm/S1/event") >= 128, "bob still cannot")
     cmd1 = pack({"op": "evaluate", "batch": "b1"})
-    alice.pub("icefarm/S1/cmd", cmd1)
+    forged = Properties(PacketTypes.PUBLISH)
+    forged.UserProperty = [("icefarm-client", "bob")]
+    alice.pub("icefarm/S1/cmd", cmd1, props=forged)
     check(w1.wait_for("icefarm/S1/cmd", cmd1), "the holder's command reaches the board's worker")
+    check(props_of(w1, "icefarm/S1/cmd", cmd1) == [("icefarm-client", "alice")],
+          "... carrying icefarm-client=alice, whatever name she put on it")
+
+    def gw_cmd(name, serial="S1"):
+        p = Properties(PacketTypes.PUBLISH)
+        if name is not None:
+            p.UserProperty = [("icefarm-client", name)]
+        payload = pack({"op": "evaluate", "batch": f"gw-{name}-{serial}-{next(n)}"})
+        gw.pub(f"icefarm/{serial}/cmd", payload, props=p)
+        return payload
+
+    g_alice = gw_cmd("alice")
+    check(w1.wait_for("icefarm/S1/cmd", g_alice) and props_of(w1, "icefarm/S1/cmd", g_alice) == [("icefarm-client", "alice")],
+          "a gateway's command naming the board's holder reaches the worker (socket.io face)")
+    g_bob, g_none, g_s2 = gw_cmd("bob"), gw_cmd(None), gw_cmd("alice", "S2")
+    worker_barrier(w1, "w1")
+    check(not w1.got("icefarm/S1/cmd", g_bob) and not w1.got("icefarm/S1/cmd", g_none)
+          and not w1.got("icefarm/S2/cmd", g_s2),
+          "a gateway's command naming anybody else, nobody, or for an unleased board is refused")
     alice.pub("icefarm/S1/cmd", cmd1, retain=True)
     worker_barrier(w1, "w1")
     check(len(w1.got("icefarm/S1/cmd", cmd1)) == 1, "a retained command is refused even from the holder")

@@ -24,6 +24,10 @@ typedef struct ifm_mqtt ifm_mqtt;
  * embedded (anonymous) farm the client sets it; in a secured farm the broker
  * plugin overwrites it with the authenticated username, so control can trust it. */
 #define IFM_PROP_CLIENT "icefarm-client"
+/* Set by the secured farm's broker plugin on every request (never trusted from a
+ * client: the plugin removes any the client sent): the acting client's role,
+ * "client" or "operator". Its presence tells control the farm is secured. */
+#define IFM_PROP_ROLE "icefarm-role"
 
 typedef struct {
     const char *host;      /* default 127.0.0.1 */
