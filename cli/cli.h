@@ -7,6 +7,8 @@
 
 #include "icefarm/client.h"
 #include "icefarm/json.h"
+#include "icefarm/loop.h"
+#include "icefarm/msg.h"
 
 /* Exit codes scripts can rely on. */
 enum {
@@ -48,12 +50,21 @@ int cmd_evaluate(const cli_opts *o);
 int cmd_watch(const cli_opts *o);
 int cmd_flash(const cli_opts *o);
 
+/* A control reply as the commands read it: libicefarm's reply and its msgpack
+ * document (for the fields the library has no accessor for). */
+typedef struct {
+    icefarm_reply *reply;
+    ifm_doc doc;
+} cli_reply;
+void cli_reply_free(cli_reply *r);
+/* The reply's serials, malloc'd (free() it); the count is returned. */
+size_t cli_reply_serials(const cli_reply *r, char (**serials)[IFM_SERIAL_MAX]);
+
 /* Shared helpers (cli/common.c). */
 icefarm *cli_connect(const cli_opts *o, int *exit_code);
 /* Runs one control request and reports errors in the requested style; returns
  * an exit code, and leaves the reply in *r on CLI_OK. */
-int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len,
-             icefarm_reply *r);
+int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len, cli_reply *r);
 int cli_error(const cli_opts *o, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Converts a JSON text (reserve --args) to msgpack; -1 with a reason. */
 int cli_json_to_msgpack(const char *text, ifm_enc *e, char *err, size_t errlen);

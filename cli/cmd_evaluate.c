@@ -19,7 +19,7 @@ typedef struct {
     size_t len;
     bool done;
     char serial[IFM_SERIAL_MAX];
-    ifm_result result;
+    icefarm_result result;
     uint16_t *samples;
 } job;
 
@@ -47,14 +47,14 @@ static void draw_progress(run *r)
     fflush(stderr);
 }
 
-static void on_result(icefarm_batch *b, size_t index, const char *serial, const ifm_result *res, void *arg)
+static void on_result(icefarm_batch *b, size_t index, const char *serial, const icefarm_result *res, void *arg)
 {
     run *r = arg;
     job *j = &r->jobs[index];
     j->done = true;
     j->result = *res;
     snprintf(j->serial, sizeof j->serial, "%s", serial);
-    if (res->type == IFM_VALUE_WAVEFORM && res->nsamples) {
+    if (res->type == ICEFARM_VALUE_WAVEFORM && res->nsamples) {
         j->samples = malloc(res->nsamples * sizeof *j->samples);
         if (j->samples)
             memcpy(j->samples, res->samples, res->nsamples * sizeof *j->samples);
@@ -62,7 +62,7 @@ static void on_result(icefarm_batch *b, size_t index, const char *serial, const 
         j->result.nsamples = j->samples ? res->nsamples : 0;
     }
     r->ndone++;
-    r->nfailed += res->type == IFM_VALUE_FAILED;
+    r->nfailed += res->type == ICEFARM_VALUE_FAILED;
     draw_progress(r);
 }
 
@@ -72,7 +72,7 @@ static void on_dropped(icefarm_batch *b, const char *serial, const char *why, vo
     fprintf(stderr, "%sicefarm-cli: board %s: %s\n", r->progress ? "\n" : "", serial, why);
 }
 
-static void on_signal(ifm_loop *loop, int signo, void *arg)
+static void on_signal(icefarm *f, int signo, void *arg)
 {
     run *r = arg;
     if (r->batch)
@@ -122,21 +122,21 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
                              sizeof err);
     if (rc && !o->boards) {
         /* No explicit --boards: settle for whatever is free right now. */
-        ifm_ctl_req req = { .verb = IFM_VERB_AVAILABLE };
-        snprintf(req.kind, sizeof req.kind, "%s", kind);
-        icefarm_reply rep;
+        icefarm_req req = { .verb = "available", .kind = kind };
+        icefarm_reply *rep = NULL;
         char e2[256];
         uint64_t avail = 0;
-        if (!icefarm_call(r->f, &req, NULL, 0, &rep, e2, sizeof e2) && rep.st.ok)
-            ifm_get_uint(rep.doc.root, "amount", false, 0, UINT32_MAX, &avail, NULL);
-        icefarm_reply_free(&rep);
+        if (!icefarm_call(r->f, &req, &rep, e2, sizeof e2) && icefarm_reply_ok(rep) &&
+            icefarm_reply_uint(rep, "amount", &avail))
+            avail = 0;
+        icefarm_reply_free(rep);
         if (avail > 0 && avail < want)
             rc = icefarm_reserve(r->f, (uint32_t)avail, kind, ifm_enc_data(&a), ifm_enc_size(&a), 0, serials, n, err,
                                  sizeof err);
     }
     ifm_enc_free(&a);
     if (rc)
-        return cli_error(o, strstr(err, "not enough") ? CLI_NOT_ENOUGH : CLI_FAILED, "%s", err);
+        return cli_error(o, rc == -EBUSY ? CLI_NOT_ENOUGH : CLI_FAILED, "%s", err);
     *reserved = true;
     return CLI_OK;
 }
@@ -148,14 +148,14 @@ static void print_results(run *r)
         for (size_t i = 0; i < r->njobs; i++) {
             job *j = &r->jobs[i];
             json_t *o = json_pack("{s:s, s:s}", "file", j->path, "serial", j->serial);
-            switch (j->done ? j->result.type : IFM_VALUE_FAILED) {
-            case IFM_VALUE_PULSES:
+            switch (j->done ? j->result.type : ICEFARM_VALUE_FAILED) {
+            case ICEFARM_VALUE_PULSES:
                 json_object_set_new(o, "pulses", json_integer(j->result.pulses));
                 break;
-            case IFM_VALUE_FITNESS:
+            case ICEFARM_VALUE_FITNESS:
                 json_object_set_new(o, "fitness", json_real(j->result.fitness));
                 break;
-            case IFM_VALUE_WAVEFORM: {
+            case ICEFARM_VALUE_WAVEFORM: {
                 json_object_set_new(o, "fitness", json_real(j->result.fitness));
                 json_t *w = json_array();
                 for (size_t k = 0; k < j->result.nsamples; k++)
@@ -178,9 +178,9 @@ static void print_results(run *r)
         char value[160];
         if (!j->done)
             snprintf(value, sizeof value, "not evaluated");
-        else if (j->result.type == IFM_VALUE_PULSES)
+        else if (j->result.type == ICEFARM_VALUE_PULSES)
             snprintf(value, sizeof value, "%lld pulses", (long long)j->result.pulses);
-        else if (j->result.type == IFM_VALUE_FAILED)
+        else if (j->result.type == ICEFARM_VALUE_FAILED)
             snprintf(value, sizeof value, "FAILED: %s", j->result.error);
         else
             snprintf(value, sizeof value, "fitness %.4f", j->result.fitness);
@@ -217,7 +217,7 @@ int cmd_evaluate(const cli_opts *o)
     if (!r.f)
         goto out;
     int sigs[] = { SIGINT, SIGTERM };
-    ifm_loop_signals(icefarm_loop(r.f), sigs, 2, on_signal, &r);
+    icefarm_on_signals(r.f, sigs, 2, on_signal, &r);
     r.started_ms = ifm_now_ms();
     rc = acquire_boards(&r, &serials, &nserials, &reserved);
     if (rc != CLI_OK)
@@ -251,11 +251,15 @@ int cmd_evaluate(const cli_opts *o)
 out:
     icefarm_batch_free(r.batch);
     if (r.f && reserved) {
-        ifm_ctl_req req = { .verb = IFM_VERB_END, .serials = serials, .nserials = nserials };
-        icefarm_reply rep;
-        if (icefarm_call(r.f, &req, NULL, 0, &rep, err, sizeof err) == 0 && rep.st.ok && r.progress)
+        const char **list = calloc(nserials ? nserials : 1, sizeof *list);
+        for (size_t i = 0; list && i < nserials; i++)
+            list[i] = serials[i];
+        icefarm_req req = { .verb = "end", .serials = list, .nserials = list ? nserials : 0 };
+        icefarm_reply *rep = NULL;
+        if (icefarm_call(r.f, &req, &rep, err, sizeof err) == 0 && icefarm_reply_ok(rep) && r.progress)
             fprintf(stderr, "released %zu board(s)\n", nserials);
-        icefarm_reply_free(&rep);
+        icefarm_reply_free(rep);
+        free(list);
     }
     for (size_t i = 0; i < r.njobs; i++) {
         free(r.jobs[i].data);

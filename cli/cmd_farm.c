@@ -7,7 +7,7 @@
 
 /* Runs `req`, prints the reply as JSON with --json, else calls `human`. */
 static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t args_len,
-                  void (*human)(const icefarm_reply *r, const cli_opts *o))
+                  void (*human)(const cli_reply *r, const cli_opts *o))
 {
     int rc;
     icefarm *f = cli_connect(o, &rc);
@@ -15,7 +15,7 @@ static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t 
         ifm_ctl_req_free(req);
         return rc;
     }
-    icefarm_reply r;
+    cli_reply r = { 0 };
     rc = cli_call(f, o, req, args, args_len, &r);
     if (rc == CLI_OK) {
         if (o->json) {
@@ -26,17 +26,17 @@ static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t 
         } else {
             human(&r, o);
         }
-        icefarm_reply_free(&r);
+        cli_reply_free(&r);
     }
     ifm_ctl_req_free(req);
     icefarm_close(f);
     return rc;
 }
 
-static void print_serials(const icefarm_reply *r, const char *verb)
+static void print_serials(const cli_reply *r, const char *verb)
 {
     char(*s)[IFM_SERIAL_MAX];
-    size_t n = icefarm_reply_serials(r, &s);
+    size_t n = cli_reply_serials(r, &s);
     if (!n)
         printf("no boards %s\n", verb);
     for (size_t i = 0; i < n; i++)
@@ -44,7 +44,7 @@ static void print_serials(const icefarm_reply *r, const char *verb)
     free(s);
 }
 
-static void human_available(const icefarm_reply *r, const cli_opts *o)
+static void human_available(const cli_reply *r, const cli_opts *o)
 {
     const msgpack_object *a = ifm_map_get(r->doc.root, "amount");
     printf("%llu board(s) available%s%s\n",
@@ -60,10 +60,10 @@ int cmd_available(const cli_opts *o)
     return simple(o, &req, NULL, 0, human_available);
 }
 
-static void human_devices(const icefarm_reply *r, const cli_opts *o)
+static void human_devices(const cli_reply *r, const cli_opts *o)
 {
     char(*s)[IFM_SERIAL_MAX];
-    size_t n = icefarm_reply_serials(r, &s);
+    size_t n = cli_reply_serials(r, &s);
     for (size_t i = 0; i < n; i++)
         printf("%s\n", s[i]);
     free(s);
@@ -77,7 +77,7 @@ int cmd_devices(const cli_opts *o)
     return simple(o, &req, NULL, 0, human_devices);
 }
 
-static void human_reserve(const icefarm_reply *r, const cli_opts *o)
+static void human_reserve(const cli_reply *r, const cli_opts *o)
 {
     const msgpack_object *arr = ifm_map_get(r->doc.root, "serials");
     printf("%-20s %-16s %s\n", "SERIAL", "WORKER", "UNTIL");
@@ -116,15 +116,15 @@ int cmd_reserve(const cli_opts *o)
     return rc;
 }
 
-static void human_extend(const icefarm_reply *r, const cli_opts *o)
+static void human_extend(const cli_reply *r, const cli_opts *o)
 {
     print_serials(r, "extended");
 }
-static void human_end(const icefarm_reply *r, const cli_opts *o)
+static void human_end(const cli_reply *r, const cli_opts *o)
 {
     print_serials(r, "released");
 }
-static void human_reboot(const icefarm_reply *r, const cli_opts *o)
+static void human_reboot(const cli_reply *r, const cli_opts *o)
 {
     print_serials(r, "rebooting");
 }
@@ -164,7 +164,7 @@ int cmd_reboot(const cli_opts *o)
     return simple(o, &req, NULL, 0, human_reboot);
 }
 
-static void human_status(const icefarm_reply *r, const cli_opts *o)
+static void human_status(const cli_reply *r, const cli_opts *o)
 {
     const msgpack_object *root = r->doc.root, *ws = ifm_map_get(root, "workers"), *bs = ifm_map_get(root, "boards"),
                          *ls = ifm_map_get(root, "leases");

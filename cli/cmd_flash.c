@@ -28,17 +28,18 @@ static target *find(flash_run *r, const char *serial)
     return NULL;
 }
 
-static void on_event(icefarm *f, const ifm_event *ev, void *arg)
+static void on_event(icefarm *f, const icefarm_event *ev, void *arg)
 {
     flash_run *r = arg;
-    target *t = find(r, ev->serial);
+    target *t = find(r, icefarm_event_serial(ev));
     if (!t || t->state)
         return;
-    if (strcmp(ev->event, "flashed") == 0) {
+    const char *name = icefarm_event_name(ev), *reason = icefarm_event_reason(ev);
+    if (strcmp(name, "flashed") == 0) {
         t->state = 1;
-    } else if (!strcmp(ev->event, "failure") || !strcmp(ev->event, "error") || !strcmp(ev->event, "reservation end")) {
+    } else if (!strcmp(name, "failure") || !strcmp(name, "error") || !strcmp(name, "reservation end")) {
         t->state = -1;
-        snprintf(t->why, sizeof t->why, "%s", ev->reason[0] ? ev->reason : ev->event);
+        snprintf(t->why, sizeof t->why, "%s", reason[0] ? reason : name);
     } else {
         return;
     }
@@ -55,7 +56,7 @@ static bool all_ready(void *arg)
     void **a = arg;
     flash_run *r = a[1];
     for (size_t i = 0; i < r->n; i++)
-        if (icefarm_board_state(a[0], r->t[i].serial) != IFM_BOARD_RESERVED)
+        if (icefarm_get_board_state(a[0], r->t[i].serial) != ICEFARM_BOARD_RESERVED)
             return false;
     return true;
 }
@@ -102,9 +103,9 @@ int cmd_flash(const cli_opts *o)
         serials = calloc(n, sizeof *serials);
         for (size_t i = 0; serials && i < n; i++)
             snprintf(serials[i], IFM_SERIAL_MAX, "%s", o->pos[i + 1]);
-    } else if (icefarm_reserve(f, o->boards ? o->boards : 1, o->kind ? o->kind : "pulsecount", NULL, 0,
-                               o->wait_s * 1000, &serials, &n, err, sizeof err)) {
-        rc = cli_error(o, strstr(err, "not enough") ? CLI_NOT_ENOUGH : CLI_FAILED, "%s", err);
+    } else if ((rc = icefarm_reserve(f, o->boards ? o->boards : 1, o->kind ? o->kind : "pulsecount", NULL, 0,
+                                     o->wait_s * 1000, &serials, &n, err, sizeof err)) != 0) {
+        rc = cli_error(o, rc == -EBUSY ? CLI_NOT_ENOUGH : CLI_FAILED, "%s", err);
         goto out;
     }
     r.t = calloc(n ? n : 1, sizeof *r.t);
@@ -122,21 +123,15 @@ int cmd_flash(const cli_opts *o)
         rc = cli_error(o, CLI_FAILED, "the boards did not become ready (are they reserved by %s?)", icefarm_name(f));
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        ifm_enc e;
-        ifm_enc_init(&e);
-        ifm_board_flash_encode(&e, image, len);
-        char topic[IFM_TOPIC_MAX];
-        ifm_topic_board(topic, sizeof topic, r.t[i].serial, "cmd");
-        ifm_mqtt_publish(icefarm_mqtt(f), topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
-        ifm_enc_free(&e);
-    }
+    for (size_t i = 0; i < n; i++)
+        icefarm_flash(f, r.t[i].serial, image, len);
     uint64_t t0 = ifm_now_ms();
-    while (!all_done(&r) && ifm_now_ms() - t0 < 300000 && !ifm_loop_stopped(icefarm_loop(f))) {
+    while (!all_done(&r) && ifm_now_ms() - t0 < 300000) {
         if (tty)
             fprintf(stderr, "\rflashing %zu board(s): %zu done, %.1f s ", n, n - r.pending,
                     (double)(ifm_now_ms() - t0) / 1000.0);
-        ifm_loop_once(icefarm_loop(f), 200);
+        if (icefarm_run_once(f, 200))
+            break;
     }
     if (tty)
         fputc('\n', stderr);

@@ -5,27 +5,32 @@
 
 #include "cli.h"
 
-static void print_event(icefarm *f, const ifm_event *ev, void *arg)
+static void print_event(icefarm *f, const icefarm_event *ev, void *arg)
 {
-    json_t *j = json_pack("{s:s, s:s}", "event", ev->event, "serial", ev->serial);
-    if (ev->batch_id[0])
-        json_object_set_new(j, "batch_id", json_string(ev->batch_id));
-    if (ev->reason[0])
-        json_object_set_new(j, "reason", json_string(ev->reason));
-    if (ev->results)
-        json_object_set_new(j, "results", ifm_json_from_msgpack(ev->results));
+    json_t *j = json_pack("{s:s, s:s}", "event", icefarm_event_name(ev), "serial", icefarm_event_serial(ev));
+    if (icefarm_event_batch_id(ev)[0])
+        json_object_set_new(j, "batch_id", json_string(icefarm_event_batch_id(ev)));
+    if (icefarm_event_reason(ev)[0])
+        json_object_set_new(j, "reason", json_string(icefarm_event_reason(ev)));
+    size_t len;
+    const void *data = icefarm_event_data(ev, &len);
+    ifm_doc doc;
+    ifm_err err;
+    if (icefarm_event_nresults(ev) && data) {
+        const msgpack_object *results = NULL;
+        if (!ifm_doc_parse(&doc, data, len, &err))
+            results = ifm_map_get(doc.root, "results");
+        if (results)
+            json_object_set_new(j, "results", ifm_json_from_msgpack(results));
+        ifm_doc_free(&doc); /* also after a failed parse */
+    }
     cli_print_json(j);
     json_decref(j);
 }
 
-static void on_signal(ifm_loop *loop, int signo, void *arg)
+static void on_signal(icefarm *f, int signo, void *arg)
 {
-    ifm_loop_stop(loop);
-}
-
-static bool never(void *arg)
-{
-    return false;
+    icefarm_stop(f);
 }
 
 int cmd_watch(const cli_opts *o)
@@ -41,9 +46,9 @@ int cmd_watch(const cli_opts *o)
         }
     icefarm_on(f, NULL, print_event, NULL);
     int sigs[] = { SIGINT, SIGTERM };
-    ifm_loop_signals(icefarm_loop(f), sigs, 2, on_signal, NULL);
+    icefarm_on_signals(f, sigs, 2, on_signal, NULL);
     fprintf(stderr, "watching events for %s (Ctrl-C to stop)\n", icefarm_name(f));
-    icefarm_run_until(f, never, NULL, 0);
+    icefarm_run_until(f, NULL, NULL, 0);
     icefarm_close(f);
     return CLI_OK;
 }

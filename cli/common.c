@@ -1,5 +1,6 @@
 /* What every icefarm-cli command shares: connecting, calling control, errors in
  * human or --json form, and msgpack <-> JSON. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,24 +29,69 @@ int cli_error(const cli_opts *o, int code, const char *fmt, ...)
 icefarm *cli_connect(const cli_opts *o, int *exit_code)
 {
     char err[512];
-    icefarm *f = icefarm_connect(&o->farm, err, sizeof err);
-    if (!f)
+    icefarm *f;
+    int rc = icefarm_connect(&o->farm, &f, err, sizeof err);
+    if (rc)
         *exit_code = cli_error(o, CLI_UNREACHABLE, "%s", err);
-    return f;
+    return rc ? NULL : f;
 }
 
-int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len, icefarm_reply *r)
+void cli_reply_free(cli_reply *r)
+{
+    if (r->reply)
+        ifm_doc_free(&r->doc);
+    icefarm_reply_free(r->reply);
+    r->reply = NULL;
+}
+
+size_t cli_reply_serials(const cli_reply *r, char (**serials)[IFM_SERIAL_MAX])
+{
+    size_t n = icefarm_reply_nserials(r->reply);
+    *serials = calloc(n ? n : 1, sizeof **serials);
+    if (!*serials)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        snprintf((*serials)[i], IFM_SERIAL_MAX, "%s", icefarm_reply_serial(r->reply, i));
+    return n;
+}
+
+int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len, cli_reply *r)
 {
     char err[512];
-    if (icefarm_call(f, req, args, args_len, r, err, sizeof err)) {
-        icefarm_reply_free(r);
-        return cli_error(o, CLI_UNREACHABLE, "%s", err);
-    }
-    if (!r->st.ok) {
-        int code = r->st.code == 409 ? CLI_NOT_ENOUGH : CLI_FAILED;
-        code = cli_error(o, code, "%s refused (%u): %s", ifm_verb_name(req->verb), r->st.code, r->st.error);
-        icefarm_reply_free(r);
+    const char **serials = calloc(req->nserials ? req->nserials : 1, sizeof *serials);
+    if (!serials)
+        return cli_error(o, CLI_FAILED, "out of memory");
+    for (size_t i = 0; i < req->nserials; i++)
+        serials[i] = req->serials[i];
+    icefarm_req q = { .verb = ifm_verb_name(req->verb),
+                      .amount = req->amount,
+                      .kind = req->kind[0] ? req->kind : NULL,
+                      .serials = serials,
+                      .nserials = req->nserials,
+                      .args = args,
+                      .args_len = args_len,
+                      .wait_ms = req->wait_ms,
+                      .duration_s = req->duration_s };
+    int rc = icefarm_call(f, &q, &r->reply, err, sizeof err);
+    free(serials);
+    if (rc)
+        return cli_error(o, rc == -EINVAL ? CLI_USAGE : CLI_UNREACHABLE, "%s", err);
+    if (!icefarm_reply_ok(r->reply)) {
+        int code = icefarm_reply_errno(r->reply) == -EBUSY ? CLI_NOT_ENOUGH : CLI_FAILED;
+        code = cli_error(o, code, "%s refused (%u): %s", ifm_verb_name(req->verb), icefarm_reply_code(r->reply),
+                         icefarm_reply_error(r->reply));
+        icefarm_reply_free(r->reply);
+        r->reply = NULL;
         return code;
+    }
+    size_t len;
+    const void *data = icefarm_reply_data(r->reply, &len);
+    ifm_err perr;
+    if (ifm_doc_parse(&r->doc, data, len, &perr)) { /* the library parsed it already: cannot happen */
+        ifm_doc_free(&r->doc);
+        icefarm_reply_free(r->reply);
+        r->reply = NULL;
+        return cli_error(o, CLI_FAILED, "malformed reply from control: %s", perr.msg);
     }
     return CLI_OK;
 }

@@ -1,9 +1,12 @@
 /* libicefarm batch evaluation engine (see icefarm/batch.h for the contract). */
 #include "icefarm/batch.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "internal.h"
 
 typedef enum {
     JOB_PENDING,
@@ -39,7 +42,7 @@ struct icefarm_batch {
     size_t nboards;
     char batch_id[IFM_ID_MAX];
     bool cancelled;
-    uint64_t tick;
+    uint64_t tick; /* the 100 ms timer: stall checks and top-ups */
 };
 
 static board *find_board(icefarm_batch *b, const char *serial)
@@ -57,24 +60,24 @@ static job *find_job(icefarm_batch *b, const char *id)
     return *id && !*end && i < b->njobs ? &b->jobs[i] : NULL;
 }
 
-static void finish(icefarm_batch *b, job *j, const ifm_result *r, const char *serial)
+static void finish(icefarm_batch *b, job *j, const icefarm_result *r, const char *serial)
 {
     j->state = JOB_DONE;
     snprintf(j->serial, sizeof j->serial, "%s", serial);
     free(j->data); /* measured: the bytes are not needed any more */
     j->data = NULL;
     b->ndone++;
-    b->nfailed += r->type == IFM_VALUE_FAILED;
+    b->nfailed += r->type == ICEFARM_VALUE_FAILED;
     if (b->on_result)
         b->on_result(b, (size_t)(j - b->jobs), serial, r, b->arg);
 }
 
 static void fail(icefarm_batch *b, job *j, const char *why)
 {
-    ifm_result r;
+    icefarm_result r;
     memset(&r, 0, sizeof r);
     snprintf(r.id, sizeof r.id, "%zu", (size_t)(j - b->jobs));
-    r.type = IFM_VALUE_FAILED;
+    r.type = ICEFARM_VALUE_FAILED;
     snprintf(r.error, sizeof r.error, "%s", why);
     finish(b, j, &r, j->serial);
 }
@@ -102,8 +105,9 @@ static void dispatch(icefarm_batch *b)
             if (pick >= b->njobs)
                 continue;
             job *j = &b->jobs[pick];
-            ifm_file file = { "", j->data, j->len };
-            snprintf(file.id, sizeof file.id, "%zu", pick);
+            char id[24];
+            snprintf(id, sizeof id, "%zu", pick);
+            icefarm_file file = { id, j->data, j->len };
             if (icefarm_evaluate(b->f, bd->serial, b->batch_id, &file, 1))
                 return; /* not connected: the next round retries */
             j->state = JOB_INFLIGHT;
@@ -116,14 +120,14 @@ static void dispatch(icefarm_batch *b)
     }
 }
 
-static void send_verb(icefarm_batch *b, ifm_verb verb, const char *serial)
+static void send_verb(icefarm_batch *b, const char *verb, const char *serial)
 {
-    ifm_ctl_req req = { .verb = verb };
-    char one[1][IFM_SERIAL_MAX];
-    snprintf(one[0], IFM_SERIAL_MAX, "%s", serial);
-    req.serials = one;
-    req.nserials = 1;
-    icefarm_send(b->f, &req);
+    const char *one[1] = { serial };
+    icefarm_req req = { .verb = verb, .serials = one, .nserials = 1 };
+    char why[160];
+    /* No waiting inside the loop: a refusal is logged by the library. */
+    if (icefarm_call_async(b->f, &req, 0, NULL, NULL, NULL, why, sizeof why))
+        lib_log(b->f, ICEFARM_LOG_WARN, "serial=%s cannot send %s: %s", serial, verb, why);
 }
 
 /* A board is out: its in-flight bitstreams go back to the queue. */
@@ -143,50 +147,50 @@ static void drop_board(icefarm_batch *b, board *bd, const char *why)
     if (b->on_dropped)
         b->on_dropped(b, bd->serial, why, b->arg);
     if (!b->o.keep_failed_boards)
-        send_verb(b, IFM_VERB_END, bd->serial); /* give it back to be repaired */
+        send_verb(b, "end", bd->serial); /* give it back to be repaired */
     if (!icefarm_batch_boards_alive(b))
         for (size_t i = 0; i < b->njobs; i++)
             if (b->jobs[i].state == JOB_PENDING)
                 fail(b, &b->jobs[i], "no working board left");
 }
 
-static void on_results(icefarm *f, const ifm_event *ev, void *arg)
+static void on_results(icefarm *f, const icefarm_event *ev, void *arg)
 {
     icefarm_batch *b = arg;
-    board *bd = find_board(b, ev->serial);
-    if (!bd || strcmp(ev->batch_id, b->batch_id) != 0)
+    const char *serial = icefarm_event_serial(ev);
+    board *bd = find_board(b, serial);
+    if (!bd || strcmp(icefarm_event_batch_id(ev), b->batch_id) != 0)
         return;
-    size_t n = ev->results ? ev->results->via.array.size : 0;
+    size_t n = icefarm_event_nresults(ev);
     uint16_t samples[4096];
     for (size_t i = 0; i < n; i++) {
-        ifm_result r;
-        ifm_err err;
-        if (ifm_event_result_at(ev, i, &r, samples, 4096, &err))
+        icefarm_result r;
+        if (icefarm_event_result(ev, i, &r, samples, 4096))
             continue;
         job *j = find_job(b, r.id);
         /* Only the board it is assigned to may answer for it: no duplicates. */
-        if (!j || j->state != JOB_INFLIGHT || strcmp(j->serial, ev->serial) != 0)
+        if (!j || j->state != JOB_INFLIGHT || strcmp(j->serial, serial) != 0)
             continue;
         if (bd->inflight)
             bd->inflight--;
-        if (r.type == IFM_VALUE_FAILED && !j->failed_on[0] && icefarm_batch_boards_alive(b) > 1) {
+        if (r.type == ICEFARM_VALUE_FAILED && !j->failed_on[0] && icefarm_batch_boards_alive(b) > 1) {
             /* The worker already retried it on that board: one more try on
              * another board before reporting the failure. */
-            snprintf(j->failed_on, sizeof j->failed_on, "%s", ev->serial);
+            snprintf(j->failed_on, sizeof j->failed_on, "%s", serial);
             j->state = JOB_PENDING;
             j->serial[0] = '\0';
             continue;
         }
-        finish(b, j, &r, ev->serial);
+        finish(b, j, &r, serial);
     }
     bd->last_progress_ms = ifm_now_ms();
     dispatch(b);
 }
 
-static void on_ready(icefarm *f, const ifm_event *ev, void *arg)
+static void on_ready(icefarm *f, const icefarm_event *ev, void *arg)
 {
     icefarm_batch *b = arg;
-    board *bd = find_board(b, ev->serial);
+    board *bd = find_board(b, icefarm_event_serial(ev));
     if (bd && !bd->dead) {
         bd->ready = true;
         bd->last_progress_ms = ifm_now_ms();
@@ -194,21 +198,23 @@ static void on_ready(icefarm *f, const ifm_event *ev, void *arg)
     }
 }
 
-static void on_failure(icefarm *f, const ifm_event *ev, void *arg)
+static void on_failure(icefarm *f, const icefarm_event *ev, void *arg)
 {
     icefarm_batch *b = arg;
-    board *bd = find_board(b, ev->serial);
+    board *bd = find_board(b, icefarm_event_serial(ev));
     if (bd && b->ndone < b->njobs) {
-        drop_board(b, bd, ev->reason[0] ? ev->reason : ev->event);
+        const char *why = icefarm_event_reason(ev);
+        drop_board(b, bd, why[0] ? why : icefarm_event_name(ev));
         dispatch(b);
     }
 }
 
 /* A refused command drops the board, unless it names another run's batch. */
-static void on_refused(icefarm *f, const ifm_event *ev, void *arg)
+static void on_refused(icefarm *f, const icefarm_event *ev, void *arg)
 {
     icefarm_batch *b = arg;
-    if (ev->batch_id[0] && strcmp(ev->batch_id, b->batch_id) != 0)
+    const char *batch_id = icefarm_event_batch_id(ev);
+    if (batch_id[0] && strcmp(batch_id, b->batch_id) != 0)
         return;
     on_failure(f, ev, arg);
 }
@@ -220,7 +226,7 @@ static void check_stalls(icefarm_batch *b)
         board *bd = &b->boards[i];
         /* A board reserved before we subscribed may have said "initialized"
          * already; its retained state says the same. */
-        if (!bd->ready && !bd->dead && icefarm_board_state(b->f, bd->serial) == IFM_BOARD_RESERVED) {
+        if (!bd->ready && !bd->dead && icefarm_get_board_state(b->f, bd->serial) == ICEFARM_BOARD_RESERVED) {
             bd->ready = true;
             bd->last_progress_ms = now;
         }
@@ -231,14 +237,26 @@ static void check_stalls(icefarm_batch *b)
             bd->last_progress_ms = now;
             if (b->on_dropped)
                 b->on_dropped(b, bd->serial, "stalled; rebooting it once", b->arg);
-            send_verb(b, IFM_VERB_REBOOT, bd->serial);
+            send_verb(b, "reboot", bd->serial);
         } else {
             drop_board(b, bd, bd->reboots ? "stalled again after a reboot" : "stalled");
         }
     }
 }
 
-icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], size_t nserials,
+static void on_tick(ifm_loop *loop, void *arg)
+{
+    icefarm_batch *b = arg;
+    b->tick = ifm_timer_add(loop, 100, on_tick, b);
+    if (b->cancelled)
+        return;
+    b->f->in_cb++; /* the batch's callbacks run from here */
+    check_stalls(b);
+    dispatch(b);
+    b->f->in_cb--;
+}
+
+icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[ICEFARM_SERIAL_MAX], size_t nserials,
                                  const icefarm_batch_opts *opts, icefarm_result_cb on_result, void *arg)
 {
     icefarm_batch *b = calloc(1, sizeof *b);
@@ -276,6 +294,7 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[IFM_SERIAL_MAX], si
     icefarm_on(f, "failure", on_failure, b);
     icefarm_on(f, "reservation end", on_failure, b);
     icefarm_on(f, "error", on_refused, b); /* the board refused our command */
+    b->tick = ifm_timer_add(f->loop, 100, on_tick, b);
     return b;
 }
 
@@ -307,19 +326,28 @@ int icefarm_batch_add(icefarm_batch *b, const uint8_t *data, size_t len, size_t 
     return 0;
 }
 
+static bool batch_over(void *arg)
+{
+    icefarm_batch *b = arg;
+    return b->ndone == b->njobs || b->cancelled;
+}
+
 int icefarm_batch_run(icefarm_batch *b, uint64_t timeout_ms)
 {
-    uint64_t deadline = timeout_ms ? ifm_now_ms() + timeout_ms : UINT64_MAX;
+    if (b->f->in_cb)
+        return -EDEADLK;
     if (!icefarm_batch_boards_alive(b))
         for (size_t i = 0; i < b->njobs; i++)
             if (b->jobs[i].state == JOB_PENDING)
                 fail(b, &b->jobs[i], "no boards to evaluate on");
-    while (b->ndone < b->njobs && !b->cancelled && ifm_now_ms() < deadline && !ifm_loop_stopped(icefarm_loop(b->f))) {
-        check_stalls(b);
-        dispatch(b);
-        ifm_loop_once(icefarm_loop(b->f), 100);
-    }
-    return b->ndone == b->njobs ? 0 : -1;
+    b->f->in_cb++;
+    check_stalls(b);
+    dispatch(b);
+    b->f->in_cb--;
+    int rc = icefarm_run_until(b->f, batch_over, b, timeout_ms);
+    if (rc)
+        return rc;
+    return b->ndone == b->njobs ? 0 : -ECANCELED;
 }
 
 void icefarm_batch_cancel(icefarm_batch *b)
@@ -355,6 +383,7 @@ void icefarm_batch_free(icefarm_batch *b)
     icefarm_off(b->f, on_ready, b);
     icefarm_off(b->f, on_failure, b);
     icefarm_off(b->f, on_refused, b);
+    ifm_timer_cancel(b->f->loop, b->tick);
     for (size_t i = 0; i < b->njobs; i++)
         free(b->jobs[i].data);
     free(b->jobs);

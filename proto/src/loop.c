@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +39,7 @@ struct ifm_loop {
     int sigfd;
     ifm_signal_cb sigcb;
     void *sigarg;
+    int epfd; /* ifm_loop_fd(): an epoll set mirroring the watches, or -1 */
 };
 
 uint64_t ifm_now_ms(void)
@@ -58,7 +60,7 @@ ifm_loop *ifm_loop_new(void)
 {
     ifm_loop *l = calloc(1, sizeof *l);
     if (l)
-        l->sigfd = -1;
+        l->sigfd = l->epfd = -1;
     return l;
 }
 
@@ -68,6 +70,8 @@ void ifm_loop_free(ifm_loop *l)
         return;
     if (l->sigfd >= 0)
         close(l->sigfd);
+    if (l->epfd >= 0)
+        close(l->epfd);
     free(l->watches);
     free(l->heap);
     free(l->pfds);
@@ -80,6 +84,42 @@ static watch *find_watch(ifm_loop *l, int fd)
         if (l->watches[i].fd == fd)
             return &l->watches[i];
     return NULL;
+}
+
+/* Keeps the epoll set (if there is one) in step with a watch. */
+static int mirror(ifm_loop *l, int fd, int events)
+{
+    if (l->epfd < 0)
+        return 0;
+    struct epoll_event ev = { .events = ((events & IFM_READ) ? EPOLLIN : 0) | ((events & IFM_WRITE) ? EPOLLOUT : 0),
+                              .data.fd = fd };
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+        return 0;
+    return errno == ENOENT && epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -1;
+}
+
+int ifm_loop_fd(ifm_loop *l)
+{
+    if (l->epfd >= 0)
+        return l->epfd;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0)
+        return -1;
+    for (size_t i = 0; i < l->nwatches; i++)
+        if (mirror(l, l->watches[i].fd, l->watches[i].events)) {
+            close(l->epfd);
+            l->epfd = -1;
+            return -1;
+        }
+    return l->epfd;
+}
+
+int ifm_loop_timeout(const ifm_loop *l)
+{
+    if (!l->ntimers)
+        return -1;
+    uint64_t now = ifm_now_ms(), due = l->heap[0].due;
+    return due <= now ? 0 : (int)((due - now) > 60000 ? 60000 : (due - now));
 }
 
 int ifm_loop_watch(ifm_loop *l, int fd, int events, ifm_fd_cb cb, void *arg)
@@ -97,7 +137,7 @@ int ifm_loop_watch(ifm_loop *l, int fd, int events, ifm_fd_cb cb, void *arg)
         w = &l->watches[l->nwatches++];
     }
     *w = (watch){ fd, events, cb, arg };
-    return 0;
+    return mirror(l, fd, events);
 }
 
 void ifm_loop_unwatch(ifm_loop *l, int fd)
@@ -105,6 +145,8 @@ void ifm_loop_unwatch(ifm_loop *l, int fd)
     for (size_t i = 0; i < l->nwatches; i++) {
         if (l->watches[i].fd == fd) {
             l->watches[i] = l->watches[--l->nwatches];
+            if (l->epfd >= 0)
+                epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL); /* ENOENT/EBADF: closed first, already gone */
             return;
         }
     }

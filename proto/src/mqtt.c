@@ -3,6 +3,7 @@
 #include "icefarm/mqtt.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <mqtt_protocol.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +69,25 @@ struct ifm_mqtt {
     size_t recent_next;
     ifm_mqtt_refused_cb on_refused;
     void *refused_arg;
+    ifm_mqtt_log_cb log;
+    void *log_arg;
 };
+
+/* This connection's log lines: to opts.log when given, else to ifm_log. */
+static void mlog(const ifm_mqtt *m, enum ifm_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void mlog(const ifm_mqtt *m, enum ifm_log_level level, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (m->log)
+        m->log(level, line, m->log_arg);
+    else
+        ifm_log(level, "%s", line);
+}
 
 static void pump(ifm_mqtt *m);
 static void schedule_connect(ifm_mqtt *m);
@@ -201,7 +220,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 {
     ifm_mqtt *m = obj;
     if (rc != 0) {
-        IFM_WARN("broker %s:%d refused the connection: %s", m->host, m->port, mosquitto_reason_string(rc));
+        mlog(m, IFM_LOG_WARN, "broker %s:%d refused the connection: %s", m->host, m->port, mosquitto_reason_string(rc));
         snprintf(m->refused, sizeof m->refused, "%s", mosquitto_reason_string(rc));
         return; /* the broker closes the socket; pump() notices and retries */
     }
@@ -211,7 +230,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     for (sub *s = m->subs; s; s = s->next)
         if (!s->dead)
             send_subscribe(m, s);
-    IFM_INFO("connected to broker %s:%d as %s", m->host, m->port, m->name[0] ? m->name : "-");
+    mlog(m, IFM_LOG_INFO, "connected to broker %s:%d as %s", m->host, m->port, m->name[0] ? m->name : "-");
     if (m->on_conn)
         m->on_conn(m, true, m->arg);
 }
@@ -227,7 +246,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int rc, const
     for (size_t i = 0; i < RECENT; i++)
         if (m->recent[i].mid == mid && m->recent[i].topic[0])
             topic = m->recent[i].topic;
-    IFM_WARN("the broker refused a publish to %s: %s", topic, mosquitto_reason_string(rc));
+    mlog(m, IFM_LOG_WARN, "the broker refused a publish to %s: %s", topic, mosquitto_reason_string(rc));
     if (m->on_refused)
         m->on_refused(m, topic, rc, m->refused_arg);
 }
@@ -262,7 +281,7 @@ static void lost(ifm_mqtt *m)
     m->unacked = 0;
     if (was) {
         if (!m->stopping)
-            IFM_WARN("lost connection to broker %s:%d; reconnecting", m->host, m->port);
+            mlog(m, IFM_LOG_WARN, "lost connection to broker %s:%d; reconnecting", m->host, m->port);
         fail_pending(m, -ENOTCONN);
         if (m->on_conn)
             m->on_conn(m, false, m->arg);
@@ -324,8 +343,8 @@ static void try_connect(ifm_loop *loop, void *arg)
     if (rc != MOSQ_ERR_SUCCESS) {
         /* Say it once, then quietly keep trying (the broker may just be late). */
         if (m->backoff_ms <= 100)
-            IFM_WARN("cannot connect to broker %s:%d: %s; retrying", m->host, m->port,
-                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+            mlog(m, IFM_LOG_WARN, "cannot connect to broker %s:%d: %s; retrying", m->host, m->port,
+                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         schedule_connect(m);
         return;
     }
@@ -353,6 +372,8 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     m->backoff_ms = 100;
     m->on_conn = on_conn;
     m->arg = arg;
+    m->log = o->log;
+    m->log_arg = o->log_arg;
     snprintf(m->host, sizeof m->host, "%s", o->host ? o->host : "127.0.0.1");
     m->port = o->port ? o->port : 1883;
     /* libmosquitto refuses keep-alives under 5 s. */
@@ -375,11 +396,11 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     if (o->username && mosquitto_username_pw_set(m->mosq, o->username, o->password))
         goto fail;
     if (o->cafile && mosquitto_tls_set(m->mosq, o->cafile, NULL, NULL, NULL, NULL)) {
-        IFM_ERROR("cannot use CA file %s", o->cafile);
+        mlog(m, IFM_LOG_ERROR, "cannot use CA file %s", o->cafile);
         goto fail;
     }
     if (!o->cafile && o->tls && mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1)) {
-        IFM_ERROR("cannot use the system's CA certificates for TLS");
+        mlog(m, IFM_LOG_ERROR, "cannot use the system's CA certificates for TLS");
         goto fail;
     }
     if (o->will_topic &&
@@ -556,7 +577,7 @@ int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, 
     }
     pump(m);
     if (rc != MOSQ_ERR_SUCCESS) {
-        IFM_WARN("publish to %s failed: %s", topic, mosquitto_strerror(rc));
+        mlog(m, IFM_LOG_WARN, "publish to %s failed: %s", topic, mosquitto_strerror(rc));
         return -1;
     }
     return 0;

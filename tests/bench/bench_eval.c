@@ -8,13 +8,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "icefarm/batch.h"
+#include "icefarm/codec.h"
+#include "icefarm/icefarm.h"
 
 typedef struct {
     size_t done;
 } counter;
 
-static void on_result(icefarm_batch *b, size_t index, const char *serial, const ifm_result *r, void *arg)
+static void on_result(icefarm_batch *b, size_t index, const char *serial, const icefarm_result *r, void *arg)
 {
     ((counter *)arg)->done++;
 }
@@ -23,10 +24,10 @@ static bool all_ready(void *arg)
 {
     void **a = arg;
     icefarm *f = a[0];
-    char(*serials)[IFM_SERIAL_MAX] = a[1];
+    char(*serials)[ICEFARM_SERIAL_MAX] = a[1];
     size_t n = *(size_t *)a[2];
     for (size_t i = 0; i < n; i++)
-        if (icefarm_board_state(f, serials[i]) != IFM_BOARD_RESERVED)
+        if (icefarm_get_board_state(f, serials[i]) != ICEFARM_BOARD_RESERVED)
             return false;
     return true;
 }
@@ -42,8 +43,8 @@ int main(int argc, char **argv)
     double window_ms = atof(argv[5]);
     char err[256];
     icefarm_opts o = { .broker = argv[1], .name = "bench-eval", .timeout_ms = 30000 };
-    icefarm *f = icefarm_connect(&o, err, sizeof err);
-    if (!f) {
+    icefarm *f;
+    if (icefarm_connect(&o, &f, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -52,7 +53,7 @@ int main(int argc, char **argv)
     ifm_enc_map(&a, 2);
     ifm_enc_kuint(&a, "flush_interval_seconds", 1);
     ifm_enc_kuint(&a, "flush_at_bitstreams_remaining", window);
-    char(*serials)[IFM_SERIAL_MAX];
+    char(*serials)[ICEFARM_SERIAL_MAX];
     size_t n;
     if (icefarm_reserve(f, (uint32_t)boards, "pulsecount", ifm_enc_data(&a), ifm_enc_size(&a), 30000, &serials, &n, err,
                         sizeof err)) {
@@ -68,11 +69,11 @@ int main(int argc, char **argv)
     counter c = { 0 };
     icefarm_batch_opts bo = { .window = window };
     icefarm_batch *b = icefarm_batch_new(f, serials, n, &bo, on_result, &c);
-    uint8_t *bits = malloc(IFM_BITSTREAM_SIZE);
-    for (size_t i = 0; i < IFM_BITSTREAM_SIZE; i++)
+    uint8_t *bits = malloc(ICEFARM_BITSTREAM_SIZE);
+    for (size_t i = 0; i < ICEFARM_BITSTREAM_SIZE; i++)
         bits[i] = (uint8_t)(i * 131u + 7u);
     for (size_t i = 0; i < total; i++)
-        icefarm_batch_add(b, bits, IFM_BITSTREAM_SIZE, NULL);
+        icefarm_batch_add(b, bits, ICEFARM_BITSTREAM_SIZE, NULL);
     free(bits);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -1,31 +1,35 @@
 /* The smallest useful libicefarm program: reserve one pulse-count board,
  * evaluate the bitstreams named on the command line, print the counts, end.
+ * It uses only the installed API (<icefarm/icefarm.h>, nothing of msgpack-c
+ * or libmosquitto):
  *
  *   cc evaluate.c $(pkg-config --cflags --libs icefarm) -o evaluate
  *   ICEFARM_BROKER=mqtt://127.0.0.1:1883 ./evaluate a.bin b.bin
+ *
+ * Prints "SERIAL FILE PULSES" per bitstream (or "SERIAL FILE failed: why").
  */
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <icefarm/client.h>
+#include <icefarm/icefarm.h>
 
 typedef struct {
     size_t want, got;
 } progress;
 
-static void on_results(icefarm *f, const ifm_event *ev, void *arg)
+static void on_results(icefarm *f, const icefarm_event *ev, void *arg)
 {
+    (void)f;
     progress *p = arg;
-    for (size_t i = 0; ev->results && i < ev->results->via.array.size; i++) {
-        ifm_result r;
-        ifm_err err;
-        if (ifm_event_result_at(ev, i, &r, NULL, 0, &err) == 0) {
-            if (r.type == IFM_VALUE_PULSES)
-                printf("%s %s %lld\n", ev->serial, r.id, (long long)r.pulses);
-            else
-                printf("%s %s failed: %s\n", ev->serial, r.id, r.error);
-            p->got++;
-        }
+    for (size_t i = 0; i < icefarm_event_nresults(ev); i++) {
+        icefarm_result r;
+        if (icefarm_event_result(ev, i, &r, NULL, 0) != 0)
+            continue;
+        if (r.type == ICEFARM_VALUE_PULSES)
+            printf("%s %s %lld\n", icefarm_event_serial(ev), r.id, (long long)r.pulses);
+        else
+            printf("%s %s failed: %s\n", icefarm_event_serial(ev), r.id, r.error);
+        p->got++;
     }
 }
 
@@ -35,45 +39,57 @@ static bool done(void *arg)
     return p->got >= p->want;
 }
 
+typedef struct {
+    icefarm *f;
+    const char *serial;
+} board;
+
 static bool ready(void *arg)
 {
-    void **a = arg;
-    return icefarm_board_state(a[0], a[1]) == IFM_BOARD_RESERVED;
+    board *b = arg;
+    return icefarm_get_board_state(b->f, b->serial) == ICEFARM_BOARD_RESERVED;
 }
 
 int main(int argc, char **argv)
 {
-    char err[256];
+    char why[256];
+    icefarm *f;
     icefarm_opts opts = { .name = "example-evaluate" };
-    icefarm *f = icefarm_connect(&opts, err, sizeof err);
-    if (!f) {
-        fprintf(stderr, "%s\n", err);
+    int rc = icefarm_connect(&opts, &f, why, sizeof why);
+    if (rc) {
+        fprintf(stderr, "connect: %s (%s)\n", why, icefarm_strerror(rc));
         return 1;
     }
-    char(*serials)[IFM_SERIAL_MAX];
+    char(*serials)[ICEFARM_SERIAL_MAX];
     size_t n;
-    if (icefarm_reserve(f, 1, "pulsecount", NULL, 0, 30000, &serials, &n, err, sizeof err)) {
-        fprintf(stderr, "reserve: %s\n", err);
+    rc = icefarm_reserve(f, 1, "pulsecount", NULL, 0, 30000, &serials, &n, why, sizeof why);
+    if (rc) {
+        fprintf(stderr, "reserve: %s (%s)\n", why, icefarm_strerror(rc));
         icefarm_close(f);
         return 1;
     }
-    void *args[2] = { f, serials[0] };
-    icefarm_run_until(f, ready, args, 60000);
+    board b = { f, serials[0] };
+    if ((rc = icefarm_run_until(f, ready, &b, 60000)) != 0)
+        fprintf(stderr, "board %s not ready: %s\n", serials[0], icefarm_strerror(rc));
     progress p = { (size_t)argc - 1, 0 };
     icefarm_on(f, "results", on_results, &p);
     for (int i = 1; i < argc; i++) {
+        static unsigned char buf[ICEFARM_BITSTREAM_SIZE];
         FILE *fp = fopen(argv[i], "rb");
-        static uint8_t buf[IFM_BITSTREAM_SIZE];
         size_t len = fp ? fread(buf, 1, sizeof buf, fp) : 0;
         if (fp)
             fclose(fp);
-        ifm_file file = { "", buf, len };
-        snprintf(file.id, sizeof file.id, "%s", argv[i]);
-        icefarm_evaluate(f, serials[0], "example", &file, 1);
+        icefarm_file file = { argv[i], buf, len };
+        if ((rc = icefarm_evaluate(f, serials[0], "example", &file, 1)) != 0) {
+            fprintf(stderr, "%s: %s\n", argv[i], icefarm_strerror(rc));
+            p.want--;
+        }
     }
-    int rc = icefarm_run_until(f, done, &p, 120000) ? 1 : 0;
-    icefarm_end_all(f, NULL, err, sizeof err);
+    rc = icefarm_run_until(f, done, &p, 120000);
+    if (rc)
+        fprintf(stderr, "results: %s\n", icefarm_strerror(rc));
+    icefarm_end_all(f, NULL, why, sizeof why);
     free(serials);
     icefarm_close(f);
-    return rc;
+    return rc ? 1 : 0;
 }

@@ -56,6 +56,16 @@ int ifm_loop_run(ifm_loop *loop);
 /* Run one iteration, waiting at most `max_wait_ms` (-1: until something happens). */
 int ifm_loop_once(ifm_loop *loop, int max_wait_ms);
 void ifm_loop_stop(ifm_loop *loop);
+
+/* Embedding this loop in another one (libuv's uv_backend_fd/uv_backend_timeout):
+ * ifm_loop_fd returns an epoll fd, owned by the loop and stable for its life, that
+ * polls readable whenever one of the watched fds is ready; ifm_loop_timeout says
+ * in how many ms the next timer is due (-1: no timer). The outer loop waits on
+ * the fd for at most that long, then calls ifm_loop_once(loop, 0). Both answers
+ * change after any callback or call that adds watches or timers: ask again each
+ * time round. ifm_loop_fd returns -1 if epoll is unavailable. */
+int ifm_loop_fd(ifm_loop *loop);
+int ifm_loop_timeout(const ifm_loop *loop);
 bool ifm_loop_stopped(const ifm_loop *loop);
 
 /* Monotonic milliseconds: for timeouts and durations. */

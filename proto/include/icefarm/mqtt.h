@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "icefarm/log.h"
 #include "icefarm/loop.h"
 
 typedef struct ifm_mqtt ifm_mqtt;
@@ -28,6 +29,9 @@ typedef struct ifm_mqtt ifm_mqtt;
  * client: the plugin removes any the client sent): the acting client's role,
  * "client" or "operator". Its presence tells control the farm is secured. */
 #define IFM_PROP_ROLE "icefarm-role"
+
+/* Receives this connection's log lines (one event each, no newline, no timestamp). */
+typedef void (*ifm_mqtt_log_cb)(enum ifm_log_level level, const char *msg, void *arg);
 
 typedef struct {
     const char *host;      /* default 127.0.0.1 */
@@ -43,6 +47,10 @@ typedef struct {
     const void *will_payload;
     size_t will_len;
     bool will_retain;
+    /* Where this connection's log lines go (connects, losses, refusals); NULL:
+     * ifm_log, i.e. stderr. A library embedding the client routes them to its user. */
+    ifm_mqtt_log_cb log;
+    void *log_arg;
 } ifm_mqtt_opts;
 
 typedef struct {

@@ -3,15 +3,20 @@
  * evaluation ends in exactly one result or one explicit failure, that every
  * measured value is right (the sim's CRC-32 function), and that no worker ever
  * reported the same evaluation twice. Prints "N passed, M failed". */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "icefarm/batch.h"
+#include "icefarm/icefarm.h"
+#include "icefarm/mqtt.h"
+#include "icefarm/msg.h"
 #include "sim.h"
 
 typedef struct {
     icefarm *f;
+    ifm_loop *inj_loop; /* the fault injector's own connection: a separate actor */
+    ifm_mqtt *inj;
     size_t n;
     uint8_t *calls; /* on_result calls per evaluation */
     uint32_t *expected;
@@ -25,13 +30,13 @@ typedef struct {
     const char *worker;
 } soak;
 
-static void on_result(icefarm_batch *b, size_t index, const char *serial, const ifm_result *r, void *arg)
+static void on_result(icefarm_batch *b, size_t index, const char *serial, const icefarm_result *r, void *arg)
 {
     soak *s = arg;
     s->calls[index]++;
-    if (r->type == IFM_VALUE_FAILED)
+    if (r->type == ICEFARM_VALUE_FAILED)
         s->failures++;
-    else if (r->type != IFM_VALUE_PULSES || (uint32_t)r->pulses != s->expected[index])
+    else if (r->type != ICEFARM_VALUE_PULSES || (uint32_t)r->pulses != s->expected[index])
         s->wrong_values++;
 }
 
@@ -40,19 +45,19 @@ static int cmp_seen(const void *a, const void *b)
     return strcmp(a, b);
 }
 
-static void on_wire(icefarm *f, const ifm_event *ev, void *arg)
+static void on_wire(icefarm *f, const icefarm_event *ev, void *arg)
 {
     soak *s = arg;
-    for (size_t i = 0; ev->results && i < ev->results->via.array.size; i++) {
-        ifm_result r;
-        ifm_err err;
-        if (ifm_event_result_at(ev, i, &r, NULL, 0, &err))
+    for (size_t i = 0; i < icefarm_event_nresults(ev); i++) {
+        icefarm_result r;
+        if (icefarm_event_result(ev, i, &r, NULL, 0))
             continue;
         if (s->nseen == s->capseen) {
             s->capseen = s->capseen ? s->capseen * 2 : 1024;
             s->seen = realloc(s->seen, s->capseen * sizeof *s->seen);
         }
-        snprintf(s->seen[s->nseen++], sizeof *s->seen, "%s/%s/%s", ev->serial, ev->batch_id, r.id);
+        snprintf(s->seen[s->nseen++], sizeof *s->seen, "%s/%s/%s", icefarm_event_serial(ev), icefarm_event_batch_id(ev),
+                 r.id);
     }
 }
 
@@ -69,23 +74,9 @@ static void inject(soak *s)
     ifm_enc_kuint(&e, "count", 1);
     char topic[IFM_TOPIC_MAX];
     ifm_topic_worker(topic, sizeof topic, s->worker, "sim");
-    ifm_mqtt_publish(icefarm_mqtt(s->f), topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
+    ifm_mqtt_publish(s->inj, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
+    ifm_mqtt_flush(s->inj, 2000);
     ifm_enc_free(&e);
-}
-
-typedef struct {
-    soak *s;
-    icefarm_batch *b;
-    int left;
-} injector;
-
-static void on_tick(ifm_loop *loop, void *arg)
-{
-    injector *in = arg;
-    if (in->left-- > 0 && icefarm_batch_done(in->b) < icefarm_batch_count(in->b)) {
-        inject(in->s);
-        ifm_timer_add(loop, 300 + rand_r(&in->s->seed) % 400, on_tick, in);
-    }
 }
 
 int main(int argc, char **argv)
@@ -103,9 +94,16 @@ int main(int argc, char **argv)
     s.seed = 12345;
     char err[256];
     icefarm_opts o = { .broker = argv[1], .name = "soak", .timeout_ms = 30000 };
-    s.f = icefarm_connect(&o, err, sizeof err);
-    if (!s.f) {
+    if (icefarm_connect(&o, &s.f, err, sizeof err)) {
         fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    char host[256];
+    ifm_mqtt_opts mo = { .name = "soak-faults" };
+    s.inj_loop = ifm_loop_new();
+    if (ifm_mqtt_parse_url(argv[1], &mo, host, sizeof host) || !(s.inj = ifm_mqtt_new(s.inj_loop, &mo, NULL, NULL)) ||
+        ifm_mqtt_start(s.inj) || ifm_mqtt_wait_connected(s.inj, 10000)) {
+        fprintf(stderr, "the fault injector cannot connect to %s\n", argv[1]);
         return 1;
     }
     ifm_enc a;
@@ -124,24 +122,41 @@ int main(int argc, char **argv)
     icefarm_on(s.f, "results", on_wire, &s);
     icefarm_batch_opts bo = { .window = 2, .result_timeout_ms = 20000 };
     icefarm_batch *b = icefarm_batch_new(s.f, s.serials, s.nserials, &bo, on_result, &s);
-    uint8_t *bits = malloc(IFM_BITSTREAM_SIZE);
+    uint8_t *bits = malloc(ICEFARM_BITSTREAM_SIZE);
     for (size_t i = 0; i < s.n; i++) {
         /* Every evaluation a different bitstream, so a mix-up shows as a wrong value. */
         uint32_t x = (uint32_t)i * 2654435761u + 1;
-        for (size_t k = 0; k < IFM_BITSTREAM_SIZE; k++) {
+        for (size_t k = 0; k < ICEFARM_BITSTREAM_SIZE; k++) {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             bits[k] = (uint8_t)x;
         }
-        s.expected[i] = sim_expected_pulses(bits, IFM_BITSTREAM_SIZE);
-        icefarm_batch_add(b, bits, IFM_BITSTREAM_SIZE, NULL);
+        s.expected[i] = sim_expected_pulses(bits, ICEFARM_BITSTREAM_SIZE);
+        icefarm_batch_add(b, bits, ICEFARM_BITSTREAM_SIZE, NULL);
     }
     free(bits);
-    injector in = { &s, b, nfaults };
-    ifm_timer_add(icefarm_loop(s.f), 1000, on_tick, &in);
-    uint64_t t0 = ifm_now_ms();
-    int rc = icefarm_batch_run(b, 1800000);
+    /* The batch runs in slices; between them, a fault every 0.3-0.7 s. */
+    int left = nfaults;
+    uint64_t t0 = ifm_now_ms(), next = t0 + 1000;
+    int rc;
+    for (;;) {
+        uint64_t now = ifm_now_ms();
+        if (now - t0 >= 1800000) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        rc = icefarm_batch_run(b, next > now ? next - now : 1);
+        if (rc != -ETIMEDOUT)
+            break;
+        if (left > 0 && ifm_now_ms() >= next && icefarm_batch_done(b) < icefarm_batch_count(b)) {
+            inject(&s);
+            left--;
+            next = ifm_now_ms() + 300 + rand_r(&s.seed) % 400;
+        } else if (left <= 0) {
+            next = ifm_now_ms() + 1000;
+        }
+    }
     double secs = (double)(ifm_now_ms() - t0) / 1000.0;
     size_t missing = 0, twice = 0;
     for (size_t i = 0; i < s.n; i++) {
@@ -153,7 +168,7 @@ int main(int argc, char **argv)
         if (strcmp(s.seen[i], s.seen[i - 1]) == 0)
             s.wire_duplicates++;
     printf("%zu evaluations on %zu boards with %d faults injected in %.1f s: %zu failed explicitly, %zu boards left\n",
-           s.n, s.nserials, nfaults - (in.left > 0 ? in.left : 0), secs, s.failures, icefarm_batch_boards_alive(b));
+           s.n, s.nserials, nfaults - (left > 0 ? left : 0), secs, s.failures, icefarm_batch_boards_alive(b));
     int pass = 0, fail = 0;
 #define CHECK(cond, ...)                                                                                               \
     do {                                                                                                               \
@@ -177,6 +192,9 @@ int main(int argc, char **argv)
     icefarm_batch_free(b);
     icefarm_end_all(s.f, NULL, err, sizeof err);
     icefarm_close(s.f);
+    ifm_mqtt_disconnect(s.inj);
+    ifm_mqtt_free(s.inj);
+    ifm_loop_free(s.inj_loop);
     free(s.calls);
     free(s.expected);
     free(s.seen);
