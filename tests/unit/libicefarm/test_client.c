@@ -2,7 +2,8 @@
  * peer playing control in a child process: blocking and asynchronous calls,
  * per-request timeouts, cancellation, calls from inside callbacks, closing with
  * requests pending, driving the handle from an outside poll loop, icefarm_stop,
- * the log callback, events through the accessors. Every wait has a deadline;
+ * the log callback, events through the accessors (and a request sent from
+ * inside an event handler). Every wait has a deadline;
  * nothing asserts that something was fast.
  *
  * The peer answers icefarm/ctl/req/<verb>:
@@ -425,6 +426,8 @@ typedef struct {
     size_t nresults;
     icefarm_result r[2];
     int rc[3];
+    outcome from_handler; /* a request sent from inside the event handler */
+    int async_rc;
 } seen_event;
 
 static void on_any(icefarm *f, const icefarm_event *ev, void *arg)
@@ -437,11 +440,14 @@ static void on_any(icefarm *f, const icefarm_event *ev, void *arg)
     s->nresults = icefarm_event_nresults(ev);
     for (size_t i = 0; i < 3; i++)
         s->rc[i] = icefarm_event_result(ev, i, &s->r[i < 2 ? i : 1], NULL, 0);
+    icefarm_req req = { .verb = "status" };
+    s->async_rc = icefarm_call_async(f, &req, 0, record, &s->from_handler, NULL, NULL, 0);
 }
 
 static bool saw(void *arg)
 {
-    return ((seen_event *)arg)->n > 0;
+    seen_event *s = arg;
+    return s->n > 0 && s->from_handler.calls > 0;
 }
 
 static void test_events_through_accessors(void **state)
@@ -467,6 +473,9 @@ static void test_events_through_accessors(void **state)
     assert_string_equal(s.r[1].id, "two");
     assert_int_equal(s.r[1].type, ICEFARM_VALUE_FAILED);
     assert_string_equal(s.r[1].error, "hung");
+    assert_int_equal(s.async_rc, 0); /* icefarm_call_async inside an event handler */
+    assert_int_equal(s.from_handler.status, 0);
+    assert_true(s.from_handler.ok);
     icefarm_off(f, on_any, &s);
     icefarm_close(f);
 }
