@@ -26,9 +26,9 @@ static void publish_board(const wrk_board *b)
     snprintf(bs.worker, sizeof bs.worker, "%s", w->id);
     bs.epoch = w->epoch;
     bs.state = b->state;
-    if (b->kind >= 0)
-        snprintf(bs.kind, sizeof bs.kind, "%s", wrk_kind_name(b->kind));
+    snprintf(bs.kind, sizeof bs.kind, "%s", wrk_board_kind(b));
     snprintf(bs.reason, sizeof bs.reason, "%s", b->reason);
+    bs.exported = b->exported;
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_board_status_encode(&e, &bs);
@@ -45,6 +45,8 @@ static void encode_worker_state(const wrk_ctx *w, ifm_enc *e, bool online)
     for (int k = FW_PULSECOUNT; k < FW_COUNT; k++)
         if (w->offers[k])
             snprintf(ws.kinds[ws.nkinds++], IFM_KIND_MAX, "%s", wrk_kind_name(k));
+    if (w->usbip)
+        snprintf(ws.kinds[ws.nkinds++], IFM_KIND_MAX, "usbip");
     if (online) {
         ws.boards = calloc(w->nboards ? w->nboards : 1, sizeof *ws.boards);
         for (size_t i = 0; ws.boards && i < w->nboards; i++) {
@@ -54,8 +56,7 @@ static void encode_worker_state(const wrk_ctx *w, ifm_enc *e, bool online)
             ifm_board_brief *bb = &ws.boards[ws.nboards++];
             snprintf(bb->serial, sizeof bb->serial, "%s", b->serial);
             bb->state = b->state;
-            if (b->kind >= 0)
-                snprintf(bb->kind, sizeof bb->kind, "%s", wrk_kind_name(b->kind));
+            snprintf(bb->kind, sizeof bb->kind, "%s", wrk_board_kind(b));
         }
     }
     ifm_enc_init(e);
@@ -90,7 +91,10 @@ static void publish_event(const wrk_board *b, const wrk_event *ev)
         return;
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_event_encode(&e, ev->name, b->serial, ev->reason, ev->batch_id);
+    if (ev->busid)
+        ifm_event_usbip_encode(&e, ev->name, b->serial, ev->busid, ev->host ? ev->host : "", ev->port, ev->reason);
+    else
+        ifm_event_encode(&e, ev->name, b->serial, ev->reason, ev->batch_id);
     publish_enc(b->w, topic, &e, false);
 }
 

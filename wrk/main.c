@@ -10,9 +10,11 @@
 #include "bridge.h"
 #include "icefarm/conf.h"
 #include "icefarm/log.h"
+#include "icefarm/tcp.h"
 #include "metrics.h"
 #include "sim.h"
 #include "usb_transport.h"
+#include "usbip.h"
 #include "worker.h"
 
 static void usage(FILE *f)
@@ -22,7 +24,7 @@ static void usage(FILE *f)
             "Owns the pico2-ice boards of this host and serves them over MQTT.\n\n"
             "  --broker URL       MQTT broker                         [ICEFARM_BROKER, mqtt://127.0.0.1:1883]\n"
             "  --name ID          worker name, unique in the farm     [ICEFARM_WORKER_NAME, hostname]\n"
-            "  --kinds LIST       kinds offered                       [ICEFARM_KINDS, pulsecount,variance]\n"
+            "  --kinds LIST       kinds offered: pulsecount, variance, usbip [ICEFARM_KINDS, pulsecount,variance]\n"
             "  --default UF2      default firmware image              [ICEFARM_DEFAULT]\n"
             "  --pulse-count UF2  pulse-count firmware image          [ICEFARM_PULSE_COUNT]\n"
             "  --variance UF2     variance firmware image             [ICEFARM_VARIANCE]\n"
@@ -36,6 +38,10 @@ static void usage(FILE *f)
             "  --keepalive S      MQTT keep-alive; death is noticed within 1.5x [5]\n"
             "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (no login: loopback or a\n"
             "                      private network)                       [ICEFARM_METRICS_LISTEN, off]\n"
+            "  --usbip-listen [HOST][:PORT]  serve kind usbip's USB/IP exports there (port 3240 by default;\n"
+            "                     the busid token travels in clear: trusted networks only, else the\n"
+            "                     broker tunnel)                          [ICEFARM_USBIP_LISTEN, off]\n"
+            "  --usbip-host HOST  the host name clients are told to attach to [ICEFARM_USBIP_HOST, this host]\n"
             "  --user U --password P --cafile FILE   broker credentials and TLS CA\n"
             "  --config FILE      `name = value` file read after flags and environment\n"
             "  -h, --help\n"
@@ -55,6 +61,8 @@ typedef struct {
     const char *sim_seed;
     const char *metrics_listen;
     wrk_metrics metrics;
+    bool usbip;
+    char usbip_lhost[256], usbip_lport[16];
 } wrk_main;
 
 /* The bridge's connection callback, with the metrics' count of reconnects. */
@@ -123,6 +131,8 @@ static int configure(wrk_main *m, int argc, char **argv)
         O_PASSWORD,
         O_CAFILE,
         O_METRICS,
+        O_USBIP_LISTEN,
+        O_USBIP_HOST,
         O_CONFIG,
         O_N
     };
@@ -147,6 +157,8 @@ static int configure(wrk_main *m, int argc, char **argv)
         { "password", 1, 0, O_PASSWORD },
         { "cafile", 1, 0, O_CAFILE },
         { "metrics-listen", 1, 0, O_METRICS },
+        { "usbip-listen", 1, 0, O_USBIP_LISTEN },
+        { "usbip-host", 1, 0, O_USBIP_HOST },
         { "config", 1, 0, O_CONFIG },
         { "help", 0, 0, 'h' },
         { 0, 0, 0, 0 },
@@ -177,12 +189,38 @@ static int configure(wrk_main *m, int argc, char **argv)
     char kbuf[256];
     snprintf(kbuf, sizeof kbuf, "%s", kinds);
     for (char *save, *t = strtok_r(kbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (strcmp(t, "usbip") == 0) {
+            m->usbip = true;
+            continue;
+        }
         int k = wrk_kind_parse(t);
         if (k < 0) {
-            fprintf(stderr, "icefarm-wrk: unknown kind \"%s\" (pulsecount, variance)\n", t);
+            fprintf(stderr, "icefarm-wrk: unknown kind \"%s\" (pulsecount, variance, usbip)\n", t);
             return -1;
         }
         m->w.offers[k] = true;
+    }
+    /* kind usbip: on with --usbip-listen (or "usbip" in --kinds: every address, port 3240) */
+    const char *ul = ifm_conf_get(c, "usbip-listen", flag[O_USBIP_LISTEN], NULL);
+    if (ul || m->usbip) {
+        m->usbip = true;
+        snprintf(m->usbip_lport, sizeof m->usbip_lport, "3240");
+        if (ul && strchr(ul, ':')) {
+            if (ifm_tcp_split_hostport(ul, m->usbip_lhost, sizeof m->usbip_lhost, m->usbip_lport,
+                                       sizeof m->usbip_lport)) {
+                fprintf(stderr, "icefarm-wrk: bad --usbip-listen \"%s\" (HOST:PORT, :PORT or HOST)\n", ul);
+                return -1;
+            }
+            if (!m->usbip_lport[0])
+                snprintf(m->usbip_lport, sizeof m->usbip_lport, "3240");
+        } else if (ul) {
+            snprintf(m->usbip_lhost, sizeof m->usbip_lhost, "%s", ul);
+        }
+        const char *adv = m->usbip_lhost[0] && strcmp(m->usbip_lhost, "0.0.0.0") && strcmp(m->usbip_lhost, "::") &&
+                strcmp(m->usbip_lhost, "*")
+            ? m->usbip_lhost
+            : hostname;
+        snprintf(m->w.usbip_host, sizeof m->w.usbip_host, "%s", ifm_conf_get(c, "usbip-host", flag[O_USBIP_HOST], adv));
     }
     long v;
     wrk_timeouts *to = &m->w.to;
@@ -287,6 +325,18 @@ int main(int argc, char **argv)
         IFM_ERROR(w->sim ? "cannot create the simulated boards" : "cannot initialise libusb");
         goto out;
     }
+    if (m.usbip) {
+        char why[256];
+        usbip_server_opts uo = { .listen_host = m.usbip_lhost, .listen_port = m.usbip_lport };
+        w->usbip = usbip_server_new(w->loop, w->t, &uo, why, sizeof why);
+        if (!w->usbip) {
+            IFM_ERROR("cannot serve USB/IP on %s:%s: %s", m.usbip_lhost, m.usbip_lport, why);
+            goto out;
+        }
+        w->usbip_port = usbip_server_port(w->usbip);
+        IFM_INFO("usbip: exports served on %s:%d, advertised as %s:%d", m.usbip_lhost[0] ? m.usbip_lhost : "*",
+                 w->usbip_port, w->usbip_host, w->usbip_port);
+    }
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(w->loop, sigs, 2, on_signal, w);
     signal(SIGPIPE, SIG_IGN);
@@ -302,6 +352,11 @@ int main(int argc, char **argv)
     ifm_mqtt_disconnect(w->mqtt);
     rc = 0;
 out:
+    if (w->usbip) {
+        usbip_server_free(w->usbip); /* cancels its URBs: let them come back */
+        for (int i = 0; i < 20 && w->loop; i++)
+            ifm_loop_once(w->loop, 0);
+    }
     if (w->t)
         w->t->ops->free(w->t);
     wrk_metrics_stop(&m.metrics);

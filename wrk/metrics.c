@@ -20,7 +20,7 @@ static double now_s(void)
 
 static const char *kind_of(const wrk_board *b)
 {
-    return b->kind >= 0 ? wrk_kind_name(b->kind) : "none";
+    return *wrk_board_kind(b) ? wrk_board_kind(b) : "none";
 }
 
 static wrk_metrics_board *seen(wrk_metrics *m, const wrk_board *b)

@@ -12,6 +12,8 @@ int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err)
         return -1;
     if (strcmp(c->op, "flash") == 0)
         return ifm_get_bin(root, "image", true, 512, IFM_MAX_IMAGE, &c->image, &c->image_len, err);
+    if (strcmp(c->op, "unbind") == 0)
+        return 0; /* kind usbip: end the current import (the export stays) */
     if (strcmp(c->op, "evaluate") != 0) {
         ifm_err_set(err, "unknown board op \"%s\"", c->op);
         return -1;
@@ -85,6 +87,19 @@ void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const c
         ifm_enc_kstr(e, "batch_id", batch_id);
 }
 
+void ifm_event_usbip_encode(ifm_enc *e, const char *event, const char *serial, const char *busid, const char *host,
+                            uint32_t port, const char *reason)
+{
+    ifm_enc_root(e, 5 + (reason != NULL));
+    ifm_enc_kstr(e, "event", event);
+    ifm_enc_kstr(e, "serial", serial);
+    ifm_enc_kstr(e, "busid", busid);
+    ifm_enc_kstr(e, "host", host);
+    ifm_enc_kuint(e, "port", port);
+    if (reason)
+        ifm_enc_kstr(e, "reason", reason);
+}
+
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason)
 {
     ifm_event_encode(e, event, serial, reason, NULL);
@@ -147,6 +162,14 @@ int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err)
             return -1;
     } else if (ifm_get_str(root, "batch_id", false, ev->batch_id, sizeof ev->batch_id, err) < 0) {
         return -1; /* `error` names the batch of the command it refused */
+    }
+    if (strncmp(ev->event, "usbip ", 6) == 0) {
+        uint64_t port = 0;
+        if (ifm_get_str(root, "busid", true, ev->busid, sizeof ev->busid, err) ||
+            ifm_get_str(root, "host", true, ev->host, sizeof ev->host, err) ||
+            ifm_get_uint(root, "port", true, 0, 65535, &port, err))
+            return -1;
+        ev->port = (uint32_t)port;
     }
     return 0;
 }

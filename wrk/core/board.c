@@ -25,6 +25,13 @@ const char *wrk_kind_name(int kind)
     return kind >= 0 && kind < FW_COUNT ? kind_names[kind] : "?";
 }
 
+const char *wrk_board_kind(const wrk_board *b)
+{
+    if (b->usbip)
+        return "usbip";
+    return b->kind >= 0 ? wrk_kind_name(b->kind) : "";
+}
+
 void wrk_board_arm(wrk_board *b, uint64_t ms, ifm_timer_cb cb)
 {
     ifm_timer_cancel(b->w->loop, b->state_timer);
@@ -124,6 +131,7 @@ static void on_default_flashed(wrk_board *b, bool ok, const char *why)
 
 void wrk_board_flash_default(wrk_board *b)
 {
+    wrk_export_end(b);
     wrk_upload_free(b);
     free(b->custom);
     b->custom = NULL;
@@ -200,6 +208,8 @@ static uint64_t arg_uint(const msgpack_object *args, const char *key, uint64_t d
 
 int wrk_board_reserve(wrk_board *b, const ifm_worker_cmd *cmd, char *err, size_t errlen)
 {
+    if (strcmp(cmd->kind, "usbip") == 0)
+        return wrk_export_reserve(b, cmd, err, errlen);
     int kind = wrk_kind_parse(cmd->kind);
     if (kind < 0 || !b->w->offers[kind]) {
         snprintf(err, errlen, "this worker does not offer kind %s", cmd->kind);
@@ -233,6 +243,7 @@ void wrk_board_release(wrk_board *b)
     b->failures = 0;
     if (b->state == IFM_BOARD_GONE) {
         /* Unplugged: nothing to flash; it starts over when it is plugged back in. */
+        wrk_export_end(b);
         b->kind = -1;
         b->holder[0] = '\0';
         return;
@@ -247,6 +258,7 @@ void wrk_board_release(wrk_board *b)
 void wrk_board_delete(wrk_board *b)
 {
     IFM_INFO("serial=%s deleted by control: starting over", b->serial);
+    wrk_export_end(b);
     wrk_upload_free(b);
     b->kind = -1;
     b->holder[0] = '\0';
@@ -266,6 +278,11 @@ static void on_custom_flashed(wrk_board *b, bool ok, const char *why)
     /* The board now runs the holder's firmware: the farm stays out of its way
      * (no serial protocol) until a reboot brings the kind back or the lease ends. */
     b->custom_running = true;
+    if (b->usbip) {
+        wrk_emit_event(b, "flashed", NULL);
+        wrk_export_resume(b); /* exported again, now running the holder's image */
+        return;
+    }
     wrk_board_set_state(b, IFM_BOARD_RESERVED, "custom firmware");
     wrk_emit_event(b, "flashed", NULL);
 }
@@ -311,7 +328,7 @@ void wrk_board_reboot(wrk_board *b)
              b->queued + (b->current != NULL));
     wrk_upload_stop(b, true);
     wrk_board_set_state(b, IFM_BOARD_PREPARING, "rebooting");
-    wrk_flash_start(b, b->kind, on_kind_flashed);
+    wrk_flash_start(b, b->kind, b->usbip ? wrk_export_flashed : on_kind_flashed);
 }
 
 /* ---- hotplug ---- */
@@ -323,6 +340,10 @@ void wrk_board_arrive(wrk_board *b, wrk_usbdev *dev, const wrk_usbinfo *info)
     b->pid = info->pid;
     if (b->fstep != FL_IDLE) {
         wrk_flash_on_arrive(b);
+        return;
+    }
+    if (b->export && b->state == IFM_BOARD_RESERVED) {
+        wrk_export_arrive(b); /* the holder's doing: the export follows, hands off */
         return;
     }
     switch (b->state) {
@@ -355,8 +376,15 @@ void wrk_board_leave(wrk_board *b)
     b->dev = NULL;
     b->cdc = false; /* the transport closed it silently */
     b->writing = false;
-    if (b->fstep != FL_IDLE)
-        return; /* re-enumeration is part of flashing */
+    if (b->fstep != FL_IDLE) {
+        if (b->export)
+            wrk_export_set_device(b, NULL); /* that enumeration is over */
+        return;                             /* re-enumeration is part of flashing */
+    }
+    if (b->export && b->state == IFM_BOARD_RESERVED) {
+        wrk_export_leave(b);
+        return;
+    }
     /* Unplugged: out of the farm at once, and the holder is told. */
     IFM_WARN("serial=%s client=%s disappeared while %s", b->serial, b->holder[0] ? b->holder : "-",
              ifm_board_state_name(b->state));

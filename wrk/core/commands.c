@@ -59,6 +59,10 @@ void wrk_cmd_board(wrk_board *b, const ifm_board_cmd *cmd)
     char why[WRK_REASON_MAX] = "";
     if (strcmp(cmd->op, "flash") == 0)
         wrk_board_flash_custom(b, cmd->image, cmd->image_len, why, sizeof why);
+    else if (strcmp(cmd->op, "unbind") == 0)
+        wrk_export_unbind(b, why, sizeof why);
+    else if (b->usbip)
+        snprintf(why, sizeof why, "board is exported (kind usbip): evaluate needs kind pulsecount or variance");
     else
         wrk_upload_evaluate(b, cmd, why, sizeof why);
     if (why[0])

@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "icefarm/msg.h"
 
@@ -36,6 +37,10 @@ typedef struct {
     const char *reason;   /* NULL, or why */
     const char *batch_id; /* NULL or "": the refused evaluate's batch, for "error" */
     const char *client;   /* the client it is meant for (the holder, or the refused one); "" if unknown */
+    /* "usbip exported" / "usbip detached": where the export is served */
+    const char *busid; /* NULL for every other event */
+    const char *host;
+    uint32_t port;
 } wrk_event;
 
 typedef struct {
@@ -43,7 +48,8 @@ typedef struct {
      * subscribes to its command topic. */
     void (*board_added)(void *ctx, struct wrk_board *b);
     /* The board's state, reason or kind changed, or must be said again (a refused
-     * reservation, the worker stopping). Read b->state, b->reason, b->kind. */
+     * reservation, the worker stopping). Read b->state, b->reason, wrk_board_kind(b),
+     * b->exported. */
     void (*board_state)(void *ctx, const struct wrk_board *b);
     /* The worker's birth: `online` with the boards that are present (state !=
      * gone), or the clean goodbye when it stops (online = false). Emitted when

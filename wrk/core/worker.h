@@ -9,6 +9,8 @@
  *              result batching and flushing, reboot keeping the queue)
  *   worker.c   the boards by serial, hotplug routed to them, start/stop/free
  *   commands.c the way in: control's and the holder's commands, and refusals
+ *   export.c   kind usbip: the board's USB device exported by the USB/IP server
+ *              (wrk/usbip), following it across re-enumerations, hands off
  *   emit.c     the way out: board states, births, events and results go to the
  *              worker's sink (sink.h); the MQTT bridge is one sink, the unit
  *              tests' recorder another
@@ -57,6 +59,8 @@ typedef struct {
 } wrk_image;
 
 typedef struct wrk_board wrk_board;
+struct usbip_server;
+struct usbip_export;
 
 #define WRK_REASON_MAX 216 /* a refusal's reason, as sent in an "error" event */
 
@@ -71,6 +75,10 @@ typedef struct wrk_ctx {
     wrk_image fw[FW_COUNT];
     bool offers[FW_COUNT]; /* kinds this worker offers (FW_DEFAULT unused) */
     bool sim;
+    /* USB/IP (kind usbip): the server, and where clients reach it */
+    struct usbip_server *usbip; /* NULL: kind usbip not offered */
+    char usbip_host[256];       /* the advertised host */
+    int usbip_port;
     wrk_board **boards;
     size_t nboards, capboards;
     bool stopping;
@@ -145,6 +153,10 @@ struct wrk_board {
     uint8_t *custom;
     size_t custom_len;
     bool custom_running;
+    /* kind usbip (export.c): kind is the image flashed before the export */
+    bool usbip;
+    bool exported; /* the export is up (board state says so; never the token) */
+    struct usbip_export *export;
 };
 
 /* worker.c. Everything here and below runs on w->loop only. */
@@ -188,6 +200,25 @@ int wrk_board_flash_custom(wrk_board *b, const uint8_t *image, size_t len, char 
 void wrk_board_close_cdc(wrk_board *b);
 int wrk_kind_parse(const char *name);
 const char *wrk_kind_name(int kind);
+/* The reserved kind's name ("usbip" for an export), or "" without a reservation. */
+const char *wrk_board_kind(const wrk_board *b);
+
+/* export.c: kind usbip. Reserve: flash the default firmware (or the farm image
+ * named by args.image), then export; the board's events say where. */
+int wrk_export_reserve(wrk_board *b, const ifm_worker_cmd *cmd, char *err, size_t errlen);
+/* While exported, arrivals and departures are the holder's business: the export
+ * follows the device ("usbip exported" / "usbip detached"); no reflash, no test. */
+void wrk_export_arrive(wrk_board *b);
+void wrk_export_leave(wrk_board *b);
+/* A reflash (reboot, the holder's own image) finished: export again. */
+void wrk_export_flashed(wrk_board *b, bool ok, const char *why);
+void wrk_export_resume(wrk_board *b);
+/* The device the export serves (NULL: that enumeration ended). */
+void wrk_export_set_device(wrk_board *b, wrk_usbdev *dev);
+/* The lease ended (or the board was deleted): the export and its connection end. */
+void wrk_export_end(wrk_board *b);
+/* The holder's `unbind`: end the current import, keep the export. */
+int wrk_export_unbind(wrk_board *b, char *err, size_t errlen);
 
 /* flash.c */
 void wrk_flash_start(wrk_board *b, int image, flash_done_fn done);

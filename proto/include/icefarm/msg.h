@@ -106,6 +106,7 @@ typedef struct {
     ifm_board_state state;
     char kind[IFM_KIND_MAX];
     char reason[160]; /* why broken, "" otherwise */
+    bool exported;    /* kind usbip: its USB device is exported (section 19); the busid never appears here */
 } ifm_board_status;
 
 void ifm_board_status_encode(ifm_enc *e, const ifm_board_status *bs);
@@ -144,7 +145,7 @@ typedef struct {
 #define IFM_MAX_IMAGE (8u * 1024u * 1024u) /* a UF2 image of a 4 MB flash is 8 MB */
 
 typedef struct {
-    char op[16];               /* "evaluate" or "flash" */
+    char op[16];               /* "evaluate", "flash" or "unbind" (kind usbip) */
     char batch_id[IFM_ID_MAX]; /* evaluate */
     ifm_file *files;           /* evaluate; malloc'd */
     size_t nfiles;
@@ -178,6 +179,13 @@ typedef struct {
     char error[120]; /* failed */
 } ifm_result;
 
+/* `usbip exported` / `usbip detached` (PROTOCOL.md 19.2): the board's USB device
+ * is (or, until the next `usbip exported`, is no longer) served at host:port
+ * under `busid`, the lease's token. reason may be NULL. */
+#define IFM_HOST_MAX 256
+void ifm_event_usbip_encode(ifm_enc *e, const char *event, const char *serial, const char *busid, const char *host,
+                            uint32_t port, const char *reason);
+
 /* Any non-results board event; reason and batch_id may be NULL. */
 void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id);
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
@@ -192,6 +200,9 @@ typedef struct {
     char batch_id[IFM_ID_MAX];
     char reason[160];
     const msgpack_object *results; /* array of [id, value] pairs, or NULL */
+    char busid[32];                /* usbip events: the export's busid (required), host and port */
+    char host[IFM_HOST_MAX];
+    uint32_t port;
 } ifm_event;
 
 int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err);

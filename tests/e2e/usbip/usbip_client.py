@@ -1,0 +1,101 @@
+#!/usr/bin/python3
+"""A raw USB/IP client for the end-to-end tests (standard library only).
+
+  usbip_client.py import HOST PORT BUSID
+      Imports BUSID and prints the reply as JSON: {"status": N} or the device
+      record {"status": 0, "busid", "vid", "pid", "devid", "speed"}.
+  usbip_client.py touch HOST PORT BUSID
+      Imports, reads the device descriptor, then sends SET_LINE_CODING 1200 8N1
+      (the 1200-baud touch) on interface 0 and waits for the server to close the
+      connection once the board re-enumerates. Prints JSON with what happened.
+  usbip_client.py hold HOST PORT BUSID SECONDS
+      Imports and keeps the connection open until the server closes it (prints
+      {"closed_after": s}) or SECONDS pass ({"closed_after": null}).
+"""
+import json
+import socket
+import struct
+import sys
+import time
+
+
+def connect(host, port):
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def recv_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("closed after %d of %d bytes" % (len(buf), n))
+        buf += chunk
+    return buf
+
+
+def do_import(s, busid):
+    s.sendall(struct.pack(">HHI", 0x0111, 0x8003, 0) + busid.encode().ljust(32, b"\0"))
+    ver, code, status = struct.unpack(">HHI", recv_exact(s, 8))
+    if status:
+        return {"status": status}
+    dev = recv_exact(s, 312)
+    busnum, devnum, speed = struct.unpack(">III", dev[288:300])
+    vid, pid = struct.unpack(">HH", dev[300:304])
+    return {"status": 0, "busid": dev[256:288].rstrip(b"\0").decode(), "vid": "%04x" % vid,
+            "pid": "%04x" % pid, "devid": busnum << 16 | devnum, "speed": speed}
+
+
+def submit(s, seq, devid, direction, ep, setup, data=b"", length=None):
+    length = len(data) if length is None else length
+    hdr = struct.pack(">IIIII", 1, seq, devid, direction, ep)
+    hdr += struct.pack(">IiiiI", 0x200 if direction else 0, length, 0, 0, 0) + setup
+    s.sendall(hdr + data)
+
+
+def ret(s, is_in):
+    h = recv_exact(s, 48)
+    cmd, seq, _, _, _, status, actual = struct.unpack(">IIIIIii", h[:28])
+    data = recv_exact(s, actual) if cmd == 3 and is_in and actual > 0 else b""
+    return cmd, seq, status, actual, data
+
+
+def main(argv):
+    op, host, port, busid = argv[1:5]
+    s = connect(host, port)
+    r = do_import(s, busid)
+    if op == "import" or r["status"]:
+        print(json.dumps(r))
+        return 0
+    devid = r["devid"]
+    if op == "hold":
+        s.settimeout(float(argv[5]))
+        t0 = time.time()
+        try:
+            closed = s.recv(1) == b""
+        except socket.timeout:
+            closed = False
+        r["closed_after"] = round(time.time() - t0, 3) if closed else None
+        print(json.dumps(r))
+        return 0
+    # touch: GET_DESCRIPTOR(device), then SET_LINE_CODING 1200 on interface 0
+    submit(s, 1, devid, 1, 0, bytes([0x80, 6, 0, 1, 0, 0, 18, 0]), length=18)
+    _, _, st, actual, desc = ret(s, True)
+    r["get_descriptor"] = {"status": st, "length": actual, "vid": "%04x" % struct.unpack("<H", desc[8:10])[0]}
+    submit(s, 2, devid, 0, 0, bytes([0x21, 0x20, 0, 0, 0, 0, 7, 0]), bytes([0xb0, 0x04, 0, 0, 0, 0, 8]))
+    _, seq, st, actual, _ = ret(s, False)
+    r["line_coding"] = {"seq": seq, "status": st, "actual": actual}
+    s.settimeout(10)
+    t0 = time.time()
+    try:
+        r["closed"] = s.recv(1) == b""
+    except (socket.timeout, ConnectionResetError):
+        r["closed"] = False
+    r["closed_after"] = round(time.time() - t0, 3)
+    print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
