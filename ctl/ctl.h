@@ -66,6 +66,7 @@ typedef struct {
     char client[CTL_CLIENT_MAX + 1];
     char lease_kind[CTL_KIND_MAX + 1];
     uint64_t lease_id, until_ms;
+    uint64_t set_ms; /* when this process set until_ms (grant, extend); 0: before a restart */
     bool warned;
     uint64_t warn_timer, expire_timer;
 } ctl_board;
@@ -114,15 +115,19 @@ void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 int ctl_leases_load(ctl *c);
 void ctl_lease_arm(ctl *c, ctl_board *b);
 void ctl_lease_disarm(ctl *c, ctl_board *b);
-/* Mirrors a store lease into the board and arms its timers. */
-void ctl_lease_adopt(ctl *c, const ctl_lease *l);
+/* Mirrors a store lease into the board and arms its timers; `set_ms`: when its
+ * deadline was set (now, for a grant), or 0 for a lease loaded after a restart. */
+void ctl_lease_adopt(ctl *c, const ctl_lease *l, uint64_t set_ms);
 /* After the store ended `l`: clear the mirror, tell the holder (with `failure`
  * first when failed), release the board on its worker, republish. */
 void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why);
 /* Pure planning, unit-tested with a fake clock: when the warn and expire timers
- * should fire, as delays from `now_ms` (UINT64_MAX: not at all). */
-void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms, uint64_t *warn_in_ms,
-                    uint64_t *expire_in_ms);
+ * should fire, as delays from `now_ms` (UINT64_MAX: not at all). `set_ms` is when
+ * the deadline was set (0: unknown): a deadline set less than twice the lead ahead
+ * is warned halfway to it, so a holder that extends on every warning does so once
+ * per half lease instead of in a loop. */
+void ctl_lease_plan(uint64_t now_ms, uint64_t set_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms,
+                    uint64_t *warn_in_ms, uint64_t *expire_in_ms);
 
 /* service.c */
 void ctl_on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);

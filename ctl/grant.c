@@ -101,7 +101,7 @@ static uint32_t commit(ctl *c, const ctl_grant_req *g, const size_t *picked, siz
     ifm_enc_array(enc, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
         leases[i].lease_id = ids[i];
-        ctl_lease_adopt(c, &leases[i]);
+        ctl_lease_adopt(c, &leases[i], now);
         ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, g->kind, g->client, ids[i], g->args,
                             g->args_len);
         ifm_enc_map(enc, 3);

@@ -7,16 +7,22 @@
 #include "ctl.h"
 #include "icefarm/log.h"
 
-void ctl_lease_plan(uint64_t now_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms, uint64_t *warn_in_ms,
-                    uint64_t *expire_in_ms)
+void ctl_lease_plan(uint64_t now_ms, uint64_t set_ms, uint64_t until_ms, bool warned, uint64_t warn_before_ms,
+                    uint64_t *warn_in_ms, uint64_t *expire_in_ms)
 {
     *expire_in_ms = until_ms > now_ms ? until_ms - now_ms : 0;
     *warn_in_ms = UINT64_MAX;
     if (warned || warn_before_ms == 0 || *expire_in_ms == 0)
         return;
-    uint64_t warn_at = until_ms > warn_before_ms ? until_ms - warn_before_ms : 0;
-    /* A lease shorter than the lead time is warned at once: the holder still
-     * deserves to hear before it ends. */
+    uint64_t lead = warn_before_ms;
+    /* A deadline set less than twice the lead ahead (a short lease, or an extend
+     * by less than that) is warned halfway to it: warned at once, a holder that
+     * extends on every warning would extend, be warned, extend... in a loop. */
+    if (set_ms && until_ms > set_ms && until_ms - set_ms < 2 * lead)
+        lead = (until_ms - set_ms) / 2;
+    uint64_t warn_at = until_ms > lead ? until_ms - lead : 0;
+    /* Past the warning time already (control was down then): warn at once, the
+     * holder still deserves to hear before the lease ends. */
     *warn_in_ms = warn_at > now_ms ? warn_at - now_ms : 0;
 }
 
@@ -72,13 +78,13 @@ void ctl_lease_arm(ctl *c, ctl_board *b)
 {
     ctl_lease_disarm(c, b);
     uint64_t warn_in, expire_in;
-    ctl_lease_plan(ifm_wall_ms(), b->until_ms, b->warned, c->cfg.warn_before_s * 1000, &warn_in, &expire_in);
+    ctl_lease_plan(ifm_wall_ms(), b->set_ms, b->until_ms, b->warned, c->cfg.warn_before_s * 1000, &warn_in, &expire_in);
     b->expire_timer = ifm_timer_add(c->loop, expire_in, on_expire, b);
     if (warn_in != UINT64_MAX)
         b->warn_timer = ifm_timer_add(c->loop, warn_in, on_warn, b);
 }
 
-void ctl_lease_adopt(ctl *c, const ctl_lease *l)
+void ctl_lease_adopt(ctl *c, const ctl_lease *l, uint64_t set_ms)
 {
     ctl_board *b = ctl_board_get(c, l->serial);
     if (!b)
@@ -90,6 +96,7 @@ void ctl_lease_adopt(ctl *c, const ctl_lease *l)
         snprintf(b->worker, sizeof b->worker, "%s", l->worker);
     b->lease_id = l->lease_id;
     b->until_ms = l->until_ms;
+    b->set_ms = set_ms;
     b->warned = l->warned;
     ctl_lease_arm(c, b);
     ctl_publish_lease(c, b);
@@ -116,7 +123,7 @@ void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why)
 
 static int adopt_visit(const ctl_lease *l, void *arg)
 {
-    ctl_lease_adopt(arg, l);
+    ctl_lease_adopt(arg, l, 0);
     return 0;
 }
 

@@ -151,6 +151,7 @@ static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const
         ctl_board *b = ctl_board_find(c, out.v[i].serial);
         if (b && b->leased) {
             b->until_ms = out.v[i].until_ms;
+            b->set_ms = ifm_wall_ms();
             b->warned = false;
             ctl_lease_arm(c, b);
             ctl_publish_lease(c, b);
