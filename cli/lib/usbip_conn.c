@@ -325,8 +325,8 @@ int usbc_submit(usbc_conn *c, usbc_urb *u)
         .direction = in ? IFM_USBIP_DIR_IN : IFM_USBIP_DIR_OUT,
         .ep = u->ep & 0x0f,
     };
-    h.u.submit.transfer_flags = (u->flags & (IFM_USBIP_URB_SHORT_NOT_OK | IFM_USBIP_URB_ZERO_PACKET)) |
-                                (in ? IFM_USBIP_URB_DIR_IN : 0);
+    h.u.submit.transfer_flags =
+        (u->flags & (IFM_USBIP_URB_SHORT_NOT_OK | IFM_USBIP_URB_ZERO_PACKET)) | (in ? IFM_USBIP_URB_DIR_IN : 0);
     h.u.submit.transfer_buffer_length = (int32_t)u->len;
     h.u.submit.start_frame = u->type == 3 ? -1 : 0;
     h.u.submit.number_of_packets = 0; /* what Linux vhci sends for non-ISO URBs */
@@ -527,11 +527,11 @@ static size_t parse_op(usbc_conn *c)
             return 0;
         }
         if (st != IFM_USBIP_ST_OK) {
-            int code = st == IFM_USBIP_ST_NODEV      ? -ENOENT
-                       : st == IFM_USBIP_ST_DEV_BUSY ? -EBUSY
-                       : st == IFM_USBIP_ST_DEV_ERR  ? -EAGAIN
-                       : st == IFM_USBIP_ST_NA       ? -EACCES
-                                                     : -EIO;
+            int code = st == IFM_USBIP_ST_NODEV ? -ENOENT
+                : st == IFM_USBIP_ST_DEV_BUSY   ? -EBUSY
+                : st == IFM_USBIP_ST_DEV_ERR    ? -EAGAIN
+                : st == IFM_USBIP_ST_NA         ? -EACCES
+                                                : -EIO;
             fail(c, code, "import refused: status %u (%s)", st, ifm_usbip_status_str(st));
             return 0;
         }

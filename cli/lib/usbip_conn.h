@@ -56,13 +56,13 @@ typedef struct {
 
 struct usbc_urb {
     /* the request */
-    uint8_t ep;         /* endpoint address with the direction bit; 0x00 (or 0x80) for control */
-    uint8_t type;       /* 0 control, 2 bulk, 3 interrupt (the endpoint's type) */
-    uint32_t flags;     /* IFM_USBIP_URB_SHORT_NOT_OK / ZERO_PACKET */
-    uint8_t setup[8];   /* control: the SETUP packet; its bit 7 of bmRequestType gives the direction */
-    uint8_t *buf;       /* OUT data, or room for IN data; the caller's, until done */
-    uint32_t len;       /* bytes to send, or room to receive */
-    uint32_t interval;  /* interrupt endpoints: bInterval */
+    uint8_t ep;          /* endpoint address with the direction bit; 0x00 (or 0x80) for control */
+    uint8_t type;        /* 0 control, 2 bulk, 3 interrupt (the endpoint's type) */
+    uint32_t flags;      /* IFM_USBIP_URB_SHORT_NOT_OK / ZERO_PACKET */
+    uint8_t setup[8];    /* control: the SETUP packet; its bit 7 of bmRequestType gives the direction */
+    uint8_t *buf;        /* OUT data, or room for IN data; the caller's, until done */
+    uint32_t len;        /* bytes to send, or room to receive */
+    uint32_t interval;   /* interrupt endpoints: bInterval */
     uint64_t timeout_ms; /* 0: none (a bulk IN that waits for data) */
     void (*done)(usbc_urb *u);
     void *arg;
@@ -94,9 +94,9 @@ typedef struct {
 /* Counters for logs and tests. */
 typedef struct {
     uint64_t submitted, completed, timeouts, unlinks_sent;
-    uint64_t ret_unlink_reset;  /* RET_UNLINK -ECONNRESET received */
-    uint64_t ret_unlink_done;   /* RET_UNLINK 0 received (the target had completed) */
-    uint64_t ret_unlink_late;   /* RET_UNLINKs that arrived after another URB's RET_SUBMIT */
+    uint64_t ret_unlink_reset;   /* RET_UNLINK -ECONNRESET received */
+    uint64_t ret_unlink_done;    /* RET_UNLINK 0 received (the target had completed) */
+    uint64_t ret_unlink_late;    /* RET_UNLINKs that arrived after another URB's RET_SUBMIT */
     uint64_t dropped_ret_submit; /* RET_SUBMITs of unlinked or timed-out URBs, consumed and dropped */
 } usbc_stats;
 

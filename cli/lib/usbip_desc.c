@@ -120,20 +120,22 @@ int usbc_parse_config(const uint8_t *buf, size_t len, usbc_config *c, ifm_err *e
     for (size_t off = buf[0]; off < total;) {
         const uint8_t *p = buf + off;
         if (total - off < 2 || p[0] < 2 || p[0] > total - off)
-            return ifm_fail(err, -EBADMSG, "configuration descriptor: the descriptor at offset %zu (bLength %u) runs "
-                            "past wTotalLength %u", off, total - off >= 1 ? p[0] : 0, total);
+            return ifm_fail(err, -EBADMSG,
+                            "configuration descriptor: the descriptor at offset %zu (bLength %u) runs "
+                            "past wTotalLength %u",
+                            off, total - off >= 1 ? p[0] : 0, total);
         uint8_t bl = p[0], type = p[1];
         off += bl;
         switch (type) {
         case USB_DT_INTERFACE:
             if (bl < 9)
-                return ifm_fail(err, -EBADMSG, "interface descriptor at offset %zu: bLength %u, need 9",
-                                off - bl, bl);
+                return ifm_fail(err, -EBADMSG, "interface descriptor at offset %zu: bLength %u, need 9", off - bl, bl);
             cur = NULL;
             if (nalts < MAX_ALTS) {
                 cur = &alts[nalts++];
-                *cur = (alt_rec){ .num = p[2], .alt = p[3], .cls = p[5], .sub = p[6], .istr = p[8],
-                                  .union_data = -1, .cm_data = -1 };
+                *cur = (alt_rec){
+                    .num = p[2], .alt = p[3], .cls = p[5], .sub = p[6], .istr = p[8], .union_data = -1, .cm_data = -1
+                };
             }
             break;
         case USB_DT_ENDPOINT:
@@ -164,8 +166,8 @@ int usbc_parse_config(const uint8_t *buf, size_t len, usbc_config *c, ifm_err *e
 
     for (size_t i = 0; i < nalts && c->ncdc < USBC_MAX_CDC; i++) {
         const alt_rec *a = &alts[i];
-        if (a->alt != 0 || a->cls != 0x02 || a->sub != 0x02)
-            continue;
+        if (a->alt != 0 || a->cls != 0x02 || a->sub != 0x02 || usbc_cdc_by_comm(c, a->num))
+            continue; /* not a communication interface, or one seen already (a malformed repeat) */
         usbc_cdc_fn fn = { .comm_iface = a->num, .istr = a->istr };
         for (size_t e = 0; e < a->neps; e++)
             if (a->eps[e].type == 3 && (a->eps[e].addr & 0x80)) {
@@ -189,7 +191,7 @@ int usbc_parse_config(const uint8_t *buf, size_t len, usbc_config *c, ifm_err *e
         cand[ncand++] = a->num + 1;
         bool found = false;
         for (int k = 0; k < ncand && !found; k++)
-            if (cand[k] <= 255 && find_alt(alts, nalts, (uint8_t)cand[k], 0))
+            if (cand[k] <= 255 && cand[k] != a->num && find_alt(alts, nalts, (uint8_t)cand[k], 0))
                 found = bulk_pair(alts, nalts, (uint8_t)cand[k], &fn);
         if (!found)
             continue;

@@ -67,20 +67,20 @@ typedef struct {
 } usbc_ep;
 
 typedef struct {
-    uint8_t comm_iface;       /* the communication interface: CDC requests go to it (wIndex) */
-    uint8_t data_iface;       /* the data interface carrying the bulk pair */
-    uint8_t data_alt;         /* its alternate setting with the bulk pair (normally 0) */
-    bool has_notify;          /* the communication interface has an interrupt IN endpoint */
-    usbc_ep notify, in, out;  /* notification, bulk IN, bulk OUT */
-    uint8_t istr;             /* string index naming the function (IAD iFunction, else iInterface), 0 if none */
-    bool via_iad;             /* found through an IAD (else union/call-management/next interface) */
+    uint8_t comm_iface;      /* the communication interface: CDC requests go to it (wIndex) */
+    uint8_t data_iface;      /* the data interface carrying the bulk pair */
+    uint8_t data_alt;        /* its alternate setting with the bulk pair (normally 0) */
+    bool has_notify;         /* the communication interface has an interrupt IN endpoint */
+    usbc_ep notify, in, out; /* notification, bulk IN, bulk OUT */
+    uint8_t istr;            /* string index naming the function (IAD iFunction, else iInterface), 0 if none */
+    bool via_iad;            /* found through an IAD (else union/call-management/next interface) */
 } usbc_cdc_fn;
 
 typedef struct {
-    uint8_t value;    /* bConfigurationValue: what SET_CONFIGURATION takes */
-    uint8_t nifaces;  /* bNumInterfaces */
-    uint16_t total;   /* wTotalLength */
-    size_t ncdc;      /* CDC ACM functions found, in interface order (at most USBC_MAX_CDC kept) */
+    uint8_t value;   /* bConfigurationValue: what SET_CONFIGURATION takes */
+    uint8_t nifaces; /* bNumInterfaces */
+    uint16_t total;  /* wTotalLength */
+    size_t ncdc;     /* CDC ACM functions found, in interface order (at most USBC_MAX_CDC kept) */
     usbc_cdc_fn cdc[USBC_MAX_CDC];
 } usbc_config;
 

@@ -16,8 +16,8 @@ static bool open_settled(icefarm_usbip *u, void *arg)
     return u->st == ICEFARM_USBIP_UP || u->st == ICEFARM_USBIP_NO_CDC || u->st == ICEFARM_USBIP_CLOSED;
 }
 
-int icefarm_usbip_open(icefarm *f, const icefarm_usbip_opts *opts, bool wait, icefarm_usbip **out, char *reason,
-                       size_t reason_len)
+static int open_on(icefarm *f, ifm_loop *loop, const icefarm_usbip_opts *opts, bool wait, icefarm_usbip **out,
+                   char *reason, size_t reason_len)
 {
     if (reason && reason_len)
         reason[0] = '\0';
@@ -37,7 +37,7 @@ int icefarm_usbip_open(icefarm *f, const icefarm_usbip_opts *opts, bool wait, ic
     if (wait && usbc_host_in_callback(f, 0))
         return -EDEADLK;
     icefarm_usbip *u;
-    int rc = usbc_session_new(f, opts, &u, reason, reason_len);
+    int rc = usbc_session_new(f, loop, opts, &u, reason, reason_len);
     if (rc)
         return rc;
     if (farm) {
@@ -70,6 +70,18 @@ int icefarm_usbip_open(icefarm *f, const icefarm_usbip_opts *opts, bool wait, ic
     }
     *out = u;
     return 0;
+}
+
+int icefarm_usbip_open(icefarm *f, const icefarm_usbip_opts *opts, bool wait, icefarm_usbip **out, char *reason,
+                       size_t reason_len)
+{
+    return open_on(f, NULL, opts, wait, out, reason, reason_len);
+}
+
+int usbc_open_on_loop(ifm_loop *loop, const icefarm_usbip_opts *opts, bool wait, icefarm_usbip **out, char *reason,
+                      size_t reason_len)
+{
+    return open_on(NULL, loop, opts, wait, out, reason, reason_len);
 }
 
 void icefarm_usbip_close(icefarm_usbip *u)
@@ -275,8 +287,8 @@ int icefarm_usbip_import_fd(icefarm *f, const char *host, const char *port, cons
     ifm_loop *loop = f ? usbc_host_loop(f) : o->own;
     static const usbc_conn_cbs cbs = { .on_import = os_import, .on_end = os_end };
     char why[200] = "";
-    int rc = usbc_tcp_open(loop, host, port && *port ? port : "3240", &cbs, o, timeout_ms, &o->c, &o->t, why,
-                           sizeof why);
+    int rc =
+        usbc_tcp_open(loop, host, port && *port ? port : "3240", &cbs, o, timeout_ms, &o->c, &o->t, why, sizeof why);
     if (rc == 0)
         rc = usbc_conn_import(o->c, busid);
     if (rc) {

@@ -43,8 +43,6 @@ typedef struct wr {
     void *arg;
 } wr;
 
-
-
 const char *icefarm_usbip_state_name(icefarm_usbip_state s)
 {
     static const char *const n[] = { "connecting", "up", "no-cdc", "gone", "closed" };
@@ -182,7 +180,7 @@ static void ctl_urb_done(usbc_urb *urb)
 {
     icefarm_usbip *u = urb->arg;
     ctl_op *op = u->ctl_head;
-    u->ctl.urb.busy = false;
+    u->ctl_busy = false;
     if (!op)
         return;
     u->ctl_head = op->next;
@@ -799,7 +797,8 @@ static void copy_str(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
-int usbc_session_new(icefarm *f, const icefarm_usbip_opts *o, icefarm_usbip **out, char *reason, size_t reason_len)
+int usbc_session_new(icefarm *f, ifm_loop *loop, const icefarm_usbip_opts *o, icefarm_usbip **out, char *reason,
+                     size_t reason_len)
 {
     if (!o)
         return ifm_failbuf(reason, reason_len, -EINVAL, "no options");
@@ -810,6 +809,8 @@ int usbc_session_new(icefarm *f, const icefarm_usbip_opts *o, icefarm_usbip **ou
     u->f = f;
     if (f) {
         u->loop = usbc_host_loop(f);
+    } else if (loop) {
+        u->loop = loop;
     } else {
         u->own_loop = ifm_loop_new();
         u->loop = u->own_loop;
@@ -896,7 +897,7 @@ int usbc_session_wait(icefarm_usbip *u, bool (*done)(icefarm_usbip *u, void *arg
             if (deadline - now < (uint64_t)wait)
                 wait = (int)(deadline - now);
         }
-        int rc = usbc_host_wait(u->f, u->own_loop, wait);
+        int rc = usbc_host_wait(u->f, u->loop, wait);
         if (rc)
             return rc;
     }
@@ -1079,8 +1080,9 @@ ssize_t icefarm_usbip_read(icefarm_usbip *u, void *buf, size_t cap, size_t want,
 {
     if (!u || !buf || !cap || u->o.on_data || want > cap)
         return -EINVAL;
-    read_wait r = { .want = want, .cap = cap, .delim = delim, .delim_len = delim ? delim_len : 0,
-                    .gone_seq = u->gone_seq };
+    read_wait r = {
+        .want = want, .cap = cap, .delim = delim, .delim_len = delim ? delim_len : 0, .gone_seq = u->gone_seq
+    };
     bool absent = u->st != ICEFARM_USBIP_UP;
     int rc = 0;
     if (!read_ready(u, &r)) {

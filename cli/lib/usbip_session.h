@@ -20,15 +20,15 @@ typedef struct {
 } usbc_urb_slot;
 
 struct icefarm_usbip {
-    icefarm *f;         /* NULL: a direct server on our own loop */
-    ifm_loop *loop;     /* f's, or own_loop */
+    icefarm *f;     /* NULL: a direct server on our own loop */
+    ifm_loop *loop; /* f's, or own_loop */
     ifm_loop *own_loop;
     icefarm_usbip_opts o; /* its strings are not kept: see below */
     char host[256], port[16], busid[IFM_USBIP_BUSID_SIZE], serial[64];
     uint64_t timeout_ms, write_timeout_ms;
     icefarm_usbip_state st;
     char reason[300];
-    int depth;    /* user callbacks running */
+    int depth; /* user callbacks running */
     bool closing;
 
     usbc_conn *c;
@@ -79,7 +79,13 @@ struct icefarm_usbip {
 };
 
 /* usbip_session.c */
-int usbc_session_new(icefarm *f, const icefarm_usbip_opts *o, icefarm_usbip **out, char *reason, size_t reason_len);
+/* On f's loop, else on `loop` (tests: a server on the same loop), else on a loop
+ * of its own. */
+int usbc_session_new(icefarm *f, ifm_loop *loop, const icefarm_usbip_opts *o, icefarm_usbip **out, char *reason,
+                     size_t reason_len);
+/* icefarm_usbip_open for a direct server, on the caller's loop (tests). */
+int usbc_open_on_loop(ifm_loop *loop, const icefarm_usbip_opts *opts, bool wait, icefarm_usbip **out, char *reason,
+                      size_t reason_len);
 void usbc_session_free(icefarm_usbip *u);
 /* Connects and imports from the loop (a 0 ms timer). */
 void usbc_session_start(icefarm_usbip *u);

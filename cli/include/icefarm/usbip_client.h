@@ -72,10 +72,10 @@ ICEFARM_API const char *icefarm_usbip_state_name(icefarm_usbip_state s);
 
 /* CDC line coding (USB CDC PSTN 6.3.11). */
 typedef struct {
-    uint32_t baud;      /* dwDTERate; 0: 115200 */
-    uint8_t stop_bits;  /* bCharFormat: 0 one, 1 one and a half, 2 two */
-    uint8_t parity;     /* bParityType: 0 none, 1 odd, 2 even, 3 mark, 4 space */
-    uint8_t data_bits;  /* 5, 6, 7, 8 or 16; 0: 8 */
+    uint32_t baud;     /* dwDTERate; 0: 115200 */
+    uint8_t stop_bits; /* bCharFormat: 0 one, 1 one and a half, 2 two */
+    uint8_t parity;    /* bParityType: 0 none, 1 odd, 2 even, 3 mark, 4 space */
+    uint8_t data_bits; /* 5, 6, 7, 8 or 16; 0: 8 */
 } icefarm_usbip_line_coding;
 
 typedef void (*icefarm_usbip_state_cb)(icefarm_usbip *u, icefarm_usbip_state state, const char *reason, void *arg);
@@ -161,18 +161,18 @@ ICEFARM_API int icefarm_usbip_set_control_lines(icefarm_usbip *u, bool dtr, bool
 /* What the session imported. Strings are NUL-terminated; valid until the next state change. */
 typedef struct {
     char host[256], port[16], busid[ICEFARM_USBIP_BUSID_MAX];
-    uint32_t devid;          /* busnum << 16 | devnum on the server */
-    uint32_t speed;          /* Linux usb_device_speed: 1 low, 2 full, 3 high, 5 super */
+    uint32_t devid; /* busnum << 16 | devnum on the server */
+    uint32_t speed; /* Linux usb_device_speed: 1 low, 2 full, 3 high, 5 super */
     uint16_t vid, pid;
-    char serial[64];         /* the iSerialNumber string ("" if none) */
-    uint8_t config_value;    /* the configuration set */
-    uint8_t ncdc;            /* CDC ACM functions found */
-    uint8_t cdc_comm[8];     /* their communication interfaces */
+    char serial[64];                /* the iSerialNumber string ("" if none) */
+    uint8_t config_value;           /* the configuration set */
+    uint8_t ncdc;                   /* CDC ACM functions found */
+    uint8_t cdc_comm[8];            /* their communication interfaces */
     uint8_t comm_iface, data_iface; /* the function in use */
-    uint8_t ep_in, ep_out;   /* its bulk endpoints */
+    uint8_t ep_in, ep_out;          /* its bulk endpoints */
     icefarm_usbip_line_coding line; /* as last set */
     bool dtr, rts;
-    unsigned imports;        /* successful imports so far (1 + re-imports) */
+    unsigned imports; /* successful imports so far (1 + re-imports) */
 } icefarm_usbip_info;
 ICEFARM_API void icefarm_usbip_get_info(const icefarm_usbip *u, icefarm_usbip_info *info);
 
