@@ -1075,8 +1075,8 @@ static bool read_ready(icefarm_usbip *u, void *arg)
     return u->gone_seq != r->gone_seq || u->st == ICEFARM_USBIP_CLOSED;
 }
 
-ssize_t icefarm_usbip_read(icefarm_usbip *u, void *buf, size_t cap, size_t want, const void *delim, size_t delim_len,
-                           uint64_t timeout_ms)
+ptrdiff_t icefarm_usbip_read(icefarm_usbip *u, void *buf, size_t cap, size_t want, const void *delim, size_t delim_len,
+                             uint64_t timeout_ms)
 {
     if (!u || !buf || !cap || u->o.on_data || want > cap)
         return -EINVAL;
@@ -1103,7 +1103,7 @@ ssize_t icefarm_usbip_read(icefarm_usbip *u, void *buf, size_t cap, size_t want,
     if (!u->rx_len)
         u->rx_off = 0;
     in_refill(u);
-    return (ssize_t)r.found;
+    return (ptrdiff_t)r.found;
 }
 
 size_t icefarm_usbip_buffered(const icefarm_usbip *u)

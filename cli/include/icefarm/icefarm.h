@@ -8,9 +8,10 @@
  *              asynchronous), events, board commands, errors, logging
  *   batch.h    the batch engine: N bitstreams over reserved boards, balanced,
  *              with stall detection and retries
- *   usbip_client.h  (reserved, not yet present) the USB/IP client: the
- *              icefarm_usbip_* functions, on the same handle and loop, with the
- *              same conventions (async with a callback, -errno, accessors).
+ *   usbip_client.h  the USB/IP client: a board's CDC ACM console over the
+ *              network in userspace (icefarm_usbip_*), and imports handed to
+ *              the kernel; on the same handle and loop, with the same
+ *              conventions (async with a callback, -errno, accessors).
  *              Not "usbip.h": that name is the protocol library's wire codec,
  *              which is internal and never installed.
  *
@@ -57,5 +58,6 @@
 
 #include "icefarm/batch.h"
 #include "icefarm/client.h"
+#include "icefarm/usbip_client.h"
 
 #endif

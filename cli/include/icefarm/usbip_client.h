@@ -42,16 +42,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "icefarm/client.h"
 
 #ifdef __cplusplus
 extern "C" {
-#endif
-
-#ifndef ICEFARM_API
-#define ICEFARM_API __attribute__((visibility("default")))
 #endif
 
 #define ICEFARM_USBIP_PORT 3240
@@ -143,8 +138,8 @@ ICEFARM_API int icefarm_usbip_write(icefarm_usbip *u, const void *data, size_t l
  * within timeout_ms (the bytes stay buffered), -ENODEV when the device vanished
  * meanwhile (buffered bytes are still returned first), -ESHUTDOWN when closed,
  * -EINVAL with on_data set. A waiting call (-EDEADLK inside callbacks). */
-ICEFARM_API ssize_t icefarm_usbip_read(icefarm_usbip *u, void *buf, size_t cap, size_t want, const void *delim,
-                                       size_t delim_len, uint64_t timeout_ms);
+ICEFARM_API ptrdiff_t icefarm_usbip_read(icefarm_usbip *u, void *buf, size_t cap, size_t want, const void *delim,
+                                         size_t delim_len, uint64_t timeout_ms);
 /* Bytes in the read buffer. */
 ICEFARM_API size_t icefarm_usbip_buffered(const icefarm_usbip *u);
 /* on_data mode: stop (true) or resume resubmitting bulk-IN URBs. */
