@@ -619,6 +619,10 @@ void usbip_conn_close(usbip_conn *c, const char *why)
     detach(c);
     c->ph = PH_CLOSED;
     c->have_held = false;
+    if (c->paused) { /* keep reading (and dropping) until the client hangs up: no reset */
+        c->paused = false;
+        c->io->pause(c->ioc, false);
+    }
     c->io->end(c->ioc);
 }
 

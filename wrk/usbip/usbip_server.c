@@ -173,9 +173,10 @@ usbip_server *usbip_server_new(ifm_loop *loop, wrk_transport *t, const usbip_ser
     s->loop = loop;
     s->t = t;
     if (o && o->listen_port) {
-        /* An export ends within a second of the lease: a closing connection
-         * waits at most 500 ms for the client to hang up too. */
-        ifm_tcp_opts to = { .linger_ms = 500 };
+        /* A closing connection sends its FIN at once (the client sees the end
+         * at once) and reads until the client hangs up too, at most 2 s: vhci
+         * may still be sending its UNLINKs, and a reset would fail them. */
+        ifm_tcp_opts to = { .linger_ms = 2000 };
         int rc = ifm_tcp_listen(loop, o->listen_host, o->listen_port, &to, on_accept, s, &s->listener, why, whylen);
         if (rc) {
             free(s);
