@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "icefarm/opts.h"
 
 typedef struct {
     const char *name;
@@ -40,7 +41,10 @@ static void usage(FILE *f)
             "\nOptions (flags, then ICEFARM_* environment):\n"
             "  --broker URL     mqtt://HOST:PORT of the farm's broker   [ICEFARM_BROKER]\n"
             "  --name NAME      client name leases are held under       [ICEFARM_NAME, user@host]\n"
-            "  --user U --password P  broker credentials         [ICEFARM_USER, ICEFARM_PASSWORD]\n"
+            "  --user U         broker login                            [ICEFARM_USER]\n"
+            "  --password-file FILE  broker password, the file's first line (mode 0600)\n"
+            "                   [ICEFARM_PASSWORD_FILE; or the password itself in ICEFARM_PASSWORD]\n"
+            "  --password P     the same, typed in: every local user sees it in the process list\n"
             "  --cafile FILE    CA certificate for TLS                  [ICEFARM_CAFILE]\n"
             "  --timeout S      seconds to wait for the broker and control (default 10)\n"
             "  --json           machine-readable output\n"
@@ -48,6 +52,7 @@ static void usage(FILE *f)
             "  --window N       evaluate: bitstreams in flight per board (default 2)\n"
             "  --result-timeout S  evaluate: a board with no result this long is stalled (default 60)\n"
             "  -h, --help       this help (also: icefarm-cli COMMAND --help)\n"
+            "  --version        the version, then exit\n"
             "\nExit codes: 0 ok, 1 refused or failed, 2 usage, 3 unreachable, 4 not enough boards.\n");
 }
 
@@ -61,6 +66,43 @@ static int parse_u64(const char *s, const char *what, uint64_t max, uint64_t *ou
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+/* Resolves the broker password into *out: from `file` (--password-file), else
+ * ICEFARM_PASSWORD_FILE, else `arg` (--password: warned about, and blanked in
+ * argv); with none of them *out stays as it is (the library then reads
+ * ICEFARM_PASSWORD). Two sources at once are a usage error. */
+static int cli_password(const char *file, char *arg, char *buf, size_t cap, const char **out)
+{
+    const char *env_file = getenv("ICEFARM_PASSWORD_FILE");
+    if (file && arg) {
+        fprintf(stderr, "icefarm-cli: give --password-file or --password, not both\n");
+        return -1;
+    }
+    if (!file && !arg && env_file && *env_file) {
+        const char *env_pw = getenv("ICEFARM_PASSWORD");
+        if (env_pw && *env_pw) {
+            fprintf(stderr, "icefarm-cli: ICEFARM_PASSWORD_FILE and ICEFARM_PASSWORD are both set: keep one\n");
+            return -1;
+        }
+        file = env_file;
+    }
+    if (file) {
+        char err[512];
+        if (ifm_secret_read(file, buf, cap, err, sizeof err) < 0) {
+            fprintf(stderr, "icefarm-cli: %s\n", err);
+            return -1;
+        }
+        *out = buf;
+    } else if (arg) {
+        fprintf(stderr,
+                "icefarm-cli: warning: --password is visible to every local user in the process list; use "
+                "--password-file FILE (mode 0600) or ICEFARM_PASSWORD instead\n");
+        snprintf(buf, cap, "%s", arg);
+        memset(arg, '*', strlen(arg));
+        *out = buf;
+    }
     return 0;
 }
 
@@ -83,7 +125,9 @@ int main(int argc, char **argv)
         O_SERIALS,
         O_NOEXT,
         O_WINDOW,
-        O_RTIMEOUT
+        O_RTIMEOUT,
+        O_PASSWORD_FILE,
+        O_VERSION
     };
     static const struct option opts[] = {
         { "broker", required_argument, 0, O_BROKER },
@@ -103,6 +147,8 @@ int main(int argc, char **argv)
         { "no-extend", no_argument, 0, O_NOEXT },
         { "window", required_argument, 0, O_WINDOW },
         { "result-timeout", required_argument, 0, O_RTIMEOUT },
+        { "password-file", required_argument, 0, O_PASSWORD_FILE },
+        { "version", no_argument, 0, O_VERSION },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -111,7 +157,8 @@ int main(int argc, char **argv)
     o.window = 2;
     o.result_timeout_s = 60;
     bool help = false;
-    const char *serials_csv = NULL;
+    const char *serials_csv = NULL, *password_file = NULL;
+    char *password_arg = NULL;
     uint64_t v;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -126,8 +173,14 @@ int main(int argc, char **argv)
             o.farm.user = optarg;
             break;
         case O_PASSWORD:
-            o.farm.password = optarg;
+            password_arg = optarg;
             break;
+        case O_PASSWORD_FILE:
+            password_file = optarg;
+            break;
+        case O_VERSION:
+            printf("icefarm-cli %s\n", ifm_version());
+            return CLI_OK;
         case O_CAFILE:
             o.farm.cafile = optarg;
             break;
@@ -204,6 +257,11 @@ int main(int argc, char **argv)
                cmd->help);
         return CLI_OK;
     }
+    /* The password: --password-file, ICEFARM_PASSWORD_FILE, --password (warned
+     * about), or ICEFARM_PASSWORD (which the library reads itself). */
+    char password[4096];
+    if (cli_password(password_file, password_arg, password, sizeof password, &o.farm.password))
+        return CLI_USAGE;
     o.pos = argv + optind + 1;
     o.npos = argc - optind - 1;
     /* --serials a,b,c is the same as listing them (evaluate takes files positionally). */
@@ -226,5 +284,6 @@ int main(int argc, char **argv)
     setenv("ICEFARM_LOG_LEVEL", "warn", 0);
     int rc = cmd->fn(&o);
     free(csv_copy);
+    explicit_bzero(password, sizeof password);
     return rc;
 }

@@ -1,31 +1,51 @@
 /* icefarm-ctl: a foreground daemon (systemd- and docker-friendly). */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ctl.h"
-#include "icefarm/conf.h"
+#include "icefarm/opts.h"
 #include "icefarm/log.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "Usage: icefarm-ctl [OPTIONS]\n"
-            "The icefarm reservation service: leases in LMDB, worker liveness, events.\n\n"
-            "  --broker URL        MQTT broker (mqtt://HOST:PORT)      [ICEFARM_BROKER, mqtt://127.0.0.1:1883]\n"
-            "  --data DIR          LMDB directory for leases            [ICEFARM_DATA, ./icefarm-ctl-data]\n"
-            "  --lease SECONDS     default reservation length           [ICEFARM_LEASE, 3600]\n"
-            "  --lease-max SECONDS longest reservation a client may ask [ICEFARM_LEASE_MAX, 86400]\n"
-            "  --warn-before SECONDS  'reservation ending soon' lead    [ICEFARM_WARN_BEFORE, 1200]\n"
-            "  --keepalive SECONDS MQTT keep-alive                      [ICEFARM_KEEPALIVE, 5]\n"
-            "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (no login: loopback or a\n"
-            "                      private network)                     [ICEFARM_METRICS_LISTEN, off]\n"
-            "  --user NAME --password PW --cafile FILE   broker credentials and TLS CA\n"
-            "  --config FILE       `name = value` file read after flags and environment\n"
-            "  -h, --help          this help\n");
-}
+/* icefarm-ctl's own options; the broker, metrics, config and log-level ones
+ * are the shared ones of icefarm/opts.h. */
+static const ifm_opt ctl_opts[] = {
+    { .name = "data",
+      .type = IFM_OPT_TEXT,
+      .arg = "DIR",
+      .def = "./icefarm-ctl-data",
+      .help = "LMDB directory for leases" },
+    { .name = "lease",
+      .type = IFM_OPT_INT,
+      .arg = "SECONDS",
+      .def = "3600",
+      .help = "default reservation length",
+      .min = 1,
+      .max = 365L * 86400 },
+    { .name = "lease-max",
+      .type = IFM_OPT_INT,
+      .arg = "SECONDS",
+      .def = "86400",
+      .help = "longest reservation a client may ask",
+      .min = 1,
+      .max = 365L * 86400 },
+    { .name = "warn-before",
+      .type = IFM_OPT_INT,
+      .arg = "SECONDS",
+      .def = "1200",
+      .help = "'reservation ending soon' lead",
+      .min = 0,
+      .max = 365L * 86400 },
+    { 0 },
+};
+
+static const ifm_opts_spec ctl_spec = {
+    .prog = "icefarm-ctl",
+    .about = "The icefarm reservation service: leases in LMDB, worker liveness, events.",
+    .shared = IFM_OPTS_MQTT | IFM_OPTS_METRICS,
+    .own = ctl_opts,
+};
 
 static void on_signal(ifm_loop *loop, int signo, void *arg)
 {
@@ -53,79 +73,34 @@ static void on_connect(ifm_mqtt *m, bool connected, void *arg)
     ctl_publish_available(c, true);
 }
 
-static int configure(ctl *c, int argc, char **argv, ifm_conf **confp)
+static void configure(ctl *c, const ifm_opts *o)
 {
-    enum {
-        O_BROKER = 1,
-        O_DATA,
-        O_LEASE,
-        O_LEASE_MAX,
-        O_WARN,
-        O_KEEPALIVE,
-        O_USER,
-        O_PASSWORD,
-        O_CAFILE,
-        O_METRICS,
-        O_CONFIG
-    };
-    static const struct option opts[] = {
-        { "broker", required_argument, 0, O_BROKER },
-        { "data", required_argument, 0, O_DATA },
-        { "lease", required_argument, 0, O_LEASE },
-        { "lease-max", required_argument, 0, O_LEASE_MAX },
-        { "warn-before", required_argument, 0, O_WARN },
-        { "keepalive", required_argument, 0, O_KEEPALIVE },
-        { "user", required_argument, 0, O_USER },
-        { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE },
-        { "metrics-listen", required_argument, 0, O_METRICS },
-        { "config", required_argument, 0, O_CONFIG },
-        { "help", no_argument, 0, 'h' },
-        { 0, 0, 0, 0 },
-    };
-    const char *flag[O_CONFIG + 1] = { 0 };
-    ifm_conf *conf = ifm_conf_from_args(argc, argv, opts, flag, O_CONFIG + 1, O_CONFIG, "config", usage);
-    if (!conf)
-        return -1;
-    char err[256] = "";
-    *confp = conf;
     ifm_mqtt_opts mo = { 0 };
-    const char *broker = ifm_conf_get(conf, "broker", flag[O_BROKER], "mqtt://127.0.0.1:1883");
-    mo.port = 1883;
-    if (ifm_mqtt_parse_url(broker, &mo, c->cfg.broker_host, sizeof c->cfg.broker_host)) {
-        fprintf(stderr, "icefarm-ctl: bad broker address %s\n", broker);
-        return -1;
-    }
+    ifm_opts_mqtt(o, &mo, c->cfg.broker_host, sizeof c->cfg.broker_host);
     c->cfg.broker_port = mo.port;
     c->cfg.broker_tls = mo.tls;
-    c->cfg.data_dir = ifm_conf_get(conf, "data", flag[O_DATA], "./icefarm-ctl-data");
-    c->cfg.user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
-    c->cfg.password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
-    c->cfg.cafile = ifm_conf_get(conf, "cafile", flag[O_CAFILE], NULL);
-    c->cfg.metrics_listen = ifm_conf_get(conf, "metrics-listen", flag[O_METRICS], NULL);
-    long lease, lease_max, warn, ka;
-    if (ifm_conf_get_long(conf, "lease", flag[O_LEASE], 3600, 1, 365L * 86400, &lease, err, sizeof err) ||
-        ifm_conf_get_long(conf, "lease-max", flag[O_LEASE_MAX], 86400, 1, 365L * 86400, &lease_max, err, sizeof err) ||
-        ifm_conf_get_long(conf, "warn-before", flag[O_WARN], 1200, 0, 365L * 86400, &warn, err, sizeof err) ||
-        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &ka, err, sizeof err)) {
-        fprintf(stderr, "icefarm-ctl: %s\n", err);
-        return -1;
-    }
+    c->cfg.user = mo.username;
+    c->cfg.password = mo.password;
+    c->cfg.cafile = mo.cafile;
+    c->cfg.keepalive = mo.keepalive;
+    c->cfg.data_dir = ifm_opts_get(o, "data");
+    c->cfg.metrics_listen = ifm_opts_get(o, "metrics-listen");
+    long lease = ifm_opts_long(o, "lease"), lease_max = ifm_opts_long(o, "lease-max");
     c->cfg.lease_default_s = (uint64_t)lease;
     c->cfg.lease_max_s = (uint64_t)(lease_max < lease ? lease : lease_max);
-    c->cfg.warn_before_s = (uint64_t)warn;
-    c->cfg.keepalive = (int)ka;
-    return 0;
+    c->cfg.warn_before_s = (uint64_t)ifm_opts_long(o, "warn-before");
 }
 
 int main(int argc, char **argv)
 {
     ctl c;
     memset(&c, 0, sizeof c);
-    ifm_conf *conf = NULL;
     int rc = 1;
-    if (configure(&c, argc, argv, &conf))
-        goto out;
+    ifm_opts *opts = ifm_opts_parse(&ctl_spec, argc, argv, &rc);
+    if (!opts)
+        return rc;
+    rc = 1;
+    configure(&c, opts);
     char err[256];
     c.store = ctl_store_open(c.cfg.data_dir, err, sizeof err);
     if (!c.store) {
@@ -191,6 +166,6 @@ out:
     free(c.workers);
     ctl_store_close(c.store);
     ifm_loop_free(c.loop);
-    ifm_conf_free(conf);
+    ifm_opts_free(opts);
     return rc;
 }

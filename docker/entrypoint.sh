@@ -27,19 +27,23 @@ WSS_PORT=${ICEFARM_WSS_PORT:-8884}
 export ICEFARM_BROKER=${ICEFARM_BROKER:-mqtts://$BROKER_HOST:$MQTTS_PORT}
 export ICEFARM_CAFILE=${ICEFARM_CAFILE:-$CA}
 
-# A service's password, written by `init` into $ETC/secrets/<user> (0600).
-secret() { cat "$ETC/secrets/$1"; }
+# A service's password is written by `init` into $ETC/secrets/<user> (0600, in a
+# 0700 directory) and reaches the daemon only as --password-file: never on a
+# command line, which every process on the host can read.
+secret_file() { printf '%s\n' "$ETC/secrets/$1"; }
+secret() { cat "$(secret_file "$1")"; }
 
 role_init() {
     mkdir -p "$ETC/secrets"
     chmod 755 "$ETC"
     chmod 700 "$ETC/secrets"
     "$SHARE/secure/make-certs.sh" "$CERTS" --host "$BROKER_HOST" ${ICEFARM_CERT_HOSTS:-} >/dev/null
-    local pair user role
+    local pair user role pw
     for pair in "ctl:control" "http:gateway" "health:dashboard" "${ICEFARM_WORKER_NAME:-worker}:worker" ${ICEFARM_USERS:-}; do
         user=${pair%%:*} role=${pair#*:}
         [[ -s $ETC/secrets/$user ]] && continue
-        "$SHARE/secure/add-user.sh" "$ETC" "$user" "$role" --generate 2>/dev/null | tail -n 1 >"$ETC/secrets/$user"
+        pw=$("$SHARE/secure/add-user.sh" "$ETC" "$user" "$role" --generate 2>/dev/null | tail -n 1)
+        (umask 077 && printf '%s\n' "$pw" >"$ETC/secrets/$user")
         chmod 600 "$ETC/secrets/$user"
         echo "user: $user ($role) password in $ETC/secrets/$user"
     done
@@ -77,11 +81,11 @@ role_broker() {
 }
 
 role_ctl() {
-    exec "$BIN/icefarm-ctl" --user ctl --password "$(secret ctl)" --data "${ICEFARM_DATA:-/var/lib/icefarm}" "$@"
+    exec "$BIN/icefarm-ctl" --user ctl --password-file "$(secret_file ctl)" --data "${ICEFARM_DATA:-/var/lib/icefarm}" "$@"
 }
 
 role_http() {
-    exec "$BIN/icefarm-http" --user http --password "$(secret http)" --listen "${ICEFARM_HTTP_LISTEN:-0.0.0.0:8080}" "$@"
+    exec "$BIN/icefarm-http" --user http --password-file "$(secret_file http)" --listen "${ICEFARM_HTTP_LISTEN:-0.0.0.0:8080}" "$@"
 }
 
 # Simulated boards need no firmware images: drop the paths compose sets when those
@@ -118,7 +122,7 @@ worker_firmware() {
 role_worker() {
     local name=${ICEFARM_WORKER_NAME:-worker}
     worker_firmware
-    exec "$BIN/icefarm-wrk" --name "$name" --user "$name" --password "$(secret "$name")" "$@"
+    exec "$BIN/icefarm-wrk" --name "$name" --user "$name" --password-file "$(secret_file "$name")" "$@"
 }
 
 role=${1:-ctl}

@@ -1,6 +1,5 @@
 /* icefarm-wrk: a foreground daemon that owns the boards of one host. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +7,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
-#include "icefarm/conf.h"
+#include "icefarm/opts.h"
 #include "icefarm/log.h"
 #include "icefarm/tcp.h"
 #include "metrics.h"
@@ -17,45 +16,71 @@
 #include "usbip.h"
 #include "worker.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "Usage: icefarm-wrk [OPTIONS]\n"
-            "Owns the pico2-ice boards of this host and serves them over MQTT.\n\n"
-            "  --broker URL       MQTT broker                         [ICEFARM_BROKER, mqtt://127.0.0.1:1883]\n"
-            "  --name ID          worker name, unique in the farm     [ICEFARM_WORKER_NAME, hostname]\n"
-            "  --kinds LIST       kinds offered: pulsecount, variance, usbip [ICEFARM_KINDS, pulsecount,variance]\n"
-            "  --default UF2      default firmware image              [ICEFARM_DEFAULT]\n"
-            "  --pulse-count UF2  pulse-count firmware image          [ICEFARM_PULSE_COUNT]\n"
-            "  --variance UF2     variance firmware image             [ICEFARM_VARIANCE]\n"
-            "  --sim N            N simulated boards instead of USB   [ICEFARM_SIM]\n"
-            "  --sim-seed S       serials of simulated boards derive from S (default: the name)\n"
-            "  --sim-window-ms MS simulated pulse-count window        [1000]\n"
-            "  --sim-flash-ms MS  simulated flashing time             [300]\n"
-            "  --flash-timeout-ms, --test-timeout-ms, --ready-timeout-ms, --eval-timeout-ms MS\n"
-            "                     per-state timeouts                  [30000, 5000, 10000, 15000]\n"
-            "  --attempts N       tries per bitstream before it fails [3]\n"
-            "  --keepalive S      MQTT keep-alive; death is noticed within 1.5x [5]\n"
-            "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (no login: loopback or a\n"
-            "                      private network)                       [ICEFARM_METRICS_LISTEN, off]\n"
-            "  --usbip-listen [HOST][:PORT]  serve kind usbip's USB/IP exports there (port 3240 by default;\n"
-            "                     the busid token travels in clear: trusted networks only, else the\n"
-            "                     broker tunnel)                          [ICEFARM_USBIP_LISTEN, off]\n"
-            "  --usbip-host HOST  the host name clients are told to attach to [ICEFARM_USBIP_HOST, this host]\n"
-            "  --user U --password P --cafile FILE   broker credentials and TLS CA\n"
-            "  --config FILE      `name = value` file read after flags and environment\n"
-            "  -h, --help\n"
-            "Without --sim the worker drives real boards over libusb and needs the firmware images.\n");
-}
+#define MS(n, d, lo, hi, h)                                                                                            \
+    {                                                                                                                  \
+        .name = n, .type = IFM_OPT_INT, .arg = "MS", .def = d, .help = h, .min = lo, .max = hi                         \
+    }
+
+/* icefarm-wrk's own options; the broker, metrics, config and log-level ones are
+ * the shared ones of icefarm/opts.h. */
+static const ifm_opt wrk_opts[] = {
+    { .name = "name",
+      .type = IFM_OPT_TEXT,
+      .arg = "ID",
+      .help = "worker name, unique in the farm (default: the host name)",
+      .env = "ICEFARM_WORKER_NAME" },
+    { .name = "kinds",
+      .type = IFM_OPT_TEXT,
+      .arg = "LIST",
+      .def = "pulsecount,variance",
+      .help = "kinds offered: pulsecount, variance, usbip" },
+    { .name = "default", .type = IFM_OPT_TEXT, .arg = "UF2", .help = "default firmware image" },
+    { .name = "pulse-count", .type = IFM_OPT_TEXT, .arg = "UF2", .help = "pulse-count firmware image" },
+    { .name = "variance", .type = IFM_OPT_TEXT, .arg = "UF2", .help = "variance firmware image" },
+    { .name = "sim",
+      .type = IFM_OPT_INT,
+      .arg = "N",
+      .help = "N simulated boards instead of USB",
+      .min = 0,
+      .max = 100000 },
+    { .name = "sim-seed",
+      .type = IFM_OPT_TEXT,
+      .arg = "S",
+      .help = "serials of simulated boards derive from S (default: the name)" },
+    MS("sim-window-ms", "1000", 1, 600000, "simulated pulse-count window"),
+    MS("sim-flash-ms", "300", 0, 600000, "simulated flashing time"),
+    MS("flash-timeout-ms", "30000", 100, 3600000, "longest flash of a board"),
+    MS("test-timeout-ms", "5000", 100, 600000, "longest self-test after a flash"),
+    MS("ready-timeout-ms", "10000", 100, 600000, "longest wait for a flashed board to come back"),
+    MS("eval-timeout-ms", "15000", 100, 3600000, "longest evaluation of one bitstream"),
+    { .name = "usbip-host",
+      .type = IFM_OPT_TEXT,
+      .arg = "HOST",
+      .help = "the host name USB/IP clients are told to attach to (default: the --usbip-listen host, else this "
+              "host's name)" },
+    { .name = "attempts",
+      .type = IFM_OPT_INT,
+      .arg = "N",
+      .def = "3",
+      .help = "tries per bitstream before it fails",
+      .min = 1,
+      .max = 100 },
+    { 0 },
+};
+
+static const ifm_opts_spec wrk_spec = {
+    .prog = "icefarm-wrk",
+    .about = "Owns the pico2-ice boards of this host and serves them over MQTT.",
+    .notes = "Without --sim the worker drives real boards over libusb and needs the firmware images.",
+    .shared = IFM_OPTS_MQTT | IFM_OPTS_METRICS | IFM_OPTS_USBIP,
+    .own = wrk_opts,
+};
 
 typedef struct {
     wrk_ctx w;
-    ifm_conf *conf;
+    ifm_opts *opts;
+    ifm_mqtt_opts mo;
     char host[256];
-    int port;
-    bool tls;
-    long keepalive;
-    const char *user, *password, *cafile;
     sim_options sim;
     long nsim;
     const char *sim_seed;
@@ -108,84 +133,20 @@ static int load_image(wrk_main *m, int kind, const char *path)
     return 0;
 }
 
-static int configure(wrk_main *m, int argc, char **argv)
+static int configure(wrk_main *m)
 {
-    enum {
-        O_BROKER = 1,
-        O_NAME,
-        O_KINDS,
-        O_DEFAULT,
-        O_PULSE,
-        O_VARIANCE,
-        O_SIM,
-        O_SEED,
-        O_WINDOW,
-        O_SIMFLASH,
-        O_FLASH_TO,
-        O_TEST_TO,
-        O_READY_TO,
-        O_EVAL_TO,
-        O_ATTEMPTS,
-        O_KEEPALIVE,
-        O_USER,
-        O_PASSWORD,
-        O_CAFILE,
-        O_METRICS,
-        O_USBIP_LISTEN,
-        O_USBIP_HOST,
-        O_CONFIG,
-        O_N
-    };
-    static const struct option opts[] = {
-        { "broker", 1, 0, O_BROKER },
-        { "name", 1, 0, O_NAME },
-        { "kinds", 1, 0, O_KINDS },
-        { "default", 1, 0, O_DEFAULT },
-        { "pulse-count", 1, 0, O_PULSE },
-        { "variance", 1, 0, O_VARIANCE },
-        { "sim", 1, 0, O_SIM },
-        { "sim-seed", 1, 0, O_SEED },
-        { "sim-window-ms", 1, 0, O_WINDOW },
-        { "sim-flash-ms", 1, 0, O_SIMFLASH },
-        { "flash-timeout-ms", 1, 0, O_FLASH_TO },
-        { "test-timeout-ms", 1, 0, O_TEST_TO },
-        { "ready-timeout-ms", 1, 0, O_READY_TO },
-        { "eval-timeout-ms", 1, 0, O_EVAL_TO },
-        { "attempts", 1, 0, O_ATTEMPTS },
-        { "keepalive", 1, 0, O_KEEPALIVE },
-        { "user", 1, 0, O_USER },
-        { "password", 1, 0, O_PASSWORD },
-        { "cafile", 1, 0, O_CAFILE },
-        { "metrics-listen", 1, 0, O_METRICS },
-        { "usbip-listen", 1, 0, O_USBIP_LISTEN },
-        { "usbip-host", 1, 0, O_USBIP_HOST },
-        { "config", 1, 0, O_CONFIG },
-        { "help", 0, 0, 'h' },
-        { 0, 0, 0, 0 },
-    };
-    const char *flag[O_N] = { 0 };
-    m->conf = ifm_conf_from_args(argc, argv, opts, flag, O_N, O_CONFIG, "worker-config", usage);
-    if (!m->conf)
-        return -1;
-    char err[256] = "";
-    ifm_conf *c = m->conf;
-    ifm_mqtt_opts mo = { .port = 1883 };
-    const char *broker = ifm_conf_get(c, "broker", flag[O_BROKER], "mqtt://127.0.0.1:1883");
-    if (ifm_mqtt_parse_url(broker, &mo, m->host, sizeof m->host)) {
-        fprintf(stderr, "icefarm-wrk: bad broker address %s\n", broker);
-        return -1;
-    }
-    m->port = mo.port;
-    m->tls = mo.tls;
+    const ifm_opts *o = m->opts;
+    ifm_opts_mqtt(o, &m->mo, m->host, sizeof m->host);
     char hostname[64] = "worker";
     gethostname(hostname, sizeof hostname - 1);
-    const char *name = ifm_conf_get(c, "worker-name", flag[O_NAME], hostname);
-    if (!ifm_name_valid(name, IFM_NAME_MAX)) {
-        fprintf(stderr, "icefarm-wrk: invalid worker name \"%s\"\n", name);
+    const char *name = ifm_opts_isset(o, "name") ? ifm_opts_get(o, "name") : hostname;
+    const char *bad = ifm_name_problem(name, IFM_NAME_MAX);
+    if (bad) {
+        fprintf(stderr, "icefarm-wrk: invalid worker name \"%s\": it %s\n", name, bad);
         return -1;
     }
     snprintf(m->w.id, sizeof m->w.id, "%s", name);
-    const char *kinds = ifm_conf_get(c, "kinds", flag[O_KINDS], "pulsecount,variance");
+    const char *kinds = ifm_opts_get(o, "kinds");
     char kbuf[256];
     snprintf(kbuf, sizeof kbuf, "%s", kinds);
     for (char *save, *t = strtok_r(kbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -201,7 +162,7 @@ static int configure(wrk_main *m, int argc, char **argv)
         m->w.offers[k] = true;
     }
     /* kind usbip: on with --usbip-listen (or "usbip" in --kinds: every address, port 3240) */
-    const char *ul = ifm_conf_get(c, "usbip-listen", flag[O_USBIP_LISTEN], NULL);
+    const char *ul = ifm_opts_get(o, "usbip-listen");
     if (ul || m->usbip) {
         m->usbip = true;
         snprintf(m->usbip_lport, sizeof m->usbip_lport, "3240");
@@ -220,53 +181,30 @@ static int configure(wrk_main *m, int argc, char **argv)
                 strcmp(m->usbip_lhost, "*")
             ? m->usbip_lhost
             : hostname;
-        snprintf(m->w.usbip_host, sizeof m->w.usbip_host, "%s", ifm_conf_get(c, "usbip-host", flag[O_USBIP_HOST], adv));
+        snprintf(m->w.usbip_host, sizeof m->w.usbip_host, "%s",
+                 ifm_opts_isset(o, "usbip-host") ? ifm_opts_get(o, "usbip-host") : adv);
     }
-    long v;
     wrk_timeouts *to = &m->w.to;
-    struct {
-        const char *name;
-        int flag;
-        long def, min, max;
-        uint64_t *out;
-    } ms[] = {
-        { "flash-timeout-ms", O_FLASH_TO, 30000, 100, 3600000, &to->flash_ms },
-        { "test-timeout-ms", O_TEST_TO, 5000, 100, 600000, &to->test_ms },
-        { "ready-timeout-ms", O_READY_TO, 10000, 100, 600000, &to->ready_ms },
-        { "eval-timeout-ms", O_EVAL_TO, 15000, 100, 3600000, &to->eval_ms },
-    };
-    for (size_t i = 0; i < sizeof ms / sizeof *ms; i++) {
-        if (ifm_conf_get_long(c, ms[i].name, flag[ms[i].flag], ms[i].def, ms[i].min, ms[i].max, &v, err, sizeof err))
-            goto bad;
-        *ms[i].out = (uint64_t)v;
-    }
+    to->flash_ms = (uint64_t)ifm_opts_long(o, "flash-timeout-ms");
+    to->test_ms = (uint64_t)ifm_opts_long(o, "test-timeout-ms");
+    to->ready_ms = (uint64_t)ifm_opts_long(o, "ready-timeout-ms");
+    to->eval_ms = (uint64_t)ifm_opts_long(o, "eval-timeout-ms");
     to->retry_min_ms = 5000;
     to->retry_max_ms = 300000;
-    if (ifm_conf_get_long(c, "attempts", flag[O_ATTEMPTS], 3, 1, 100, &v, err, sizeof err))
-        goto bad;
-    to->max_attempts = (int)v;
-    if (ifm_conf_get_long(c, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &m->keepalive, err, sizeof err) ||
-        ifm_conf_get_long(c, "sim", flag[O_SIM], 0, 0, 100000, &m->nsim, err, sizeof err))
-        goto bad;
-    m->w.sim = m->nsim > 0 || (flag[O_SIM] && strcmp(flag[O_SIM], "0") == 0);
+    to->max_attempts = (int)ifm_opts_long(o, "attempts");
+    m->nsim = ifm_opts_long(o, "sim");
+    m->w.sim = ifm_opts_isset(o, "sim");
     sim_options_default(&m->sim);
     m->sim.boards = (unsigned)m->nsim;
-    if (ifm_conf_get_long(c, "sim-window-ms", flag[O_WINDOW], m->sim.count_window_ms, 1, 600000, &v, err, sizeof err))
-        goto bad;
-    m->sim.count_window_ms = (uint32_t)v;
-    if (ifm_conf_get_long(c, "sim-flash-ms", flag[O_SIMFLASH], m->sim.flash_ms, 0, 600000, &v, err, sizeof err))
-        goto bad;
-    m->sim.flash_ms = (uint32_t)v;
-    m->sim_seed = ifm_conf_get(c, "sim-seed", flag[O_SEED], m->w.id);
+    m->sim.count_window_ms = (uint32_t)ifm_opts_long(o, "sim-window-ms");
+    m->sim.flash_ms = (uint32_t)ifm_opts_long(o, "sim-flash-ms");
+    m->sim_seed = ifm_opts_isset(o, "sim-seed") ? ifm_opts_get(o, "sim-seed") : m->w.id;
     m->sim.seed = m->sim_seed;
-    m->user = ifm_conf_get(c, "user", flag[O_USER], NULL);
-    m->password = ifm_conf_get(c, "password", flag[O_PASSWORD], NULL);
-    m->cafile = ifm_conf_get(c, "cafile", flag[O_CAFILE], NULL);
-    m->metrics_listen = ifm_conf_get(c, "metrics-listen", flag[O_METRICS], NULL);
+    m->metrics_listen = ifm_opts_get(o, "metrics-listen");
     const char *paths[FW_COUNT] = {
-        ifm_conf_get(c, "default", flag[O_DEFAULT], NULL),
-        ifm_conf_get(c, "pulse-count", flag[O_PULSE], NULL),
-        ifm_conf_get(c, "variance", flag[O_VARIANCE], NULL),
+        ifm_opts_get(o, "default"),
+        ifm_opts_get(o, "pulse-count"),
+        ifm_opts_get(o, "variance"),
     };
     static const char *const env[FW_COUNT] = { "ICEFARM_DEFAULT", "ICEFARM_PULSE_COUNT", "ICEFARM_VARIANCE" };
     for (int k = 0; k < FW_COUNT; k++) {
@@ -282,9 +220,6 @@ static int configure(wrk_main *m, int argc, char **argv)
         }
     }
     return 0;
-bad:
-    fprintf(stderr, "icefarm-wrk: %s\n", err);
-    return -1;
 }
 
 int main(int argc, char **argv)
@@ -293,21 +228,15 @@ int main(int argc, char **argv)
     memset(&m, 0, sizeof m);
     wrk_ctx *w = &m.w;
     int rc = 1;
-    if (configure(&m, argc, argv))
+    m.opts = ifm_opts_parse(&wrk_spec, argc, argv, &rc);
+    if (!m.opts)
+        return rc;
+    rc = 1;
+    if (configure(&m))
         goto out;
     w->loop = ifm_loop_new();
     w->epoch = ifm_wall_ms();
-    ifm_mqtt_opts mo = {
-        .host = m.host,
-        .port = m.port,
-        .tls = m.tls,
-        .client_id = NULL,
-        .name = NULL,
-        .username = m.user,
-        .password = m.password,
-        .cafile = m.cafile,
-        .keepalive = (int)m.keepalive,
-    };
+    ifm_mqtt_opts mo = m.mo;
     char client_id[IFM_NAME_MAX + 8];
     snprintf(client_id, sizeof client_id, "wrk-%s", w->id);
     mo.client_id = client_id;
@@ -340,8 +269,9 @@ int main(int argc, char **argv)
     int sigs[] = { SIGINT, SIGTERM };
     ifm_loop_signals(w->loop, sigs, 2, on_signal, w);
     signal(SIGPIPE, SIG_IGN);
-    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.port, w->t->ops->name,
-             w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)", (unsigned long long)w->epoch);
+    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.mo.port,
+             w->t->ops->name, w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)",
+             (unsigned long long)w->epoch);
     ifm_mqtt_start(w->mqtt);
     if (wrk_start(w)) {
         IFM_ERROR("cannot start the %s backend", w->t->ops->name);
@@ -365,6 +295,6 @@ out:
     for (int k = 0; k < FW_COUNT; k++)
         free(w->fw[k].data);
     ifm_loop_free(w->loop);
-    ifm_conf_free(m.conf);
+    ifm_opts_free(m.opts);
     return rc;
 }

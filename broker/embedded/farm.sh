@@ -10,7 +10,9 @@
 #   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
 #   FARM_SECURE=1 before farm_start: TLS, passwords and the ACL plugin (see
 #   farm_secure_setup); FARM_USERS then lists "name password" of the demo users
-#   (alice and bob: clients; oscar: an operator, who may reboot and delete any board).
+#   (alice and bob: clients; oscar: an operator, who may reboot and delete any board),
+#   and FARM_SECRETS is the 0700 directory of every user's password file (0600):
+#   pass passwords as --password-file "$FARM_SECRETS/alice", never on a command line.
 #   FARM_PORT=N before farm_start: the broker's MQTT port (default: a free one).
 # After farm_start: FARM_BROKER (mqtt://127.0.0.1:PORT), FARM_WS (ws://...), FARM_DIR;
 # after farm_start_http: FARM_HTTP (http://HOST:PORT).
@@ -66,16 +68,28 @@ farm_secure_setup() {
     mkdir -p "$dir/etc"
     local worker=${FARM_WORKER:-sim-worker} pw
     new_user() { "$sec/add-user.sh" "$dir/etc" "$1" "$2" --generate 2>/dev/null | tail -n 1; }
-    local ca="$dir/certs/ca.crt"
-    pw=$(new_user ctl control) && FARM_CTL_AUTH=(--user ctl --password "$pw" --cafile "$ca")
-    pw=$(new_user "$worker" worker) && FARM_WRK_AUTH=(--user "$worker" --password "$pw" --cafile "$ca")
-    pw=$(new_user http gateway) && FARM_HTTP_AUTH=(--user http --password "$pw" --cafile "$ca")
+    # Passwords reach the daemons and the CLI only through files (mode 0600 in a
+    # 0700 directory), never through argv, which every local user can read.
+    mkdir -p "$dir/secrets"
+    chmod 700 "$dir/secrets"
+    save_secret() { (umask 077 && printf '%s\n' "$2" >"$dir/secrets/$1"); }
+    local ca="$dir/certs/ca.crt" u
+    for u in "ctl control" "$worker worker" "http gateway"; do
+        pw=$(new_user "${u%% *}" "${u#* }") && save_secret "${u%% *}" "$pw"
+    done
+    FARM_CTL_AUTH=(--user ctl --password-file "$dir/secrets/ctl" --cafile "$ca")
+    FARM_WRK_AUTH=(--user "$worker" --password-file "$dir/secrets/$worker" --cafile "$ca")
+    FARM_HTTP_AUTH=(--user http --password-file "$dir/secrets/http" --cafile "$ca")
     local alice bob oscar
     alice=$(new_user alice client)
     bob=$(new_user bob client)
     oscar=$(new_user oscar operator)
+    save_secret alice "$alice"
+    save_secret bob "$bob"
+    save_secret oscar "$oscar"
     FARM_USERS=("alice $alice" "bob $bob" "oscar $oscar")
-    FARM_CLI_AUTH=(--user alice --password "$alice" --cafile "$ca")
+    FARM_CLI_AUTH=(--user alice --password-file "$dir/secrets/alice" --cafile "$ca")
+    FARM_SECRETS=$dir/secrets
     FARM_CA=$ca
     sed -e "s,@HOST@,127.0.0.1," -e "s,@MQTTS_PORT@,$port," -e "s,@WSS_PORT@,$ws," -e "s,@CERTS@,$dir/certs," \
         -e "s,@ETC@,$dir/etc," -e "s,@PLUGIN@,$FARM_BIN/broker/plugin/icefarm_acl.so," \

@@ -1,33 +1,57 @@
 /* icefarm-http: a foreground daemon (systemd- and docker-friendly). */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "http.h"
-#include "icefarm/conf.h"
+#include "icefarm/opts.h"
 #include "icefarm/log.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "Usage: icefarm-http [OPTIONS]\n"
-            "The HTTP shim: the documented /reserve API, an event stream and a status page,\n"
-            "translated to MQTT requests to icefarm-ctl.\n\n"
-            "  --broker URL        MQTT broker (mqtt://HOST:PORT)      [ICEFARM_BROKER, mqtt://127.0.0.1:1883]\n"
-            "  --listen HOST:PORT  HTTP address (:PORT = all interfaces) [ICEFARM_LISTEN, 127.0.0.1:8080]\n"
-            "  --timeout-ms MS     how long to wait for control          [ICEFARM_TIMEOUT_MS, 5000]\n"
-            "  --keepalive SECONDS MQTT keep-alive                       [ICEFARM_KEEPALIVE, 5]\n"
-            "  --user NAME --password PW --cafile FILE   broker credentials and TLS CA\n"
-            "  --auth MODE         none: callers act under the \"name\" they give; broker: callers\n"
-            "                      log in (Basic or Bearer), checked against the broker\n"
-            "                                              [ICEFARM_AUTH, broker with --user, else none]\n"
-            "  --token-ttl SECONDS how long a token from POST /token is valid [ICEFARM_TOKEN_TTL, 3600]\n"
-            "  --auth-cache SECONDS how long a checked password is trusted  [ICEFARM_AUTH_CACHE, 60]\n"
-            "  --config FILE       `name = value` file read after flags and environment\n"
-            "  -h, --help          this help\n");
-}
+/* icefarm-http's own options; the broker, config and log-level ones are the
+ * shared ones of icefarm/opts.h. */
+static const ifm_opt http_opts[] = {
+    { .name = "listen",
+      .type = IFM_OPT_HOSTPORT,
+      .arg = "HOST:PORT",
+      .def = "127.0.0.1:8080",
+      .help = "HTTP address (:PORT = all interfaces)" },
+    { .name = "timeout-ms",
+      .type = IFM_OPT_INT,
+      .arg = "MS",
+      .def = "5000",
+      .help = "how long to wait for control",
+      .min = 1,
+      .max = 3600L * 1000 },
+    { .name = "auth",
+      .type = IFM_OPT_TEXT,
+      .arg = "MODE",
+      .help = "none: callers act under the \"name\" they give; broker: callers log in (Basic or Bearer), "
+              "checked against the broker (default: broker with --user, else none)" },
+    { .name = "token-ttl",
+      .type = IFM_OPT_INT,
+      .arg = "SECONDS",
+      .def = "3600",
+      .help = "how long a token from POST /token is valid",
+      .min = 10,
+      .max = 30L * 86400 },
+    { .name = "auth-cache",
+      .type = IFM_OPT_INT,
+      .arg = "SECONDS",
+      .def = "60",
+      .help = "how long a checked password is trusted",
+      .min = 0,
+      .max = 3600 },
+    { 0 },
+};
+
+static const ifm_opts_spec http_spec = {
+    .prog = "icefarm-http",
+    .about = "The HTTP shim: the documented /reserve API, an event stream and a status page,\n"
+             "translated to MQTT requests to icefarm-ctl.",
+    .shared = IFM_OPTS_MQTT,
+    .own = http_opts,
+};
 
 typedef struct {
     const char *listen, *user, *password, *cafile;
@@ -40,69 +64,25 @@ static void on_signal(ifm_loop *loop, int signo, void *arg)
     ifm_loop_stop(loop);
 }
 
-static int configure(http_srv *s, http_cfg *cfg, int argc, char **argv, ifm_conf **confp)
+static int configure(http_srv *s, http_cfg *cfg, const ifm_opts *o)
 {
-    enum {
-        O_BROKER = 1,
-        O_LISTEN,
-        O_TIMEOUT,
-        O_KEEPALIVE,
-        O_USER,
-        O_PASSWORD,
-        O_CAFILE,
-        O_AUTH,
-        O_TOKEN_TTL,
-        O_AUTH_CACHE,
-        O_CONFIG
-    };
-    static const struct option opts[] = {
-        { "broker", required_argument, 0, O_BROKER },
-        { "listen", required_argument, 0, O_LISTEN },
-        { "timeout-ms", required_argument, 0, O_TIMEOUT },
-        { "keepalive", required_argument, 0, O_KEEPALIVE },
-        { "user", required_argument, 0, O_USER },
-        { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE },
-        { "auth", required_argument, 0, O_AUTH },
-        { "token-ttl", required_argument, 0, O_TOKEN_TTL },
-        { "auth-cache", required_argument, 0, O_AUTH_CACHE },
-        { "config", required_argument, 0, O_CONFIG },
-        { "help", no_argument, 0, 'h' },
-        { 0, 0, 0, 0 },
-    };
-    const char *flag[O_CONFIG + 1] = { 0 };
-    ifm_conf *conf = ifm_conf_from_args(argc, argv, opts, flag, O_CONFIG + 1, O_CONFIG, "config", usage);
-    if (!conf)
-        return -1;
-    char err[256] = "";
-    *confp = conf;
     ifm_mqtt_opts mo = { 0 };
-    mo.port = 1883;
-    const char *broker = ifm_conf_get(conf, "broker", flag[O_BROKER], "mqtt://127.0.0.1:1883");
-    if (ifm_mqtt_parse_url(broker, &mo, s->broker_host, sizeof s->broker_host)) {
-        fprintf(stderr, "icefarm-http: bad broker address %s\n", broker);
-        return -1;
-    }
+    ifm_opts_mqtt(o, &mo, s->broker_host, sizeof s->broker_host);
     s->broker_port = mo.port;
     s->broker_tls = mo.tls;
-    cfg->listen = ifm_conf_get(conf, "listen", flag[O_LISTEN], "127.0.0.1:8080");
-    cfg->user = ifm_conf_get(conf, "user", flag[O_USER], NULL);
-    cfg->password = ifm_conf_get(conf, "password", flag[O_PASSWORD], NULL);
-    cfg->cafile = ifm_conf_get(conf, "cafile", flag[O_CAFILE], NULL);
-    long timeout, ttl, cache;
-    if (ifm_conf_get_long(conf, "timeout-ms", flag[O_TIMEOUT], 5000, 1, 3600L * 1000, &timeout, err, sizeof err) ||
-        ifm_conf_get_long(conf, "keepalive", flag[O_KEEPALIVE], 5, 5, 3600, &cfg->keepalive, err, sizeof err) ||
-        ifm_conf_get_long(conf, "token-ttl", flag[O_TOKEN_TTL], 3600, 10, 30L * 86400, &ttl, err, sizeof err) ||
-        ifm_conf_get_long(conf, "auth-cache", flag[O_AUTH_CACHE], 60, 0, 3600, &cache, err, sizeof err)) {
-        fprintf(stderr, "icefarm-http: %s\n", err);
-        return -1;
-    }
+    cfg->listen = ifm_opts_get(o, "listen");
+    cfg->user = mo.username;
+    cfg->password = mo.password;
+    cfg->cafile = mo.cafile;
+    cfg->keepalive = mo.keepalive;
+    long timeout = ifm_opts_long(o, "timeout-ms"), ttl = ifm_opts_long(o, "token-ttl"),
+         cache = ifm_opts_long(o, "auth-cache");
     s->timeout_ms = (uint64_t)timeout;
     s->token_ttl_ms = (uint64_t)ttl * 1000;
     s->auth_cache_ms = (uint64_t)cache * 1000;
     /* Without a broker login of its own the shim is on an anonymous broker,
      * which cannot check anybody's password: the demo's "name" rules there. */
-    const char *auth = ifm_conf_get(conf, "auth", flag[O_AUTH], cfg->user ? "broker" : "none");
+    const char *auth = ifm_opts_isset(o, "auth") ? ifm_opts_get(o, "auth") : cfg->user ? "broker" : "none";
     if (strcmp(auth, "none") == 0) {
         s->auth_mode = AUTH_NONE;
     } else if (strcmp(auth, "broker") == 0) {
@@ -122,10 +102,15 @@ int main(int argc, char **argv)
     memset(&s, 0, sizeof s);
     s.epfd = -1;
     http_cfg cfg = { 0 };
-    ifm_conf *conf = NULL;
     int rc = 1;
-    if (configure(&s, &cfg, argc, argv, &conf))
-        goto out;
+    ifm_opts *opts = ifm_opts_parse(&http_spec, argc, argv, &rc);
+    if (!opts)
+        return rc;
+    rc = 1;
+    if (configure(&s, &cfg, opts)) {
+        ifm_opts_free(opts);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
     s.loop = ifm_loop_new();
     if (!s.loop)
@@ -198,6 +183,6 @@ out:
     events_free(&s);
     http_metrics_free(&s);
     ifm_loop_free(s.loop);
-    ifm_conf_free(conf);
+    ifm_opts_free(opts);
     return rc;
 }

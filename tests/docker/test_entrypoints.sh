@@ -65,7 +65,7 @@ ICEFARM_SIM=4 ICEFARM_DEFAULT=$T/absent/default_firmware.uf2 ICEFARM_PULSE_COUNT
 CHECK="worker becomes healthy"; check healthy worker
 
 cli=("$T/prefix/bin/icefarm-cli" --broker "mqtts://localhost:$ICEFARM_MQTTS_PORT" --cafile "$T/etc/certs/ca.crt"
-     --user alice --password "$(cat "$T/etc/secrets/alice")")
+     --user alice --password-file "$T/etc/secrets/alice")
 n=0
 for _ in $(seq 1 100); do
     n=$("${cli[@]}" --json available 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["amount"])' 2>/dev/null || echo 0)
