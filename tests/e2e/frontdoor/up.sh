@@ -37,7 +37,9 @@ if [[ -n $SECURE ]]; then
     ALICE_PW=$(sed -n 's/^user: alice //p' "$FD_OUT")
     check "it prints the CA file ($CA)" test -s "$CA"
     check "it prints alice's password" test -n "$ALICE_PW"
-    cli+=(--cafile "$CA" --user alice --password "$ALICE_PW")
+    # as a careful user would: the password in a 0600 file, not on the command line
+    (umask 077 && printf '%s\n' "$ALICE_PW" >"$RUN/alice.pw")
+    cli+=(--cafile "$CA" --user alice --password-file "$RUN/alice.pw")
     curl_auth=(-u "alice:$ALICE_PW")
 fi
 
