@@ -222,7 +222,7 @@ check "... which ends bob's lease" wait_until 30 no_lease_on "$B1"
 cli_as() { # USER ARGS...
     local u=$1
     shift
-    "$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user "$u" --password "${PW[$u]}" \
+    "$FARM_BIN/cli/icefarm-cli" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user "$u" --password-file "$FARM_SECRETS/$u" \
         --name "$u" --timeout 20 --json "$@" >"$RUN/cli.out" 2>>"$RUN/cli.log"
 }
 check "secured: the operator reboots alice's board with icefarm-cli over MQTT" cli_as oscar reboot "$A1"
