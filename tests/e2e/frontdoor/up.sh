@@ -69,6 +69,40 @@ check "  ... and evaluate printed a count per bitstream" \
     test "$(grep -c ' pulses$' "$RUN/paste.out")" -eq "$(find "$BITS" -name '*.bin' | wc -l)"
 check "  ... and curl printed the available boards" grep -q '"amount"' "$RUN/paste.out"
 
+# README.md's block for a second terminal, line by line as written, from the checkout
+# (build/ is this test's build directory; the streaming commands run for 3 s).
+# (A person types slower than this: wait for the boards the pasted evaluate used.)
+all_available() {
+    local out
+    out=$("${cli[@]}" --json available 2>/dev/null || true)
+    amount_is "$out" "$BOARDS"
+}
+if [[ -z $SECURE ]]; then
+    wait_until 60 all_available || true
+    awk '/^`\.\/icefarm up \[--boards N\]/ { f = 1 } f && /^```sh/ { g = 1; next } g && /^```/ { exit } g' "$ROOT/README.md" |
+        sed -E -e 's/ {2,}# .*$//' -e "s|^build/|$BUILD/|" >"$RUN/readme.lines"
+    {
+        echo "set -eo pipefail"
+        while IFS= read -r line; do
+            printf 'echo %q\n' "## $line"
+            if [[ $line == *" watch"* || $line == *"curl -sN"* ]]; then
+                printf 'rc=0; timeout 3 %s || rc=$?; [[ $rc == 124 ]]\n' "$line"
+            else
+                printf '%s\n' "$line"
+            fi
+        done <"$RUN/readme.lines"
+    } >"$RUN/readme.sh"
+    rc=0
+    (cd "$ROOT" && env -u ICEFARM_BROKER bash "$RUN/readme.sh") >"$RUN/readme.out" 2>&1 || rc=$?
+    check "README.md's $(wc -l <"$RUN/readme.lines") commands for a second terminal run as written (rc=$rc)" test "$rc" = 0
+    ((rc == 0)) || tail -n 5 "$RUN/readme.out" | sed 's/^/#   /'
+    curl_reserve() { awk '/^## curl -s -d/ { f = 1; next } /^## / { f = 0 } f' "$RUN/readme.out" | grep -q '"serial"'; }
+    check "  ... the README's curl reserve got a board" curl_reserve
+    # Free what the README's reserve commands hold, for the checks below.
+    "${cli[@]}" --json end-all >/dev/null 2>&1 || true
+    "$BUILD/cli/icefarm-cli" --broker "$BROKER" --name me --json end-all >/dev/null 2>&1 || true
+fi
+
 # ./icefarm env: the same farm for a second shell, in a private file.
 envf=$ICEFARM_ENV_FILE
 check "the env file is private (mode 600)" test "$(stat -c %a "$envf" 2>/dev/null)" = 600
