@@ -118,3 +118,7 @@ for engine in bench_eval bench_eval_raw; do
     printf '%-34s %-12s %s\n' "$name" "$c_evals_per_s" "$c_overhead_ms"
     farm_stop
 done
+
+echo
+echo "== USB/IP: a 64-byte bulk OUT then IN (URB round trip) and CDC throughput, one simulated board =="
+"$FARM_BIN/tests/bench/bench_usbip" "${ICEFARM_BENCH_URBS:-2000}" 8

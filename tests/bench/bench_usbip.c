@@ -1,0 +1,227 @@
+/* USB/IP benchmark: the URB round trip (64-byte bulk OUT, then a bulk IN that
+ * reads it back, on CDC1's loopback of a simulated pico-ice board) and CDC
+ * throughput (64 KiB OUT URBs, 16 KiB IN URBs in flight), straight through the
+ * transport and through the worker's USB/IP server on loopback TCP (a client
+ * thread with blocking sockets, the server on the main loop). Prints key=value
+ * lines and the goal: the server adds at most 50 us per URB.
+ *
+ *   bench_usbip [ROUND_TRIPS] [MEGABYTES]      (2000, 8)
+ * The broker tunnel is specified (PROTOCOL.md 19.3) but not built: no figure. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "icefarm/usbip.h"
+#include "sim.h"
+#include "usbip.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct {
+    ifm_loop *loop;
+    wrk_transport *t;
+    wrk_usbdev *dev;
+    int done;
+    uint32_t actual;
+} bench;
+
+static void on_arrive(void *arg, wrk_usbdev *dev, const wrk_usbinfo *info)
+{
+    ((bench *)arg)->dev = dev;
+}
+
+static void on_leave(void *arg, wrk_usbdev *dev)
+{
+    ((bench *)arg)->dev = NULL;
+}
+
+static void on_done(wrk_urb *u)
+{
+    bench *b = u->arg;
+    b->done++;
+    b->actual = u->actual;
+}
+
+static void run_until(bench *b, int done)
+{
+    while (b->done < done)
+        ifm_loop_once(b->loop, 10);
+}
+
+/* ---- straight through the transport ---- */
+
+static double direct_rtt(bench *b, int n)
+{
+    wrk_urb *out = b->t->ops->urb_alloc(b->t, b->dev, 64), *in = b->t->ops->urb_alloc(b->t, b->dev, 64);
+    wrk_urb *both[2] = { out, in };
+    for (int i = 0; i < 2; i++) {
+        both[i]->ep = i ? 0x84 : 0x04;
+        both[i]->type = WRK_EP_BULK;
+        both[i]->len = 64;
+        both[i]->done = on_done;
+        both[i]->arg = b;
+    }
+    memset(out->buf, 0x5a, 64);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        b->done = 0;
+        b->t->ops->urb_submit(b->t, out);
+        b->t->ops->urb_submit(b->t, in);
+        run_until(b, 2);
+    }
+    double us = (now_s() - t0) / n * 1e6;
+    b->t->ops->urb_free(b->t, out);
+    b->t->ops->urb_free(b->t, in);
+    return us;
+}
+
+/* ---- through the server: a client thread ---- */
+
+typedef struct {
+    int port;
+    char busid[IFM_USBIP_TOKEN_LEN + 1];
+    int n;
+    size_t mb;
+    double rtt_us, mbps;
+    int failed;
+} client;
+
+static int recv_all(int fd, uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static int send_submit(int fd, uint32_t seq, uint32_t devid, bool in, uint32_t ep, const uint8_t *data, int32_t len)
+{
+    ifm_usbip_hdr h = { .command = IFM_USBIP_CMD_SUBMIT, .seqnum = seq, .devid = devid, .direction = in, .ep = ep };
+    h.u.submit.transfer_buffer_length = len;
+    static uint8_t pdu[48 + 65536];
+    ssize_t n = ifm_usbip_urb_pack(&h, in ? NULL : data, in ? 0 : (size_t)len, NULL, 0, pdu, sizeof pdu);
+    return n > 0 && send(fd, pdu, (size_t)n, 0) == n ? 0 : -1;
+}
+
+/* One RET_SUBMIT; IN data (if `in`) into buf. Returns actual or -1. */
+static int read_ret(int fd, bool in, uint8_t *buf)
+{
+    uint8_t h[48];
+    if (recv_all(fd, h, 48))
+        return -1;
+    ifm_usbip_hdr r;
+    ifm_err err;
+    if (ifm_usbip_hdr_unpack(h, 48, &r, &err) != 48 || r.command != IFM_USBIP_RET_SUBMIT || r.u.ret.status)
+        return -1;
+    if (in && r.u.ret.actual_length && recv_all(fd, buf, (size_t)r.u.ret.actual_length))
+        return -1;
+    return r.u.ret.actual_length;
+}
+
+static void *client_main(void *arg)
+{
+    client *c = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)c->port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    uint8_t req[40], rep[320];
+    ifm_usbip_import_req_pack(c->busid, req, sizeof req);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) || send(fd, req, 40, 0) != 40 || recv_all(fd, rep, 320)) {
+        c->failed = 1;
+        close(fd);
+        return NULL;
+    }
+    uint32_t st;
+    ifm_usbip_device d;
+    ifm_err err;
+    ifm_usbip_import_rep_unpack(rep, 320, &st, &d, &err);
+    uint32_t devid = ifm_usbip_devid(&d), seq = 1;
+    uint8_t data[65536], back[65536];
+    memset(data, 0x5a, sizeof data);
+    double t0 = now_s();
+    for (int i = 0; i < c->n && !c->failed; i++) {
+        if (send_submit(fd, seq++, devid, false, 4, data, 64) || read_ret(fd, false, NULL) != 64 ||
+            send_submit(fd, seq++, devid, true, 4, NULL, 64) || read_ret(fd, true, back) != 64)
+            c->failed = 1;
+    }
+    c->rtt_us = (now_s() - t0) / c->n * 1e6;
+    /* throughput: the echo holds 512 bytes, so move 512-byte OUT/IN pairs, 8 in flight */
+    size_t total = c->mb << 20, moved = 0;
+    t0 = now_s();
+    while (moved < total && !c->failed) {
+        for (int k = 0; k < 8; k++)
+            if (send_submit(fd, seq++, devid, false, 4, data, 512) || send_submit(fd, seq++, devid, true, 4, NULL, 512))
+                c->failed = 1;
+        for (int k = 0; k < 8 && !c->failed; k++) {
+            int o = read_ret(fd, false, NULL), n = read_ret(fd, true, back);
+            if (o != 512 || n < 0)
+                c->failed = 1;
+            moved += (size_t)n;
+        }
+    }
+    c->mbps = (double)moved / (now_s() - t0) / 1e6;
+    close(fd);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int n = argc > 1 ? atoi(argv[1]) : 2000;
+    size_t mb = argc > 2 ? (size_t)atoi(argv[2]) : 8;
+    bench b = { .loop = ifm_loop_new() };
+    sim_options o;
+    sim_options_default(&o);
+    o.boards = 1;
+    o.initial_fw = SIM_FW_PULSECOUNT;
+    o.usb_packet = 65536; /* no artificial USB clock: measure the software */
+    b.t = sim_transport_new(b.loop, &o);
+    static const wrk_transport_events ev = { on_arrive, on_leave };
+    b.t->ops->start(b.t, &ev, &b);
+    while (!b.dev)
+        ifm_loop_once(b.loop, 10);
+    double direct = direct_rtt(&b, n);
+    printf("usbip_direct_rtt_us=%.1f\n", direct);
+
+    char why[128];
+    usbip_server_opts so = { .listen_host = "127.0.0.1", .listen_port = "0" };
+    usbip_server *s = usbip_server_new(b.loop, b.t, &so, why, sizeof why);
+    client c = { .port = usbip_server_port(s), .n = n, .mb = mb };
+    usbip_token_new(c.busid);
+    usbip_export *e = usbip_export_new(s, "bench", c.busid, "bench");
+    usbip_export_set_device(e, b.dev);
+    pthread_t th;
+    pthread_create(&th, NULL, client_main, &c);
+    while (pthread_tryjoin_np(th, NULL) != 0) /* the client ends by itself (or fails) */
+        ifm_loop_once(b.loop, 5);
+    if (c.failed) {
+        fprintf(stderr, "bench_usbip: the client failed\n");
+        return 1;
+    }
+    printf("usbip_server_rtt_us=%.1f\n", c.rtt_us);
+    printf("usbip_server_added_us_per_urb=%.1f (goal <= 50)\n", (c.rtt_us - direct) / 2);
+    printf("usbip_server_cdc_mbytes_s=%.1f\n", c.mbps);
+    printf("usbip_tunnel_rtt_us=not-built\n");
+    usbip_server_free(s);
+    for (int i = 0; i < 10; i++)
+        ifm_loop_once(b.loop, 0);
+    b.t->ops->free(b.t);
+    ifm_loop_free(b.loop);
+    return 0;
+}
