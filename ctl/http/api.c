@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "http.h"
 #include "icefarm/log.h"
 
@@ -245,6 +247,8 @@ int api_acting_user(http_req *r, json_t *args, char *err, size_t errlen)
 
 /* ---- control's reply -> the old JSON shapes ---- */
 
+static int advertised(http_req *r, char *ip, size_t cap);
+
 static json_t *shape_reply(http_srv *s, http_req *r, const msgpack_object *root)
 {
     switch (r->ep->shape) {
@@ -262,6 +266,8 @@ static json_t *shape_reply(http_srv *s, http_req *r, const msgpack_object *root)
         const msgpack_object *a = ifm_map_get(root, "serials");
         if (!a || a->type != MSGPACK_OBJECT_ARRAY)
             return NULL;
+        char ip[IFM_NAME_MAX * 3 + 400];
+        int port = advertised(r, ip, sizeof ip);
         json_t *out = json_array();
         for (uint32_t i = 0; out && i < a->via.array.size; i++) {
             const msgpack_object *l = &a->via.array.ptr[i];
@@ -271,10 +277,10 @@ static json_t *shape_reply(http_srv *s, http_req *r, const msgpack_object *root)
             const msgpack_object *v;
             if ((v = ifm_map_get(l, "serial")))
                 json_object_set_new(o, "serial", ifm_json_from_msgpack(v));
-            /* The old API named the worker's HTTP server; workers are now reached
-             * through the broker, so these name the broker. */
-            json_object_set_new(o, "ip", json_string(s->broker_host));
-            json_object_set_new(o, "serverport", json_integer(s->broker_port));
+            /* The old API named the worker's socket.io server: this shim's
+             * socket.io face serves that role now. */
+            json_object_set_new(o, "ip", json_string(ip));
+            json_object_set_new(o, "serverport", json_integer(port));
             if ((v = ifm_map_get(l, "worker")))
                 json_object_set_new(o, "worker", ifm_json_from_msgpack(v));
             if ((v = ifm_map_get(l, "until")))
@@ -292,6 +298,78 @@ static json_t *shape_reply(http_srv *s, http_req *r, const msgpack_object *root)
     }
     }
     return NULL;
+}
+
+/* A host as a URL may carry it: a name or IPv4 address, or [IPv6]. */
+static bool host_ok(const char *h, size_t n)
+{
+    if (n == 0 || n > 255)
+        return false;
+    if (h[0] == '[')
+        return n > 2 && h[n - 1] == ']' && strspn(h + 1, "0123456789abcdefABCDEF:.%") == n - 2;
+    return strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == n;
+}
+
+/* HOST[:PORT] into host/port; false if it is not one. */
+static bool split_host(const char *src, char *host, size_t cap, int *port)
+{
+    const char *colon = src[0] == '[' ? strchr(src, ']') : strrchr(src, ':');
+    size_t hn = strlen(src);
+    *port = 80;
+    if (src[0] == '[') {
+        if (!colon)
+            return false;
+        hn = (size_t)(colon - src) + 1;
+        colon = colon[1] == ':' ? colon + 1 : colon[1] ? NULL : colon + 1;
+        if (!colon)
+            return false;
+    } else if (colon) {
+        hn = (size_t)(colon - src);
+    }
+    if (colon && *colon == ':') {
+        char *end;
+        long p = strtol(colon + 1, &end, 10);
+        if (*end || p < 1 || p > 65535)
+            return false;
+        *port = (int)p;
+    }
+    if (!host_ok(src, hn) || hn >= cap)
+        return false;
+    memcpy(host, src, hn);
+    host[hn] = '\0';
+    return true;
+}
+
+/* The "ip" and "serverport" of a /reserve reply: where this shim's socket.io
+ * face is reached (--advertise, else the request's Host header, else the listen
+ * address). With --auth broker the ip carries user:TOKEN@ so the old client's
+ * worker socket (which has only ip and port) is authenticated too. */
+static int advertised(http_req *r, char *ip, size_t cap)
+{
+    http_srv *s = r->srv;
+    char host[300];
+    int port = 80;
+    const char *hdr = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (!(s->advertise[0] && split_host(s->advertise, host, sizeof host, &port)) &&
+        !(hdr && split_host(hdr, host, sizeof host, &port)) &&
+        !split_host(s->listen_url + strlen("http://"), host, sizeof host, &port))
+        snprintf(host, sizeof host, "127.0.0.1");
+    char token[65];
+    if (!r->user[0] || auth_session_token(s, r->user, token)) {
+        snprintf(ip, cap, "%s", host);
+        return port;
+    }
+    /* userinfo: the user name percent-encoded (names may hold '@', ':', ...) */
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)r->user; *p && o + 4 < cap; p++) {
+        if (strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~", *p) && *p)
+            ip[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(ip + o, cap - o, "%%%02X", *p);
+    }
+    snprintf(ip + o, cap - o, ":%s@%s", token, host);
+    OPENSSL_cleanse(token, sizeof token);
+    return port;
 }
 
 static void unlink_call(http_call *c)

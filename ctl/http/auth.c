@@ -278,10 +278,10 @@ static const token_ent *token_find(http_auth *a, const char *token)
     return NULL;
 }
 
-enum MHD_Result auth_token_serve(http_req *r)
+/* A new token for `user`: its text in hex[65]. Returns NULL, or why not. */
+static const char *token_new(http_auth *a, const char *user, char hex[65], uint64_t *expires_wall)
 {
-    http_srv *s = r->srv;
-    http_auth *a = s->auth;
+    http_srv *s = a->srv;
     uint64_t now = ifm_now_ms();
     /* Drop expired tokens; keep at most AUTH_TOKENS_PER_USER per user. */
     size_t mine = 0, oldest = SIZE_MAX;
@@ -291,7 +291,7 @@ enum MHD_Result auth_token_serve(http_req *r)
             i--;
             continue;
         }
-        if (strcmp(a->tokens[i].user, r->user) == 0) {
+        if (strcmp(a->tokens[i].user, user) == 0) {
             mine++;
             if (oldest == SIZE_MAX || a->tokens[i].expires < a->tokens[oldest].expires)
                 oldest = i;
@@ -300,28 +300,54 @@ enum MHD_Result auth_token_serve(http_req *r)
     if (mine >= AUTH_TOKENS_PER_USER && oldest != SIZE_MAX)
         a->tokens[oldest] = a->tokens[--a->ntokens];
     if (a->ntokens >= AUTH_TOKENS_MAX)
-        return http_reply_error(r, 503, "too many live tokens; try again later");
+        return "too many live tokens; try again later";
     if (!a->tokens) {
         a->tokens = calloc(AUTH_TOKENS_MAX, sizeof *a->tokens);
         if (!a->tokens)
-            return http_reply_error(r, 500, "out of memory");
+            return "out of memory";
     }
     uint8_t raw[32];
     if (random_bytes(raw, sizeof raw))
-        return http_reply_error(r, 500, "cannot read /dev/urandom");
-    char hex[65];
+        return "cannot read /dev/urandom";
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(hex + 2 * i, 3, "%02x", raw[i]);
     OPENSSL_cleanse(raw, sizeof raw);
     token_ent *t = &a->tokens[a->ntokens++];
     token_hash(hex, t->hash);
-    snprintf(t->user, sizeof t->user, "%s", r->user);
+    snprintf(t->user, sizeof t->user, "%s", user);
     t->expires = now + s->token_ttl_ms;
     t->expires_wall = ifm_wall_ms() + s->token_ttl_ms;
+    *expires_wall = t->expires_wall;
+    return NULL;
+}
+
+enum MHD_Result auth_token_serve(http_req *r)
+{
+    http_srv *s = r->srv;
+    char hex[65];
+    uint64_t expires;
+    const char *why = token_new(s->auth, r->user, hex, &expires);
+    if (why)
+        return http_reply_error(r, strstr(why, "too many") ? 503 : 500, "%s", why);
     IFM_INFO("client=%s new token, valid for %llu s", r->user, (unsigned long long)(s->token_ttl_ms / 1000));
-    json_t *body = json_pack("{s:s, s:I, s:s}", "token", hex, "expires", (json_int_t)t->expires_wall, "user", r->user);
+    json_t *body = json_pack("{s:s, s:I, s:s}", "token", hex, "expires", (json_int_t)expires, "user", r->user);
     OPENSSL_cleanse(hex, sizeof hex);
     return http_reply_json(r, 200, body);
+}
+
+int auth_session_token(http_srv *s, const char *user, char hex[65])
+{
+    uint64_t expires;
+    if (!s->auth)
+        return -1;
+    const char *why = token_new(s->auth, user, hex, &expires);
+    if (why) {
+        IFM_WARN("client=%s no token for the socket.io worker address: %s", user, why);
+        return -1;
+    }
+    IFM_INFO("client=%s new token for the socket.io worker address, valid for %llu s", user,
+             (unsigned long long)(s->token_ttl_ms / 1000));
+    return 0;
 }
 
 /* ---- credential checks: one short-lived MQTT connection each ---- */
@@ -565,13 +591,19 @@ static auth_result basic(http_req *r, const char *b64, enum MHD_Result *rc)
     const char *user = cred, *password = colon + 1;
     auth_result res;
     unsigned wait = rl_blocked(a, r->ip);
-    uint8_t key[32];
+    uint8_t key[32] = { 0 };
+    const token_ent *tok = NULL;
     if (wait) {
         res = reply(r, rc, 429, false, wait, "too many failed authentications from your address; try again later");
     } else if (!api_name_ok(user) || !*password) {
         rl_fail(a, r->ip);
         log_failure(r, user, !*password ? "empty password" : "not a valid user name");
         res = reply(r, rc, 401, true, 0, "wrong user name or password");
+    } else if (strlen(password) == 64 && (tok = token_find(a, password)) && strcmp(tok->user, user) == 0) {
+        /* user:TOKEN, e.g. the userinfo of the worker address /reserve hands the
+         * old socket.io clients */
+        snprintf(r->user, sizeof r->user, "%s", tok->user);
+        res = AUTH_OK;
     } else {
         cred_key(a, user, password, key);
         const cache_ent *hit = cache_find(a, key);

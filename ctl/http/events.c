@@ -3,8 +3,11 @@
  * A stream carries what control sends the client (icefarm/client/<name>/event)
  * and what the boards it holds send (icefarm/<serial>/event). Who holds which
  * board comes from the retained icefarm/lease/+ topic, which the shim follows
- * all the time; a board's event topic is subscribed exactly while its holder has
- * at least one open stream, and a client topic while that client has one.
+ * all the time. The same events feed the socket.io face (sio.c). A client's
+ * topic is subscribed while that name has a stream or a socket.io client;
+ * icefarm/+/event (one subscription, so a board's first event after a reserve
+ * cannot slip past a late per-board subscription: control publishes the lease
+ * before it commands the worker) while anybody has one.
  *
  * A stream's bytes wait in its queue; MHD pulls them through a content reader,
  * which suspends the connection when the queue is empty. New data (or the 15 s
@@ -119,34 +122,44 @@ static void push(sse_stream *st, const char *data, size_t n)
 static void on_client_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 static void on_board_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 
-/* Subscribes or unsubscribes icefarm/<serial>/event as the lease entry needs;
- * drops the entry once it is free and unsubscribed. Returns true if dropped. */
-static bool sync_serial(http_srv *s, size_t i)
+#define BOARD_EVENTS "icefarm/+/event"
+
+static size_t interest(http_srv *s, const char *name)
 {
-    lease_ent *e = &s->leases[i];
-    bool want = e->client[0] && !s->stopping && streams_for(s, e->client) > 0;
-    if (want != e->subscribed && s->mqtt) {
-        char topic[IFM_TOPIC_MAX];
-        if (ifm_topic_board(topic, sizeof topic, e->serial, "event") == 0) {
-            if (want)
-                ifm_mqtt_subscribe(s->mqtt, topic, 1, on_board_event, s);
-            else
-                ifm_mqtt_unsubscribe(s->mqtt, topic);
-        }
-        e->subscribed = want;
-    }
-    if (!e->client[0] && !e->subscribed) {
-        s->leases[i] = s->leases[--s->nleases];
-        return true;
-    }
-    return false;
+    return streams_for(s, name) + (sio_has_client(s, name) ? 1 : 0);
 }
 
-static void sync_client(http_srv *s, const char *name)
+/* icefarm/+/event while anybody listens. */
+static void sync_boards(http_srv *s)
 {
-    for (size_t i = s->nleases; i-- > 0;)
-        if (strcmp(s->leases[i].client, name) == 0 || s->leases[i].subscribed)
-            sync_serial(s, i);
+    bool want = !s->stopping && (s->streams || sio_any(s));
+    if (want == s->board_sub || !s->mqtt)
+        return;
+    if (want)
+        ifm_mqtt_subscribe(s->mqtt, BOARD_EVENTS, 1, on_board_event, s);
+    else
+        ifm_mqtt_unsubscribe(s->mqtt, BOARD_EVENTS);
+    s->board_sub = want;
+}
+
+void events_watch_name(http_srv *s, const char *name)
+{
+    if (interest(s, name) == 1 && s->mqtt) {
+        char topic[IFM_TOPIC_MAX];
+        if (ifm_topic_client(topic, sizeof topic, name, "event") == 0)
+            ifm_mqtt_subscribe(s->mqtt, topic, 1, on_client_event, s);
+    }
+    sync_boards(s);
+}
+
+void events_unwatch_name(http_srv *s, const char *name)
+{
+    if (interest(s, name) == 0 && s->mqtt) {
+        char topic[IFM_TOPIC_MAX];
+        if (ifm_topic_client(topic, sizeof topic, name, "event") == 0)
+            ifm_mqtt_unsubscribe(s->mqtt, topic);
+    }
+    sync_boards(s);
 }
 
 static void on_lease(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
@@ -170,9 +183,12 @@ static void on_lease(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     size_t i = 0;
     while (i < s->nleases && strcmp(s->leases[i].serial, serial) != 0)
         i++;
+    if (!li.client[0]) { /* free: forget it */
+        if (i < s->nleases)
+            s->leases[i] = s->leases[--s->nleases];
+        return;
+    }
     if (i == s->nleases) {
-        if (!li.client[0])
-            return;
         if (s->nleases == s->capleases) {
             size_t cap = s->capleases ? s->capleases * 2 : 16;
             lease_ent *n = realloc(s->leases, cap * sizeof *n);
@@ -185,18 +201,7 @@ static void on_lease(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         snprintf(s->leases[i].serial, sizeof s->leases[i].serial, "%s", serial);
         s->nleases++;
     }
-    lease_ent *e = &s->leases[i];
-    if (strcmp(e->client, li.client) == 0)
-        return;
-    /* A new holder: the old holder's streams stop seeing this board. */
-    if (e->subscribed && s->mqtt) {
-        char topic[IFM_TOPIC_MAX];
-        if (ifm_topic_board(topic, sizeof topic, e->serial, "event") == 0)
-            ifm_mqtt_unsubscribe(s->mqtt, topic);
-        e->subscribed = false;
-    }
-    snprintf(e->client, sizeof e->client, "%s", li.client);
-    sync_serial(s, i);
+    snprintf(s->leases[i].client, sizeof s->leases[i].client, "%s", li.client);
 }
 
 int events_init(http_srv *s)
@@ -208,12 +213,18 @@ int events_init(http_srv *s)
 
 static void deliver(http_srv *s, const char *name, const ifm_mqtt_msg *msg, const char *serial)
 {
-    if (!streams_for(s, name))
+    if (!interest(s, name))
         return;
     ifm_doc doc;
     ifm_err err = { "" };
-    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err)) {
-        IFM_WARN("client=%s dropping a malformed event from %s: %s", name, msg->topic, err.msg);
+    if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || doc.root->type != MSGPACK_OBJECT_MAP) {
+        IFM_WARN("client=%s dropping a malformed event from %s: %s", name, msg->topic,
+                 err.msg[0] ? err.msg : "not a map");
+        ifm_doc_free(&doc);
+        return;
+    }
+    sio_deliver(s, name, doc.root, serial);
+    if (!streams_for(s, name)) {
         ifm_doc_free(&doc);
         return;
     }
@@ -260,7 +271,7 @@ static void on_board_event(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     if (ifm_topic_level(msg->topic, 1, serial, sizeof serial))
         return;
     for (size_t i = 0; i < s->nleases; i++)
-        if (strcmp(s->leases[i].serial, serial) == 0 && s->leases[i].client[0]) {
+        if (strcmp(s->leases[i].serial, serial) == 0) {
             char holder[IFM_NAME_MAX];
             /* deliver() may not change the table, but copy: the entry is not ours to pin. */
             snprintf(holder, sizeof holder, "%s", s->leases[i].client);
@@ -314,12 +325,7 @@ static void sse_free(void *cls)
     ifm_timer_cancel(s->loop, st->ka_timer);
     if (st->peer_fd >= 0)
         ifm_loop_unwatch(s->loop, st->peer_fd);
-    if (!streams_for(s, st->name)) {
-        char topic[IFM_TOPIC_MAX];
-        if (s->mqtt && ifm_topic_client(topic, sizeof topic, st->name, "event") == 0)
-            ifm_mqtt_unsubscribe(s->mqtt, topic);
-        sync_client(s, st->name);
-    }
+    events_unwatch_name(s, st->name);
     IFM_INFO("client=%s event stream closed", st->name);
     free(st->buf);
     free(st);
@@ -386,12 +392,7 @@ enum MHD_Result events_serve(http_req *r, json_t *args)
     if (s->streams)
         s->streams->prev = st;
     s->streams = st;
-    if (streams_for(s, name) == 1) {
-        char topic[IFM_TOPIC_MAX];
-        if (s->mqtt && ifm_topic_client(topic, sizeof topic, name, "event") == 0)
-            ifm_mqtt_subscribe(s->mqtt, topic, 1, on_client_event, s);
-        sync_client(s, name);
-    }
+    events_watch_name(s, name);
     static const char hello[] = ": icefarm events\nretry: 3000\n\n";
     push(st, hello, sizeof hello - 1);
     st->ka_timer = ifm_timer_add(s->loop, HTTP_SSE_KEEPALIVE_MS, on_keepalive, st);

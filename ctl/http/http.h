@@ -27,6 +27,7 @@
 #include "icefarm/msg.h"
 
 #define HTTP_BODY_MAX (64u * 1024u)        /* request bodies above this get 413 */
+#define HTTP_SIO_BODY_MAX (32u << 20)      /* ... except socket.io POSTs (bitstreams, base64) */
 #define HTTP_SSE_KEEPALIVE_MS 15000u       /* comment line on idle event streams */
 #define HTTP_SSE_QUEUE_MAX (1024u * 1024u) /* a slower reader than this is dropped */
 
@@ -36,6 +37,8 @@ typedef struct sse_stream sse_stream;
 typedef struct http_call http_call;
 typedef struct http_auth http_auth;
 typedef struct auth_check auth_check;
+typedef struct sio_state sio_state;
+typedef struct sio_sess sio_sess;
 
 #define HTTP_IP_MAX 64 /* a numeric IPv4 or IPv6 address */
 
@@ -48,7 +51,8 @@ typedef enum {
     ROUTE_EVENTS,
     ROUTE_API,
     ROUTE_TOKEN,
-    ROUTE_METRICS
+    ROUTE_METRICS,
+    ROUTE_SIO /* /socket.io/: the compatibility face (sio.c) */
 } req_route;
 
 typedef enum {
@@ -58,6 +62,7 @@ typedef enum {
     REQ_WAITING, /* suspended until control answers */
     REQ_READY,   /* answer prepared, connection resumed (or about to be) */
     REQ_DONE,    /* response queued */
+    REQ_SIO_HOLD /* a held socket.io GET: suspended until packets are queued */
 } req_state;
 
 struct http_req {
@@ -86,6 +91,9 @@ struct http_req {
     uint64_t wait_ms;          /* reserve's wait_ms: added to the reply timeout */
     http_call *call;           /* the MQTT request in flight, if any */
     json_t *plan, *acc;        /* name-less /reboot: groups still to send, serials done */
+    sio_sess *sio;             /* REQ_SIO_HOLD: the session whose GET this is */
+    const char *ctype;         /* reply Content-Type (static string); NULL: application/json */
+    size_t body_max;           /* bodies above this get 413 */
 };
 
 /* An MQTT request in flight; outlives its http_req if the server stops first. */
@@ -97,8 +105,7 @@ struct http_call {
 
 typedef struct {
     char serial[IFM_SERIAL_MAX];
-    char client[IFM_NAME_MAX]; /* "" = free */
-    bool subscribed;           /* to icefarm/<serial>/event */
+    char client[IFM_NAME_MAX]; /* the holder (free boards are not kept) */
 } lease_ent;
 
 /* metrics.c: the registry behind /metrics. */
@@ -130,6 +137,10 @@ struct http_srv {
     sse_stream *streams;
     lease_ent *leases;
     size_t nleases, capleases;
+    bool board_sub; /* subscribed to icefarm/+/event */
+    sio_state *sio;
+    unsigned ping_interval_ms, ping_timeout_ms; /* Engine.IO */
+    char advertise[300];                        /* --advertise HOST:PORT, or "" */
     bool stopping;
     http_metrics metrics;
 };
@@ -146,6 +157,10 @@ enum MHD_Result http_reply_error(http_req *r, unsigned status, const char *fmt, 
 /* Finishes a suspended request from an MQTT callback: stores the answer, resumes. */
 void http_finish(http_req *r, unsigned status, json_t *body);
 void http_finish_error(http_req *r, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Queues `text` (malloc'd, taken) with r->ctype in the access handler. */
+enum MHD_Result http_reply_text(http_req *r, unsigned status, char *text);
+/* Finishes a held socket.io GET (REQ_SIO_HOLD) with `text` (malloc'd, taken). */
+void http_finish_text(http_req *r, unsigned status, char *text, const char *ctype);
 /* Ends a REQ_AUTH wait: status 0 serves the request as r->user, else answers
  * the error (with WWW-Authenticate if `challenge`, Retry-After if nonzero). */
 void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool challenge, const char *fmt, ...)
@@ -165,6 +180,9 @@ int auth_init(http_srv *s);
 auth_result auth_begin(http_req *r, enum MHD_Result *rc);
 /* Forgets a request waiting for a check (it completed or is being answered). */
 void auth_detach(http_req *r);
+/* A token for `user` (the worker address of the socket.io face): 0 with its
+ * text in hex, or -1 (logged). */
+int auth_session_token(http_srv *s, const char *user, char hex[65]);
 /* POST /token, authenticated as r->user. */
 enum MHD_Result auth_token_serve(http_req *r);
 /* The start-up probe found a broker that accepts any password: exit. */
@@ -192,6 +210,26 @@ void events_close_all(http_srv *s);
 void events_free(http_srv *s);
 /* The lease holder of a board as the shim last saw it (icefarm/lease/+), or NULL. */
 const char *events_holder(const http_srv *s, const char *serial);
+/* A name gained (lost) a listener (SSE stream or socket.io client): subscribe
+ * (unsubscribe) what it needs. Call after the listener is added (removed). */
+void events_watch_name(http_srv *s, const char *name);
+void events_unwatch_name(http_srv *s, const char *name);
+
+/* sio.c: the socket.io face for the old Python clients. */
+int sio_init(http_srv *s);
+enum MHD_Result sio_serve(http_req *r);
+/* A request with the sid and the Authorization header of an authenticated
+ * session needs no new check (r->user is set from the session). */
+bool sio_session_authorized(http_req *r);
+/* An event for `name` (root: the event's map; serial: the board, NULL for
+ * control's client events). */
+void sio_deliver(http_srv *s, const char *name, const msgpack_object *root, const char *serial);
+bool sio_has_client(const http_srv *s, const char *name);
+bool sio_any(const http_srv *s);
+/* MHD is done with a request that may be a held GET. */
+void sio_req_gone(http_req *r);
+void sio_close_all(http_srv *s);
+void sio_free(http_srv *s);
 
 /* msgpack <-> JSON: icefarm/json.h */
 

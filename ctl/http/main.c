@@ -42,13 +42,25 @@ static const ifm_opt http_opts[] = {
       .help = "how long a checked password is trusted",
       .min = 0,
       .max = 3600 },
+    { .name = "advertise",
+      .type = IFM_OPT_HOSTPORT,
+      .arg = "HOST:PORT",
+      .help = "the address /reserve hands old socket.io clients for their worker socket (default: the "
+              "request's Host header)" },
+    { .name = "ping-interval-ms",
+      .type = IFM_OPT_INT,
+      .arg = "MS",
+      .def = "25000",
+      .help = "the socket.io face's PING period",
+      .min = 100,
+      .max = 600000 },
     { 0 },
 };
 
 static const ifm_opts_spec http_spec = {
     .prog = "icefarm-http",
-    .about = "The HTTP shim: the documented /reserve API, an event stream and a status page,\n"
-             "translated to MQTT requests to icefarm-ctl.",
+    .about = "The HTTP shim: the documented /reserve API, an event stream, a status page and a\n"
+             "socket.io face for old client scripts, translated to MQTT requests to icefarm-ctl.",
     .shared = IFM_OPTS_MQTT,
     .own = http_opts,
 };
@@ -80,6 +92,14 @@ static int configure(http_srv *s, http_cfg *cfg, const ifm_opts *o)
     s->timeout_ms = (uint64_t)timeout;
     s->token_ttl_ms = (uint64_t)ttl * 1000;
     s->auth_cache_ms = (uint64_t)cache * 1000;
+    s->ping_interval_ms = (unsigned)ifm_opts_long(o, "ping-interval-ms");
+    s->ping_timeout_ms = 20000; /* python-socketio's default; the client gives up after interval + timeout */
+    const char *adv = ifm_opts_isset(o, "advertise") ? ifm_opts_get(o, "advertise") : "";
+    if (*adv && (strlen(adv) >= sizeof s->advertise || strpbrk(adv, "/@ \t?#") || adv[0] == ':')) {
+        fprintf(stderr, "icefarm-http: --advertise wants HOST:PORT with a host, not \"%s\"\n", adv);
+        return -1;
+    }
+    snprintf(s->advertise, sizeof s->advertise, "%s", adv);
     /* Without a broker login of its own the shim is on an anonymous broker,
      * which cannot check anybody's password: the demo's "name" rules there. */
     const char *auth = ifm_opts_isset(o, "auth") ? ifm_opts_get(o, "auth") : cfg->user ? "broker" : "none";
@@ -141,6 +161,10 @@ int main(int argc, char **argv)
         IFM_ERROR("cannot subscribe to the lease topic");
         goto out;
     }
+    if (sio_init(&s)) {
+        IFM_ERROR("cannot set up the socket.io face");
+        goto out;
+    }
     if (s.auth_mode == AUTH_BROKER && auth_init(&s)) {
         IFM_ERROR("cannot set up authentication");
         goto out;
@@ -168,6 +192,7 @@ int main(int argc, char **argv)
     rc = auth_failed(&s) ? 1 : 0;
 out:
     http_server_stop(&s);
+    sio_free(&s);
     auth_free(&s);
     if (s.mqtt) {
         ifm_mqtt_disconnect(s.mqtt);

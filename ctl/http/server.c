@@ -79,7 +79,7 @@ static enum MHD_Result queue_text(http_req *r, unsigned status, char *text, size
         free(text);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype ? r->ctype : "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
@@ -120,6 +120,7 @@ static char *dump(json_t *body, size_t *len)
 
 enum MHD_Result http_reply_json(http_req *r, unsigned status, json_t *body)
 {
+    r->ctype = NULL;
     size_t len = 0;
     char *text = dump(body, &len);
     return text ? queue_text(r, status, text, len, NULL) : MHD_NO;
@@ -133,6 +134,25 @@ static json_t *error_body(const char *fmt, va_list ap)
     if (!s) /* the message quoted invalid UTF-8 */
         s = json_string("invalid request");
     return json_pack("{s:o}", "error", s);
+}
+
+enum MHD_Result http_reply_text(http_req *r, unsigned status, char *text)
+{
+    return text ? queue_text(r, status, text, strlen(text), NULL) : MHD_NO;
+}
+
+void http_finish_text(http_req *r, unsigned status, char *text, const char *ctype)
+{
+    if (r->state != REQ_SIO_HOLD || !text) {
+        free(text);
+        return;
+    }
+    r->ready_body = text;
+    r->ready_status = status;
+    r->ctype = ctype;
+    r->state = REQ_READY;
+    r->resume_pending = true;
+    http_kick(r->srv);
 }
 
 enum MHD_Result http_reply_error(http_req *r, unsigned status, const char *fmt, ...)
@@ -303,6 +323,8 @@ static enum MHD_Result serve(http_req *r)
         snprintf(r->client, sizeof r->client, "%s", r->user);
     if (r->route == ROUTE_TOKEN)
         return auth_token_serve(r);
+    if (r->route == ROUTE_SIO)
+        return sio_serve(r);
     if (r->route == ROUTE_METRICS)
         return http_metrics_serve(r);
     json_t *args = parse_args(r, &rc);
@@ -323,7 +345,13 @@ static enum MHD_Result route(http_req *r)
     bool auth = r->srv->auth_mode == AUTH_BROKER;
     if (strcmp(r->path, "/") == 0 || strcmp(r->path, "/index.html") == 0)
         return get || head ? serve_page(r) : reply_405(r, "GET, HEAD");
-    if (strcmp(r->path, "/events") == 0) {
+    if (strcmp(r->path, "/socket.io/") == 0 || strcmp(r->path, "/socket.io") == 0) {
+        if (!get && !post)
+            return reply_405(r, "GET, POST");
+        r->route = ROUTE_SIO;
+        if (auth && sio_session_authorized(r))
+            return serve(r);
+    } else if (strcmp(r->path, "/events") == 0) {
         if (!get)
             return reply_405(r, "GET");
         r->route = ROUTE_EVENTS;
@@ -361,9 +389,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        r->body_max = strncmp(url, "/socket.io", 10) == 0 ? HTTP_SIO_BODY_MAX : HTTP_BODY_MAX;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > HTTP_BODY_MAX)
-            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes", HTTP_BODY_MAX);
+        if (cl && strtoull(cl, NULL, 10) > r->body_max)
+            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %zu bytes", r->body_max);
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -371,8 +400,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_data_size = 0;
         if (r->state != REQ_NEW)
             return MHD_YES;
-        if (r->len + n > HTTP_BODY_MAX) {
-            r->len = HTTP_BODY_MAX + 1; /* too large: keep reading, answer 413 at the end */
+        if (r->len + n > r->body_max) {
+            r->len = r->body_max + 1; /* too large: keep reading, answer 413 at the end */
             return MHD_YES;
         }
         if (r->len + n + 1 > r->cap) {
@@ -392,8 +421,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     switch (r->state) {
     case REQ_NEW:
-        if (r->len > HTTP_BODY_MAX)
-            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %u bytes", HTTP_BODY_MAX);
+        if (r->len > r->body_max)
+            return http_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %zu bytes", r->body_max);
         return route(r);
     case REQ_AUTHED:
         return serve(r);
@@ -406,6 +435,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     case REQ_AUTH:
     case REQ_WAITING:
+    case REQ_SIO_HOLD:
     case REQ_DONE:
         return MHD_YES;
     }
@@ -469,6 +499,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_metrics_request(s, r, (double)(now_us() - r->t0) / 1e6);
     if (r->call)
         r->call->req = NULL;
+    sio_req_gone(r);
     auth_detach(r);
     if (r->prev)
         r->prev->next = r->next;
@@ -566,6 +597,7 @@ void http_server_stop(http_srv *s)
     if (!s->mhd)
         return;
     /* MHD must not be stopped with suspended connections: answer and resume them. */
+    sio_close_all(s);
     for (http_req *r = s->reqs; r; r = r->next) {
         if (r->state == REQ_AUTH) {
             auth_detach(r);

@@ -176,8 +176,8 @@ expect 200 "/reserve 2 (GET + JSON body) for a name with quotes and backslashes"
 A_SERIALS=$(jpy "$BODY" '[r["serial"] for r in j]')
 A1=$(jpy "$BODY" 'j[0]["serial"]')
 A2=$(jpy "$BODY" 'j[1]["serial"]')
-check "/reserve names the broker as ip/serverport" jtest "$BODY" \
-    "all(r['ip'] == '127.0.0.1' and r['serverport'] == ${FARM_BROKER##*:} for r in j)"
+check "/reserve names this shim (its socket.io face, from the Host header) as ip/serverport" jtest "$BODY" \
+    "all(r['ip'] == '127.0.0.1' and r['serverport'] == $HTTP_PORT for r in j)"
 http query /reserve "$(js '{"amount": 1, "name": a[0], "kind": "pulsecount", "args": {"flush_interval_seconds": 10}}' "$NB")"
 expect 200 "/reserve 1 (GET ?json=) for another quoted name" "len(j) == 1"
 B1=$(jpy "$BODY" 'j[0]["serial"]')
@@ -258,6 +258,14 @@ expect 200 "/endall (POST ?json=)" "j == [$(js 'a[0]' "$C1")]"
 http post /endall '{"name": "nobody"}'
 expect 200 "/endall with nothing reserved is an empty list" "j == []"
 check "all 4 boards come back" wait_until 60 available_is 4
+CODE=$(curl -s -o "$RUN/body" -w '%{http_code}' -H 'Host: farm.example:8443' -X POST \
+    --data-binary "$(js '{"amount": 1, "name": "hosty", "kind": "pulsecount", "args": {}}')" "$URL/reserve") || CODE=000
+BODY=$(cat "$RUN/body")
+expect 200 "/reserve with Host: farm.example:8443 hands out that host and port" \
+    "j[0]['ip'] == 'farm.example' and j[0]['serverport'] == 8443"
+http post /endall '{"name": "hosty"}'
+expect 200 "(hosty ends its board)" "len(j) == 1"
+check "all 4 boards come back after hosty" wait_until 60 available_is 4
 
 http postq /reserveserials "$(js '{"name": a[0], "serials": [a[1], a[2]], "kind": "pulsecount", "args": {}}' "$NB" "$A1" "$B1")"
 expect 200 "/reserveserials (POST ?json=) reserves exactly those boards" \
