@@ -50,7 +50,7 @@ engine_start() {
     dockerd --iptables=false --ip-forward=false --ip-masq=false \
         --data-root "$ENGINE_DIR/data" --exec-root "$ENGINE_DIR/exec" \
         --pidfile "$ENGINE_DIR/docker.pid" -H "$DOCKER_HOST" \
-        >"$ENGINE_DIR/dockerd.log" 2>&1 &
+        >"$ENGINE_DIR/dockerd.log" 2>&1 9>&- &
     ENGINE_PID=$!
     for ((i = 0; i < 300; i++)); do
         /usr/bin/docker version >/dev/null 2>&1 && return 0

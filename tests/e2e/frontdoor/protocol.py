@@ -131,9 +131,13 @@ def doc_sections(md):
 def pattern(example):
     """A regex for a text PROTOCOL.md quotes: N, M, S, K and X stand for values, ... for anything."""
     out = ""
-    for tok in re.split(r"(\.\.\.|\b[NMSKX]\b)", example):
+    for tok in re.split(r"(\.\.\.|\b[NMSKX]\b|<[^>]*>|\[[^\]]*\])", example):
         if tok == "...":
             out += ".*"
+        elif tok.startswith("<"):  # <what goes here>
+            out += ".+?"
+        elif tok.startswith("["):  # [an optional part]
+            out += "(?:" + re.escape(tok[1:-1]) + ")?"
         elif tok in ("N", "M", "X"):
             out += r"\d+"
         elif tok in ("S", "K"):
@@ -235,6 +239,13 @@ def anon(url, md):
                       [t or "<absent>"])
     check("6.4 an unknown serial: 404 as quoted", ok, why)
 
+    t = quoted(doc, 409, "serial S is not available for kind K")
+    held = c.req("reserve_serials", {"v": 1, "serials": [s0], "kind": "pulsecount", "duration_s": 30}) or {}
+    ok, why = matches(c.req("reserve_serials", {"v": 1, "serials": [s0], "kind": "pulsecount"}), 409,
+                      [t or "<absent>"])
+    check("6.4 a board already reserved: 409 as quoted", held.get("code") == 200 and ok, why)
+    c.req("end", {"v": 1, "serials": [s0]})
+
     # Section 9/13: a holder that extends on every warning, with a 2 s lease and a
     # 20 s lead (the farm runs --warn-before 20): warned halfway, never in a loop.
     r = c.req("reserve", {"v": 1, "amount": 1, "kind": "pulsecount", "duration_s": 2}) or {}
@@ -263,7 +274,8 @@ def anon(url, md):
               "(%d warnings, gaps %s)" % (seen, ["%.2f" % g for g in gaps[:8]]),
               4 <= seen <= 10 and all(g >= 0.7 for g in gaps), "")
         check("  ... the lease was never lost (%d extends answered 200)" % extends, extends == seen)
-        ended = c.wait(lambda m: isinstance(m[2], dict) and m[2].get("event") == "reservation end", 0)
+        ended = c.wait(lambda m: m[0] >= start and isinstance(m[2], dict) and m[2].get("event") == "reservation end"
+                       and m[2].get("serial") == serial, 0)
         check("  ... and no 'reservation end' came", ended is None)
         c.req("end", {"v": 1, "serials": [serial]})
     c.close()
