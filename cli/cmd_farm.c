@@ -183,11 +183,11 @@ static void human_status(const cli_reply *r, const cli_opts *o)
         }
         printf("%-24s %-8s %s\n", id, online ? "online" : "OFFLINE", kinds);
     }
-    printf("\nBOARDS\n%-20s %-16s %-10s %-12s %s\n", "SERIAL", "WORKER", "STATE", "KIND", "HOLDER");
+    printf("\nBOARDS\n%-20s %-16s %-10s %-12s %-20s %s\n", "SERIAL", "WORKER", "STATE", "KIND", "HOLDER", "TAG");
     for (uint32_t i = 0; bs && bs->type == MSGPACK_OBJECT_ARRAY && i < bs->via.array.size; i++) {
         const msgpack_object *b = &bs->via.array.ptr[i];
         char serial[IFM_SERIAL_MAX] = "", worker[IFM_NAME_MAX] = "", state[16] = "", kind[IFM_KIND_MAX] = "",
-             holder[IFM_NAME_MAX] = "-";
+             holder[IFM_NAME_MAX] = "-", tag[IFM_TAG_MAX] = "";
         ifm_get_str(b, "serial", false, serial, sizeof serial, NULL);
         ifm_get_str(b, "worker", false, worker, sizeof worker, NULL);
         ifm_get_str(b, "state", false, state, sizeof state, NULL);
@@ -195,10 +195,12 @@ static void human_status(const cli_reply *r, const cli_opts *o)
         for (uint32_t j = 0; ls && ls->type == MSGPACK_OBJECT_ARRAY && j < ls->via.array.size; j++) {
             char ls_serial[IFM_SERIAL_MAX] = "";
             ifm_get_str(&ls->via.array.ptr[j], "serial", false, ls_serial, sizeof ls_serial, NULL);
-            if (strcmp(ls_serial, serial) == 0)
+            if (strcmp(ls_serial, serial) == 0) {
                 ifm_get_str(&ls->via.array.ptr[j], "client", false, holder, sizeof holder, NULL);
+                ifm_get_str(&ls->via.array.ptr[j], "tag", false, tag, sizeof tag, NULL);
+            }
         }
-        printf("%-20s %-16s %-10s %-12s %s\n", serial, worker, state, kind[0] ? kind : "-", holder);
+        printf("%-20s %-16s %-10s %-12s %-20s %s\n", serial, worker, state, kind[0] ? kind : "-", holder, tag);
     }
 }
 

@@ -65,6 +65,7 @@ typedef struct {
     bool leased;
     char client[CTL_CLIENT_MAX + 1];
     char lease_kind[CTL_KIND_MAX + 1];
+    char lease_tag[CTL_TAG_MAX + 1];
     uint64_t lease_id, until_ms;
     uint64_t set_ms; /* when this process set until_ms (grant, extend); 0: before a restart */
     bool warned;
@@ -146,6 +147,7 @@ typedef struct {
     const uint8_t *args; /* msgpack map, stored with each lease */
     size_t args_len;
     uint64_t duration_s;
+    const char *tag; /* stored with each lease; NULL or "" for none */
 } ctl_grant_req;
 /* Grants `amount` boards of g->kind chosen by the allocation policy. On 200 `enc`
  * holds the reply and the leases are on disk and adopted; otherwise the reply

@@ -86,6 +86,7 @@ static uint32_t commit(ctl *c, const ctl_grant_req *g, const size_t *picked, siz
         snprintf(l->client, sizeof l->client, "%s", g->client);
         snprintf(l->kind, sizeof l->kind, "%s", g->kind);
         snprintf(l->worker, sizeof l->worker, "%s", b->worker);
+        snprintf(l->tag, sizeof l->tag, "%s", g->tag ? g->tag : "");
         l->args = g->args;
         l->args_len = g->args_len;
         l->granted_ms = now;
@@ -104,10 +105,11 @@ static uint32_t commit(ctl *c, const ctl_grant_req *g, const size_t *picked, siz
         ctl_lease_adopt(c, &leases[i], now);
         ctl_send_worker_cmd(c, leases[i].worker, IFM_WOP_RESERVE, leases[i].serial, g->kind, g->client, ids[i], g->args,
                             g->args_len);
-        ifm_enc_map(enc, 3);
+        ifm_enc_map(enc, 4);
         ifm_enc_kstr(enc, "serial", leases[i].serial);
         ifm_enc_kstr(enc, "worker", leases[i].worker);
         ifm_enc_kuint(enc, "until", until);
+        ifm_enc_kuint(enc, "lease", ids[i]);
         IFM_INFO("serial=%s client=%s reserved kind=%s worker=%s", leases[i].serial, g->client, g->kind,
                  leases[i].worker);
     }

@@ -92,6 +92,7 @@ void ctl_lease_adopt(ctl *c, const ctl_lease *l, uint64_t set_ms)
     b->leased = true;
     snprintf(b->client, sizeof b->client, "%s", l->client);
     snprintf(b->lease_kind, sizeof b->lease_kind, "%s", l->kind);
+    snprintf(b->lease_tag, sizeof b->lease_tag, "%s", l->tag);
     if (!b->known)
         snprintf(b->worker, sizeof b->worker, "%s", l->worker);
     b->lease_id = l->lease_id;

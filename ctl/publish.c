@@ -21,6 +21,7 @@ void ctl_publish_lease(ctl *c, const ctl_board *b)
     snprintf(li.client, sizeof li.client, "%s", b->client);
     snprintf(li.kind, sizeof li.kind, "%s", b->lease_kind);
     snprintf(li.worker, sizeof li.worker, "%s", b->worker);
+    snprintf(li.tag, sizeof li.tag, "%s", b->lease_tag);
     li.lease = b->lease_id;
     li.until_ms = b->until_ms;
     ifm_enc e;

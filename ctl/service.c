@@ -84,7 +84,8 @@ static void do_reserve(ctl *c, const ifm_mqtt_msg *msg, const char *client, cons
     ifm_enc e;
     ifm_enc_init(&e);
     char why[200] = "";
-    const ctl_grant_req g = { client, req->kind, (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args), duration };
+    const ctl_grant_req g = { client,   req->kind, (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args),
+                              duration, req->tag };
     uint32_t code = ctl_grant_any(c, &g, req->amount, &e, why, sizeof why);
     if (code == 200) {
         reply(c, msg, &e);
@@ -111,8 +112,12 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
         ifm_obj_pack(req->args, &args);
     char why[200] = "out of memory";
     const char **serials = serial_ptrs(req);
-    const ctl_grant_req g = { client, req->kind, (const uint8_t *)ifm_enc_data(&args), ifm_enc_size(&args),
-                              lease_duration(c, req->duration_s) };
+    const ctl_grant_req g = { client,
+                              req->kind,
+                              (const uint8_t *)ifm_enc_data(&args),
+                              ifm_enc_size(&args),
+                              lease_duration(c, req->duration_s),
+                              req->tag };
     uint32_t code = 500;
     if (ifm_enc_size(&args) > IFM_MAX_ARGS) {
         code = 400;
@@ -326,12 +331,13 @@ static void do_status(ctl *c, const ifm_mqtt_msg *msg)
         const ctl_board *b = c->boards[i];
         if (!b->leased)
             continue;
-        ifm_enc_map(&e, 5);
+        ifm_enc_map(&e, 6);
         ifm_enc_kstr(&e, "serial", b->serial);
         ifm_enc_kstr(&e, "client", b->client);
         ifm_enc_kstr(&e, "kind", b->lease_kind);
         ifm_enc_kuint(&e, "lease", b->lease_id);
         ifm_enc_kuint(&e, "until", b->until_ms);
+        ifm_enc_kstr(&e, "tag", b->lease_tag);
     }
     reply(c, msg, &e);
     ifm_enc_free(&e);

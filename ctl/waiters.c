@@ -13,6 +13,7 @@ struct ctl_waiter {
     ctl *c;
     char client[IFM_NAME_MAX];
     char kind[IFM_KIND_MAX];
+    char tag[IFM_TAG_MAX];
     uint32_t amount;
     uint8_t *args;
     size_t args_len;
@@ -76,6 +77,7 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
     w->c = c;
     snprintf(w->client, sizeof w->client, "%s", client);
     snprintf(w->kind, sizeof w->kind, "%s", req->kind);
+    snprintf(w->tag, sizeof w->tag, "%s", req->tag);
     w->amount = req->amount;
     w->duration_s = duration_s;
     if (args_len && !(w->args = malloc(args_len)))
@@ -112,7 +114,7 @@ void ctl_waiters_serve(ctl *c)
             ifm_enc e;
             ifm_enc_init(&e);
             char why[200];
-            const ctl_grant_req g = { w->client, w->kind, w->args, w->args_len, w->duration_s };
+            const ctl_grant_req g = { w->client, w->kind, w->args, w->args_len, w->duration_s, w->tag };
             uint32_t code = ctl_grant_any(c, &g, w->amount, &e, why, sizeof why);
             if (code == 200) {
                 waiter_reply(w, &e);

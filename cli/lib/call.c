@@ -122,6 +122,8 @@ int lib_req_convert(const icefarm_req *in, ifm_ctl_req *out, char *reason, size_
     if (in->kind && snprintf(out->kind, sizeof out->kind, "%s", in->kind) >= (int)sizeof out->kind)
         return ifm_failbuf(reason, reason_len, -EINVAL, "kind \"%s\" is longer than %d bytes", in->kind,
                            IFM_KIND_MAX - 1);
+    if (in->tag && snprintf(out->tag, sizeof out->tag, "%s", in->tag) >= (int)sizeof out->tag)
+        return ifm_failbuf(reason, reason_len, -EINVAL, "tag is longer than %d bytes", IFM_TAG_MAX - 1);
     if (in->nserials > IFM_MAX_SERIALS)
         return ifm_failbuf(reason, reason_len, -EINVAL, "%zu serials (at most %d in one request)", in->nserials,
                            IFM_MAX_SERIALS);

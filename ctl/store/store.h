@@ -38,7 +38,8 @@
 #define CTL_CLIENT_MAX (IFM_NAME_MAX - 1)   /* any UTF-8, quotes and backslashes welcome */
 #define CTL_KIND_MAX (IFM_KIND_MAX - 1)
 #define CTL_WORKER_MAX (IFM_NAME_MAX - 1)
-#define CTL_ARGS_MAX IFM_MAX_ARGS /* opaque msgpack blob, stored as-is */
+#define CTL_ARGS_MAX IFM_MAX_ARGS     /* opaque msgpack blob, stored as-is */
+#define CTL_TAG_MAX (IFM_TAG_MAX - 1) /* free text the client attached to the lease (may be empty) */
 
 typedef enum {
     CTL_STORE_OK = 0,
@@ -55,7 +56,8 @@ typedef struct ctl_lease {
     char client[CTL_CLIENT_MAX + 1];
     char kind[CTL_KIND_MAX + 1];
     char worker[CTL_WORKER_MAX + 1];
-    const uint8_t *args; /* may be NULL when args_len == 0; see ownership above */
+    char tag[CTL_TAG_MAX + 1]; /* "" when the client gave none */
+    const uint8_t *args;       /* may be NULL when args_len == 0; see ownership above */
     size_t args_len;
     uint64_t lease_id;   /* assigned by ctl_store_grant; unique, never reused */
     uint64_t granted_ms; /* wall clock, ms since the epoch */

@@ -45,7 +45,8 @@ int store_lease_check(const ctl_lease *l, char *err, size_t errlen)
     if (store_text_check("serial", l->serial, CTL_SERIAL_MAX, err, errlen) ||
         store_text_check("client", l->client, CTL_CLIENT_MAX, err, errlen) ||
         store_text_check("kind", l->kind, CTL_KIND_MAX, err, errlen) ||
-        store_text_check("worker", l->worker, CTL_WORKER_MAX, err, errlen))
+        store_text_check("worker", l->worker, CTL_WORKER_MAX, err, errlen) ||
+        (l->tag[0] && store_text_check("tag", l->tag, CTL_TAG_MAX, err, errlen)))
         return -1;
     if (l->args_len > CTL_ARGS_MAX)
         return fail(err, errlen, "args are %zu bytes (max %d)", l->args_len, CTL_ARGS_MAX);
@@ -84,13 +85,14 @@ int store_lease_encode(const ctl_lease *l, store_lease_buf *out, char *err, size
     out->len = 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, buf_write);
-    int bad = msgpack_pack_map(&pk, 10) || pack_key(&pk, "v") || msgpack_pack_uint32(&pk, STORE_LEASE_VERSION) ||
-        pack_text(&pk, "s", l->serial) || pack_text(&pk, "c", l->client) || pack_text(&pk, "k", l->kind) ||
-        pack_text(&pk, "w", l->worker) || pack_key(&pk, "a") || msgpack_pack_bin(&pk, l->args_len) ||
+    int bad = msgpack_pack_map(&pk, l->tag[0] ? 11 : 10) || pack_key(&pk, "v") ||
+        msgpack_pack_uint32(&pk, STORE_LEASE_VERSION) || pack_text(&pk, "s", l->serial) ||
+        pack_text(&pk, "c", l->client) || pack_text(&pk, "k", l->kind) || pack_text(&pk, "w", l->worker) ||
+        pack_key(&pk, "a") || msgpack_pack_bin(&pk, l->args_len) ||
         (l->args_len && msgpack_pack_bin_body(&pk, l->args, l->args_len)) || pack_key(&pk, "id") ||
         msgpack_pack_uint64(&pk, l->lease_id) || pack_key(&pk, "g") || msgpack_pack_uint64(&pk, l->granted_ms) ||
         pack_key(&pk, "u") || msgpack_pack_uint64(&pk, l->until_ms) || pack_key(&pk, "wn") ||
-        (l->warned ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
+        (l->warned ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)) || (l->tag[0] && pack_text(&pk, "t", l->tag));
     if (bad)
         return fail(err, errlen, "lease for %s does not fit %d bytes", l->serial, STORE_LEASE_ENC_MAX);
     return 0;
@@ -117,10 +119,11 @@ enum {
     F_G = 64,
     F_U = 128,
     F_WN = 256,
-    F_ALL = 511
+    F_ALL = 511, /* required */
+    F_T = 512    /* optional: the lease's tag */
 };
 
-static const char *const field_names[] = { "s", "c", "k", "w", "a", "id", "g", "u", "wn" };
+static const char *const field_names[] = { "s", "c", "k", "w", "a", "id", "g", "u", "wn", "t" };
 
 /* Reads a str value into a fixed array after checking it like the encoder does. */
 static int read_text(ifm_mp *r, const char *what, char *dst, size_t max, char *err, size_t errlen)
@@ -191,6 +194,8 @@ static int read_field(ifm_mp *r, ctl_lease *out, unsigned *seen, char *err, size
         return read_u64(r, "g", &out->granted_ms, err, errlen);
     case F_U:
         return read_u64(r, "u", &out->until_ms, err, errlen);
+    case F_T:
+        return read_text(r, "tag", out->tag, CTL_TAG_MAX, err, errlen);
     default:
         if (ifm_mp_bool(r, &out->warned))
             return fail(err, errlen, "field wn: %s", r->why);
@@ -228,7 +233,7 @@ static int decode(const void *key, size_t keylen, const void *val, size_t vallen
     for (uint32_t i = 1; i < count; i++)
         if (read_field(&r, out, &seen, fwhy, sizeof fwhy))
             return fail(err, errlen, "record: %s", fwhy);
-    if (seen != F_ALL) {
+    if ((seen & F_ALL) != F_ALL) {
         for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
             if (!(seen & (1u << i)))
                 return fail(err, errlen, "record: missing key \"%s\"", field_names[i]);

@@ -83,6 +83,8 @@ int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_
         return -1;
     if (ifm_get_uint(root, "duration_s", false, 0, 365u * 86400u, &req->duration_s, err) < 0)
         return -1;
+    if (reserving && ifm_get_str(root, "tag", false, req->tag, sizeof req->tag, err) < 0)
+        return -1;
     return 0;
 }
 
@@ -97,7 +99,7 @@ void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, si
 {
     bool has_serials = needs_serials(req->verb);
     uint32_t n = (req->verb == IFM_VERB_RESERVE) + (req->kind[0] != 0) + (args != NULL) + has_serials +
-        (req->wait_ms != 0) + (req->duration_s != 0);
+        (req->wait_ms != 0) + (req->duration_s != 0) + (req->tag[0] != 0);
     ifm_enc_root(e, n);
     if (req->verb == IFM_VERB_RESERVE)
         ifm_enc_kuint(e, "amount", req->amount);
@@ -117,6 +119,8 @@ void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, si
         ifm_enc_kuint(e, "wait_ms", req->wait_ms);
     if (req->duration_s)
         ifm_enc_kuint(e, "duration_s", req->duration_s);
+    if (req->tag[0])
+        ifm_enc_kstr(e, "tag", req->tag);
 }
 
 void ifm_reply_begin(ifm_enc *e, uint32_t code, const char *error, uint32_t extra)

@@ -15,13 +15,15 @@ void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, 
 
 void ifm_lease_info_encode(ifm_enc *e, const ifm_lease_info *l)
 {
-    ifm_enc_root(e, 6);
+    ifm_enc_root(e, l->tag[0] ? 7 : 6);
     ifm_enc_kstr(e, "serial", l->serial);
     ifm_enc_kstr(e, "client", l->client);
     ifm_enc_kstr(e, "kind", l->kind);
     ifm_enc_kstr(e, "worker", l->worker);
     ifm_enc_kuint(e, "lease", l->lease);
     ifm_enc_kuint(e, "until", l->until_ms);
+    if (l->tag[0])
+        ifm_enc_kstr(e, "tag", l->tag);
 }
 
 int ifm_lease_info_decode(const ifm_doc *doc, ifm_lease_info *l, ifm_err *err)
@@ -33,7 +35,8 @@ int ifm_lease_info_decode(const ifm_doc *doc, ifm_lease_info *l, ifm_err *err)
         ifm_get_str(r, "kind", true, l->kind, sizeof l->kind, err) ||
         ifm_get_str(r, "worker", true, l->worker, sizeof l->worker, err) ||
         ifm_get_uint(r, "lease", true, 0, UINT64_MAX, &l->lease, err) ||
-        ifm_get_uint(r, "until", true, 0, UINT64_MAX, &l->until_ms, err))
+        ifm_get_uint(r, "until", true, 0, UINT64_MAX, &l->until_ms, err) ||
+        ifm_get_str(r, "tag", false, l->tag, sizeof l->tag, err) < 0)
         return -1;
     return 0;
 }

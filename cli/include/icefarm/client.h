@@ -154,6 +154,7 @@ typedef struct {
     size_t args_len;
     uint64_t wait_ms;    /* reserve: wait this long for boards to come free (0: answer at once) */
     uint64_t duration_s; /* reserve*, extend*: lease length (0: control's default) */
+    const char *tag;     /* reserve*: free text stored with the lease, shown by status (<= 127 bytes); NULL: none */
 } icefarm_req;
 
 /* Control's answer. Opaque; read it with the accessors below. */

@@ -39,8 +39,9 @@ typedef struct {
     const msgpack_object *args;      /* reserve*: a map, points into the doc; NULL when absent */
     char (*serials)[IFM_SERIAL_MAX]; /* malloc'd; reserve_serials, extend, end, reboot, delete */
     size_t nserials;
-    uint64_t wait_ms;    /* reserve: wait this long for boards (0: fail at once) */
-    uint64_t duration_s; /* reserve*, extend*: requested lease length (0: default) */
+    uint64_t wait_ms;      /* reserve: wait this long for boards (0: fail at once) */
+    uint64_t duration_s;   /* reserve*, extend*: requested lease length (0: default) */
+    char tag[IFM_TAG_MAX]; /* reserve*: free text stored with the lease ("" none) */
 } ifm_ctl_req;
 
 /* Decodes a request for `verb`, checking that the verb's required fields are there. */
@@ -221,6 +222,7 @@ typedef struct {
     char worker[IFM_NAME_MAX];
     uint64_t lease;
     uint64_t until_ms;
+    char tag[IFM_TAG_MAX]; /* "" when the holder gave none (then not sent) */
 } ifm_lease_info;
 void ifm_lease_info_encode(ifm_enc *e, const ifm_lease_info *l);
 int ifm_lease_info_decode(const ifm_doc *doc, ifm_lease_info *l, ifm_err *err);

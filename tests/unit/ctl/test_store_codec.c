@@ -37,6 +37,7 @@ static void assert_same(const ctl_lease *a, const ctl_lease *b)
     assert_string_equal(a->client, b->client);
     assert_string_equal(a->kind, b->kind);
     assert_string_equal(a->worker, b->worker);
+    assert_string_equal(a->tag, b->tag);
     assert_int_equal(a->args_len, b->args_len);
     if (a->args_len)
         assert_memory_equal(a->args, b->args, a->args_len);
@@ -61,6 +62,33 @@ static void round_trip(void **state)
     }
 }
 
+/* The optional tag: absent when empty (records written before tags read the same),
+ * kept when set, checked like the other strings. */
+static void tag_round_trip(void **state)
+{
+    (void)state;
+    uint8_t args[8];
+    ctl_lease l = full_lease(args, 8), d;
+    store_lease_buf plain, tagged;
+    char err[256];
+    assert_int_equal(store_lease_encode(&l, &plain, err, sizeof err), 0);
+    assert_int_equal(plain.buf[0], 0x8a); /* a map of 10: no "t" */
+    strcpy(l.tag, "dcss client 7: run {12} \"q\"");
+    assert_int_equal(store_lease_encode(&l, &tagged, err, sizeof err), 0);
+    assert_int_equal(tagged.buf[0], 0x8b);
+    assert_int_equal(store_lease_decode(l.serial, strlen(l.serial), tagged.buf, tagged.len, &d, err, sizeof err), 0);
+    assert_same(&l, &d);
+    memset(&d, 0, sizeof d);
+    assert_int_equal(store_lease_decode(l.serial, strlen(l.serial), plain.buf, plain.len, &d, err, sizeof err), 0);
+    assert_string_equal(d.tag, "");
+    strcpy(l.tag, "bad \xc0\x80");
+    l.tag[4] = (char)0xc0;
+    l.tag[5] = (char)0x80;
+    l.tag[6] = 0;
+    assert_int_equal(store_lease_encode(&l, &tagged, err, sizeof err), -1);
+    assert_non_null(strstr(err, "tag is not valid UTF-8"));
+}
+
 /* Every field at its limit still fits the fixed buffer. */
 static void limits_fit(void **state)
 {
@@ -75,6 +103,8 @@ static void limits_fit(void **state)
     l.kind[CTL_KIND_MAX] = 0;
     memset(l.worker, 'w', CTL_WORKER_MAX);
     l.worker[CTL_WORKER_MAX] = 0;
+    memset(l.tag, 't', CTL_TAG_MAX);
+    l.tag[CTL_TAG_MAX] = 0;
     store_lease_buf buf;
     char err[256];
     assert_int_equal(store_lease_encode(&l, &buf, err, sizeof err), 0);
@@ -407,6 +437,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip),
+        cmocka_unit_test(tag_round_trip),
         cmocka_unit_test(limits_fit),
         cmocka_unit_test(encode_rejects),
         cmocka_unit_test(decode_good),

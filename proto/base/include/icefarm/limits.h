@@ -13,6 +13,7 @@
 #define IFM_SERIAL_MAX 64 /* a board serial (a USB serial string), incl. NUL: 63 bytes */
 #define IFM_NAME_MAX 128  /* client, user and worker names, incl. NUL: 127 bytes */
 #define IFM_KIND_MAX 32   /* a board kind ("pulsecount"), incl. NUL: 31 bytes */
+#define IFM_TAG_MAX 128   /* a lease's tag (free text, may be empty), incl. NUL: 127 bytes */
 #define IFM_VERB_MAX 32   /* a control verb (icefarm/ctl/req/<verb>), incl. NUL */
 #define IFM_ID_MAX 96     /* evaluation and batch ids, incl. NUL */
 #define IFM_LEAF_MAX 32   /* the last level of a topic ("state", "event"), incl. NUL */
