@@ -39,7 +39,7 @@ role_init() {
     chmod 700 "$ETC/secrets"
     "$SHARE/secure/make-certs.sh" "$CERTS" --host "$BROKER_HOST" ${ICEFARM_CERT_HOSTS:-} >/dev/null
     local pair user role pw
-    for pair in "ctl:control" "http:gateway" "health:dashboard" "${ICEFARM_WORKER_NAME:-worker}:worker" ${ICEFARM_USERS:-}; do
+    for pair in "ctl:control" "http:gateway" "health:dashboard" "dhs:client" "${ICEFARM_WORKER_NAME:-worker}:worker" ${ICEFARM_USERS:-}; do
         user=${pair%%:*} role=${pair#*:}
         [[ -s $ETC/secrets/$user ]] && continue
         pw=$("$SHARE/secure/add-user.sh" "$ETC" "$user" "$role" --generate 2>/dev/null | tail -n 1)
@@ -125,9 +125,14 @@ role_worker() {
     exec "$BIN/icefarm-wrk" --name "$name" --user "$name" --password-file "$(secret_file "$name")" "$@"
 }
 
+# icefarm-dhs (the optional `dhs` service): the farm as a DCSS hardware server.
+role_dhs() {
+    exec "$BIN/icefarm-dhs" --user dhs --password-file "$ETC/secrets/dhs" "$@"
+}
+
 role=${1:-ctl}
 shift || true
 case $role in
-init | broker | ctl | http | worker) "role_$role" "$@" ;;
+init | broker | ctl | http | worker | dhs) "role_$role" "$@" ;;
 *) exec "$role" "$@" ;;
 esac

@@ -53,7 +53,7 @@ farm_wait_port() {
 }
 
 # Credentials each component starts with (empty in the anonymous farm).
-FARM_CTL_AUTH=() FARM_WRK_AUTH=() FARM_HTTP_AUTH=() FARM_CLI_AUTH=() FARM_USERS=()
+FARM_CTL_AUTH=() FARM_WRK_AUTH=() FARM_HTTP_AUTH=() FARM_CLI_AUTH=() FARM_DHS_AUTH=() FARM_USERS=()
 
 # The secured farm's broker: a lab CA and certificates, a password file and
 # roles for control, the worker, the HTTP gateway, two demo clients (alice,
@@ -74,12 +74,13 @@ farm_secure_setup() {
     chmod 700 "$dir/secrets"
     save_secret() { (umask 077 && printf '%s\n' "$2" >"$dir/secrets/$1"); }
     local ca="$dir/certs/ca.crt" u
-    for u in "ctl control" "$worker worker" "http gateway"; do
+    for u in "ctl control" "$worker worker" "http gateway" "dhs client"; do
         pw=$(new_user "${u%% *}" "${u#* }") && save_secret "${u%% *}" "$pw"
     done
     FARM_CTL_AUTH=(--user ctl --password-file "$dir/secrets/ctl" --cafile "$ca")
     FARM_WRK_AUTH=(--user "$worker" --password-file "$dir/secrets/$worker" --cafile "$ca")
     FARM_HTTP_AUTH=(--user http --password-file "$dir/secrets/http" --cafile "$ca")
+    FARM_DHS_AUTH=(--user dhs --password-file "$dir/secrets/dhs" --cafile "$ca") # icefarm-dhs: its own client user
     local alice bob oscar
     alice=$(new_user alice client)
     bob=$(new_user bob client)
@@ -140,6 +141,15 @@ farm_start_http() {
         farm_log "icefarm-http did not start on $listen; see $FARM_DIR/http.log"
         return 1
     fi
+}
+
+# icefarm-dhs on the running farm, connecting to DCSS at HOST:PORT (it retries with
+# back-off until DCSS is there). Name and protocol from ICEFARM_DHS_NAME (icefarm)
+# and ICEFARM_DHS_PROTOCOL (2). Appended to FARM_PIDS like icefarm-http.
+farm_start_dhs() {
+    "$FARM_BIN/ctl/dhs/icefarm-dhs" --dcss "$1" --broker "$FARM_BROKER" "${FARM_DHS_AUTH[@]}" \
+        --name "${ICEFARM_DHS_NAME:-icefarm}" --protocol "${ICEFARM_DHS_PROTOCOL:-2}" >"$FARM_DIR/dhs.log" 2>&1 &
+    FARM_PIDS+=($!)
 }
 
 # Waits until control reports BOARDS boards available.

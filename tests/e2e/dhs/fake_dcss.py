@@ -225,14 +225,14 @@ class FakeDCSS:
     def _read_exact(self, conn, n, deadline=None):
         buf = b""
         while len(buf) < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                conn.sock.settimeout(left)
-            else:
-                conn.sock.settimeout(None)
             try:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    conn.sock.settimeout(left)
+                else:
+                    conn.sock.settimeout(None)
                 chunk = conn.sock.recv(n - len(buf))
             except (socket.timeout, OSError):
                 return None
@@ -503,11 +503,11 @@ class FakeDCSS:
         handle = self.new_handle(client)
         if conn is None:
             return None
-        hw = dev.hw_name if dev else op
         with self.lock:
             self.handles[handle] = {"op": op, "conn": conn.serial, "updates": [], "completions": [], "dead": None}
             self.broadcast.append("stog_start_operation %s %s %s" % (op, handle, args))
-        self.send(conn, ("stoh_start_operation %s %s %s" % (hw, handle, args)).rstrip())
+        # the GUI's text with its prefix swapped: the DCSS name, not the hwName
+        self.send(conn, ("stoh_start_operation %s %s %s" % (op, handle, args)).rstrip())
         return handle
 
     def stop_operation(self, op, dhs):
