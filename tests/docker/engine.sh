@@ -74,7 +74,8 @@ phase "base image"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MQTTS=$(free_port) WSS=$(free_port) HTTP=$(free_port)
 export ICEFARM_MQTTS_PUBLISH=127.0.0.1:$MQTTS ICEFARM_WSS_PUBLISH=127.0.0.1:$WSS ICEFARM_HTTP_PUBLISH=127.0.0.1:$HTTP
-export ICEFARM_OPERATOR_DIR=$T/operator ICEFARM_FIRMWARE_DIR=$T/firmware ICEFARM_USERS="alice:client bob:client"
+export ICEFARM_OPERATOR_DIR=$T/operator ICEFARM_FIRMWARE_DIR=$T/firmware
+unset ICEFARM_USERS # compose.yml's default accounts
 export ICEFARM_SIM=4 # the documented command for a lab with no boards
 mkdir -p "$T/operator" "$T/firmware" "$T/usb" "$T/udev"
 {
@@ -117,10 +118,11 @@ check "the broker runs with its open-file limit raised to the hard limit ($nofil
 
 # What init gave the operator.
 compose logs --no-color init >"$T/init.log" 2>&1 || true
-check "logs init says where the client passwords are" grep -q "operator: the passwords of alice:client bob:client are in passwords" "$T/init.log"
+check "logs init says where the passwords of the default accounts are" grep -q "operator: the passwords of alice:client admin:operator are in passwords" "$T/init.log"
 check "the passwords file is private (mode 600)" test "$(stat -c %a "$T/operator/passwords" 2>/dev/null)" = 600
 PW=$(awk '$1 == "alice" {print $2}' "$T/operator/passwords" 2>/dev/null || true)
 check "it holds alice's password" test -n "$PW"
+check "  ... and the operator admin's" grep -qE '^admin [^ ]+$' "$T/operator/passwords"
 check "and the CA is beside it" test -s "$T/operator/ca.crt"
 compose logs --no-color worker >"$T/worker.log" 2>&1 || true
 check "the worker runs simulated boards though compose names absent firmware files" grep -q 'simulated boards:' "$T/worker.log"
