@@ -59,6 +59,14 @@ if [[ -n $SECURE ]]; then
         bash -c "! '$BUILD/cli/icefarm-cli' --broker '$BROKER' --cafile '$CA' --timeout 5 status >/dev/null 2>&1"
 fi
 
+# all_available: every board is back (boards an evaluate used re-flash for a moment).
+all_available() {
+    local out
+    out=$("${cli[@]}" --json available 2>/dev/null || true)
+    amount_is "$out" "$BOARDS"
+}
+wait_until 60 all_available || true
+
 # What it tells you to paste into another terminal, pasted as it is (from elsewhere).
 sed -n '/In another terminal:/,/^Ctrl-C/p' "$FD_OUT" | sed -e '1d' -e '$d' -e 's/(status page: .*)$//' >"$RUN/paste.sh"
 echo "# pasting:" && sed 's/^/#   /' "$RUN/paste.sh"
@@ -72,11 +80,6 @@ check "  ... and curl printed the available boards" grep -q '"amount"' "$RUN/pas
 # README.md's block for a second terminal, line by line as written, from the checkout
 # (build/ is this test's build directory; the streaming commands run for 3 s).
 # (A person types slower than this: wait for the boards the pasted evaluate used.)
-all_available() {
-    local out
-    out=$("${cli[@]}" --json available 2>/dev/null || true)
-    amount_is "$out" "$BOARDS"
-}
 if [[ -z $SECURE ]]; then
     wait_until 60 all_available || true
     awk '/^`\.\/icefarm up \[--boards N\]/ { f = 1 } f && /^```sh/ { g = 1; next } g && /^```/ { exit } g' "$ROOT/README.md" |
