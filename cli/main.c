@@ -279,7 +279,11 @@ int main(int argc, char **argv)
             o.npos = n;
         }
     }
-    signal(SIGPIPE, SIG_IGN);
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        perror("icefarm-cli: cannot ignore SIGPIPE");
+        free(csv_copy);
+        return CLI_FAILED;
+    }
     /* A CLI speaks through its output; library chatter only when asked for. */
     setenv("ICEFARM_LOG_LEVEL", "warn", 0);
     int rc = cmd->fn(&o);

@@ -1,4 +1,5 @@
 /* icefarm-ctl: a foreground daemon (systemd- and docker-friendly). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,12 +140,17 @@ int main(int argc, char **argv)
         IFM_ERROR("cannot set up the MQTT client");
         goto out;
     }
-    ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_STATE_ALL, 1, ctl_on_worker_state, &c);
-    ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_BOARD_STATE_ALL, 1, ctl_on_board_state, &c);
-    ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_CTL_REQ_ALL, 1, ctl_on_request, &c);
+    if (ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_STATE_ALL, 1, ctl_on_worker_state, &c) ||
+        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_BOARD_STATE_ALL, 1, ctl_on_board_state, &c) ||
+        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_CTL_REQ_ALL, 1, ctl_on_request, &c)) {
+        IFM_ERROR("cannot subscribe to the worker, board and request topics (out of memory)");
+        goto out;
+    }
     int sigs[] = { SIGINT, SIGTERM };
-    ifm_loop_signals(c.loop, sigs, 2, on_signal, &c);
-    signal(SIGPIPE, SIG_IGN);
+    if (ifm_loop_signals(c.loop, sigs, 2, on_signal, &c) || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        IFM_ERROR("cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
     IFM_INFO("icefarm-ctl starting: broker %s:%d, data %s, lease %llus (max %llus), warn %llus before",
              c.cfg.broker_host, c.cfg.broker_port, c.cfg.data_dir, (unsigned long long)c.cfg.lease_default_s,
              (unsigned long long)c.cfg.lease_max_s, (unsigned long long)c.cfg.warn_before_s);

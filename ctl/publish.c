@@ -6,13 +6,27 @@
 #include "ctl.h"
 #include "icefarm/log.h"
 
+/* Every publish of control, checked: a message that could not be sent is
+ * logged with its topic. Retained state (leases, availability, control's own
+ * state) is published again on every (re)connect; events are not, so their
+ * loss is a warning. */
+static void pub(ctl *c, const char *topic, const void *p, size_t n, bool retain)
+{
+    if (ifm_mqtt_publish(c->mqtt, topic, p, n, 1, retain) == 0)
+        return;
+    if (retain)
+        IFM_INFO("not connected: %s is published again on reconnect", topic);
+    else
+        IFM_WARN("not connected: message to %s dropped", topic);
+}
+
 void ctl_publish_lease(ctl *c, const ctl_board *b)
 {
     char topic[IFM_TOPIC_MAX];
     if (ifm_topic_lease(topic, sizeof topic, b->serial))
         return;
     if (!b->leased) {
-        ifm_mqtt_publish(c->mqtt, topic, NULL, 0, 1, true); /* empty retained = cleared */
+        pub(c, topic, NULL, 0, true); /* empty retained = cleared */
         return;
     }
     ifm_lease_info li;
@@ -27,7 +41,7 @@ void ctl_publish_lease(ctl *c, const ctl_board *b)
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_lease_info_encode(&e, &li);
-    ifm_mqtt_publish(c->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, true);
+    pub(c, topic, ifm_enc_data(&e), ifm_enc_size(&e), true);
     ifm_enc_free(&e);
 }
 
@@ -97,7 +111,7 @@ void ctl_publish_state(ctl *c, bool online)
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_ctl_state_encode(&e, online, c->epoch);
-    ifm_mqtt_publish(c->mqtt, IFM_TOPIC_CTL_STATE, ifm_enc_data(&e), ifm_enc_size(&e), 1, true);
+    pub(c, IFM_TOPIC_CTL_STATE, ifm_enc_data(&e), ifm_enc_size(&e), true);
     ifm_enc_free(&e);
 }
 
@@ -119,7 +133,7 @@ void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const cha
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_worker_cmd_encode(&e, &cmd, args_len ? args : NULL, args_len);
-    ifm_mqtt_publish(c->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
+    pub(c, topic, ifm_enc_data(&e), ifm_enc_size(&e), false);
     ifm_enc_free(&e);
 }
 
@@ -131,6 +145,6 @@ void ctl_send_client_event(ctl *c, const char *client, const char *event, const 
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_client_event_encode(&e, event, serial, until_ms);
-    ifm_mqtt_publish(c->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, false);
+    pub(c, topic, ifm_enc_data(&e), ifm_enc_size(&e), false);
     ifm_enc_free(&e);
 }

@@ -46,7 +46,8 @@ static void unlink_waiter(ctl *c, ctl_waiter *w)
 
 static void waiter_reply(ctl_waiter *w, const ifm_enc *e)
 {
-    ifm_mqtt_reply_to(w->c->mqtt, w->reply_to, ifm_enc_data(e), ifm_enc_size(e));
+    if (ifm_mqtt_reply_to(w->c->mqtt, w->reply_to, ifm_enc_data(e), ifm_enc_size(e)) != 0)
+        IFM_WARN("not connected: the answer to a waiting reserve is lost (its caller times out)");
 }
 
 static void on_waiter_timeout(ifm_loop *loop, void *arg)

@@ -10,7 +10,14 @@
 
 static void publish_enc(const wrk_ctx *w, const char *topic, ifm_enc *e, bool retain)
 {
-    ifm_mqtt_publish(w->mqtt, topic, ifm_enc_data(e), ifm_enc_size(e), 1, retain);
+    /* Retained state (births, board states) is published again on every
+     * reconnect; an event lost to a disconnect is worth a warning. */
+    if (ifm_mqtt_publish(w->mqtt, topic, ifm_enc_data(e), ifm_enc_size(e), 1, retain) != 0) {
+        if (retain)
+            IFM_INFO("not connected: %s is published again on reconnect", topic);
+        else
+            IFM_WARN("not connected: message to %s dropped", topic);
+    }
     ifm_enc_free(e);
 }
 

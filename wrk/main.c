@@ -267,8 +267,10 @@ int main(int argc, char **argv)
                  w->usbip_port, w->usbip_host, w->usbip_port);
     }
     int sigs[] = { SIGINT, SIGTERM };
-    ifm_loop_signals(w->loop, sigs, 2, on_signal, w);
-    signal(SIGPIPE, SIG_IGN);
+    if (ifm_loop_signals(w->loop, sigs, 2, on_signal, w) || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        IFM_ERROR("cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
     IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.mo.port,
              w->t->ops->name, w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)",
              (unsigned long long)w->epoch);

@@ -135,9 +135,11 @@ static void sync_boards(http_srv *s)
     bool want = !s->stopping && (s->streams || sio_any(s));
     if (want == s->board_sub || !s->mqtt)
         return;
-    if (want)
-        ifm_mqtt_subscribe(s->mqtt, BOARD_EVENTS, 1, on_board_event, s);
-    else
+    if (want && ifm_mqtt_subscribe(s->mqtt, BOARD_EVENTS, 1, on_board_event, s)) {
+        IFM_WARN("cannot subscribe to %s (out of memory): retried when the next listener comes", BOARD_EVENTS);
+        return;
+    }
+    if (!want)
         ifm_mqtt_unsubscribe(s->mqtt, BOARD_EVENTS);
     s->board_sub = want;
 }
@@ -146,8 +148,9 @@ void events_watch_name(http_srv *s, const char *name)
 {
     if (interest(s, name) == 1 && s->mqtt) {
         char topic[IFM_TOPIC_MAX];
-        if (ifm_topic_client(topic, sizeof topic, name, "event") == 0)
-            ifm_mqtt_subscribe(s->mqtt, topic, 1, on_client_event, s);
+        if (ifm_topic_client(topic, sizeof topic, name, "event") == 0 &&
+            ifm_mqtt_subscribe(s->mqtt, topic, 1, on_client_event, s))
+            IFM_WARN("client=%s cannot subscribe to %s (out of memory): no client events for it", name, topic);
     }
     sync_boards(s);
 }

@@ -1,4 +1,5 @@
 /* icefarm-http: a foreground daemon (systemd- and docker-friendly). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,7 +132,10 @@ int main(int argc, char **argv)
         ifm_opts_free(opts);
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        IFM_ERROR("cannot ignore SIGPIPE: %s", strerror(errno));
+        goto out;
+    }
     s.loop = ifm_loop_new();
     if (!s.loop)
         goto out;
@@ -175,7 +179,10 @@ int main(int argc, char **argv)
         goto out;
     }
     int sigs[] = { SIGINT, SIGTERM };
-    ifm_loop_signals(s.loop, sigs, 2, on_signal, &s);
+    if (ifm_loop_signals(s.loop, sigs, 2, on_signal, &s)) {
+        IFM_ERROR("cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
     IFM_INFO("icefarm-http listening on %s: broker %s:%d, control timeout %llu ms, auth %s", s.listen_url,
              s.broker_host, s.broker_port, (unsigned long long)s.timeout_ms,
              s.auth_mode == AUTH_BROKER ? "broker (Basic or Bearer, checked against the broker)"

@@ -204,8 +204,16 @@ uint64_t ifm_timer_add(ifm_loop *l, uint64_t ms, ifm_timer_cb cb, void *arg)
     if (l->ntimers == l->captimers) {
         size_t cap = l->captimers ? l->captimers * 2 : 16;
         timer *nh = realloc(l->heap, cap * sizeof *nh);
-        if (!nh)
-            return 0;
+        if (!nh) {
+            /* A timer that silently never fires is a lease that never expires or a
+             * wait that never ends: stop loudly instead (supervisors restart us, and
+             * control reloads its leases from LMDB). */
+            static const char msg[] = "icefarm: out of memory adding a timer: aborting\n";
+            if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+                /* nothing more to say */
+            }
+            abort();
+        }
         l->heap = nh;
         l->captimers = cap;
     }

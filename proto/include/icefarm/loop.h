@@ -38,7 +38,10 @@ void ifm_loop_free(ifm_loop *loop);
 int ifm_loop_watch(ifm_loop *loop, int fd, int events, ifm_fd_cb cb, void *arg);
 void ifm_loop_unwatch(ifm_loop *loop, int fd);
 
-/* One-shot timer after `ms` milliseconds. Returns a nonzero id. */
+/* One-shot timer after `ms` milliseconds. Returns a nonzero id; never fails:
+ * if the timer cannot be stored (out of memory) the process aborts with a
+ * message, because a timer that silently never fires would be a lease that
+ * never expires. Callers need not check. */
 uint64_t ifm_timer_add(ifm_loop *loop, uint64_t ms, ifm_timer_cb cb, void *arg);
 /* Cancels a pending timer; unknown or fired ids (and 0) are ignored. */
 void ifm_timer_cancel(ifm_loop *loop, uint64_t id);
