@@ -160,7 +160,7 @@ void ifm_opts_usage(const ifm_opts_spec *spec, FILE *f)
         snprintf(left, sizeof left, "  --%s %s", t[i]->name, t[i]->arg ? t[i]->arg : "VALUE");
         env_name(t[i], env, sizeof env);
         char where[160];
-        snprintf(where, sizeof where, "[%s%s%s]", env, t[i]->def ? ", default " : "", t[i]->def ? t[i]->def : "");
+        snprintf(where, sizeof where, "[%s%s%s]", env, t[i]->def ? ", " : "", t[i]->def ? t[i]->def : "");
         if (strlen(t[i]->help) + 1 + strlen(where) <= 80)
             fprintf(f, "%-30s%s %s\n", left, t[i]->help, where);
         else
