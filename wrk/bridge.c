@@ -7,6 +7,7 @@
 #include "bridge.h"
 #include "icefarm/log.h"
 #include "sim.h"
+#include "usbip_tunnel.h"
 
 static void publish_enc(const wrk_ctx *w, const char *topic, ifm_enc *e, bool retain)
 {
@@ -189,6 +190,9 @@ void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg)
 {
     wrk_ctx *w = arg;
     if (!connected) {
+        /* Tunnel sessions die with the connection that carried them (19.3). */
+        if (w->usbip_tunnel)
+            usbip_tunnel_reset(w->usbip_tunnel);
         /* Next connection, next epoch: the Will of this one must not kill it. */
         w->epoch++;
         set_will(w);
@@ -197,6 +201,21 @@ void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg)
     publish_worker(w, true);
     for (size_t i = 0; i < w->nboards; i++)
         publish_board(w->boards[i]);
+}
+
+/* icefarm/<serial>/usbip/<session>/c2s: a tunnel session's bytes (PROTOCOL.md
+ * 19.3), subscribed per board when the worker offers kind usbip. The broker's
+ * ACL lets only the board's holder publish here; the busid token inside the
+ * stream is still what opens an export, as on TCP. */
+static void on_usbip_c2s(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    wrk_ctx *w = arg;
+    if (!w->usbip_tunnel && !(w->usbip_tunnel = usbip_tunnel_new(w->usbip, w->loop, w->mqtt))) {
+        IFM_ERROR("usbip tunnel: out of memory");
+        return;
+    }
+    if (usbip_tunnel_c2s_msg(w->usbip_tunnel, msg->topic, msg->payload, msg->len))
+        IFM_WARN("usbip tunnel: refused a message on %s (%zu bytes)", msg->topic, msg->len);
 }
 
 /* ---- the sink: what the state machine emits, as MQTT messages ---- */
@@ -210,6 +229,10 @@ static void sink_board_added(void *ctx, wrk_board *b)
     if (ifm_topic_board(topic, sizeof topic, b->serial, "cmd") ||
         ifm_mqtt_subscribe(w->mqtt, topic, 1, on_board_cmd, w))
         IFM_WARN("serial=%s cannot subscribe to the board's commands", b->serial);
+    if (w->usbip &&
+        (ifm_topic_board(topic, sizeof topic, b->serial, "usbip/+/c2s") ||
+         ifm_mqtt_subscribe(w->mqtt, topic, 1, on_usbip_c2s, w)))
+        IFM_WARN("serial=%s cannot subscribe to the board's USB/IP tunnel", b->serial);
 }
 
 static void sink_board_state(void *ctx, const wrk_board *b)

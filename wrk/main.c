@@ -14,6 +14,7 @@
 #include "sim.h"
 #include "usb_transport.h"
 #include "usbip.h"
+#include "usbip_tunnel.h"
 #include "worker.h"
 
 #define MS(n, d, lo, hi, h)                                                                                            \
@@ -284,6 +285,7 @@ int main(int argc, char **argv)
     ifm_mqtt_disconnect(w->mqtt);
     rc = 0;
 out:
+    usbip_tunnel_free(w->usbip_tunnel);
     if (w->usbip) {
         usbip_server_free(w->usbip); /* cancels its URBs: let them come back */
         for (int i = 0; i < 20 && w->loop; i++)

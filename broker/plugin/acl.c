@@ -336,7 +336,8 @@ typedef enum {
     T_LEASE,
     T_WORKER,
     T_CLIENT,
-    T_BOARD
+    T_BOARD,
+    T_TUNNEL /* icefarm/<serial>/usbip/<session>/c2s|s2c: name = serial, leaf = c2s|s2c */
 } tkind;
 
 typedef struct {
@@ -409,6 +410,9 @@ static void classify(const char *topic, tinfo *t)
             SET(T_CLIENT, l2, n == 4 ? lv[3] : "");
     } else if (n == 3 && ifm_serial_valid(l1) && (is(l2, "cmd") || is(l2, "event") || is(l2, "state"))) {
         SET(T_BOARD, l1, l2);
+    } else if (n == 5 && ifm_serial_valid(l1) && is(l2, "usbip") && ifm_usbip_session_valid(lv[3]) &&
+               (is(lv[4], "c2s") || is(lv[4], "s2c"))) {
+        SET(T_TUNNEL, l1, lv[4]);
     }
 #undef SET
 }
@@ -868,6 +872,8 @@ static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo
         return t->k == T_SYS;
     case ROLE_CLIENT:
     case ROLE_OPERATOR:
+        if (t->k == T_TUNNEL) /* the holder reads its board's tunnel replies */
+            return is(t->leaf, "s2c") && holds_lease(st, t->name, user);
         return t->k == T_BOARD && is(t->leaf, "event") && holds_lease(st, t->name, user);
     case ROLE_GATEWAY:
         /* It serves the events of every client it acts for (SSE). */
@@ -877,7 +883,7 @@ static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo
     case ROLE_WORKER:
         if (t->k == T_WORKER)
             return is(t->name, user);
-        if (t->k == T_BOARD && is(t->leaf, "cmd"))
+        if ((t->k == T_BOARD && is(t->leaf, "cmd")) || (t->k == T_TUNNEL && is(t->leaf, "c2s")))
             return subscribing ? claimable(st, t->name, user) : owns(st, t->name, user);
         return false;
     default:
@@ -917,6 +923,8 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
     case ROLE_WORKER:
         if (t->k == T_WORKER)
             return is(t->name, user) && is(t->leaf, "state") && worker_state_ok(user, payload, len);
+        if (t->k == T_TUNNEL) /* its boards' tunnel replies */
+            return is(t->leaf, "s2c") && !retain && owns(st, t->name, user);
         if (t->k != T_BOARD)
             return false;
         if (is(t->leaf, "event"))
@@ -936,6 +944,8 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
             return false; /* a retained command would run again for the next holder */
         if (t->k == T_CTL_REQ)
             return true;
+        if (t->k == T_TUNNEL) /* the holder's tunnel bytes (and its Will, an empty one) */
+            return is(t->leaf, "c2s") && holds_lease(st, t->name, user);
         return t->k == T_BOARD && is(t->leaf, "cmd") && holds_lease(st, t->name, user);
     case ROLE_GATEWAY:
         /* Requests for its callers; board commands only for a leased board, and
@@ -966,14 +976,16 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
     case ROLE_CLIENT:
     case ROLE_OPERATOR:
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
-        return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event");
+        return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event") ||
+            acl_filters_intersect(filter, "icefarm/+/usbip/+/s2c");
     case ROLE_GATEWAY:
         snprintf(own, sizeof own, "icefarm/client/%s/#", user);
         return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/event") ||
             acl_filters_intersect(filter, "icefarm/client/+/event");
     case ROLE_WORKER:
         snprintf(own, sizeof own, "icefarm/worker/%s/#", user);
-        return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/cmd");
+        return acl_filters_intersect(filter, own) || acl_filters_intersect(filter, "icefarm/+/cmd") ||
+            acl_filters_intersect(filter, "icefarm/+/usbip/+/c2s");
     default:
         return false;
     }

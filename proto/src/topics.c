@@ -14,6 +14,15 @@ int ifm_topic_board(char *out, size_t cap, const char *serial, const char *leaf)
     return ifm_serial_valid(serial) ? fmt(out, cap, serial, leaf, NULL) : -1;
 }
 
+int ifm_topic_usbip(char *out, size_t cap, const char *serial, const char *session, const char *dir)
+{
+    if (!ifm_serial_valid(serial) || !ifm_usbip_session_valid(session) || !dir ||
+        (strcmp(dir, "c2s") != 0 && strcmp(dir, "s2c") != 0))
+        return -1;
+    int n = snprintf(out, cap, "icefarm/%s/usbip/%s/%s", serial, session, dir);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
 int ifm_topic_worker(char *out, size_t cap, const char *worker, const char *leaf)
 {
     return ifm_name_valid(worker, IFM_NAME_MAX) ? fmt(out, cap, "worker", worker, leaf) : -1;

@@ -5,8 +5,11 @@
  * thread with blocking sockets, the server on the main loop). Prints key=value
  * lines and the goal: the server adds at most 50 us per URB.
  *
- *   bench_usbip [ROUND_TRIPS] [MEGABYTES]      (2000, 8)
- * The broker tunnel is specified (PROTOCOL.md 19.3) but not built: no figure. */
+ *   bench_usbip [ROUND_TRIPS] [MEGABYTES] [BROKER_URL]      (2000, 8, none)
+ * With a broker (a farm's Mosquitto), the same round trip through the broker
+ * tunnel (PROTOCOL.md 19.3): the server's end on the loop as in the worker, the
+ * client a libmosquitto connection on its own thread, QoS 1 both ways. Goal:
+ * the tunnel adds at most 0.5 ms per round trip. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,7 +23,10 @@
 
 #include "icefarm/usbip.h"
 #include "sim.h"
+#include "icefarm/mqtt.h"
+#include "icefarm/topics.h"
 #include "usbip.h"
+#include "usbip_tunnel.h"
 
 static double now_s(void)
 {
@@ -181,6 +187,156 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+/* ---- through the broker tunnel: a libmosquitto client thread ---- */
+
+typedef struct {
+    const char *host;
+    int port;
+    char busid[IFM_USBIP_TOKEN_LEN + 1];
+    int n;
+    double rtt_us;
+    int failed;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint8_t rx[4096];
+    size_t rxlen;
+    bool subscribed;
+} tclient;
+
+static void on_tmsg(struct mosquitto *mq, void *arg, const struct mosquitto_message *m)
+{
+    tclient *c = arg;
+    pthread_mutex_lock(&c->mu);
+    if (m->payloadlen > 0 && c->rxlen + (size_t)m->payloadlen <= sizeof c->rx) {
+        memcpy(c->rx + c->rxlen, m->payload, (size_t)m->payloadlen);
+        c->rxlen += (size_t)m->payloadlen;
+    }
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_tsub(struct mosquitto *mq, void *arg, int mid, int n, const int *q)
+{
+    tclient *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->subscribed = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Takes exactly n received bytes (waiting at most 5 s). */
+static int take(tclient *c, uint8_t *out, size_t n)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    pthread_mutex_lock(&c->mu);
+    while (c->rxlen < n && pthread_cond_timedwait(&c->cv, &c->mu, &dl) == 0)
+        ;
+    int rc = c->rxlen >= n ? 0 : -1;
+    if (!rc) {
+        if (out)
+            memcpy(out, c->rx, n);
+        memmove(c->rx, c->rx + n, c->rxlen - n);
+        c->rxlen -= n;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static void *tclient_main(void *arg)
+{
+    tclient *c = arg;
+    char c2s[IFM_TOPIC_MAX], s2c[IFM_TOPIC_MAX];
+    ifm_topic_usbip(c2s, sizeof c2s, "BENCH0001", "benchsession", "c2s");
+    ifm_topic_usbip(s2c, sizeof s2c, "BENCH0001", "benchsession", "s2c");
+    struct mosquitto *mq = mosquitto_new("bench-usbip-tunnel", true, c);
+    mosquitto_int_option(mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(mq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_message_callback_set(mq, on_tmsg);
+    mosquitto_subscribe_callback_set(mq, on_tsub);
+    if (mosquitto_connect(mq, c->host, c->port, 30) || mosquitto_loop_start(mq) ||
+        mosquitto_subscribe(mq, NULL, s2c, 1)) {
+        c->failed = 1;
+        mosquitto_destroy(mq);
+        return NULL;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->subscribed)
+        pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    uint8_t req[40], rep[320], pdu[48 + 64], back[64];
+    ifm_usbip_import_req_pack(c->busid, req, sizeof req);
+    mosquitto_publish(mq, NULL, c2s, 40, req, 1, false);
+    uint32_t st = 1, devid = 0, seq = 1;
+    ifm_usbip_device d;
+    ifm_err err;
+    if (take(c, rep, 320) == 0 && ifm_usbip_import_rep_unpack(rep, 320, &st, &d, &err) > 0 && st == 0)
+        devid = ifm_usbip_devid(&d);
+    else
+        c->failed = 1;
+    memset(back, 0x5a, sizeof back);
+    double t0 = now_s();
+    for (int i = 0; i < c->n && !c->failed; i++)
+        for (int in = 0; in < 2 && !c->failed; in++) {
+            ifm_usbip_hdr h = {
+                .command = IFM_USBIP_CMD_SUBMIT, .seqnum = seq++, .devid = devid, .direction = in, .ep = 4
+            };
+            h.u.submit.transfer_buffer_length = 64;
+            ssize_t n = ifm_usbip_urb_pack(&h, in ? NULL : back, in ? 0 : 64, NULL, 0, pdu, sizeof pdu);
+            if (n <= 0 || mosquitto_publish(mq, NULL, c2s, (int)n, pdu, 1, false) || take(c, pdu, 48) ||
+                (in && take(c, back, 64)))
+                c->failed = 1;
+        }
+    c->rtt_us = (now_s() - t0) / c->n * 1e6;
+    mosquitto_publish(mq, NULL, c2s, 0, NULL, 1, false); /* ends the session */
+    mosquitto_disconnect(mq);
+    mosquitto_loop_stop(mq, false);
+    mosquitto_destroy(mq);
+    return NULL;
+}
+
+static void on_c2s(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    usbip_tunnel_c2s_msg(arg, msg->topic, msg->payload, msg->len);
+}
+
+/* The tunnel's server end as the worker runs it; the round trip from a client. */
+static void tunnel_rtt(bench *b, usbip_server *s, const char *url, int n, double server_rtt)
+{
+    ifm_mqtt_opts mo = { 0 };
+    char host[256];
+    if (ifm_mqtt_parse_url(url, &mo, host, sizeof host)) {
+        fprintf(stderr, "bench_usbip: bad broker URL %s\n", url);
+        return;
+    }
+    mo.client_id = "bench-usbip-worker";
+    ifm_mqtt *m = ifm_mqtt_new(b->loop, &mo, NULL, NULL);
+    usbip_tunnel *t = usbip_tunnel_new(s, b->loop, m);
+    tclient c = { .host = host, .port = mo.port, .n = n };
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    usbip_token_new(c.busid);
+    usbip_export *e = usbip_export_new(s, "BENCH0001", c.busid, "bench");
+    usbip_export_set_device(e, b->dev);
+    if (ifm_mqtt_start(m) || ifm_mqtt_wait_connected(m, 5000) ||
+        ifm_mqtt_subscribe(m, "icefarm/BENCH0001/usbip/+/c2s", 1, on_c2s, t)) {
+        fprintf(stderr, "bench_usbip: cannot reach the broker at %s\n", url);
+    } else {
+        pthread_t th;
+        pthread_create(&th, NULL, tclient_main, &c);
+        while (pthread_tryjoin_np(th, NULL) != 0)
+            ifm_loop_once(b->loop, 5);
+        if (c.failed)
+            fprintf(stderr, "bench_usbip: the tunnel client failed\n");
+        else
+            printf("usbip_tunnel_rtt_us=%.1f added_ms=%.3f (goal <= 0.5)\n", c.rtt_us, (c.rtt_us - server_rtt) / 1000);
+    }
+    usbip_tunnel_free(t);
+    usbip_export_free(e);
+    ifm_mqtt_free(m);
+}
+
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 2000;
@@ -217,7 +373,10 @@ int main(int argc, char **argv)
     printf("usbip_server_rtt_us=%.1f\n", c.rtt_us);
     printf("usbip_server_added_us_per_urb=%.1f (goal <= 50)\n", (c.rtt_us - direct) / 2);
     printf("usbip_server_cdc_mbytes_s=%.1f\n", c.mbps);
-    printf("usbip_tunnel_rtt_us=not-built\n");
+    if (argc > 3)
+        tunnel_rtt(&b, s, argv[3], n, c.rtt_us);
+    else
+        printf("usbip_tunnel_rtt_us=- (give a broker URL)\n");
     usbip_server_free(s);
     for (int i = 0; i < 10; i++)
         ifm_loop_once(b.loop, 0);

@@ -121,4 +121,6 @@ done
 
 echo
 echo "== USB/IP: a 64-byte bulk OUT then IN (URB round trip) and CDC throughput, one simulated board =="
-"$FARM_BIN/tests/bench/bench_usbip" "${ICEFARM_BENCH_URBS:-2000}" 8
+farm_start "$RUN/usbip" 1 # its broker carries the tunnel's figure
+"$FARM_BIN/tests/bench/bench_usbip" "${ICEFARM_BENCH_URBS:-2000}" 8 "$FARM_BROKER"
+farm_stop

@@ -60,6 +60,7 @@ typedef struct {
 
 typedef struct wrk_board wrk_board;
 struct usbip_server;
+struct usbip_tunnel;
 struct usbip_export;
 
 #define WRK_REASON_MAX 216 /* a refusal's reason, as sent in an "error" event */
@@ -76,8 +77,9 @@ typedef struct wrk_ctx {
     bool offers[FW_COUNT]; /* kinds this worker offers (FW_DEFAULT unused) */
     bool sim;
     /* USB/IP (kind usbip): the server, and where clients reach it */
-    struct usbip_server *usbip; /* NULL: kind usbip not offered */
-    char usbip_host[256];       /* the advertised host */
+    struct usbip_server *usbip;        /* NULL: kind usbip not offered */
+    struct usbip_tunnel *usbip_tunnel; /* the broker tunnel's sessions (bridge.c), made on first use */
+    char usbip_host[256];              /* the advertised host */
     int usbip_port;
     wrk_board **boards;
     size_t nboards, capboards;

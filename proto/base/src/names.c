@@ -128,3 +128,14 @@ bool ifm_verb_valid(const char *s)
 {
     return ifm_name_valid(s, IFM_VERB_MAX);
 }
+
+bool ifm_usbip_session_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s && s[n]; n++) {
+        char c = s[n];
+        if (n >= 32 || !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            return false;
+    }
+    return n >= 8;
+}

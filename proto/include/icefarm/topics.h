@@ -12,6 +12,7 @@
  *   icefarm/client/<name>/event       ctl -> client      reservation ending soon, reservation end, failure
  *   icefarm/lease/<serial>            ctl, retained      who holds a board until when (empty = free)
  *   icefarm/farm/available            ctl, retained      counts per kind
+ *   icefarm/<serial>/usbip/<session>/c2s|s2c   holder <-> worker   the USB/IP tunnel (19.3)
  */
 #ifndef ICEFARM_TOPICS_H
 #define ICEFARM_TOPICS_H
@@ -34,6 +35,8 @@ int ifm_topic_worker(char *out, size_t cap, const char *worker, const char *leaf
 int ifm_topic_client(char *out, size_t cap, const char *name, const char *leaf);
 int ifm_topic_ctl_req(char *out, size_t cap, const char *verb);
 int ifm_topic_lease(char *out, size_t cap, const char *serial);
+/* icefarm/<serial>/usbip/<session>/<dir>, dir "c2s" (holder -> worker) or "s2c". */
+int ifm_topic_usbip(char *out, size_t cap, const char *serial, const char *session, const char *dir);
 
 /* Copies level `index` (0-based) of `topic` into out; -1 if absent or too long. */
 int ifm_topic_level(const char *topic, int index, char *out, size_t cap);

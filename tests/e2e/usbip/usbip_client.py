@@ -11,15 +11,84 @@
   usbip_client.py hold HOST PORT BUSID SECONDS
       Imports and keeps the connection open until the server closes it (prints
       {"closed_after": s}) or SECONDS pass ({"closed_after": null}).
+
+HOST may instead be a broker URL (mqtt://H:P or mqtts://H:P) and PORT a board's
+serial: the same bytes then travel through the broker tunnel (PROTOCOL.md 19.3)
+on icefarm/SERIAL/usbip/SESSION/c2s|s2c, logged in as $TUNNEL_USER with the
+password in $TUNNEL_PASSWORD_FILE and $TUNNEL_CAFILE for TLS (all optional).
 """
 import json
+import os
+import random
 import socket
+import string
 import struct
 import sys
+import threading
 import time
 
 
+class Tunnel:
+    """A socket-like USB/IP stream over MQTT: sendall publishes QoS 1 on c2s,
+    recv reads what came on s2c; an empty s2c message is the end of the stream."""
+
+    def __init__(self, url, serial):
+        import paho.mqtt.client as mqtt
+        scheme, rest = url.split("://", 1)
+        host, port = rest.rsplit(":", 1)
+        self.session = "".join(random.choice(string.ascii_letters + string.digits) for _ in range(16))
+        base = "icefarm/%s/usbip/%s/" % (serial, self.session)
+        self.c2s, self.s2c = base + "c2s", base + "s2c"
+        self.buf, self.eof, self.timeout = b"", False, 10.0
+        self.cv = threading.Condition()
+        self.c = mqtt.Client(client_id="tun-" + self.session, protocol=mqtt.MQTTv5)
+        if os.environ.get("TUNNEL_USER"):
+            pw = open(os.environ["TUNNEL_PASSWORD_FILE"]).read().strip()
+            self.c.username_pw_set(os.environ["TUNNEL_USER"], pw)
+        if scheme == "mqtts":
+            self.c.tls_set(ca_certs=os.environ.get("TUNNEL_CAFILE"))
+        self.c.will_set(self.c2s, b"", qos=1)  # the session ends if this connection dies
+        subscribed = threading.Event()
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(self.s2c, qos=1)
+        self.c.on_subscribe = lambda c, u, mid, rcs, p=None: subscribed.set()
+        self.c.on_message = self._on_message
+        self.c.connect(host, int(port))
+        self.c.loop_start()
+        if not subscribed.wait(10):
+            raise TimeoutError("no SUBACK from the broker within 10 s")
+
+    def _on_message(self, c, u, msg):
+        with self.cv:
+            if msg.payload:
+                self.buf += msg.payload
+            else:
+                self.eof = True
+            self.cv.notify_all()
+
+    def settimeout(self, t):
+        self.timeout = t
+
+    def setsockopt(self, *a):
+        pass
+
+    def sendall(self, data):
+        self.c.publish(self.c2s, data, qos=1).wait_for_publish(10)
+
+    def recv(self, n):
+        deadline = time.time() + (self.timeout if self.timeout is not None else 1e9)
+        with self.cv:
+            while not self.buf and not self.eof:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise socket.timeout("no bytes from the tunnel")
+                self.cv.wait(left)
+            out, self.buf = self.buf[:n], self.buf[n:]
+            return out
+
+
 def connect(host, port):
+    if "://" in host:
+        return Tunnel(host, port)
     s = socket.create_connection((host, int(port)), timeout=10)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s

@@ -50,5 +50,7 @@ const char *ifm_serial_problem(const char *s);
 bool ifm_serial_valid(const char *s);
 bool ifm_kind_valid(const char *s);
 bool ifm_verb_valid(const char *s);
+/* A USB/IP tunnel session (PROTOCOL.md 19.3): 8..32 characters [A-Za-z0-9]. */
+bool ifm_usbip_session_valid(const char *s);
 
 #endif
