@@ -34,7 +34,7 @@ if cmake --install "$FARM_BIN" --prefix "$PREFIX" >"$TMP/install.log" 2>&1; then
 else cat "$TMP/install.log"; not_ok "cmake --install into a temporary prefix"; fi
 got=$(cd "$PREFIX/include" 2>/dev/null && find . -type f | sort | tr '\n' ' ')
 check "only the client headers are installed ($got)" \
-    test "$got" = "./icefarm/batch.h ./icefarm/client.h ./icefarm/icefarm.h "
+    test "$got" = "./icefarm/batch.h ./icefarm/client.h ./icefarm/icefarm.h ./icefarm/usbip_client.h "
 pc=$(find "$PREFIX" -name icefarm.pc | head -n 1)
 check "icefarm.pc is installed" test -n "$pc"
 export PKG_CONFIG_PATH=${pc%/icefarm.pc}
@@ -46,7 +46,7 @@ check "libdir from pkg-config holds libicefarm.so (${libdir#"$PREFIX"/})" test -
 # 3. Every public header compiles alone; the example builds with pkg-config only.
 read -r -a cflags <<<"$(pkg-config --cflags icefarm)"
 read -r -a libs <<<"$(pkg-config --libs icefarm)"
-for h in icefarm client batch; do
+for h in icefarm client batch usbip_client; do
     printf '#include <icefarm/%s.h>\nint main(void) { return 0; }\n' "$h" >"$TMP/h_$h.c"
     check "<icefarm/$h.h> compiles on its own (C11, -Wall -Wextra -Werror -pedantic)" \
         cc -std=c11 -Wall -Wextra -Werror -pedantic "${cflags[@]}" -c "$TMP/h_$h.c" -o "$TMP/h_$h.o"
