@@ -1,9 +1,121 @@
-/* Extend and end: pick target serials, then change them in ONE write txn. */
+/* Lease store operations: grant, extend and end (pick target serials, then
+ * change them in ONE write txn), mark_warned and purge, the reads (get, foreach,
+ * count), and ctl_lease_list, the growable array every operation reports into. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_codec.h"
 #include "store_internal.h"
+
+/* ---- ctl_lease_list: what every operation reports into ---- */
+
+void ctl_lease_clear(ctl_lease *lease)
+{
+    /* args is const for callers that pass borrowed bytes in; leases produced by
+   * the store own a malloc'd copy, which is what gets freed here. */
+    free((void *)lease->args);
+    lease->args = NULL;
+    lease->args_len = 0;
+}
+
+void store_list_truncate(ctl_lease_list *list, size_t n)
+{
+    while (list->n > n)
+        ctl_lease_clear(&list->v[--list->n]);
+}
+
+void ctl_lease_list_free(ctl_lease_list *list)
+{
+    store_list_truncate(list, 0);
+    free(list->v);
+    list->v = NULL;
+    list->cap = 0;
+}
+
+int store_list_push(ctl_lease_list *list, const ctl_lease *l)
+{
+    if (list->n == list->cap) {
+        size_t cap = list->cap ? list->cap * 2 : 8;
+        ctl_lease *v = realloc(list->v, cap * sizeof *v);
+        if (!v)
+            return CTL_STORE_ENOMEM;
+        list->v = v;
+        list->cap = cap;
+    }
+    ctl_lease copy = *l;
+    copy.args = NULL;
+    if (l->args_len) {
+        uint8_t *a = malloc(l->args_len);
+        if (!a)
+            return CTL_STORE_ENOMEM;
+        memcpy(a, l->args, l->args_len);
+        copy.args = a;
+    }
+    list->v[list->n++] = copy;
+    return 0;
+}
+
+/* ---- grant: N leases in one write transaction, all or nothing ---- */
+
+/* Says why serial `l` could not be inserted: already leased by someone, or
+ * repeated in this very request (its record then carries an id from this batch). */
+static int conflict(ctl_store *s, MDB_txn *txn, const ctl_lease *l, uint64_t first_id, char *err, size_t errlen)
+{
+    ctl_lease cur;
+    char why[256];
+    int rc = store_read(s, txn, l->serial, &cur, why, sizeof why);
+    if (rc == 1 && cur.lease_id >= first_id)
+        return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s appears twice in the request", l->serial);
+    if (rc == CTL_STORE_ECORRUPT)
+        return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s has a corrupt lease record", l->serial);
+    return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s is already leased", l->serial);
+}
+
+int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_t *ids_out, char *err, size_t errlen)
+{
+    if (n == 0)
+        return 0;
+    if (!store || !leases)
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "no store or leases");
+    /* Validate everything before touching the env: a bad request costs no txn. */
+    for (size_t i = 0; i < n; i++) {
+        char why[256];
+        if (store_lease_check(&leases[i], why, sizeof why))
+            return store_fail(err, errlen, CTL_STORE_EINVAL, "lease %zu: %s", i, why);
+    }
+    MDB_txn *txn;
+    int rc = store_begin(store, true, &txn, err, errlen);
+    if (rc)
+        return rc;
+    uint64_t first;
+    rc = store_next_id(store, txn, &first, err, errlen);
+    if (!rc && first > UINT64_MAX - n)
+        rc = store_fail(err, errlen, CTL_STORE_EIO, "lease ids exhausted");
+    for (size_t i = 0; !rc && i < n; i++) {
+        ctl_lease l = leases[i];
+        l.lease_id = first + i;
+        l.warned = false;
+        rc = store_write(store, txn, &l, true, err, errlen);
+        if (rc == CTL_STORE_ECONFLICT)
+            rc = conflict(store, txn, &l, first, err, errlen);
+    }
+    if (!rc)
+        rc = store_meta_put(store, txn, "next_id", first + n, err, errlen);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = store_commit(txn, err, errlen);
+    if (rc)
+        return rc;
+    /* Only now, with the commit on disk, do the ids exist. */
+    for (size_t i = 0; ids_out && i < n; i++)
+        ids_out[i] = first + i;
+    return 0;
+}
+
+/* ---- extend and end: pick target serials, then change them in ONE write txn ---- */
 
 typedef char store_serial[CTL_SERIAL_MAX + 1];
 
@@ -244,6 +356,8 @@ int ctl_store_end_worker(ctl_store *store, const char *worker, ctl_lease_list *o
     return run_picked(store, targets_worker, worker, &a, out, err, errlen);
 }
 
+/* ---- single-record writes: the warning mark, the repair path ---- */
+
 int ctl_store_mark_warned(ctl_store *store, const char *serial, uint64_t lease_id, uint64_t until_ms, char *err,
                           size_t errlen)
 {
@@ -301,4 +415,114 @@ int ctl_store_purge(ctl_store *store, const char *serial, char *err, size_t errl
     }
     rc = store_commit(txn, err, errlen);
     return rc ? rc : 1;
+}
+
+/* ---- reads: one lease, every lease, the count ---- */
+
+int ctl_store_get(ctl_store *store, const char *serial, ctl_lease *out, char *err, size_t errlen)
+{
+    if (!out)
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "no output lease");
+    memset(out, 0, sizeof *out);
+    char why[200];
+    if (store_text_check("serial", serial, CTL_SERIAL_MAX, why, sizeof why))
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "%s", why);
+    MDB_txn *txn;
+    int rc = store_begin(store, false, &txn, err, errlen);
+    if (rc)
+        return rc;
+    ctl_lease l;
+    rc = store_read(store, txn, serial, &l, err, errlen);
+    if (rc == 1) {
+        /* l.args lives in the map only while txn is open: give the caller a copy. */
+        *out = l;
+        out->args = NULL;
+        if (l.args_len) {
+            uint8_t *a = malloc(l.args_len);
+            if (a) {
+                memcpy(a, l.args, l.args_len);
+                out->args = a;
+            } else {
+                memset(out, 0, sizeof *out);
+                rc = store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+            }
+        }
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* Renders a key from disk for a message: printable ASCII as is, the rest as \xHH. */
+static void show_key(const MDB_val *k, char *dst, size_t cap)
+{
+    size_t o = 0, i = 0;
+    const unsigned char *p = k->mv_data;
+    for (; i < k->mv_size && o + 8 < cap; i++) {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+            dst[o++] = (char)p[i];
+        else
+            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", p[i]);
+    }
+    if (i < k->mv_size)
+        o += (size_t)snprintf(dst + o, cap - o, "...");
+    dst[o] = '\0';
+}
+
+int ctl_store_foreach(ctl_store *store, ctl_store_visit_fn visit, ctl_store_bad_fn bad, void *arg, char *err,
+                      size_t errlen)
+{
+    if (!visit)
+        return store_fail(err, errlen, CTL_STORE_EINVAL, "no visit callback");
+    MDB_txn *txn;
+    int rc = store_begin(store, false, &txn, err, errlen);
+    if (rc)
+        return rc;
+    MDB_cursor *c;
+    rc = mdb_cursor_open(txn, store->leases, &c);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return store_fail(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
+    }
+    /* The callbacks see leases that borrow from this read txn; a store call from
+   * inside them would need a second txn in this thread, so it is refused. */
+    store->busy = true;
+    int corrupt = 0;
+    MDB_val k, d;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        ctl_lease l;
+        char why[256];
+        if (store_lease_decode(k.mv_data, k.mv_size, d.mv_data, d.mv_size, &l, why, sizeof why)) {
+            corrupt++;
+            if (bad) {
+                char key[CTL_SERIAL_MAX * 4 + 16];
+                show_key(&k, key, sizeof key);
+                bad(key, why, arg);
+            }
+            continue;
+        }
+        if (visit(&l, arg)) {
+            rc = MDB_NOTFOUND; /* stopped on request: a normal end */
+            break;
+        }
+    }
+    store->busy = false;
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    if (rc != MDB_NOTFOUND)
+        return store_fail(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
+    return corrupt;
+}
+
+long long ctl_store_count(ctl_store *store, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = store_begin(store, false, &txn, err, errlen);
+    if (rc)
+        return rc;
+    MDB_stat st;
+    rc = mdb_stat(txn, store->leases, &st);
+    mdb_txn_abort(txn);
+    if (rc)
+        return store_fail(err, errlen, CTL_STORE_EIO, "stat leases: %s", mdb_strerror(rc));
+    return (long long)st.ms_entries;
 }
