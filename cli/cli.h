@@ -1,4 +1,9 @@
-/* icefarm-cli internals: one file per command, sharing these options. */
+/* icefarm-cli internals: one file per command, sharing these options and the
+ * helpers of common.c (connecting, calling control, errors, waits).
+ *
+ * Threads: none. One cli_opts per run, filled by main.c and read-only after;
+ * the only mutable process state is common.c's one context struct (the log
+ * sink's and the wait announcer's). */
 #ifndef ICEFARM_CLI_H
 #define ICEFARM_CLI_H
 
@@ -13,24 +18,56 @@
 /* Exit codes scripts can rely on. */
 enum {
     CLI_OK = 0,
-    CLI_FAILED = 1,      /* the farm refused or an evaluation failed */
-    CLI_USAGE = 2,       /* bad command line */
+    CLI_FAILED = 1,      /* the farm refused, or an evaluation failed */
+    CLI_USAGE = 2,       /* bad command line: option, value, name, broker URL, file */
     CLI_UNREACHABLE = 3, /* broker or control unreachable */
     CLI_NOT_ENOUGH = 4,  /* not enough boards (409) */
+    CLI_INTERRUPTED = 130,
+};
+
+/* Every option of every command (main.c's table says which command takes which). */
+enum {
+    O_BROKER = 1,
+    O_NAME,
+    O_USER,
+    O_PASSWORD,
+    O_PASSWORD_FILE,
+    O_CAFILE,
+    O_TIMEOUT,
+    O_JSON,
+    O_HELP,
+    O_AMOUNT,
+    O_KIND,
+    O_ARGS,
+    O_WAIT,
+    O_DURATION,
+    O_SET,
+    O_BOARDS,
+    O_SERIALS,
+    O_NOEXT,
+    O_WINDOW,
+    O_RTIMEOUT,
+    O_NDJSON,
+    O_NOCHECK,
+    O_VERSION,
+    O_COUNT
 };
 
 typedef struct {
-    bool json;
+    const char *cmd; /* the command's name */
+    bool json, ndjson;
     icefarm_opts farm;
     uint32_t amount;
     const char *kind;
     const char *args_json;
     uint64_t wait_s;
     uint64_t duration_s;
+    bool set; /* extend: exactly --duration from now, even if shorter */
     uint32_t boards;
     uint32_t window;
     uint64_t result_timeout_s;
-    char **pos; /* positional arguments after the command */
+    bool no_check; /* evaluate: skip the iCE40 framing check */
+    char **pos;    /* positional arguments after the command */
     int npos;
     char **serials; /* --serials a,b,c */
     int nserials;
@@ -39,6 +76,7 @@ typedef struct {
 typedef int (*cli_cmd_fn)(const cli_opts *o);
 
 int cmd_status(const cli_opts *o);
+int cmd_who(const cli_opts *o);
 int cmd_available(const cli_opts *o);
 int cmd_devices(const cli_opts *o);
 int cmd_reserve(const cli_opts *o);
@@ -49,6 +87,7 @@ int cmd_reboot(const cli_opts *o);
 int cmd_evaluate(const cli_opts *o);
 int cmd_watch(const cli_opts *o);
 int cmd_flash(const cli_opts *o);
+int cmd_sub(const cli_opts *o);
 
 /* A control reply as the commands read it: libicefarm's reply and its msgpack
  * document (for the fields the library has no accessor for). */
@@ -60,17 +99,51 @@ void cli_reply_free(cli_reply *r);
 /* The reply's serials, malloc'd (free() it); the count is returned. */
 size_t cli_reply_serials(const cli_reply *r, char (**serials)[IFM_SERIAL_MAX]);
 
-/* Shared helpers (cli/common.c). */
+/* ---- common.c ---- */
+
+/* Connects (saying after a second what it waits for, on a terminal); NULL with
+ * *exit_code set and the reason printed: CLI_USAGE for a bad name, broker URL
+ * or CA file, CLI_UNREACHABLE otherwise. Library log lines go to stderr as
+ * "icefarm-cli: ..." (warnings and errors; all with ICEFARM_LOG_LEVEL=debug). */
 icefarm *cli_connect(const cli_opts *o, int *exit_code);
 /* Runs one control request and reports errors in the requested style; returns
  * an exit code, and leaves the reply in *r on CLI_OK. */
 int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *args, size_t args_len, cli_reply *r);
+/* Prints "icefarm-cli: MSG" on stderr (and with --json the usual envelope
+ * {"ok": false, "exit": code, "error": MSG} on stdout); returns code. */
 int cli_error(const cli_opts *o, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A warning on stderr, "icefarm-cli: warning: MSG"; never on stdout. */
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Converts a JSON text (reserve --args) to msgpack; -1 with a reason. */
 int cli_json_to_msgpack(const char *text, ifm_enc *e, char *err, size_t errlen);
 void cli_print_json(json_t *j);
 /* Fills req->serials from the positional arguments. */
 int cli_req_serials(const cli_opts *o, ifm_ctl_req *req);
+/* "2026-05-01 14:03:07 CEST (in 59 min)": local time with its zone, and relative. */
 const char *cli_fmt_until(uint64_t until_ms, char *buf, size_t cap);
+/* "59 min", "2 h 5 min", "12 s". */
+const char *cli_fmt_duration(uint64_t ms, char *buf, size_t cap);
+
+/* Checks the boards a command names, before anything is sent to them: each
+ * must exist (else "unknown serial", 404) and, with `mine`, be reserved by
+ * this client (else "reserved by another client" / "not reserved by you",
+ * 403). Returns CLI_OK or the exit code of the error it printed. */
+int cli_check_boards(icefarm *f, const cli_opts *o, char *const *serials, size_t n, bool mine);
+/* What the farm offers for `kind`, from control's status: the number of boards
+ * of that kind whose worker is online (*total) and the kinds offered (a
+ * comma-separated list in offered[cap]). CLI_OK or an exit code (printed). */
+int cli_farm_kind(icefarm *f, const cli_opts *o, const char *kind, size_t *total, char *offered, size_t cap);
+
+/* The wait announcer: after `what` has been waited for a second, say so once
+ * on stderr ("icefarm-cli: waiting for WHAT..."), on a terminal only. One wait
+ * at a time; cli_wait_end() cancels it. */
+void cli_wait_begin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_wait_end(void);
+
+/* The running embedded farm's env file (./icefarm up writes it; ./icefarm env
+ * prints it): when neither --broker nor ICEFARM_BROKER is given and the farm
+ * that wrote it is alive, its ICEFARM_* settings are put into the environment
+ * (those already set win). */
+void cli_use_farm_env(void);
 
 #endif

@@ -1,8 +1,12 @@
 /* evaluate: stream bitstreams to boards and collect one result per bitstream,
  * with libicefarm's batch engine (icefarm/batch.h: balancing, stall detection,
  * reboot once, move work off failed boards, never lose or duplicate a result).
- * The command adds reserving boards when none are given, a progress bar on a
- * terminal, and human or --json output. */
+ * The command adds checking the files (size and iCE40 framing), reserving
+ * boards when none are given, and three outputs: rows as results arrive (with
+ * a progress bar, ETA and failure count on a terminal), --json (one document:
+ * every result with its reason, and a summary) and --ndjson (one line per
+ * result as it arrives, then a summary line). Ctrl-C stops it: exit 130 with
+ * an honest count of what was and was not evaluated. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,22 +33,145 @@ typedef struct {
     job *jobs;
     size_t njobs, ndone, nfailed, nboards;
     icefarm_batch *batch;
-    bool progress;
-    uint64_t started_ms;
+    bool progress, rows, interrupted;
+    uint64_t started_ms, first_result_ms;
 } run;
+
+/* ---- the file check ---- */
+
+/* An iCE40 bitstream starts with its preamble: ff 00, an optional comment,
+ * 00 ff, then the sync word 7e aa 99 7e (Lattice TN1248, "Bitstream format"). */
+static int check_ice40(const uint8_t *d, size_t len, char *why, size_t cap)
+{
+    if (len < 8 || d[0] != 0xff || d[1] != 0x00) {
+        snprintf(why, cap, "does not start with the iCE40 preamble ff 00 (it starts %02x %02x)", len ? d[0] : 0,
+                 len > 1 ? d[1] : 0);
+        return -1;
+    }
+    size_t i = 2;
+    while (i + 1 < len && i < 4096 && !(d[i] == 0x00 && d[i + 1] == 0xff))
+        i++;
+    if (i + 1 >= len || i >= 4096) {
+        snprintf(why, cap, "the comment after ff 00 never ends with 00 ff (in the first 4096 bytes)");
+        return -1;
+    }
+    i += 2;
+    static const uint8_t sync[4] = { 0x7e, 0xaa, 0x99, 0x7e };
+    if (i + 4 > len || memcmp(d + i, sync, 4) != 0) {
+        snprintf(why, cap, "no sync word 7e aa 99 7e after the preamble (at byte %zu)", i);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_file(const cli_opts *o, const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    *data = malloc(IFM_BITSTREAM_SIZE + 1);
+    *len = *data ? fread(*data, 1, IFM_BITSTREAM_SIZE + 1, fp) : 0;
+    fclose(fp);
+    if (*len != IFM_BITSTREAM_SIZE) {
+        if (*len > IFM_BITSTREAM_SIZE)
+            snprintf(err, errlen, "%s is more than %u bytes; an iCE40UP5K bitstream is exactly that", path,
+                     IFM_BITSTREAM_SIZE);
+        else
+            snprintf(err, errlen, "%s is %zu bytes; an iCE40UP5K bitstream is exactly %u bytes", path, *len,
+                     IFM_BITSTREAM_SIZE);
+        return -1;
+    }
+    char why[160];
+    if (!o->no_check && check_ice40(*data, *len, why, sizeof why)) {
+        snprintf(err, errlen, "%s %s: not an iCE40 bitstream? (--no-check sends it anyway)", path, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- output ---- */
+
+static json_t *result_json(const job *j, size_t index)
+{
+    json_t *o = json_pack("{s:s, s:I, s:s}", "file", j->path, "index", (json_int_t)index, "serial", j->serial);
+    if (!j->done) {
+        json_object_set_new(o, "ok", json_false());
+        json_object_set_new(o, "error", json_string("not evaluated"));
+        return o;
+    }
+    json_object_set_new(o, "ok", json_boolean(j->result.type != ICEFARM_VALUE_FAILED));
+    switch (j->result.type) {
+    case ICEFARM_VALUE_PULSES:
+        json_object_set_new(o, "pulses", json_integer(j->result.pulses));
+        break;
+    case ICEFARM_VALUE_FITNESS:
+        json_object_set_new(o, "fitness", json_real(j->result.fitness));
+        break;
+    case ICEFARM_VALUE_WAVEFORM: {
+        json_object_set_new(o, "fitness", json_real(j->result.fitness));
+        json_t *w = json_array();
+        for (size_t k = 0; k < j->result.nsamples; k++)
+            json_array_append_new(w, json_integer(j->result.samples[k]));
+        json_object_set_new(o, "waveform", w);
+        break;
+    }
+    default:
+        json_object_set_new(o, "error", json_string(j->result.error));
+    }
+    return o;
+}
+
+static json_t *summary_json(const run *r)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:b}", "total", (json_int_t)r->njobs, "done", (json_int_t)r->ndone,
+                     "failed", (json_int_t)r->nfailed, "not_evaluated", (json_int_t)(r->njobs - r->ndone), "boards",
+                     (json_int_t)r->nboards, "seconds", (double)(ifm_now_ms() - r->started_ms) / 1000.0, "interrupted",
+                     r->interrupted);
+}
+
+static void clear_progress(const run *r)
+{
+    if (r->progress)
+        fputs("\r\033[K", stderr);
+}
 
 static void draw_progress(run *r)
 {
     if (!r->progress)
         return;
-    const int width = 30;
+    const int width = 24;
     int filled = r->njobs ? (int)(r->ndone * (size_t)width / r->njobs) : width;
-    double s = (double)(ifm_now_ms() - r->started_ms) / 1000.0;
-    fprintf(stderr, "\revaluating [%.*s%*s] %zu/%zu  %zu board(s)  %.1f s ", filled, "##############################",
-            width - filled, "", r->ndone, r->njobs, r->batch ? icefarm_batch_boards_alive(r->batch) : r->nboards, s);
-    if (r->ndone == r->njobs)
-        fputc('\n', stderr);
+    uint64_t now = ifm_now_ms();
+    char eta[48] = "";
+    if (r->ndone && r->ndone < r->njobs && now > r->first_result_ms) {
+        /* From the rate since the first result: the boards' preparation is not
+         * part of the per-bitstream cost. */
+        double per = (double)(now - r->first_result_ms) / (double)(r->ndone > 1 ? r->ndone - 1 : 1);
+        char d[32];
+        snprintf(eta, sizeof eta, "  ETA %s",
+                 cli_fmt_duration((uint64_t)(per * (double)(r->njobs - r->ndone)), d, sizeof d));
+    }
+    fprintf(stderr, "\r\033[Kevaluating [%.*s%*s] %zu/%zu  %zu failed  %zu board(s)  %.1f s%s", filled,
+            "########################", width - filled, "", r->ndone, r->njobs, r->nfailed,
+            r->batch ? icefarm_batch_boards_alive(r->batch) : r->nboards, (double)(now - r->started_ms) / 1000.0, eta);
     fflush(stderr);
+}
+
+static void print_row(const run *r, const job *j)
+{
+    char value[200];
+    if (!j->done)
+        snprintf(value, sizeof value, "not evaluated");
+    else if (j->result.type == ICEFARM_VALUE_PULSES)
+        snprintf(value, sizeof value, "%lld pulses", (long long)j->result.pulses);
+    else if (j->result.type == ICEFARM_VALUE_FAILED)
+        snprintf(value, sizeof value, "FAILED: %s", j->result.error);
+    else
+        snprintf(value, sizeof value, "fitness %.4f", j->result.fitness);
+    printf("%-40s %-20s %s\n", j->path, j->serial[0] ? j->serial : "-", value);
+    fflush(stdout);
 }
 
 static void on_result(icefarm_batch *b, size_t index, const char *serial, const icefarm_result *res, void *arg)
@@ -61,40 +188,46 @@ static void on_result(icefarm_batch *b, size_t index, const char *serial, const 
         j->result.samples = j->samples;
         j->result.nsamples = j->samples ? res->nsamples : 0;
     }
-    r->ndone++;
+    if (!r->ndone++)
+        r->first_result_ms = ifm_now_ms();
     r->nfailed += res->type == ICEFARM_VALUE_FAILED;
+    if (r->o->ndjson) {
+        json_t *line = result_json(j, index);
+        cli_print_json(line);
+        json_decref(line);
+    } else if (r->rows) {
+        clear_progress(r);
+        print_row(r, j);
+    }
     draw_progress(r);
 }
 
 static void on_dropped(icefarm_batch *b, const char *serial, const char *why, void *arg)
 {
     run *r = arg;
-    fprintf(stderr, "%sicefarm-cli: board %s: %s\n", r->progress ? "\n" : "", serial, why);
+    clear_progress(r);
+    fprintf(stderr, "icefarm-cli: board %s: %s\n", serial, why);
+    draw_progress(r);
 }
 
 static void on_signal(icefarm *f, int signo, void *arg)
 {
     run *r = arg;
+    r->interrupted = true;
     if (r->batch)
         icefarm_batch_cancel(r->batch);
+    else
+        icefarm_stop(f);
 }
 
-static int read_file(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
+/* ---- boards ---- */
+
+static bool kind_offered(const char *offered, const char *kind)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-        return -1;
-    }
-    *data = malloc(IFM_BITSTREAM_SIZE + 1);
-    *len = *data ? fread(*data, 1, IFM_BITSTREAM_SIZE + 1, fp) : 0;
-    fclose(fp);
-    if (*len != IFM_BITSTREAM_SIZE) {
-        snprintf(err, errlen, "%s is %s%zu bytes; an iCE40UP5K bitstream is exactly %u bytes", path,
-                 *len > IFM_BITSTREAM_SIZE ? "more than " : "", *len, IFM_BITSTREAM_SIZE);
-        return -1;
-    }
-    return 0;
+    char list[300], pat[IFM_KIND_MAX + 4];
+    snprintf(list, sizeof list, ", %s,", offered);
+    snprintf(pat, sizeof pat, " %s,", kind);
+    return strstr(list, pat) != NULL;
 }
 
 static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, bool *reserved)
@@ -103,13 +236,27 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
     char err[512];
     *reserved = false;
     if (o->nserials) {
+        int rc = cli_check_boards(r->f, o, o->serials, (size_t)o->nserials, true);
+        if (rc != CLI_OK)
+            return rc;
         *serials = calloc((size_t)o->nserials, sizeof **serials);
         for (int i = 0; *serials && i < o->nserials; i++)
             snprintf((*serials)[i], IFM_SERIAL_MAX, "%s", o->serials[i]);
         *n = (size_t)o->nserials;
         return CLI_OK;
     }
+    const char *kind = o->kind ? o->kind : "pulsecount";
+    size_t total = 0;
+    char offered[256];
+    int rc = cli_farm_kind(r->f, o, kind, &total, offered, sizeof offered);
+    if (rc != CLI_OK)
+        return rc;
+    if (offered[0] && !kind_offered(offered, kind))
+        return cli_error(o, CLI_FAILED, "unknown kind \"%s\"; the farm offers: %s", kind, offered);
     uint32_t want = o->boards ? o->boards : (uint32_t)(r->njobs < 8 ? r->njobs : 8);
+    if (o->boards && o->boards > total)
+        cli_warn("the farm has only %zu board(s) of kind %s now; %u asked%s", total, kind, o->boards,
+                 o->wait_s ? ": waiting in case workers join" : "");
     char args[160];
     /* Results come back as soon as each bitstream is measured: the window keeps
      * the queue short, so a flush threshold of the window means "every result". */
@@ -117,16 +264,16 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
     ifm_enc a;
     ifm_enc_init(&a);
     cli_json_to_msgpack(args, &a, err, sizeof err);
-    const char *kind = o->kind ? o->kind : "pulsecount";
-    int rc = icefarm_reserve(r->f, want, kind, ifm_enc_data(&a), ifm_enc_size(&a), o->wait_s * 1000, serials, n, err,
-                             sizeof err);
-    if (rc && !o->boards) {
+    cli_wait_begin("%u board(s) of kind %s from icefarm control", want, kind);
+    rc = icefarm_reserve(r->f, want, kind, ifm_enc_data(&a), ifm_enc_size(&a), o->wait_s * 1000, serials, n, err,
+                         sizeof err);
+    if (rc == -EBUSY && !o->boards) {
         /* No explicit --boards: settle for whatever is free right now. */
         icefarm_req req = { .verb = "available", .kind = kind };
         icefarm_reply *rep = NULL;
         char e2[256];
         uint64_t avail = 0;
-        if (!icefarm_call(r->f, &req, &rep, e2, sizeof e2) && icefarm_reply_ok(rep) &&
+        if (icefarm_call(r->f, &req, &rep, e2, sizeof e2) || !icefarm_reply_ok(rep) ||
             icefarm_reply_uint(rep, "amount", &avail))
             avail = 0;
         icefarm_reply_free(rep);
@@ -134,66 +281,72 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
             rc = icefarm_reserve(r->f, (uint32_t)avail, kind, ifm_enc_data(&a), ifm_enc_size(&a), 0, serials, n, err,
                                  sizeof err);
     }
+    cli_wait_end();
     ifm_enc_free(&a);
+    if (rc == -ECANCELED)
+        return cli_error(o, CLI_INTERRUPTED, "interrupted while reserving boards; nothing was evaluated");
     if (rc)
-        return cli_error(o, rc == -EBUSY ? CLI_NOT_ENOUGH : CLI_FAILED, "%s", err);
+        return cli_error(o,
+                         rc == -EBUSY                              ? CLI_NOT_ENOUGH
+                             : rc == -ETIMEDOUT || rc == -ENOTCONN ? CLI_UNREACHABLE
+                                                                   : CLI_FAILED,
+                         "%s", err);
     *reserved = true;
     return CLI_OK;
 }
 
-static void print_results(run *r)
+/* No board of the run became usable within the bound: say what they are doing. */
+static bool any_ready(const run *r, char (*serials)[IFM_SERIAL_MAX], size_t n, char *states, size_t cap)
 {
-    if (r->o->json) {
+    states[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        icefarm_board_state s = icefarm_get_board_state(r->f, serials[i]);
+        if (s == ICEFARM_BOARD_RESERVED)
+            return true;
+        size_t len = strlen(states);
+        snprintf(states + len, cap - len, "%s%s %s", len ? ", " : "", serials[i], icefarm_board_state_name(s));
+    }
+    return false;
+}
+
+static void print_end(run *r, bool complete)
+{
+    const cli_opts *o = r->o;
+    clear_progress(r);
+    size_t missing = r->njobs - r->ndone;
+    if (o->json) {
         json_t *arr = json_array();
-        for (size_t i = 0; i < r->njobs; i++) {
-            job *j = &r->jobs[i];
-            json_t *o = json_pack("{s:s, s:s}", "file", j->path, "serial", j->serial);
-            switch (j->done ? j->result.type : ICEFARM_VALUE_FAILED) {
-            case ICEFARM_VALUE_PULSES:
-                json_object_set_new(o, "pulses", json_integer(j->result.pulses));
-                break;
-            case ICEFARM_VALUE_FITNESS:
-                json_object_set_new(o, "fitness", json_real(j->result.fitness));
-                break;
-            case ICEFARM_VALUE_WAVEFORM: {
-                json_object_set_new(o, "fitness", json_real(j->result.fitness));
-                json_t *w = json_array();
-                for (size_t k = 0; k < j->result.nsamples; k++)
-                    json_array_append_new(w, json_integer(j->result.samples[k]));
-                json_object_set_new(o, "waveform", w);
-                break;
+        for (size_t i = 0; i < r->njobs; i++)
+            json_array_append_new(arr, result_json(&r->jobs[i], i));
+        int code = r->interrupted ? CLI_INTERRUPTED : (!complete || r->nfailed) ? CLI_FAILED : CLI_OK;
+        json_t *doc = json_pack("{s:b, s:i, s:o, s:o}", "ok", code == CLI_OK, "exit", code, "results", arr, "summary",
+                                summary_json(r));
+        cli_print_json(doc);
+        json_decref(doc);
+    } else if (o->ndjson) {
+        for (size_t i = 0; i < r->njobs; i++)
+            if (!r->jobs[i].done) {
+                json_t *line = result_json(&r->jobs[i], i);
+                cli_print_json(line);
+                json_decref(line);
             }
-            default:
-                json_object_set_new(o, "error", json_string(j->done ? j->result.error : "not evaluated"));
-            }
-            json_array_append_new(arr, o);
-        }
-        cli_print_json(arr);
-        json_decref(arr);
-        return;
+        json_t *line = json_pack("{s:o}", "summary", summary_json(r));
+        cli_print_json(line);
+        json_decref(line);
+    } else {
+        for (size_t i = 0; i < r->njobs; i++)
+            if (!r->jobs[i].done)
+                print_row(r, &r->jobs[i]);
+        printf("%zu of %zu bitstream(s) evaluated on %zu board(s) in %.1f s: %zu ok, %zu failed%s", r->ndone, r->njobs,
+               r->nboards, (double)(ifm_now_ms() - r->started_ms) / 1000.0, r->ndone - r->nfailed, r->nfailed,
+               missing ? ", " : "\n");
+        if (missing)
+            printf("%zu not evaluated%s\n", missing, r->interrupted ? " (interrupted)" : "");
     }
-    printf("%-40s %-20s %s\n", "FILE", "SERIAL", "RESULT");
-    for (size_t i = 0; i < r->njobs; i++) {
-        job *j = &r->jobs[i];
-        char value[160];
-        if (!j->done)
-            snprintf(value, sizeof value, "not evaluated");
-        else if (j->result.type == ICEFARM_VALUE_PULSES)
-            snprintf(value, sizeof value, "%lld pulses", (long long)j->result.pulses);
-        else if (j->result.type == ICEFARM_VALUE_FAILED)
-            snprintf(value, sizeof value, "FAILED: %s", j->result.error);
-        else
-            snprintf(value, sizeof value, "fitness %.4f", j->result.fitness);
-        printf("%-40s %-20s %s\n", j->path, j->serial[0] ? j->serial : "-", value);
-    }
-    double s = (double)(ifm_now_ms() - r->started_ms) / 1000.0;
-    printf("%zu bitstream(s) on %zu board(s) in %.1f s, %zu failed\n", r->njobs, r->nboards, s, r->nfailed);
 }
 
 int cmd_evaluate(const cli_opts *o)
 {
-    if (!o->npos)
-        return cli_error(o, CLI_USAGE, "evaluate needs at least one bitstream file");
     run r;
     memset(&r, 0, sizeof r);
     r.o = o;
@@ -208,7 +361,7 @@ int cmd_evaluate(const cli_opts *o)
         return CLI_FAILED;
     for (size_t i = 0; i < r.njobs; i++) {
         r.jobs[i].path = o->pos[i];
-        if (read_file(o->pos[i], &r.jobs[i].data, &r.jobs[i].len, err, sizeof err)) {
+        if (read_file(o, o->pos[i], &r.jobs[i].data, &r.jobs[i].len, err, sizeof err)) {
             rc = cli_error(o, CLI_USAGE, "%s", err);
             goto out;
         }
@@ -239,15 +392,42 @@ int cmd_evaluate(const cli_opts *o)
         free(r.jobs[i].data);
         r.jobs[i].data = NULL;
     }
-    r.progress = !o->json && isatty(STDERR_FILENO);
+    r.rows = !o->json && !o->ndjson;
+    r.progress = !o->json && !o->ndjson && isatty(STDERR_FILENO);
+    if (r.rows)
+        printf("%-40s %-20s %s\n", "FILE", "SERIAL", "RESULT");
     if (r.progress)
-        fprintf(stderr, "waiting for %zu board(s) to load the %s firmware...\n", r.nboards,
+        fprintf(stderr, "waiting for %zu board(s) to load the %s firmware...", r.nboards,
                 o->kind ? o->kind : "pulsecount");
-    bool complete = icefarm_batch_run(r.batch, 0) == 0;
-    if (!complete)
-        fprintf(stderr, "\nicefarm-cli: interrupted; %zu of %zu done\n", r.ndone, r.njobs);
-    print_results(&r);
-    rc = !complete || r.nfailed ? CLI_FAILED : CLI_OK;
+    /* --timeout bounds the wait for the first board to become usable; after
+     * that, --result-timeout bounds each result (the batch's stall detection). */
+    uint64_t ready_bound = o->farm.timeout_ms ? o->farm.timeout_ms : 60000, wait_from = ifm_now_ms();
+    bool complete = false, ready = false;
+    for (;;) {
+        int brc = icefarm_batch_run(r.batch, 250);
+        if (brc == 0) {
+            complete = true;
+            break;
+        }
+        if (brc != -ETIMEDOUT)
+            break;
+        draw_progress(&r);
+        char states[512];
+        if (!ready && !r.ndone && !(ready = any_ready(&r, serials, nserials, states, sizeof states)) &&
+            ifm_now_ms() - wait_from > ready_bound) {
+            clear_progress(&r);
+            fprintf(stderr, "icefarm-cli: no board became ready within %llu s (%s)\n",
+                    (unsigned long long)(ready_bound / 1000), states);
+            break;
+        }
+    }
+    if (r.interrupted) {
+        clear_progress(&r);
+        fprintf(stderr, "icefarm-cli: interrupted: %zu of %zu evaluated (%zu failed), %zu not evaluated\n", r.ndone,
+                r.njobs, r.nfailed, r.njobs - r.ndone);
+    }
+    print_end(&r, complete);
+    rc = r.interrupted ? CLI_INTERRUPTED : (!complete || r.nfailed) ? CLI_FAILED : CLI_OK;
 out:
     icefarm_batch_free(r.batch);
     if (r.f && reserved) {

@@ -81,8 +81,6 @@ static int read_image(const char *path, uint8_t **data, size_t *len, char *err, 
 
 int cmd_flash(const cli_opts *o)
 {
-    if (o->npos < 1)
-        return cli_error(o, CLI_USAGE, "flash needs a UF2 file (and optionally the serials to flash)");
     char err[512];
     uint8_t *image = NULL;
     size_t len = 0;
@@ -100,13 +98,24 @@ int cmd_flash(const cli_opts *o)
     char(*serials)[IFM_SERIAL_MAX] = NULL;
     size_t n = (size_t)(o->npos - 1);
     if (n) {
+        if ((rc = cli_check_boards(f, o, o->pos + 1, n, true)) != CLI_OK)
+            goto out;
         serials = calloc(n, sizeof *serials);
         for (size_t i = 0; serials && i < n; i++)
             snprintf(serials[i], IFM_SERIAL_MAX, "%s", o->pos[i + 1]);
-    } else if ((rc = icefarm_reserve(f, o->boards ? o->boards : 1, o->kind ? o->kind : "pulsecount", NULL, 0,
-                                     o->wait_s * 1000, &serials, &n, err, sizeof err)) != 0) {
-        rc = cli_error(o, rc == -EBUSY ? CLI_NOT_ENOUGH : CLI_FAILED, "%s", err);
-        goto out;
+    } else {
+        cli_wait_begin("board(s) from icefarm control");
+        rc = icefarm_reserve(f, o->boards ? o->boards : 1, o->kind ? o->kind : "pulsecount", NULL, 0, o->wait_s * 1000,
+                             &serials, &n, err, sizeof err);
+        cli_wait_end();
+        if (rc) {
+            rc = cli_error(o,
+                           rc == -EBUSY           ? CLI_NOT_ENOUGH
+                               : rc == -ETIMEDOUT ? CLI_UNREACHABLE
+                                                  : CLI_FAILED,
+                           "%s", err);
+            goto out;
+        }
     }
     r.t = calloc(n ? n : 1, sizeof *r.t);
     r.n = r.pending = n;
@@ -119,8 +128,15 @@ int cmd_flash(const cli_opts *o)
     void *ra[2] = { f, &r };
     if (tty)
         fprintf(stderr, "waiting for %zu board(s) to be ready...\n", n);
-    if (icefarm_run_until(f, all_ready, ra, 120000)) {
-        rc = cli_error(o, CLI_FAILED, "the boards did not become ready (are they reserved by %s?)", icefarm_name(f));
+    uint64_t ready_bound = o->farm.timeout_ms ? o->farm.timeout_ms : 60000;
+    if ((rc = icefarm_run_until(f, all_ready, ra, ready_bound)) != 0) {
+        char states[512] = "";
+        for (size_t i = 0; i < n; i++)
+            snprintf(states + strlen(states), sizeof states - strlen(states), "%s%s %s", i ? ", " : "", r.t[i].serial,
+                     icefarm_board_state_name(icefarm_get_board_state(f, r.t[i].serial)));
+        rc = rc == -ECANCELED ? cli_error(o, CLI_INTERRUPTED, "interrupted while waiting for the boards")
+                              : cli_error(o, CLI_FAILED, "the boards did not become ready within %llu s (%s)",
+                                          (unsigned long long)(ready_bound / 1000), states);
         goto out;
     }
     for (size_t i = 0; i < n; i++)

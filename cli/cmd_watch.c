@@ -36,6 +36,11 @@ static void on_signal(icefarm *f, int signo, void *arg)
 int cmd_watch(const cli_opts *o)
 {
     int rc;
+    /* A viewer never changes state: the lease holder's own client extends its
+     * leases (libicefarm's default there), not a watch of its events. */
+    cli_opts view = *o;
+    view.farm.no_auto_extend = true;
+    o = &view;
     icefarm *f = cli_connect(o, &rc);
     if (!f)
         return rc;
@@ -44,6 +49,10 @@ int cmd_watch(const cli_opts *o)
             icefarm_close(f);
             return cli_error(o, CLI_USAGE, "invalid serial \"%s\"", o->pos[i]);
         }
+    if ((rc = cli_check_boards(f, o, o->pos, (size_t)o->npos, false)) != CLI_OK) {
+        icefarm_close(f);
+        return rc;
+    }
     icefarm_on(f, NULL, print_event, NULL);
     int sigs[] = { SIGINT, SIGTERM };
     icefarm_on_signals(f, sigs, 2, on_signal, NULL);

@@ -1,68 +1,254 @@
-/* icefarm-cli: the farm from the shell, for people (tables) and scripts (--json). */
+/* icefarm-cli: the farm from the shell, for people (tables) and scripts (--json).
+ *
+ * One table of options (what each takes, its default and unit) and one table
+ * of commands (which options each owns, its synopsis and an example): the
+ * parser, per-command --help and the one-line errors all come from them, so
+ * the help cannot disagree with what is accepted. Common options (the broker
+ * connection, --timeout, --json) go before or after the command. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "icefarm/opts.h"
 
 typedef struct {
     const char *name;
-    cli_cmd_fn fn;
-    const char *args;
+    bool arg;        /* takes a value */
+    const char *val; /* the value's name in help: "N", "SECONDS" */
     const char *help;
+} optdef;
+
+static const optdef optdefs[O_COUNT] = {
+    [O_BROKER] = { "broker", true, "URL",
+                   "the farm's broker, mqtt://HOST:PORT or mqtts://HOST:PORT [ICEFARM_BROKER; else the farm "
+                   "./icefarm up runs; else mqtt://127.0.0.1:1883]" },
+    [O_NAME] = { "name", true, "NAME", "the client name leases are held under [ICEFARM_NAME; default USER@HOST]" },
+    [O_USER] = { "user", true, "USER", "broker login of a secured farm [ICEFARM_USER]" },
+    [O_PASSWORD_FILE] = { "password-file", true, "FILE",
+                          "the broker password: the file's first line; mode 0600 [ICEFARM_PASSWORD_FILE, or the "
+                          "password itself in ICEFARM_PASSWORD]" },
+    [O_PASSWORD] = { "password", true, "PASSWORD",
+                     "the same, typed in (every local user sees it in the process list: prefer --password-file)" },
+    [O_CAFILE] = { "cafile", true, "FILE", "CA certificate to verify an mqtts:// broker [ICEFARM_CAFILE]" },
+    [O_TIMEOUT] = { "timeout", true, "SECONDS",
+                    "bounds each wait for an answer: the broker and control's reply (default 10), a board "
+                    "becoming ready (default 60)" },
+    [O_JSON] = { "json", false, NULL, "machine-readable output: one JSON document on stdout" },
+    [O_HELP] = { "help", false, NULL, "this command's options, defaults and an example" },
+    [O_AMOUNT] = { "amount", true, "N", "how many boards (1..4096)" },
+    [O_KIND] = { "kind", true, "KIND", "the firmware the boards run: pulsecount or variance (default pulsecount)" },
+    [O_ARGS] = { "args", true, "JSON",
+                 "the kind's arguments, a JSON object, e.g. '{\"send_waveform\": true}' (PROTOCOL.md 6.3)" },
+    [O_WAIT] = { "wait", true, "SECONDS", "wait this long for boards to come free (default 0: answer at once)" },
+    [O_DURATION] = { "duration", true, "SECONDS", "lease length (default: the farm's, 3600; capped at its maximum)" },
+    [O_SET] = { "set", false, NULL, "end the lease exactly --duration from now, even if that shortens it" },
+    [O_BOARDS] = { "boards", true, "N", "how many boards to reserve (default: up to 8, one per bitstream)" },
+    [O_SERIALS] = { "serials", true, "S1,S2", "use these boards you already hold instead of reserving" },
+    [O_NOEXT] = { "no-extend", false, NULL, "do not extend the leases this run holds when they near their end" },
+    [O_WINDOW] = { "window", true, "N", "bitstreams in flight per board (1..64, default 2)" },
+    [O_RTIMEOUT] = { "result-timeout", true, "SECONDS",
+                     "a board with work and no result this long is rebooted once, then dropped (default 60)" },
+    [O_NDJSON] = { "ndjson", false, NULL, "one JSON line per result as it arrives, then a summary line" },
+    [O_NOCHECK] = { "no-check", false, NULL,
+                    "send files without checking their iCE40 framing (for mutated raw images)" },
+    [O_VERSION] = { "version", false, NULL, "the version, then exit" },
+};
+
+/* Every command takes these. */
+static const int common_opts[] = { O_BROKER, O_NAME,    O_USER, O_PASSWORD_FILE, O_PASSWORD,
+                                   O_CAFILE, O_TIMEOUT, O_JSON, O_HELP,          0 };
+
+typedef struct {
+    const char *name;
+    cli_cmd_fn fn;
+    const char *synopsis;
+    const char *about;
+    int opts[10];         /* its own options, 0-terminated */
+    int min_pos, max_pos; /* positional arguments (-1: any number) */
+    const char *example;
 } command;
 
 static const command commands[] = {
-    { "status", cmd_status, "", "boards, workers and leases" },
-    { "available", cmd_available, "[--kind K]", "how many boards can be reserved now" },
-    { "devices", cmd_devices, "[--kind K]", "serials of the boards that can be reserved now" },
-    { "reserve", cmd_reserve, "--amount N | SERIAL... [--kind K] [--args JSON] [--wait S] [--duration S]",
-      "reserve boards (all or nothing)" },
-    { "extend", cmd_extend, "SERIAL... [--duration S]", "extend your reservations (none: all of them)" },
-    { "end", cmd_end, "SERIAL...", "end your reservations of these boards" },
-    { "end-all", cmd_end_all, "", "end all your reservations" },
-    { "reboot", cmd_reboot, "SERIAL...", "reflash your reserved boards, keeping queued work" },
-    { "evaluate", cmd_evaluate, "FILE... [--kind K] [--boards N] [--serials S,...]",
-      "evaluate bitstreams, reserving boards if needed" },
-    { "watch", cmd_watch, "[SERIAL...]", "stream your events (and these boards') as JSON lines" },
-    { "flash", cmd_flash, "FILE.uf2 [SERIAL...] [--boards N] [--kind K]",
-      "put your own firmware on boards you hold (reserving them if no serials are given)" },
+    { "status",
+      cmd_status,
+      "",
+      "Workers, boards and leases: who holds what, until when (yours marked *).",
+      { 0 },
+      0,
+      0,
+      "icefarm-cli status" },
+    { "who",
+      cmd_who,
+      "",
+      "Who holds boards: one line per client, its boards, kinds and the earliest end.",
+      { 0 },
+      0,
+      0,
+      "icefarm-cli who" },
+    { "available",
+      cmd_available,
+      "",
+      "How many boards can be reserved now.",
+      { O_KIND, 0 },
+      0,
+      0,
+      "icefarm-cli available --kind variance" },
+    { "devices",
+      cmd_devices,
+      "",
+      "The serials of the boards that can be reserved now.",
+      { O_KIND, 0 },
+      0,
+      0,
+      "icefarm-cli devices" },
+    { "reserve",
+      cmd_reserve,
+      "(--amount N | SERIAL...)",
+      "Reserves boards, all or nothing, and prints each with the end of its lease. With --wait it waits for "
+      "boards to come free (and says at once when the farm has fewer boards of the kind than asked).",
+      { O_AMOUNT, O_KIND, O_ARGS, O_WAIT, O_DURATION, O_NOEXT, 0 },
+      0,
+      -1,
+      "icefarm-cli reserve --amount 2 --duration 7200" },
+    { "extend",
+      cmd_extend,
+      "[SERIAL...]",
+      "Extends your leases (all of them without serials) to at least --duration from now; an extension never "
+      "shortens a lease unless --set. Prints each new end, says when the farm capped the duration, and names "
+      "each serial it could not extend (exit 1).",
+      { O_DURATION, O_SET, 0 },
+      0,
+      -1,
+      "icefarm-cli extend --duration 7200" },
+    { "end",
+      cmd_end,
+      "SERIAL...",
+      "Ends your leases of these boards; names each serial that was not yours or already ended (exit 1).",
+      { 0 },
+      1,
+      -1,
+      "icefarm-cli end 2BCE0BDCF5320C42" },
+    { "end-all", cmd_end_all, "", "Ends every lease you hold.", { 0 }, 0, 0, "icefarm-cli end-all" },
+    { "reboot",
+      cmd_reboot,
+      "SERIAL...",
+      "Reflashes your boards' firmware, keeping their queued work.",
+      { 0 },
+      1,
+      -1,
+      "icefarm-cli reboot 2BCE0BDCF5320C42" },
+    { "evaluate",
+      cmd_evaluate,
+      "FILE...",
+      "Evaluates iCE40UP5K bitstreams (104,090 bytes each, checked for the iCE40 framing), reserving boards "
+      "unless --serials names yours, and releases what it reserved. Prints each result as it arrives; exit 1 if "
+      "any failed, 130 on Ctrl-C.",
+      { O_KIND, O_BOARDS, O_SERIALS, O_WAIT, O_WINDOW, O_RTIMEOUT, O_NDJSON, O_NOCHECK, O_NOEXT, 0 },
+      1,
+      -1,
+      "icefarm-cli evaluate --boards 4 tests/bitstreams/*.bin" },
+    { "flash",
+      cmd_flash,
+      "FILE.uf2 [SERIAL...]",
+      "Puts your own UF2 firmware on boards you hold (reserving --boards first when no serials are given); "
+      "they keep it until a reboot or the lease's end.",
+      { O_BOARDS, O_KIND, O_WAIT, O_NOEXT, 0 },
+      1,
+      -1,
+      "icefarm-cli flash my.uf2 2BCE0BDCF5320C42" },
+    { "watch",
+      cmd_watch,
+      "[SERIAL...]",
+      "Your events (and these boards') as JSON lines, until Ctrl-C. A viewer: it never extends leases.",
+      { 0 },
+      0,
+      -1,
+      "icefarm-cli watch 2BCE0BDCF5320C42" },
+    { "sub",
+      cmd_sub,
+      "TOPIC...",
+      "Any topics, printed as JSON lines {\"topic\", \"retained\", \"payload\"} with msgpack decoded (like "
+      "mosquitto_sub -v), until Ctrl-C.",
+      { 0 },
+      1,
+      -1,
+      "icefarm-cli sub 'icefarm/+/state' icefarm/farm/available" },
 };
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void print_opt(FILE *f, int id)
+{
+    const optdef *d = &optdefs[id];
+    char left[64];
+    snprintf(left, sizeof left, "--%s%s%s", d->name, d->arg ? " " : "", d->arg ? d->val : "");
+    fprintf(f, "  %-24s %s\n", left, d->help);
+}
 
 static void usage(FILE *f)
 {
-    fprintf(f, "Usage: icefarm-cli [OPTIONS] COMMAND [ARGS]\n\nCommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-10s %s\n  %-10s   %s\n", commands[i].name, commands[i].help, "", commands[i].args);
     fprintf(f,
-            "\nOptions (flags, then ICEFARM_* environment):\n"
-            "  --broker URL     mqtt://HOST:PORT of the farm's broker   [ICEFARM_BROKER]\n"
-            "  --name NAME      client name leases are held under       [ICEFARM_NAME, user@host]\n"
-            "  --user U         broker login                            [ICEFARM_USER]\n"
-            "  --password-file FILE  broker password, the file's first line (mode 0600)\n"
-            "                   [ICEFARM_PASSWORD_FILE; or the password itself in ICEFARM_PASSWORD]\n"
-            "  --password P     the same, typed in: every local user sees it in the process list\n"
-            "  --cafile FILE    CA certificate for TLS                  [ICEFARM_CAFILE]\n"
-            "  --timeout S      seconds to wait for the broker and control (default 10)\n"
-            "  --json           machine-readable output\n"
-            "  --no-extend      do not auto-extend leases on 'reservation ending soon'\n"
-            "  --window N       evaluate: bitstreams in flight per board (default 2)\n"
-            "  --result-timeout S  evaluate: a board with no result this long is stalled (default 60)\n"
-            "  -h, --help       this help (also: icefarm-cli COMMAND --help)\n"
-            "  --version        the version, then exit\n"
-            "\nExit codes: 0 ok, 1 refused or failed, 2 usage, 3 unreachable, 4 not enough boards.\n");
+            "Usage: icefarm-cli [OPTIONS] COMMAND [ARGS] [OPTIONS]\n\nCommands (icefarm-cli COMMAND --help for "
+            "each one's options and an example):\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        const char *dot = strchr(commands[i].about, '.');
+        int n = dot ? (int)(dot - commands[i].about) : (int)strlen(commands[i].about);
+        fprintf(f, "  %-10s %.*s\n", commands[i].name, n, commands[i].about);
+    }
+    fprintf(f, "\nOptions every command takes:\n");
+    for (const int *p = common_opts; *p; p++)
+        print_opt(f, *p);
+    print_opt(f, O_VERSION);
+    fprintf(f,
+            "\nExit codes: 0 ok, 1 refused or failed, 2 usage, 3 broker or control unreachable, 4 not enough "
+            "boards, 130 interrupted.\n");
 }
 
-static int parse_u64(const char *s, const char *what, uint64_t max, uint64_t *out)
+static void command_help(const command *c)
+{
+    printf("Usage: icefarm-cli %s%s%s [OPTIONS]\n\n%s\n", c->name, c->synopsis[0] ? " " : "", c->synopsis, c->about);
+    if (c->opts[0]) {
+        printf("\nOptions:\n");
+        for (const int *p = c->opts; *p; p++)
+            print_opt(stdout, *p);
+    }
+    printf("\nCommon options:\n");
+    for (const int *p = common_opts; *p; p++)
+        print_opt(stdout, *p);
+    printf("\nExample:\n  %s\n", c->example);
+}
+
+static bool takes(const command *c, int id)
+{
+    for (const int *p = common_opts; *p; p++)
+        if (*p == id)
+            return true;
+    for (const int *p = c ? c->opts : NULL; p && *p; p++)
+        if (*p == id)
+            return true;
+    return false;
+}
+
+static int parse_u64(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end;
+    errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (!*s || *end || v > max || *s == '-') {
-        fprintf(stderr, "icefarm-cli: %s must be a number from 0 to %llu, got \"%s\"\n", what, (unsigned long long)max,
-                s);
+    if (!*s || *end || errno || v < min || v > max || *s == '-' || *s == '+') {
+        fprintf(stderr, "icefarm-cli: --%s must be a whole number from %llu to %llu, got \"%s\"\n", what,
+                (unsigned long long)min, (unsigned long long)max, s);
         return -1;
     }
     *out = v;
@@ -72,7 +258,8 @@ static int parse_u64(const char *s, const char *what, uint64_t max, uint64_t *ou
 /* Resolves the broker password into *out: from `file` (--password-file), else
  * ICEFARM_PASSWORD_FILE, else `arg` (--password: warned about, and blanked in
  * argv); with none of them *out stays as it is (the library then reads
- * ICEFARM_PASSWORD). Two sources at once are a usage error. */
+ * ICEFARM_PASSWORD). Two sources at once are a usage error. The file is read
+ * with the daemons' own rules (ifm_secret_read: mode 0600 or stricter). */
 static int cli_password(const char *file, char *arg, char *buf, size_t cap, const char **out)
 {
     const char *env_file = getenv("ICEFARM_PASSWORD_FILE");
@@ -106,52 +293,62 @@ static int cli_password(const char *file, char *arg, char *buf, size_t cap, cons
     return 0;
 }
 
+/* The command is the first argument that is not an option or an option's value. */
+static const char *find_command_word(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            return i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-' || !a[1])
+            return a;
+        if (a[1] != '-' || strchr(a, '='))
+            continue;
+        for (int id = 1; id < O_COUNT; id++)
+            if (optdefs[id].arg && strcmp(a + 2, optdefs[id].name) == 0) {
+                i++;
+                break;
+            }
+    }
+    return NULL;
+}
+
+/* A bad flag: one line that says what is wrong, never the whole help. */
+static int bad_flag(const command *c, const char *arg, bool missing)
+{
+    const char *where = c ? c->name : "icefarm-cli";
+    char flag[64];
+    snprintf(flag, sizeof flag, "%.*s", (int)strcspn(arg, "="), arg);
+    if (missing) {
+        fprintf(stderr, "icefarm-cli: %s needs a value (icefarm-cli %s --help)\n", flag, c ? c->name : "");
+        return CLI_USAGE;
+    }
+    for (int id = 1; id < O_COUNT; id++)
+        if (flag[0] == '-' && flag[1] == '-' && strcmp(flag + 2, optdefs[id].name) == 0) {
+            fprintf(stderr, "icefarm-cli: %s has no option %s (icefarm-cli %s --help lists its options)\n", where, flag,
+                    c ? c->name : "");
+            return CLI_USAGE;
+        }
+    fprintf(stderr, "icefarm-cli: unknown option %s (icefarm-cli %s%s--help)\n", flag, c ? c->name : "", c ? " " : "");
+    return CLI_USAGE;
+}
+
 int main(int argc, char **argv)
 {
-    enum {
-        O_BROKER = 1,
-        O_NAME,
-        O_USER,
-        O_PASSWORD,
-        O_CAFILE,
-        O_TIMEOUT,
-        O_JSON,
-        O_AMOUNT,
-        O_KIND,
-        O_ARGS,
-        O_WAIT,
-        O_DURATION,
-        O_BOARDS,
-        O_SERIALS,
-        O_NOEXT,
-        O_WINDOW,
-        O_RTIMEOUT,
-        O_PASSWORD_FILE,
-        O_VERSION
-    };
-    static const struct option opts[] = {
-        { "broker", required_argument, 0, O_BROKER },
-        { "name", required_argument, 0, O_NAME },
-        { "user", required_argument, 0, O_USER },
-        { "password", required_argument, 0, O_PASSWORD },
-        { "cafile", required_argument, 0, O_CAFILE },
-        { "timeout", required_argument, 0, O_TIMEOUT },
-        { "json", no_argument, 0, O_JSON },
-        { "amount", required_argument, 0, O_AMOUNT },
-        { "kind", required_argument, 0, O_KIND },
-        { "args", required_argument, 0, O_ARGS },
-        { "wait", required_argument, 0, O_WAIT },
-        { "duration", required_argument, 0, O_DURATION },
-        { "boards", required_argument, 0, O_BOARDS },
-        { "serials", required_argument, 0, O_SERIALS },
-        { "no-extend", no_argument, 0, O_NOEXT },
-        { "window", required_argument, 0, O_WINDOW },
-        { "result-timeout", required_argument, 0, O_RTIMEOUT },
-        { "password-file", required_argument, 0, O_PASSWORD_FILE },
-        { "version", no_argument, 0, O_VERSION },
-        { "help", no_argument, 0, 'h' },
-        { 0, 0, 0, 0 },
-    };
+    const char *word = find_command_word(argc, argv);
+    const command *cmd = word ? find_command(word) : NULL;
+    if (word && !cmd) {
+        fprintf(stderr, "icefarm-cli: unknown command \"%s\" (icefarm-cli --help lists them)\n", word);
+        return CLI_USAGE;
+    }
+    struct option longopts[O_COUNT + 1];
+    size_t n = 0;
+    for (int id = 1; id < O_COUNT; id++)
+        if (takes(cmd, id) || (id == O_VERSION && !cmd))
+            longopts[n++] =
+                (struct option){ optdefs[id].name, optdefs[id].arg ? required_argument : no_argument, 0, id };
+    longopts[n] = (struct option){ 0, 0, 0, 0 };
+
     cli_opts o;
     memset(&o, 0, sizeof o);
     o.window = 2;
@@ -161,7 +358,8 @@ int main(int argc, char **argv)
     char *password_arg = NULL;
     uint64_t v;
     int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case O_BROKER:
             o.farm.broker = optarg;
@@ -178,17 +376,23 @@ int main(int argc, char **argv)
         case O_PASSWORD_FILE:
             password_file = optarg;
             break;
-        case O_VERSION:
-            printf("icefarm-cli %s\n", ifm_version());
-            return CLI_OK;
         case O_CAFILE:
             o.farm.cafile = optarg;
             break;
         case O_JSON:
             o.json = true;
             break;
+        case O_NDJSON:
+            o.ndjson = true;
+            break;
         case O_NOEXT:
             o.farm.no_auto_extend = true;
+            break;
+        case O_SET:
+            o.set = true;
+            break;
+        case O_NOCHECK:
+            o.no_check = true;
             break;
         case O_KIND:
             o.kind = optarg;
@@ -200,92 +404,97 @@ int main(int argc, char **argv)
             serials_csv = optarg;
             break;
         case O_TIMEOUT:
-            if (parse_u64(optarg, "--timeout", 3600, &v))
+            if (parse_u64(optarg, "timeout", 1, 3600, &v))
                 return CLI_USAGE;
             o.farm.timeout_ms = v * 1000;
             break;
         case O_AMOUNT:
-            if (parse_u64(optarg, "--amount", IFM_MAX_SERIALS, &v) || v == 0)
+            if (parse_u64(optarg, "amount", 1, IFM_MAX_SERIALS, &v))
                 return CLI_USAGE;
             o.amount = (uint32_t)v;
             break;
         case O_WAIT:
-            if (parse_u64(optarg, "--wait", 3600, &o.wait_s))
+            if (parse_u64(optarg, "wait", 0, 3600, &o.wait_s))
                 return CLI_USAGE;
             break;
         case O_DURATION:
-            if (parse_u64(optarg, "--duration", 365u * 86400u, &o.duration_s))
+            if (parse_u64(optarg, "duration", 1, 365u * 86400u, &o.duration_s))
                 return CLI_USAGE;
             break;
         case O_BOARDS:
-            if (parse_u64(optarg, "--boards", IFM_MAX_SERIALS, &v) || v == 0)
+            if (parse_u64(optarg, "boards", 1, IFM_MAX_SERIALS, &v))
                 return CLI_USAGE;
             o.boards = (uint32_t)v;
             break;
         case O_WINDOW:
-            if (parse_u64(optarg, "--window", 64, &v) || v == 0)
+            if (parse_u64(optarg, "window", 1, 64, &v))
                 return CLI_USAGE;
             o.window = (uint32_t)v;
             break;
         case O_RTIMEOUT:
-            if (parse_u64(optarg, "--result-timeout", 86400, &o.result_timeout_s) || !o.result_timeout_s)
+            if (parse_u64(optarg, "result-timeout", 1, 86400, &o.result_timeout_s))
                 return CLI_USAGE;
             break;
+        case O_VERSION:
+            printf("icefarm-cli %s\n", ifm_version());
+            return CLI_OK;
         case 'h':
+        case O_HELP:
             help = true;
             break;
+        case ':':
+            return bad_flag(cmd, argv[optind - 1], true);
         default:
-            usage(stderr);
-            return CLI_USAGE;
+            return bad_flag(cmd, argv[optind - 1], false);
         }
     }
-    if (optind >= argc) {
+    if (!cmd) {
         usage(help ? stdout : stderr);
         return help ? CLI_OK : CLI_USAGE;
     }
-    const char *name = argv[optind];
-    const command *cmd = NULL;
-    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (strcmp(commands[i].name, name) == 0)
-            cmd = &commands[i];
-    if (!cmd) {
-        fprintf(stderr, "icefarm-cli: unknown command \"%s\" (try --help)\n", name);
+    if (help) {
+        command_help(cmd);
+        return CLI_OK;
+    }
+    /* Non-options were moved after optind: the command word, then its arguments. */
+    o.cmd = cmd->name;
+    o.pos = argv + optind + 1;
+    o.npos = argc - optind - 1;
+    if (o.npos < cmd->min_pos || (cmd->max_pos >= 0 && o.npos > cmd->max_pos)) {
+        if (cmd->max_pos == 0)
+            fprintf(stderr, "icefarm-cli: %s takes no arguments, got \"%s\" (icefarm-cli %s --help)\n", cmd->name,
+                    o.pos[0], cmd->name);
+        else
+            fprintf(stderr, "icefarm-cli: usage: icefarm-cli %s %s (icefarm-cli %s --help)\n", cmd->name, cmd->synopsis,
+                    cmd->name);
         return CLI_USAGE;
     }
-    if (help) {
-        printf("Usage: icefarm-cli %s %s\n%s\n(see icefarm-cli --help for the common options)\n", cmd->name, cmd->args,
-               cmd->help);
-        return CLI_OK;
+    if (o.json && o.ndjson) {
+        fprintf(stderr, "icefarm-cli: give --json or --ndjson, not both\n");
+        return CLI_USAGE;
     }
     /* The password: --password-file, ICEFARM_PASSWORD_FILE, --password (warned
      * about), or ICEFARM_PASSWORD (which the library reads itself). */
     char password[4096];
     if (cli_password(password_file, password_arg, password, sizeof password, &o.farm.password))
         return CLI_USAGE;
-    o.pos = argv + optind + 1;
-    o.npos = argc - optind - 1;
     /* --serials a,b,c is the same as listing them (evaluate takes files positionally). */
     char *serial_list[IFM_MAX_SERIALS];
     char *csv_copy = NULL;
     if (serials_csv) {
         csv_copy = strdup(serials_csv);
-        int n = 0;
-        for (char *save, *t = strtok_r(csv_copy, ",", &save); t && n < IFM_MAX_SERIALS; t = strtok_r(NULL, ",", &save))
-            serial_list[n++] = t;
+        int k = 0;
+        for (char *save, *t = strtok_r(csv_copy, ",", &save); t && k < IFM_MAX_SERIALS; t = strtok_r(NULL, ",", &save))
+            serial_list[k++] = t;
         o.serials = serial_list;
-        o.nserials = n;
-        if (strcmp(name, "evaluate") != 0) {
-            o.pos = serial_list;
-            o.npos = n;
-        }
+        o.nserials = k;
     }
     if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
         perror("icefarm-cli: cannot ignore SIGPIPE");
         free(csv_copy);
         return CLI_FAILED;
     }
-    /* A CLI speaks through its output; library chatter only when asked for. */
-    setenv("ICEFARM_LOG_LEVEL", "warn", 0);
+    cli_use_farm_env();
     int rc = cmd->fn(&o);
     free(csv_copy);
     explicit_bzero(password, sizeof password);

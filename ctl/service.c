@@ -134,17 +134,23 @@ static void do_reserve_serials(ctl *c, const ifm_mqtt_msg *msg, const char *clie
     ifm_enc_free(&args);
 }
 
+/* extend moves each lease's end to the later of its end and now + duration
+ * (never earlier), or exactly there with `set` (PROTOCOL.md 6.5). The reply
+ * says each lease's new end and whether the duration was capped. */
 static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req, bool all)
 {
-    uint64_t until = ifm_wall_ms() + lease_duration(c, req->duration_s) * 1000;
+    uint64_t duration = lease_duration(c, req->duration_s);
+    bool capped = req->duration_s > c->cfg.lease_max_s;
+    uint64_t until = ifm_wall_ms() + duration * 1000;
     ctl_lease_list out = CTL_LEASE_LIST_INIT;
     char err[200];
     int rc;
     if (all) {
-        rc = ctl_store_extend_all(c->store, client, until, &out, err, sizeof err);
+        rc = ctl_store_extend_all(c->store, client, until, req->set, &out, err, sizeof err);
     } else {
         const char **s = serial_ptrs(req);
-        rc = s ? ctl_store_extend(c->store, client, s, req->nserials, until, &out, err, sizeof err) : CTL_STORE_ENOMEM;
+        rc = s ? ctl_store_extend(c->store, client, s, req->nserials, until, req->set, &out, err, sizeof err)
+               : CTL_STORE_ENOMEM;
         free(s);
     }
     if (rc != CTL_STORE_OK) {
@@ -154,20 +160,31 @@ static void do_extend(ctl *c, const ifm_mqtt_msg *msg, const char *client, const
     }
     for (size_t i = 0; i < out.n; i++) {
         ctl_board *b = ctl_board_find(c, out.v[i].serial);
-        if (b && b->leased) {
+        bool moved = b && b->leased && b->until_ms != out.v[i].until_ms;
+        if (moved) {
             b->until_ms = out.v[i].until_ms;
             b->set_ms = ifm_wall_ms();
-            b->warned = false;
+            b->warned = out.v[i].warned;
             ctl_lease_arm(c, b);
             ctl_publish_lease(c, b);
         }
-        IFM_INFO("serial=%s client=%s extended", out.v[i].serial, client);
+        IFM_INFO("serial=%s client=%s %s until %llu", out.v[i].serial, client, moved ? "extended" : "kept",
+                 (unsigned long long)out.v[i].until_ms);
     }
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_reply_begin(&e, 200, NULL, 2);
+    ifm_reply_begin(&e, 200, NULL, 5);
     encode_leases(&e, "serials", &out);
     ifm_enc_kuint(&e, "until", until);
+    ifm_enc_key(&e, "leases");
+    ifm_enc_array(&e, (uint32_t)out.n);
+    for (size_t i = 0; i < out.n; i++) {
+        ifm_enc_map(&e, 2);
+        ifm_enc_kstr(&e, "serial", out.v[i].serial);
+        ifm_enc_kuint(&e, "until", out.v[i].until_ms);
+    }
+    ifm_enc_kuint(&e, "duration_s", duration);
+    ifm_enc_kbool(&e, "capped", capped);
     reply(c, msg, &e);
     ifm_enc_free(&e);
     ctl_lease_list_free(&out);

@@ -101,6 +101,8 @@ static void publish_event(const wrk_board *b, const wrk_event *ev)
     ifm_enc_init(&e);
     if (ev->busid)
         ifm_event_usbip_encode(&e, ev->name, b->serial, ev->busid, ev->host ? ev->host : "", ev->port, ev->reason);
+    else if (strcmp(ev->name, "error") == 0)
+        ifm_event_error_encode(&e, b->serial, ev->reason, ev->batch_id, ev->client); /* whose command */
     else
         ifm_event_encode(&e, ev->name, b->serial, ev->reason, ev->batch_id);
     publish_enc(b->w, topic, &e, false);
@@ -118,7 +120,8 @@ static void publish_results(const wrk_board *b, const char *batch_id, const ifm_
 }
 
 /* Holder -> board: icefarm/<serial>/cmd. The broker's ACL plugin makes sure only
- * the lease holder can publish here in a secured farm. */
+ * the lease holder can publish here in a secured farm; in any farm the core
+ * runs only commands whose icefarm-client names the holder (commands.c). */
 static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 {
     wrk_ctx *w = arg;
@@ -137,6 +140,8 @@ static void on_board_cmd(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         snprintf(why, sizeof why, "bad command: %s", err.msg);
         wrk_cmd_refuse(b, why, cmd.batch_id);
     } else {
+        if (ifm_mqtt_msg_client(msg, cmd.client, sizeof cmd.client))
+            cmd.client[0] = '\0';
         wrk_cmd_board(b, &cmd);
     }
     ifm_board_cmd_free(&cmd);

@@ -119,6 +119,7 @@ int lib_req_convert(const icefarm_req *in, ifm_ctl_req *out, char *reason, size_
     out->amount = in->amount;
     out->wait_ms = in->wait_ms;
     out->duration_s = in->duration_s;
+    out->set = in->set;
     if (in->kind && snprintf(out->kind, sizeof out->kind, "%s", in->kind) >= (int)sizeof out->kind)
         return ifm_failbuf(reason, reason_len, -EINVAL, "kind \"%s\" is longer than %d bytes", in->kind,
                            IFM_KIND_MAX - 1);
@@ -283,9 +284,16 @@ int icefarm_call(icefarm *f, const icefarm_req *req, icefarm_reply **reply, char
         *reply = w.reply;
         return 0;
     case -ETIMEDOUT:
-        return ifm_failbuf(reason, reason_len, w.status,
-                           "icefarm control did not answer within %llu ms (is icefarm-ctl running?)",
-                           (unsigned long long)(f->timeout_ms + req->wait_ms));
+        if (f->ctl_state == LIB_CTL_UNKNOWN)
+            return ifm_failbuf(reason, reason_len, w.status,
+                               "no answer within %llu ms: the broker at %s:%d is not an icefarm farm (it has no "
+                               "retained icefarm/ctl/state; another MQTT broker, e.g. Debian's mosquitto service on "
+                               "1883?): give --broker or ICEFARM_BROKER",
+                               (unsigned long long)(f->timeout_ms + req->wait_ms), f->host, f->port);
+        return ifm_failbuf(reason, reason_len, w.status, "icefarm control did not answer within %llu ms (%s)",
+                           (unsigned long long)(f->timeout_ms + req->wait_ms),
+                           f->ctl_state == LIB_CTL_OFFLINE ? "its icefarm/ctl/state says offline: start icefarm-ctl"
+                                                           : "is icefarm-ctl running?");
     case -ENOTCONN:
         return ifm_failbuf(reason, reason_len, w.status, "lost the broker connection while waiting for control");
     case -EBADMSG:

@@ -1,6 +1,7 @@
 /* libicefarm: the handle (connect, close, logging), driving its loop, event
  * dispatch and board commands. Requests and replies are in call.c. */
 #include <errno.h>
+#include <mqtt_protocol.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,8 @@ static void on_event_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     icefarm_event ev = { .data = msg->payload, .len = msg->len };
     if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || ifm_event_decode(&doc, &ev.ev, &err)) {
         lib_log(f, ICEFARM_LOG_WARN, "ignoring malformed event on %s: %s", msg->topic, err.msg);
+    } else if (ev.ev.client[0] && strcmp(ev.ev.client, f->name) != 0) {
+        /* A board refused another client's command: not about ours. */
     } else {
         if (strcmp(ev.ev.event, "reservation ending soon") == 0 && f->auto_extend && ev.ev.serial[0]) {
             /* Extend without waiting for the reply: we are inside the loop. */
@@ -89,6 +92,19 @@ static void on_event_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         dispatch(f, &ev);
     }
     ifm_doc_free(&doc);
+}
+
+static void on_ctl_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    icefarm *f = arg;
+    ifm_doc doc;
+    ifm_err err = { "" };
+    char state[16] = "";
+    if (msg->len && !ifm_doc_parse(&doc, msg->payload, msg->len, &err))
+        ifm_get_str(doc.root, "state", false, state, sizeof state, &err);
+    if (msg->len)
+        ifm_doc_free(&doc);
+    f->ctl_state = strcmp(state, "online") == 0 ? LIB_CTL_ONLINE : LIB_CTL_OFFLINE;
 }
 
 static watched *find_watched(const icefarm *f, const char *serial)
@@ -241,12 +257,17 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
         rc = ifm_failbuf(reason, reason_len, -EINVAL, "bad broker address \"%s\" (want mqtt://HOST:PORT)", broker);
         goto fail;
     }
+    f->port = mo.port;
     mo.name = f->name;
     mo.username = user;
     mo.password = o->password ? o->password : getenv("ICEFARM_PASSWORD");
     mo.cafile = o->cafile ? o->cafile : getenv("ICEFARM_CAFILE");
     if (mo.cafile && !*mo.cafile)
         mo.cafile = NULL;
+    if (mo.cafile && access(mo.cafile, R_OK)) {
+        rc = ifm_failbuf(reason, reason_len, -EINVAL, "cannot read the CA file %s: %s", mo.cafile, strerror(errno));
+        goto fail;
+    }
     mo.log = mqtt_log;
     mo.log_arg = f;
     f->loop = ifm_loop_new();
@@ -261,19 +282,44 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
         rc = ifm_failbuf(reason, reason_len, -ENOMEM, "cannot subscribe to %s", topic);
         goto fail;
     }
+    /* Control's retained state says whether this broker is an icefarm farm at
+     * all, and whether control is up: a timed-out request says which. */
+    if (ifm_mqtt_subscribe(f->mqtt, IFM_TOPIC_CTL_STATE, 1, on_ctl_state, f)) {
+        rc = ifm_failbuf(reason, reason_len, -ENOMEM, "cannot subscribe to %s", IFM_TOPIC_CTL_STATE);
+        goto fail;
+    }
     ifm_mqtt_on_refused(f->mqtt, on_refused, f);
     ifm_mqtt_start(f->mqtt);
-    if (ifm_mqtt_wait_connected(f->mqtt, f->timeout_ms) && ifm_mqtt_refused(f->mqtt)) {
+    /* Wait for the broker, but stop at once where retrying cannot help
+     * (refused, no such host, TLS verification, bad credentials). */
+    uint64_t deadline = ifm_now_ms() + f->timeout_ms;
+    const char *why = NULL;
+    bool permanent = false;
+    while (!ifm_mqtt_connected(f->mqtt) && !ifm_mqtt_refused(f->mqtt) && ifm_now_ms() < deadline) {
+        why = ifm_mqtt_conn_error(f->mqtt, &permanent);
+        if (why && permanent)
+            break;
+        uint64_t left = deadline - ifm_now_ms();
+        if (lib_wait_once(f, left < 50 ? (int)left : 50))
+            break;
+    }
+    if (ifm_mqtt_refused(f->mqtt)) {
         rc = ifm_failbuf(reason, reason_len, -EACCES,
-                         "the icefarm broker at %s:%d refused the connection: %s (check --user/--password or "
+                         "the icefarm broker at %s:%d refused the connection: %s (check --user/--password-file or "
                          "ICEFARM_USER/ICEFARM_PASSWORD)",
                          mo.host, mo.port, ifm_mqtt_refused(f->mqtt));
         goto fail;
     }
     if (!ifm_mqtt_connected(f->mqtt)) {
-        rc = ifm_failbuf(reason, reason_len, IFM_ENOTCONN,
-                         "cannot reach the icefarm broker at %s:%d (is the farm up? set --broker or ICEFARM_BROKER)",
-                         mo.host, mo.port);
+        why = ifm_mqtt_conn_error(f->mqtt, &permanent);
+        if (why && permanent)
+            rc = ifm_failbuf(reason, reason_len, IFM_ENOTCONN, "cannot connect to the broker at %s:%d: %s", mo.host,
+                             mo.port, why);
+        else
+            rc = ifm_failbuf(reason, reason_len, IFM_ENOTCONN,
+                             "no broker answered at %s:%d within %llu ms%s%s (is the farm up? set --broker or "
+                             "ICEFARM_BROKER)",
+                             mo.host, mo.port, (unsigned long long)f->timeout_ms, why ? ": " : "", why ? why : "");
         goto fail;
     }
     *out = f;
@@ -429,16 +475,22 @@ icefarm_board_state icefarm_get_board_state(const icefarm *f, const char *serial
     return w ? (icefarm_board_state)w->state : ICEFARM_BOARD_GONE;
 }
 
+/* A board command carries our name (PROTOCOL.md section 2): the worker runs
+ * only its holder's commands (in a secured farm the broker sets the name). */
 static int publish_cmd(icefarm *f, const char *serial, ifm_enc *e)
 {
     char topic[IFM_TOPIC_MAX];
+    mosquitto_property *props = NULL;
     int rc = 0;
     if (ifm_topic_board(topic, sizeof topic, serial, "cmd"))
         rc = -EINVAL;
     else if (!ifm_mqtt_connected(f->mqtt))
         rc = -ENOTCONN;
-    else if (ifm_mqtt_publish(f->mqtt, topic, ifm_enc_data(e), ifm_enc_size(e), 1, false))
+    else if (mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IFM_PROP_CLIENT, f->name))
         rc = -ENOMEM;
+    else if (ifm_mqtt_publish_props(f->mqtt, topic, ifm_enc_data(e), ifm_enc_size(e), 1, false, props))
+        rc = -ENOMEM;
+    mosquitto_property_free_all(&props);
     ifm_enc_free(e);
     return rc;
 }

@@ -56,6 +56,7 @@ struct icefarm {
     ifm_mqtt *mqtt;
     char name[IFM_NAME_MAX];
     char host[256];
+    int port;
     uint64_t timeout_ms;
     bool auto_extend;
     icefarm_log_cb log;
@@ -71,6 +72,13 @@ struct icefarm {
     char bad_reply[200]; /* why the last malformed reply was rejected */
     icefarm_signal_cb sigcb;
     void *sigarg;
+    /* What icefarm/ctl/state (retained) said: nothing yet (a broker that is
+     * not an icefarm farm never says anything), online, offline. */
+    enum {
+        LIB_CTL_UNKNOWN,
+        LIB_CTL_ONLINE,
+        LIB_CTL_OFFLINE
+    } ctl_state;
 };
 
 struct icefarm_reply {

@@ -107,15 +107,18 @@ int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_
  * there is no lease, or a negative ctl_store_rc (ECORRUPT for a bad record). */
 int ctl_store_get(ctl_store *store, const char *serial, ctl_lease *out, char *err, size_t errlen);
 
-/* Sets until_ms (and clears warned) on each listed serial leased by `client`.
- * Serials held by others, unknown or corrupt are skipped; a repeated serial
- * counts once. Appends the updated leases to `out` in serial order (the
- * caller passes the new deadline: the old system reset it to now + 1 h). */
+/* Moves the end of each listed serial leased by `client` to until_ms (and
+ * clears warned): with `set`, whatever the old end was; without it, only when
+ * until_ms is later (an earlier one leaves the lease, and its warned flag, as
+ * they are: extending never shortens a lease unless asked to). Serials held by
+ * others, unknown or corrupt are skipped; a repeated serial counts once.
+ * Appends every lease of `client` among them to `out` in serial order, with
+ * its end as it now is. */
 int ctl_store_extend(ctl_store *store, const char *client, const char *const *serials, size_t n, uint64_t until_ms,
-                     ctl_lease_list *out, char *err, size_t errlen);
+                     bool set, ctl_lease_list *out, char *err, size_t errlen);
 /* The same for every lease `client` holds. */
-int ctl_store_extend_all(ctl_store *store, const char *client, uint64_t until_ms, ctl_lease_list *out, char *err,
-                         size_t errlen);
+int ctl_store_extend_all(ctl_store *store, const char *client, uint64_t until_ms, bool set, ctl_lease_list *out,
+                         char *err, size_t errlen);
 
 /* Deletes the listed leases and appends them (as they were) to `out`, in
  * serial order, each once.

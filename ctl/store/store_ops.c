@@ -224,6 +224,7 @@ typedef struct {
     const char *worker; /* only leases on this worker; NULL: any */
     bool end;           /* end, else extend to until_ms */
     uint64_t until_ms;
+    bool set;            /* extend: to until_ms even if earlier than the lease's end */
     bool strict_corrupt; /* a corrupt target fails the call instead of being skipped */
     bool from_index;     /* targets came from by_client: drop entries that are stale */
 } action;
@@ -239,7 +240,7 @@ static int apply_one(ctl_store *s, MDB_txn *txn, const char *serial, const actio
         return rc;
     if (rc == 0 || (a->client && strcmp(l.client, a->client) != 0) || (a->worker && strcmp(l.worker, a->worker) != 0))
         return a->from_index ? store_unindex(s, txn, a->client, serial, err, errlen) : 0;
-    if (!a->end) {
+    if (!a->end && (a->set || a->until_ms > l.until_ms)) {
         l.until_ms = a->until_ms;
         l.warned = false;
     }
@@ -309,22 +310,22 @@ static int run_picked(ctl_store *s, pick_fn pick, const char *key, const action 
 }
 
 int ctl_store_extend(ctl_store *store, const char *client, const char *const *serials, size_t n, uint64_t until_ms,
-                     ctl_lease_list *out, char *err, size_t errlen)
+                     bool set, ctl_lease_list *out, char *err, size_t errlen)
 {
     int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
     if (rc)
         return rc;
-    action a = { .client = client, .until_ms = until_ms };
+    action a = { .client = client, .until_ms = until_ms, .set = set };
     return run_listed(store, serials, n, &a, out, err, errlen);
 }
 
-int ctl_store_extend_all(ctl_store *store, const char *client, uint64_t until_ms, ctl_lease_list *out, char *err,
-                         size_t errlen)
+int ctl_store_extend_all(ctl_store *store, const char *client, uint64_t until_ms, bool set, ctl_lease_list *out,
+                         char *err, size_t errlen)
 {
     int rc = check_name("client", client, CTL_CLIENT_MAX, err, errlen);
     if (rc)
         return rc;
-    action a = { .client = client, .until_ms = until_ms, .from_index = true };
+    action a = { .client = client, .until_ms = until_ms, .set = set, .from_index = true };
     return run_picked(store, targets_client, client, &a, out, err, errlen);
 }
 

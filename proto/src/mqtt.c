@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <mqtt_protocol.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,13 @@ struct ifm_mqtt {
     int dispatching;
     size_t unacked;   /* QoS 1 publishes the broker has not acknowledged yet */
     char refused[96]; /* why the broker last refused our CONNECT, "" if it did not */
-    int fd;           /* the fd currently in the loop, or -1 */
+    /* Why the last connection attempt failed before any CONNACK ("" after a
+     * success), whether retrying cannot help, and libmosquitto's latest TLS
+     * error line (the detail OpenSSL gives). */
+    char conn_error[224];
+    bool conn_permanent, tls;
+    char tls_error[128];
+    int fd; /* the fd currently in the loop, or -1 */
     uint64_t misc_timer, retry_timer;
     uint64_t backoff_ms;
     sub *subs;
@@ -225,6 +232,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
         return; /* the broker closes the socket; pump() notices and retries */
     }
     m->refused[0] = '\0';
+    m->conn_error[0] = '\0';
+    m->conn_permanent = false;
     m->connected = true;
     m->backoff_ms = 100;
     for (sub *s = m->subs; s; s = s->next)
@@ -292,6 +301,37 @@ static void lost(ifm_mqtt *m)
 
 /* ---- the socket in the loop ---- */
 
+/* Records why an attempt to connect failed: `permanent` when retrying cannot
+ * help (refused, no such host, TLS verification), the way mosquitto_sub fails
+ * at once on these. */
+static void conn_failed(ifm_mqtt *m, bool permanent, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conn_failed(ifm_mqtt *m, bool permanent, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->conn_error, sizeof m->conn_error, fmt, ap);
+    va_end(ap);
+    m->conn_permanent = permanent;
+}
+
+static void tls_failed(ifm_mqtt *m)
+{
+    bool verify = strstr(m->tls_error, "verify") != NULL;
+    conn_failed(m, true, "TLS: %s%s", m->tls_error[0] ? m->tls_error : "the handshake failed",
+                verify ? ": give --cafile with the farm's CA certificate" : "");
+}
+
+/* libmosquitto's own log: only its TLS errors are kept ("OpenSSL Error[0]:
+ * error:0A000086:SSL routines::certificate verify failed" -> the last part). */
+static void on_mosq_log(struct mosquitto *mosq, void *obj, int level, const char *line)
+{
+    ifm_mqtt *m = obj;
+    if (!(level & MOSQ_LOG_ERR) || !strstr(line, "OpenSSL Error") || !m || m->tls_error[0])
+        return;
+    const char *tail = strrchr(line, ':');
+    snprintf(m->tls_error, sizeof m->tls_error, "%s", tail && tail[1] ? tail + 1 : line);
+}
+
 static void on_fd(ifm_loop *loop, int fd, int events, void *arg)
 {
     ifm_mqtt *m = arg;
@@ -300,6 +340,11 @@ static void on_fd(ifm_loop *loop, int fd, int events, void *arg)
         rc = mosquitto_loop_read(m->mosq, 1);
     if (rc == MOSQ_ERR_SUCCESS && (events & IFM_WRITE))
         rc = mosquitto_loop_write(m->mosq, 1);
+    if (rc == MOSQ_ERR_TLS)
+        tls_failed(m);
+    else if (rc != MOSQ_ERR_SUCCESS && !m->connected && !m->refused[0])
+        conn_failed(m, !m->tls, "the broker closed the connection before accepting it%s",
+                    m->tls ? "" : " (a TLS port? use mqtts://)");
     if (rc != MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0)
         mosquitto_disconnect(m->mosq);
     pump(m);
@@ -339,7 +384,19 @@ static void try_connect(ifm_loop *loop, void *arg)
     ifm_mqtt *m = arg;
     m->retry_timer = 0;
     /* Blocking TCP connect: quick on a LAN or loopback, and a refused port fails at once. */
+    m->tls_error[0] = '\0';
+    errno = 0;
     int rc = mosquitto_connect_bind_v5(m->mosq, m->host, m->port, m->keepalive, NULL, NULL);
+    int e = errno;
+    if (rc == MOSQ_ERR_EAI)
+        conn_failed(m, e != EAI_AGAIN, "cannot resolve %s: %s", m->host, gai_strerror(e));
+    else if (rc == MOSQ_ERR_TLS)
+        tls_failed(m);
+    else if (rc == MOSQ_ERR_ERRNO)
+        conn_failed(m, e == ECONNREFUSED, "%s", strerror(e));
+    else if (rc != MOSQ_ERR_SUCCESS)
+        conn_failed(m, false, "%s", mosquitto_strerror(rc));
+    errno = e;
     if (rc != MOSQ_ERR_SUCCESS) {
         /* Say it once, then quietly keep trying (the broker may just be late). */
         if (m->backoff_ms <= 100)
@@ -391,6 +448,8 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_connect_v5_callback_set(m->mosq, on_connect);
+    mosquitto_log_callback_set(m->mosq, on_mosq_log);
+    m->tls = o->cafile || o->tls;
     mosquitto_message_v5_callback_set(m->mosq, on_message);
     mosquitto_publish_v5_callback_set(m->mosq, on_publish);
     if (o->username && mosquitto_username_pw_set(m->mosq, o->username, o->password))
@@ -478,6 +537,13 @@ int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms)
 const char *ifm_mqtt_refused(const ifm_mqtt *m)
 {
     return m->refused[0] ? m->refused : NULL;
+}
+
+const char *ifm_mqtt_conn_error(const ifm_mqtt *m, bool *permanent)
+{
+    if (permanent)
+        *permanent = m->conn_permanent;
+    return m->conn_error[0] ? m->conn_error : NULL;
 }
 
 int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms)

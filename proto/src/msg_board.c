@@ -128,9 +128,22 @@ static void encode_value(ifm_enc *e, const ifm_result *r)
     }
 }
 
-void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id)
+void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id,
+                            const char *client)
 {
-    ifm_event_encode(e, "error", serial, reason, batch_id);
+    if (!client || !*client) {
+        ifm_event_encode(e, "error", serial, reason, batch_id);
+        return;
+    }
+    bool has_batch = batch_id && *batch_id;
+    ifm_enc_root(e, 3 + (reason != NULL) + has_batch);
+    ifm_enc_kstr(e, "event", "error");
+    ifm_enc_kstr(e, "serial", serial);
+    if (reason)
+        ifm_enc_kstr(e, "reason", reason);
+    if (has_batch)
+        ifm_enc_kstr(e, "batch_id", batch_id);
+    ifm_enc_kstr(e, "client", client);
 }
 
 void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id, const ifm_result *r, size_t n)
@@ -171,6 +184,8 @@ int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err)
             return -1;
         ev->port = (uint32_t)port;
     }
+    if (ifm_get_str(root, "client", false, ev->client, sizeof ev->client, err) < 0)
+        return -1; /* `error`: whose command it refused */
     return 0;
 }
 

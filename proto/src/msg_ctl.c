@@ -85,6 +85,9 @@ int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_
         return -1;
     if (reserving && ifm_get_str(root, "tag", false, req->tag, sizeof req->tag, err) < 0)
         return -1;
+    if ((verb == IFM_VERB_EXTEND || verb == IFM_VERB_EXTEND_ALL) &&
+        ifm_get_bool(root, "set", false, &req->set, err) < 0)
+        return -1;
     return 0;
 }
 
@@ -99,7 +102,7 @@ void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, si
 {
     bool has_serials = needs_serials(req->verb);
     uint32_t n = (req->verb == IFM_VERB_RESERVE) + (req->kind[0] != 0) + (args != NULL) + has_serials +
-        (req->wait_ms != 0) + (req->duration_s != 0) + (req->tag[0] != 0);
+        (req->wait_ms != 0) + (req->duration_s != 0) + (req->tag[0] != 0) + req->set;
     ifm_enc_root(e, n);
     if (req->verb == IFM_VERB_RESERVE)
         ifm_enc_kuint(e, "amount", req->amount);
@@ -121,6 +124,8 @@ void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, si
         ifm_enc_kuint(e, "duration_s", req->duration_s);
     if (req->tag[0])
         ifm_enc_kstr(e, "tag", req->tag);
+    if (req->set)
+        ifm_enc_kbool(e, "set", true);
 }
 
 void ifm_reply_begin(ifm_enc *e, uint32_t code, const char *error, uint32_t extra)

@@ -77,7 +77,7 @@ out=$("${cli[@]}" --json evaluate --boards 2 "$ROOT"/tests/bitstreams/clk_1khz.b
 CHECK="alice evaluates two bitstreams and gets the right counts"
 check python3 -c "
 import json, sys, zlib
-r = json.loads(sys.argv[1])
+r = json.loads(sys.argv[1])['results']
 sys.exit(0 if len(r) == 2 and all(x.get('pulses') == zlib.crc32(open(x['file'],'rb').read()) % 100000 for x in r) else 1)" "$out"
 CHECK="the HTTP API answers through the gateway user"
 check bash -c "curl -sf -u 'alice:$(cat "$T/etc/secrets/alice")' 'http://127.0.0.1:$ICEFARM_HTTP_PORT/available' | grep -q amount"

@@ -47,16 +47,34 @@ void wrk_cmd_worker(wrk_ctx *w, const ifm_worker_cmd *cmd)
     }
 }
 
+static void refuse_for(wrk_board *b, const char *client, const char *why, const char *batch_id)
+{
+    IFM_WARN("serial=%s client=%s rejected command: %s", b->serial, client[0] ? client : "-", why);
+    const wrk_event ev = { .name = "error", .reason = why, .batch_id = batch_id, .client = client };
+    wrk_emit(b, &ev);
+}
+
 void wrk_cmd_refuse(wrk_board *b, const char *why, const char *batch_id)
 {
-    IFM_WARN("serial=%s client=%s rejected command: %s", b->serial, b->holder[0] ? b->holder : "-", why);
-    const wrk_event ev = { .name = "error", .reason = why, .batch_id = batch_id, .client = b->holder };
-    wrk_emit(b, &ev);
+    refuse_for(b, b->holder, why, batch_id);
 }
 
 void wrk_cmd_board(wrk_board *b, const ifm_board_cmd *cmd)
 {
     char why[WRK_REASON_MAX] = "";
+    /* Only the holder's commands run (PROTOCOL.md section 2): in the anonymous
+     * farm an honest mistake (a wrong --serials, another --name) must not
+     * corrupt someone else's run. The refusal names whose command it was, so
+     * the holder's client can tell it is not about its own. */
+    if (!cmd->client[0]) {
+        refuse_for(b, "", "refused: the command carries no icefarm-client user property", cmd->batch_id);
+        return;
+    }
+    if (b->holder[0] && strcmp(cmd->client, b->holder) != 0) {
+        snprintf(why, sizeof why, "refused: the board is reserved by another client, not by %.90s", cmd->client);
+        refuse_for(b, cmd->client, why, cmd->batch_id);
+        return;
+    }
     if (strcmp(cmd->op, "flash") == 0)
         wrk_board_flash_custom(b, cmd->image, cmd->image_len, why, sizeof why);
     else if (strcmp(cmd->op, "unbind") == 0)

@@ -186,6 +186,12 @@ class Farm:
             self.wait(lambda: info.mid in self.acked, REQUEST_TIMEOUT_S, "PUBACK on " + topic)
             self.acked.discard(info.mid)
 
+    def board_cmd_props(self):
+        """A board command names its sender (section 2): workers run only the holder's."""
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("icefarm-client", self.name)
+        return props
+
     def send_request(self, verb, **fields):
         """Publishes a control request (section 5) and returns its correlation data."""
         corr = os.urandom(16)
@@ -254,6 +260,8 @@ class Run:
             board["ready"] = True
         elif event == "results" and data.get("batch_id") == self.batch_id:
             self.take_results(serial, data.get("results"))
+        elif event == "error" and data.get("client", self.farm.name) != self.farm.name:
+            pass  # the board refused another client's command, not ours
         elif event in ("failure", "error"):
             self.board_lost(serial, "%s: %s" % (event, data.get("reason", "")))
 
@@ -311,7 +319,8 @@ class Run:
                 chunk = ids[k:k + self.per_message]
                 files = {i: self.files[int(i)][1] for i in chunk}
                 self.farm.publish("icefarm/%s/cmd" % serial,
-                                  {"op": "evaluate", "batch_id": self.batch_id, "files": files})
+                                  {"op": "evaluate", "batch_id": self.batch_id, "files": files},
+                                  properties=self.farm.board_cmd_props())
 
     def collect(self, timeout):
         try:

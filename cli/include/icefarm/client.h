@@ -155,6 +155,8 @@ typedef struct {
     uint64_t wait_ms;    /* reserve: wait this long for boards to come free (0: answer at once) */
     uint64_t duration_s; /* reserve*, extend*: lease length (0: control's default) */
     const char *tag;     /* reserve*: free text stored with the lease, shown by status (<= 127 bytes); NULL: none */
+    bool set;            /* extend*: end the lease exactly duration_s from now, even if that is
+                            earlier (without it an extension never shortens a lease) */
 } icefarm_req;
 
 /* Control's answer. Opaque; read it with the accessors below. */

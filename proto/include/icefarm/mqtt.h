@@ -83,6 +83,12 @@ bool ifm_mqtt_connected(const ifm_mqtt *m);
 int ifm_mqtt_wait_connected(ifm_mqtt *m, uint64_t timeout_ms);
 /* The broker's reason for refusing the last connection attempt, or NULL. */
 const char *ifm_mqtt_refused(const ifm_mqtt *m);
+/* Why the last attempt to reach the broker failed before it answered ("Connection
+ * refused", "cannot resolve HOST: ...", "TLS: certificate verify failed: give
+ * --cafile ..."), or NULL (none yet, or connected since). *permanent (may be
+ * NULL) says whether retrying cannot help, so a one-shot client stops there. The
+ * connection itself keeps retrying either way. */
+const char *ifm_mqtt_conn_error(const ifm_mqtt *m, bool *permanent);
 /* Publishes pending retained-offline state and disconnects cleanly, so no Will fires. */
 void ifm_mqtt_disconnect(ifm_mqtt *m);
 /* Runs the loop until every queued outgoing packet is written (or timeout). */

@@ -42,6 +42,7 @@ typedef struct {
     uint64_t wait_ms;      /* reserve: wait this long for boards (0: fail at once) */
     uint64_t duration_s;   /* reserve*, extend*: requested lease length (0: default) */
     char tag[IFM_TAG_MAX]; /* reserve*: free text stored with the lease ("" none) */
+    bool set;              /* extend*: until = now + duration even if that is earlier (else the later of the two) */
 } ifm_ctl_req;
 
 /* Decodes a request for `verb`, checking that the verb's required fields are there. */
@@ -152,6 +153,9 @@ typedef struct {
     size_t nfiles;
     const uint8_t *image; /* flash: a UF2 image, points into the doc */
     size_t image_len;
+    /* Who sent it: the message's IFM_PROP_CLIENT user property, filled in by the
+     * receiver (never from the payload); "" when the message had none. */
+    char client[IFM_NAME_MAX];
 } ifm_board_cmd;
 
 /* Files are checked for their ids and for being non-empty; the exact size is the
@@ -190,8 +194,10 @@ void ifm_event_usbip_encode(ifm_enc *e, const char *event, const char *serial, c
 /* Any non-results board event; reason and batch_id may be NULL. */
 void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id);
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
-/* `error`: the board refused a command; batch_id names it when it was an evaluate ("" or NULL: unknown). */
-void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id);
+/* `error`: the board refused a command; batch_id names it when it was an evaluate ("" or NULL: unknown),
+ * client whose command it was (NULL or "": unknown). */
+void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, const char *batch_id,
+                            const char *client);
 void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id, const ifm_result *r, size_t n);
 
 /* Decoded board or client event: the common header only; results stay in the doc. */
@@ -200,6 +206,7 @@ typedef struct {
     char serial[IFM_SERIAL_MAX];
     char batch_id[IFM_ID_MAX];
     char reason[160];
+    char client[IFM_NAME_MAX];     /* `error`: whose command was refused; "" when not said */
     const msgpack_object *results; /* array of [id, value] pairs, or NULL */
     char busid[32];                /* usbip events: the export's busid (required), host and port */
     char host[IFM_HOST_MAX];

@@ -32,7 +32,7 @@ import json, sys, zlib
 out, victim, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
 checks = []
 try:
-    r = json.load(open(out)); checks.append((True, "--json output parses"))
+    r = json.load(open(out))["results"]; checks.append((True, "--json output parses"))
 except Exception as e:
     r = []; checks.append((False, f"--json output parses ({e})"))
 checks.append((len(r) == 100, f"100 results ({len(r)})"))

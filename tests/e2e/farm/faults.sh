@@ -62,12 +62,14 @@ EVAL_RC=0
 wait "$EVAL_PID" || EVAL_RC=$?
 RESULTS=$(cat "$EVAL_OUT")
 echo "# evaluate exit status $EVAL_RC"
-check "evaluate printed a JSON array of exactly 20 results" jtest "$RESULTS" "isinstance(j, list) and len(j) == 20"
+check "evaluate printed one JSON document with exactly 20 results" jtest "$RESULTS" "len(j['results']) == 20"
 check "one result per file, in order (nothing missing, nothing twice)" jtest "$RESULTS" \
-    "[r['file'] for r in j] == $files_json"
+    "[r['file'] for r in j['results']] == $files_json"
 check "every result is the right pulse count or an explicit error" jtest "$RESULTS" \
-    "all(('error' in r and r['error']) if 'pulses' not in r else r['pulses'] == ${expected}[r['file']] for r in j)"
-N_ERR=$(jpy "$RESULTS" "sum('error' in r for r in j)" 2>/dev/null || echo 20)
+    "all(('error' in r and r['error']) if 'pulses' not in r else r['pulses'] == ${expected}[r['file']] for r in j['results'])"
+check "its summary agrees with the results" jtest "$RESULTS" \
+    "j['summary']['failed'] == sum(not r['ok'] for r in j['results']) and j['summary']['total'] == 20"
+N_ERR=$(jpy "$RESULTS" "sum('error' in r for r in j['results'])" 2>/dev/null || echo 20)
 echo "# $N_ERR of 20 results are errors"
 check "at most 3 results are errors (got $N_ERR)" test "$N_ERR" -le 3
 if ((N_ERR == 0)); then
@@ -106,7 +108,7 @@ timeout 150 "$CLI_BIN" --broker "$FARM_BROKER" --timeout 20 --name wfw --json ev
 check "evaluate on the wrong-firmware board returns by itself (exit 0 or 1, got $RC)" bash -c "[[ $RC == 0 || $RC == 1 ]]"
 WRES=$(cat "$RUN/wrongfw-eval.json")
 check "its result is the right pulse count, or an error with exit status 1" jtest "$WRES" \
-    "len(j) == 1 and (j[0].get('pulses') == ${expected}['$one'] and $RC == 0 or 'error' in j[0] and $RC == 1)"
+    "len(j['results']) == 1 and (j['results'][0].get('pulses') == ${expected}['$one'] and $RC == 0 or 'error' in j['results'][0] and $RC == 1)"
 failed_or_broken() {
     "$PY" -c 'import json, sys
 ev = [json.loads(l) for l in open(sys.argv[1])]

@@ -46,7 +46,7 @@ check "ending an expired lease releases nothing" bash -c "[[ -z \$1 ]]" _ "$(ser
 wait_until 60 available_is 2 || true
 cli "$HOLDER" --no-extend reserve "$S" --duration 600
 check "reserving $S again for 600 s exits 0 (got $RC)" test "$RC" = 0
-cli "$HOLDER" extend "$S" --duration 4
+cli "$HOLDER" extend "$S" --duration 4 --set
 check "extend --duration 4 exits 0 and returns $S (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$1 == $S ]]" _ "$(serials_of "$OUT")"
 NEW_UNTIL=$(jpy "$OUT" "j['until']")
 ended_count() {

@@ -16,11 +16,12 @@ print(json.dumps(dict(l.rsplit(" ", 1) for l in open(sys.argv[1]).read().splitli
 cli session evaluate --boards 2 "${files[@]}"
 check "evaluate --json --boards 2 of ${#files[@]} bitstreams exits 0 (got $RC)" test "$RC" = 0
 files_json=$("$PY" -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "${files[@]}")
-check "one result per file, in order" jtest "$OUT" "[r['file'] for r in j] == $files_json"
+check "one result per file, in order" jtest "$OUT" "[r['file'] for r in j['results']] == $files_json"
 check "every result's pulses are crc32(file) % 100000" jtest "$OUT" \
-    "all(r.get('pulses') == int(${expected}[r['file']]) for r in j)"
-check "no result carries an error" jtest "$OUT" "not any('error' in r for r in j)"
-check "the results came from at most 2 boards" jtest "$OUT" "len({r['serial'] for r in j}) <= 2 and all(r['serial'] for r in j)"
+    "all(r.get('pulses') == int(${expected}[r['file']]) for r in j['results'])"
+check "no result carries an error" jtest "$OUT" "j['ok'] and not any('error' in r for r in j['results'])"
+check "the results came from at most 2 boards" jtest "$OUT" \
+    "len({r['serial'] for r in j['results']}) <= 2 and all(r['serial'] for r in j['results'])"
 
 # Ending is a request/reply that evaluate waits for: no lease may survive it.
 cli session status
@@ -41,7 +42,8 @@ for line in open(sys.argv[2]).read().splitlines():
     f, p = line.rsplit(" ", 1)
     if not any(l.startswith(f) and l.endswith(" %s pulses" % p) for l in out.splitlines()):
         sys.exit("missing: %s %s" % (f, p))' "$RUN/human.out" "$RUN/expected.txt"
-check "human output ends with the summary (0 failed)" grep -q "^${#files[@]} bitstream(s) on 2 board(s) in .* s, 0 failed$" "$RUN/human.out"
+check "human output ends with the summary (0 failed)" \
+    grep -q "^${#files[@]} of ${#files[@]} bitstream(s) evaluated on 2 board(s) in .* s: ${#files[@]} ok, 0 failed$" "$RUN/human.out"
 
 RC=0
 "$CLI_BIN" --broker "$FARM_BROKER" --timeout 20 --name session status >"$RUN/status.out" 2>>"$RUN/cli.log" || RC=$?

@@ -186,7 +186,7 @@ static void extend_only_by_holder(void **state)
     assert_int_equal(ctl_store_mark_warned(f->s, "s1", 1, 1700000000000ull + 3600000, err, sizeof err), 1);
     const char *want[] = { "s3", "s1", "nope", "s1", "", NULL };
     ctl_lease_list out = CTL_LEASE_LIST_INIT;
-    assert_int_equal(ctl_store_extend(f->s, "alice", want, 5, 42, &out, err, sizeof err), 0);
+    assert_int_equal(ctl_store_extend(f->s, "alice", want, 5, 42, true, &out, err, sizeof err), 0);
     assert_string_equal(serials_of(&out), "s1");
     assert_true(out.v[0].until_ms == 42);
     assert_false(out.v[0].warned); /* a new deadline gets its own warning */
@@ -196,13 +196,45 @@ static void extend_only_by_holder(void **state)
     assert_int_equal(ctl_store_get(f->s, "s3", &l, err, sizeof err), 1);
     assert_true(l.until_ms != 42); /* bob's lease untouched */
     ctl_lease_list_free(&out);
-    assert_int_equal(ctl_store_extend_all(f->s, "alice", 77, &out, err, sizeof err), 0);
+    assert_int_equal(ctl_store_extend_all(f->s, "alice", 77, true, &out, err, sizeof err), 0);
     assert_string_equal(serials_of(&out), "s1 s2");
     ctl_lease_list_free(&out);
-    assert_int_equal(ctl_store_extend_all(f->s, "carol", 77, &out, err, sizeof err), 0);
+    assert_int_equal(ctl_store_extend_all(f->s, "carol", 77, true, &out, err, sizeof err), 0);
     assert_int_equal(out.n, 0);
-    assert_int_equal(ctl_store_extend(f->s, "", want, 1, 1, &out, err, sizeof err), CTL_STORE_EINVAL);
+    assert_int_equal(ctl_store_extend(f->s, "", want, 1, 1, true, &out, err, sizeof err), CTL_STORE_EINVAL);
     ctl_lease_list_free(&out);
+}
+
+/* Without `set`, extend moves a deadline only later: a short extension of a
+ * long lease keeps it (and its warned flag); with `set` it replaces it. */
+static void extend_never_shortens_unless_set(void **state)
+{
+    fx *f = *state;
+    grant1(f, "s1", "alice", "w1");
+    char err[256];
+    ctl_lease l;
+    assert_int_equal(ctl_store_get(f->s, "s1", &l, err, sizeof err), 1);
+    uint64_t end = l.until_ms;
+    ctl_lease_clear(&l);
+    assert_int_equal(ctl_store_mark_warned(f->s, "s1", 1, end, err, sizeof err), 1);
+    const char *one[] = { "s1" };
+    ctl_lease_list out = CTL_LEASE_LIST_INIT;
+    assert_int_equal(ctl_store_extend(f->s, "alice", one, 1, end - 1000, false, &out, err, sizeof err), 0);
+    assert_int_equal(out.n, 1); /* still reported: alice holds it */
+    assert_true(out.v[0].until_ms == end && out.v[0].warned);
+    ctl_lease_list_free(&out);
+    assert_int_equal(ctl_store_get(f->s, "s1", &l, err, sizeof err), 1);
+    assert_true(l.until_ms == end && l.warned);
+    ctl_lease_clear(&l);
+    assert_int_equal(ctl_store_extend_all(f->s, "alice", end + 5000, false, &out, err, sizeof err), 0);
+    assert_true(out.n == 1 && out.v[0].until_ms == end + 5000 && !out.v[0].warned);
+    ctl_lease_list_free(&out);
+    assert_int_equal(ctl_store_extend(f->s, "alice", one, 1, 42, true, &out, err, sizeof err), 0);
+    assert_true(out.n == 1 && out.v[0].until_ms == 42);
+    ctl_lease_list_free(&out);
+    assert_int_equal(ctl_store_get(f->s, "s1", &l, err, sizeof err), 1);
+    assert_true(l.until_ms == 42);
+    ctl_lease_clear(&l);
 }
 
 static void end_only_by_holder(void **state)
@@ -380,7 +412,7 @@ static void corrupt_records(void **state)
     assert_string_equal(err, "serial junk has a corrupt lease record");
     /* Client operations skip it (alice's index entry points at it). */
     ctl_lease_list out = CTL_LEASE_LIST_INIT;
-    assert_int_equal(ctl_store_extend_all(f->s, "alice", 5, &out, err, sizeof err), 0);
+    assert_int_equal(ctl_store_extend_all(f->s, "alice", 5, true, &out, err, sizeof err), 0);
     assert_string_equal(serials_of(&out), "good");
     const char *js[] = { "good", "junk" };
     assert_int_equal(ctl_store_end(f->s, "alice", js, 2, &out, err, sizeof err), 0);
@@ -488,7 +520,7 @@ static void model_checked_contention(void **state)
                     holder[i] = -1;
             }
         } else if (op < 9) {
-            assert_int_equal(ctl_store_extend_all(f->s, clients[c], (uint64_t)step, &out, err, sizeof err), 0);
+            assert_int_equal(ctl_store_extend_all(f->s, clients[c], (uint64_t)step, true, &out, err, sizeof err), 0);
             size_t mine = 0;
             for (int i = 0; i < NS; i++)
                 mine += holder[i] == c;
@@ -540,7 +572,7 @@ static void hundred_thousand_leases(void **state)
     assert_int_equal(count(f), N);
     char err[256];
     ctl_lease_list out = CTL_LEASE_LIST_INIT;
-    assert_int_equal(ctl_store_extend_all(f->s, "client7", 1, &out, err, sizeof err), 0);
+    assert_int_equal(ctl_store_extend_all(f->s, "client7", 1, true, &out, err, sizeof err), 0);
     assert_int_equal(out.n, N / 1000);
     ctl_lease_list_free(&out);
     assert_int_equal(ctl_store_end_worker(f->s, "w3", &out, err, sizeof err), 0);
@@ -559,6 +591,7 @@ int main(void)
         T(round_trip_all_fields),
         T(grant_all_or_nothing),
         T(extend_only_by_holder),
+        T(extend_never_shortens_unless_set),
         T(end_only_by_holder),
         T(end_worker_ends_its_boards),
         T(mark_warned_matches_lease_and_deadline),

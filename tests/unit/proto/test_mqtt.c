@@ -213,6 +213,19 @@ static void test_connect_refused_retries(void **state)
     assert_int_equal(ifm_mqtt_start(m), 0); /* idempotent */
     assert_int_equal(ifm_mqtt_wait_connected(m, 300), -1);
     assert_false(ifm_mqtt_connected(m));
+    /* A one-shot client can stop here: the cause is known and final. */
+    bool permanent = false;
+    assert_non_null(ifm_mqtt_conn_error(m, &permanent));
+    assert_string_equal(ifm_mqtt_conn_error(m, NULL), "Connection refused");
+    assert_true(permanent);
+    ifm_mqtt_free(m);
+    /* An unknown host: also final, and said so. */
+    ifm_mqtt_opts dns = { .host = "no-such-host.invalid", .port = port };
+    m = ifm_mqtt_new(l, &dns, NULL, NULL);
+    assert_int_equal(ifm_mqtt_start(m), 0);
+    ifm_mqtt_wait_connected(m, 300);
+    assert_non_null(ifm_mqtt_conn_error(m, &permanent));
+    assert_non_null(strstr(ifm_mqtt_conn_error(m, NULL), "cannot resolve no-such-host.invalid"));
     ifm_mqtt_free(m);
     assert_int_equal(ifm_timer_count(l), 0);
     ifm_loop_free(l);

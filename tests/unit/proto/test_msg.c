@@ -277,6 +277,7 @@ static void make_req(ifm_verb v, bool full, ifm_ctl_req *req, char (*serials)[IF
     if (full) {
         req->wait_ms = 1500;
         req->duration_s = 7200;
+        req->set = v == IFM_VERB_EXTEND || v == IFM_VERB_EXTEND_ALL;
     }
 }
 
@@ -290,6 +291,7 @@ static void compare_req(const ifm_ctl_req *a, const ifm_ctl_req *b)
         assert_string_equal(a->serials[i], b->serials[i]);
     assert_int_equal(a->wait_ms, b->wait_ms);
     assert_int_equal(a->duration_s, b->duration_s);
+    assert_int_equal(a->set, b->set);
 }
 
 static void test_ctl_req_roundtrip(void **state)
@@ -1569,11 +1571,48 @@ static void test_forward_compat(void **state)
     ifm_enc_free(&e);
 }
 
+/* `error` names whose command it refused; a `set` that is not a bool is refused. */
+static void test_error_event_client_and_extend_set(void **state)
+{
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_event_error_encode(&e, "SER1", "refused: not yours", "b-1", "bob");
+    ifm_doc doc;
+    parse_ok(&doc, &e);
+    ifm_event ev;
+    ifm_err err = { "" };
+    assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+    assert_string_equal(ev.event, "error");
+    assert_string_equal(ev.client, "bob");
+    assert_string_equal(ev.batch_id, "b-1");
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    ifm_enc_init(&e);
+    ifm_event_error_encode(&e, "SER1", "bad", NULL, NULL);
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+    assert_string_equal(ev.client, "");
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+
+    ifm_enc_init(&e);
+    ifm_enc_root(&e, 1);
+    ifm_enc_kuint(&e, "set", 1);
+    parse_ok(&doc, &e);
+    ifm_ctl_req req;
+    assert_int_equal(ifm_ctl_req_decode(&doc, IFM_VERB_EXTEND_ALL, &req, &err), -1);
+    assert_non_null(strstr(err.msg, "\"set\""));
+    ifm_ctl_req_free(&req);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verbs),
         cmocka_unit_test(test_ctl_req_roundtrip),
+        cmocka_unit_test(test_error_event_client_and_extend_set),
         cmocka_unit_test(test_ctl_req_bad),
         cmocka_unit_test(test_ctl_req_args_limit),
         cmocka_unit_test(test_reply_status),

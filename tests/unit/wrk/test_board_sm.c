@@ -189,9 +189,16 @@ static void fx_reserve(fx *f, unsigned board, const char *kind, const char *clie
     fx_worker_cmd(f, IFM_WOP_RESERVE, board, kind, client, args);
 }
 
-/* The holder's evaluate of `n` files (ids "<prefix>0".."), through the codec. */
-static void fx_evaluate(fx *f, unsigned board, const char *batch, const char *prefix, uint8_t *const *bits,
-                        const size_t *lens, size_t n)
+/* Who sends a board command: the holder, or "alice" for a board nobody holds. */
+static const char *sender(fx *f, unsigned board)
+{
+    return fx_board(f, board)->holder[0] ? fx_board(f, board)->holder : "alice";
+}
+
+/* An evaluate of `n` files (ids "<prefix>0".."), through the codec, sent by
+ * `client` (the bridge puts the message's icefarm-client property there). */
+static void fx_evaluate_as(fx *f, unsigned board, const char *client, const char *batch, const char *prefix,
+                           uint8_t *const *bits, const size_t *lens, size_t n)
 {
     ifm_file files[8];
     assert_true(n <= 8);
@@ -209,10 +216,18 @@ static void fx_evaluate(fx *f, unsigned board, const char *batch, const char *pr
     memset(&dec, 0, sizeof dec);
     if (ifm_doc_parse(&doc, ifm_enc_data(&e), ifm_enc_size(&e), &err) || ifm_board_cmd_decode(&doc, &dec, &err))
         fail_msg("evaluate does not decode: %s", err.msg);
+    snprintf(dec.client, sizeof dec.client, "%s", client);
     wrk_cmd_board(fx_board(f, board), &dec);
     ifm_board_cmd_free(&dec);
     ifm_doc_free(&doc);
     ifm_enc_free(&e);
+}
+
+/* The holder's evaluate. */
+static void fx_evaluate(fx *f, unsigned board, const char *batch, const char *prefix, uint8_t *const *bits,
+                        const size_t *lens, size_t n)
+{
+    fx_evaluate_as(f, board, sender(f, board), batch, prefix, bits, lens, n);
 }
 
 static void fx_flash(fx *f, unsigned board, const uint8_t *image, size_t len)
@@ -226,6 +241,7 @@ static void fx_flash(fx *f, unsigned board, const uint8_t *image, size_t len)
     memset(&dec, 0, sizeof dec);
     if (ifm_doc_parse(&doc, ifm_enc_data(&e), ifm_enc_size(&e), &err) || ifm_board_cmd_decode(&doc, &dec, &err))
         fail_msg("flash does not decode: %s", err.msg);
+    snprintf(dec.client, sizeof dec.client, "%s", sender(f, board));
     wrk_cmd_board(fx_board(f, board), &dec);
     ifm_board_cmd_free(&dec);
     ifm_doc_free(&doc);
@@ -527,6 +543,13 @@ static void test_board_commands(void **state)
     rec_expect(l, "results e1 n=1", NULL);
     assert_int_equal(result(f, 0)->type, IFM_VALUE_FAILED);
     assert_string_equal(result(f, 0)->error, "bitstream is 1000 bytes, must be exactly 104090");
+    /* Only the holder's commands run: another name, or none, is refused to its
+     * sender (the refusal names it), and nothing reaches the board. */
+    fx_evaluate_as(f, 0, "bob", "eb", "b", f->bits, NULL, 1);
+    rec_expect(l, "event error to=bob batch=eb: refused: the board is reserved by another client, not by bob", NULL);
+    fx_evaluate_as(f, 0, "", "en", "n", f->bits, NULL, 1);
+    rec_expect(l, "event error to= batch=en: refused: the command carries no icefarm-client user property", NULL);
+    assert_int_equal(f->rec->nresults, 1);
 
     static const uint8_t not_uf2[512] = { 1, 2, 3 };
     fx_flash(f, 0, not_uf2, sizeof not_uf2);
