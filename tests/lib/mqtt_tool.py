@@ -6,8 +6,10 @@
       {"topic": T, "payload": <msgpack decoded; bin as "<N bytes>"; empty as null>}.
       Creates OUT.ready once the broker acknowledged every subscription. Runs
       until killed.
-  mqtt_tool.py pub BROKER_URL TOPIC JSON
-      Publishes JSON, msgpack-encoded, at QoS 1 and waits for the PUBACK.
+  mqtt_tool.py pub BROKER_URL TOPIC JSON [CLIENT]
+      Publishes JSON, msgpack-encoded, at QoS 1 and waits for the PUBACK; with
+      CLIENT, over MQTT 5 with the user property icefarm-client=CLIENT (board
+      commands need it: PROTOCOL.md 8.1).
   mqtt_tool.py wait OUT SECONDS EVENT [SERIAL]
       Waits until OUT holds a message whose payload has event == EVENT (and
       serial == SERIAL if given); exit 0, or 1 after SECONDS.
@@ -22,14 +24,15 @@ import zlib
 from urllib.parse import urlparse
 
 
-def connect(url):
+def connect(url, protocol=None):
     import paho.mqtt.client as mqtt
 
     u = urlparse(url)
+    protocol = protocol or mqtt.MQTTv311
     try:  # paho 2.x
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, protocol=mqtt.MQTTv311)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, protocol=protocol)
     except AttributeError:  # paho 1.x
-        c = mqtt.Client(protocol=mqtt.MQTTv311)
+        c = mqtt.Client(protocol=protocol)
     c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
     return c
 
@@ -83,12 +86,20 @@ def watch(url, out, topics):
     c.loop_forever()
 
 
-def pub(url, topic, text):
+def pub(url, topic, text, client=None):
     import msgpack
+    import paho.mqtt.client as mqtt
 
-    c = connect(url)
+    props = None
+    if client:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("icefarm-client", client)
+    c = connect(url, mqtt.MQTTv5 if client else None)
     c.loop_start()
-    info = c.publish(topic, msgpack.packb(json.loads(text), use_bin_type=True), qos=1)
+    info = c.publish(topic, msgpack.packb(json.loads(text), use_bin_type=True), qos=1, properties=props)
     info.wait_for_publish()
     c.loop_stop()
     c.disconnect()
@@ -125,8 +136,8 @@ def main(argv):
     if len(argv) >= 4 and argv[1] == "watch":
         watch(argv[2], argv[3], argv[4:])
         return 0
-    if len(argv) == 5 and argv[1] == "pub":
-        pub(argv[2], argv[3], argv[4])
+    if len(argv) in (5, 6) and argv[1] == "pub":
+        pub(argv[2], argv[3], argv[4], argv[5] if len(argv) == 6 else None)
         return 0
     if len(argv) in (5, 6) and argv[1] == "wait":
         return wait(argv[2], float(argv[3]), argv[4], argv[5] if len(argv) == 6 else None)

@@ -155,7 +155,7 @@ check "... saying it is not an icefarm farm" grep -q "is not an icefarm farm (it
 
 # ---- sub: topics and payloads as JSON lines (mosquitto_sub -v habits) ----
 RC=0
-timeout -s INT 3 "$CLI_BIN" --broker "$FARM_BROKER" sub 'icefarm/+/state' icefarm/farm/available >"$RUN/sub.out" \
+timeout --preserve-status -s INT 3 "$CLI_BIN" --broker "$FARM_BROKER" sub 'icefarm/+/state' icefarm/farm/available >"$RUN/sub.out" \
     2>>"$RUN/cli.log" </dev/null || RC=$?
 check "sub runs until Ctrl-C and exits 0 (rc $RC)" test "$RC" = 0
 check "sub printed each board's retained state as a decoded JSON line" "$PY" - "$RUN/sub.out" <<'PY'

@@ -57,7 +57,7 @@ chmod 644 "$RUN/wrong.pw"
 RC=0
 ERR=$(timeout 20 "$CLI_BIN" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user alice --password-file "$RUN/wrong.pw" \
     status 2>&1 >/dev/null) || RC=$?
-check "a password file others may read is refused (exit 2, rc $RC)" bash -c '[[ $1 == 2 ]] && grep -q "mode 0600" <<<"$2"' _ "$RC" "$ERR"
+check "a password file others may read is refused (exit 2, rc $RC)" bash -c '[[ $1 == 2 ]] && grep -q "must be 0600 or stricter" <<<"$2"' _ "$RC" "$ERR"
 
 # bob cannot use alice's board: refused before anything is sent.
 scli bob evaluate --serials "$S" "$BITS/clk_1khz.bin"

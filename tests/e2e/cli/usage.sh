@@ -96,3 +96,23 @@ check "an unknown host exits 3 (got $RC)" test "$RC" = 3
 check "... at once (${TOOK} ms)" test "$TOOK" -lt 5000
 check "... saying it cannot resolve the name" grep -q "cannot resolve no-such-host.invalid" <<<"$ERR"
 check "... and --json says it in the envelope" jtest "$OUT" "j['ok'] is False and j['exit'] == 3 and 'resolve' in j['error']"
+
+# A broker that accepts the connection and never answers: waited for exactly
+# --timeout, and on a terminal the wait is said after a second.
+PORT=$(farm_free_port)
+"$PY" -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8); time.sleep(60)' "$PORT" &
+E2E_BG+=($!)
+farm_wait_port "$PORT"
+t0=$(date +%s%N)
+RC=0
+timeout 20 script -qec "$CLI_BIN --broker mqtt://127.0.0.1:$PORT --timeout 3 status" /dev/null >"$RUN/tty.out" 2>&1 \
+    </dev/null || RC=$?
+TOOK=$((($(date +%s%N) - t0) / 1000000))
+tr -d '\r' <"$RUN/tty.out" >"$RUN/tty.txt"
+cat "$RUN/tty.txt" >>"$RUN/cli.log"
+check "a silent broker: exit 3 (rc $RC) after its --timeout 3 (${TOOK} ms), not before, not much after" \
+    test "$RC" = 3 -a "$TOOK" -ge 2900 -a "$TOOK" -lt 6000
+check "... saying on the terminal what it waits for" grep -q "waiting for the broker at mqtt://127.0.0.1:$PORT" "$RUN/tty.txt"
+check "... and why it gave up" grep -q "no broker answered at 127.0.0.1:$PORT within 3000 ms" "$RUN/tty.txt"

@@ -71,7 +71,7 @@ holder=$!
 wait_until 10 imported_more "$imports"
 r=$("$PY" "$HERE/usbip_client.py" import 127.0.0.1 "$port" "$busid")
 check "a second import while attached is busy (ST_DEV_BUSY)" jtest "$r" "j['status'] == 2"
-"$PY" "$E2E_DIR/mqtt_tool.py" pub "$FARM_BROKER" "icefarm/$serial/cmd" '{"v": 1, "op": "unbind"}'
+"$PY" "$E2E_DIR/mqtt_tool.py" pub "$FARM_BROKER" "icefarm/$serial/cmd" '{"v": 1, "op": "unbind"}' alice
 wait "$holder" || true
 check "unbind ends the import" jtest "$(cat "$RUN/hold.out")" "j['status'] == 0 and j['closed_after'] is not None"
 
