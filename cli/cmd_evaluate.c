@@ -33,7 +33,7 @@ typedef struct {
     job *jobs;
     size_t njobs, ndone, nfailed, nboards;
     icefarm_batch *batch;
-    bool progress, rows, interrupted;
+    bool progress, rows, interrupted, releasing;
     uint64_t started_ms, first_result_ms;
 } run;
 
@@ -216,7 +216,7 @@ static void on_signal(icefarm *f, int signo, void *arg)
     r->interrupted = true;
     if (r->batch)
         icefarm_batch_cancel(r->batch);
-    else
+    else if (!r->releasing) /* giving the boards back is bounded by --timeout: let it finish */
         icefarm_stop(f);
 }
 
@@ -430,6 +430,8 @@ int cmd_evaluate(const cli_opts *o)
     rc = r.interrupted ? CLI_INTERRUPTED : (!complete || r.nfailed) ? CLI_FAILED : CLI_OK;
 out:
     icefarm_batch_free(r.batch);
+    r.batch = NULL;
+    r.releasing = true;
     if (r.f && reserved) {
         const char **list = calloc(nserials ? nserials : 1, sizeof *list);
         for (size_t i = 0; list && i < nserials; i++)
