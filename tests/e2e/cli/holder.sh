@@ -27,6 +27,15 @@ timeout 20 "$CLI_BIN" --broker "$FARM_BROKER" --timeout 10 --name bob evaluate -
 check "evaluate --serials of an unknown serial exits 1 at once (got $rc)" test "$rc" = 1
 check "... saying it is unknown" grep -qi "unknown serial" "$RUN/bob.err"
 
+head -c 512 /dev/zero >"$RUN/dummy.uf2"
+t0=$SECONDS
+rc=0
+timeout 20 "$CLI_BIN" --broker "$FARM_BROKER" --timeout 10 --name bob flash "$RUN/dummy.uf2" "$S" \
+    >"$RUN/bob.out" 2>"$RUN/bob.err" || rc=$?
+check "flash FILE on alice's board as bob exits 1 at once (rc $rc, $((SECONDS - t0)) s)" \
+    test "$rc" = 1 -a $((SECONDS - t0)) -le 5
+check "... saying it is reserved by another client" grep -q "reserved by another client" "$RUN/bob.err"
+
 # Past the CLI: raw MQTT 5 commands straight to the board's topic.
 e2e_watch "$RUN/events.jsonl" "icefarm/$S/event"
 "$PY" - "$FARM_BROKER" "$S" <<'PY'
