@@ -13,6 +13,7 @@
  *   publish.c   what control tells others: worker commands, client events,
  *               retained lease and availability messages
  *   metrics.c   Prometheus metrics (--metrics-listen)
+ *   stats.c     the farm's statistics for dashboards (icefarm/farm/stats)
  */
 #ifndef ICEFARM_CTL_H
 #define ICEFARM_CTL_H
@@ -83,6 +84,25 @@ typedef struct {
     unsigned connects;
 } ctl_metrics;
 
+/* stats.c: each worker's counters as last seen, the farm's totals since
+ * control started, and the history of the last IFM_STATS_BUCKETS buckets. */
+typedef struct {
+    char worker[IFM_NAME_MAX];
+    uint64_t instance, evaluations, failures;
+} ctl_wstats;
+
+typedef struct {
+    ctl_wstats *workers;
+    size_t nworkers, capworkers;
+    uint64_t evaluations, failures;
+    uint64_t history_start_ms;
+    uint32_t hist_evaluations[IFM_STATS_BUCKETS], hist_failures[IFM_STATS_BUCKETS];
+    size_t nhistory;
+    bool dirty;          /* counts changed since the last publish */
+    ifm_farm_stats last; /* as last published (its waiting reserves) */
+    uint64_t timer;      /* the once-a-second publisher */
+} ctl_stats;
+
 struct ctl {
     ctl_config cfg;
     ifm_loop *loop;
@@ -99,6 +119,7 @@ struct ctl {
     uint64_t avail_timer; /* availability is recomputed at most every AVAIL_DEBOUNCE_MS */
     bool shutting_down;
     ctl_metrics metrics;
+    ctl_stats stats;
 };
 
 /* registry.c */
@@ -169,6 +190,13 @@ void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const cha
                          const char *client, uint64_t lease, const uint8_t *args, size_t args_len);
 void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms);
 uint64_t ctl_now_ms(const ctl *c);
+
+/* stats.c */
+int ctl_stats_init(ctl *c);
+void ctl_stats_free(ctl *c);
+void ctl_on_worker_stats(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+/* Publishes icefarm/farm/stats if it changed (`force`: anyway, e.g. on connect). */
+void ctl_stats_publish(ctl *c, bool force);
 
 /* metrics.c */
 int ctl_metrics_init(ctl *c);

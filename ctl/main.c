@@ -72,6 +72,7 @@ static void on_connect(ifm_mqtt *m, bool connected, void *arg)
         if (c->boards[i]->leased)
             ctl_publish_lease(c, c->boards[i]);
     ctl_publish_available(c, true);
+    ctl_stats_publish(c, true);
 }
 
 static void configure(ctl *c, const ifm_opts *o)
@@ -114,7 +115,7 @@ int main(int argc, char **argv)
     }
     c.loop = ifm_loop_new();
     c.epoch = ifm_wall_ms();
-    if (ctl_metrics_init(&c) != 0 || ctl_metrics_serve(&c, c.cfg.metrics_listen) != 0)
+    if (ctl_metrics_init(&c) != 0 || ctl_metrics_serve(&c, c.cfg.metrics_listen) != 0 || ctl_stats_init(&c) != 0)
         goto out;
     ifm_enc will;
     ifm_enc_init(&will);
@@ -142,8 +143,9 @@ int main(int argc, char **argv)
     }
     if (ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_STATE_ALL, 1, ctl_on_worker_state, &c) ||
         ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_BOARD_STATE_ALL, 1, ctl_on_board_state, &c) ||
-        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_CTL_REQ_ALL, 1, ctl_on_request, &c)) {
-        IFM_ERROR("cannot subscribe to the worker, board and request topics (out of memory)");
+        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_CTL_REQ_ALL, 1, ctl_on_request, &c) ||
+        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_STATS_ALL, 1, ctl_on_worker_stats, &c)) {
+        IFM_ERROR("cannot subscribe to the worker, board, request and stats topics (out of memory)");
         goto out;
     }
     int sigs[] = { SIGINT, SIGTERM };
@@ -166,6 +168,7 @@ out:
         ifm_timer_cancel(c.loop, c.avail_timer);
     ifm_mqtt_free(c.mqtt);
     ctl_metrics_free(&c);
+    ctl_stats_free(&c);
     for (size_t i = 0; i < c.nboards; i++)
         free(c.boards[i]);
     free(c.boards);

@@ -37,6 +37,7 @@ static void publish_board(const wrk_board *b)
     snprintf(bs.kind, sizeof bs.kind, "%s", wrk_board_kind(b));
     snprintf(bs.reason, sizeof bs.reason, "%s", b->reason);
     bs.exported = b->exported;
+    bs.since_ms = b->state_since_ms;
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_board_status_encode(&e, &bs);

@@ -11,6 +11,7 @@
 #include "icefarm/log.h"
 #include "icefarm/tcp.h"
 #include "metrics.h"
+#include "stats.h"
 #include "sim.h"
 #include "usb_transport.h"
 #include "usbip.h"
@@ -87,6 +88,7 @@ typedef struct {
     const char *sim_seed;
     const char *metrics_listen;
     wrk_metrics metrics;
+    wrk_stats stats;
     bool usbip;
     char usbip_lhost[256], usbip_lport[16];
 } wrk_main;
@@ -97,6 +99,7 @@ static void on_conn(ifm_mqtt *mq, bool connected, void *arg)
     wrk_main *m = arg;
     wrk_metrics_mqtt(&m->metrics, connected);
     wrk_bridge_on_conn(mq, connected, &m->w);
+    wrk_stats_mqtt(&m->stats, connected);
 }
 
 static void on_signal(ifm_loop *loop, int signo, void *arg)
@@ -242,7 +245,8 @@ int main(int argc, char **argv)
     snprintf(client_id, sizeof client_id, "wrk-%s", w->id);
     mo.client_id = client_id;
     w->mqtt = ifm_mqtt_new(w->loop, &mo, on_conn, &m);
-    if (!w->mqtt || wrk_bridge_start(w) || wrk_metrics_start(&m.metrics, w, m.metrics_listen))
+    if (!w->mqtt || wrk_bridge_start(w) || wrk_metrics_start(&m.metrics, w, m.metrics_listen) ||
+        wrk_stats_start(&m.stats, w))
         goto out;
     if (w->sim) {
         w->t = sim_transport_new(w->loop, &m.sim);
@@ -282,6 +286,7 @@ int main(int argc, char **argv)
     }
     ifm_loop_run(w->loop);
     wrk_stop(w);
+    wrk_stats_flush(&m.stats);
     ifm_mqtt_disconnect(w->mqtt);
     rc = 0;
 out:
@@ -293,6 +298,7 @@ out:
     }
     if (w->t)
         w->t->ops->free(w->t);
+    wrk_stats_stop(&m.stats);
     wrk_metrics_stop(&m.metrics);
     wrk_boards_free(w);
     ifm_mqtt_free(w->mqtt);

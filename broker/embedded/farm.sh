@@ -10,7 +10,8 @@
 #   farm_start_http [HOST:PORT]                        icefarm-http on the running farm
 #   FARM_SECURE=1 before farm_start: TLS, passwords and the ACL plugin (see
 #   farm_secure_setup); FARM_USERS then lists "name password" of the demo users
-#   (alice and bob: clients; oscar: an operator, who may reboot and delete any board),
+#   (alice and bob: clients; oscar: an operator, who may reboot and delete any board;
+#   dana: a read-only dashboard),
 #   and FARM_SECRETS is the 0700 directory of every user's password file (0600):
 #   pass passwords as --password-file "$FARM_SECRETS/alice", never on a command line.
 #   FARM_PORT=N before farm_start: the broker's MQTT port (default: a free one).
@@ -81,14 +82,16 @@ farm_secure_setup() {
     FARM_WRK_AUTH=(--user "$worker" --password-file "$dir/secrets/$worker" --cafile "$ca")
     FARM_HTTP_AUTH=(--user http --password-file "$dir/secrets/http" --cafile "$ca")
     FARM_DHS_AUTH=(--user dhs --password-file "$dir/secrets/dhs" --cafile "$ca") # icefarm-dhs: its own client user
-    local alice bob oscar
+    local alice bob oscar dana
     alice=$(new_user alice client)
     bob=$(new_user bob client)
     oscar=$(new_user oscar operator)
+    dana=$(new_user dana dashboard)
     save_secret alice "$alice"
     save_secret bob "$bob"
     save_secret oscar "$oscar"
-    FARM_USERS=("alice $alice" "bob $bob" "oscar $oscar")
+    save_secret dana "$dana"
+    FARM_USERS=("alice $alice" "bob $bob" "oscar $oscar" "dana $dana")
     FARM_CLI_AUTH=(--user alice --password-file "$dir/secrets/alice" --cafile "$ca")
     FARM_SECRETS=$dir/secrets
     FARM_CA=$ca
@@ -133,7 +136,7 @@ farm_start() {
 # to FARM_PIDS after the broker, control and worker, so farm_stop stops it first.
 farm_start_http() {
     local listen=${1:-127.0.0.1:$(farm_free_port)}
-    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" "${FARM_HTTP_AUTH[@]}" --listen "$listen" \
+    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" "${FARM_HTTP_AUTH[@]}" --listen "$listen" --ws-url "$FARM_WS" \
         >"$FARM_DIR/http.log" 2>&1 &
     FARM_PIDS+=($!)
     FARM_HTTP="http://$listen"

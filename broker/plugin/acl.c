@@ -852,6 +852,7 @@ static bool public_state(const tinfo *t)
     case T_LEASE:
         return true;
     case T_WORKER:
+        return is(t->leaf, "state") || is(t->leaf, "stats"); /* stats: evaluation counts, for dashboards */
     case T_BOARD:
         return is(t->leaf, "state");
     default:
@@ -921,6 +922,8 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
             return false;
         }
     case ROLE_WORKER:
+        if (t->k == T_WORKER && is(t->leaf, "stats"))
+            return is(t->name, user) && retain; /* its own counters (control checks the payload) */
         if (t->k == T_WORKER)
             return is(t->name, user) && is(t->leaf, "state") && worker_state_ok(user, payload, len);
         if (t->k == T_TUNNEL) /* its boards' tunnel replies */
@@ -963,8 +966,8 @@ static bool filter_may_read(acl_role role, const char *user, const char *filter)
 {
     if (role == ROLE_CONTROL)
         return true;
-    static const char *const pub[] = { "icefarm/ctl/state", "icefarm/farm/#", "icefarm/lease/+", "icefarm/+/state",
-                                       "icefarm/worker/+/state" };
+    static const char *const pub[] = { "icefarm/ctl/state", "icefarm/farm/#",         "icefarm/lease/+",
+                                       "icefarm/+/state",   "icefarm/worker/+/state", "icefarm/worker/+/stats" };
     for (size_t i = 0; i < sizeof pub / sizeof *pub; i++)
         if (acl_filters_intersect(filter, pub[i]))
             return true;

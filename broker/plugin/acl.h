@@ -6,7 +6,8 @@
  * Roles (one per user, from the roles file):
  *   control    icefarm-ctl: publishes leases, availability, its state, client
  *              events and replies, worker commands; reads everything.
- *   worker     icefarm-wrk, username = worker id: publishes its own birth and,
+ *   worker     icefarm-wrk, username = worker id: publishes its own birth, its
+ *              stats (retained) and,
  *              for the boards it owns, their state and events; reads its own
  *              worker topics and the commands of the boards it owns.
  *   client     a person or program using boards: publishes requests to control
@@ -21,7 +22,8 @@
  *              the events of every leased board (it streams them to its callers).
  *   dashboard  reads the farm's public state; publishes nothing.
  * Every role reads the public state: icefarm/ctl/state, icefarm/farm/#,
- * icefarm/lease/+, icefarm/<serial>/state, icefarm/worker/+/state.
+ * icefarm/lease/+, icefarm/<serial>/state, icefarm/worker/+/state and
+ * icefarm/worker/+/stats (a worker's evaluation counts, retained).
  *
  * State learnt from messages passing through the broker (acl_observe):
  *   leases      control's retained icefarm/lease/<serial> (empty = released)

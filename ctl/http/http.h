@@ -52,7 +52,8 @@ typedef enum {
     ROUTE_API,
     ROUTE_TOKEN,
     ROUTE_METRICS,
-    ROUTE_SIO /* /socket.io/: the compatibility face (sio.c) */
+    ROUTE_SIO, /* /socket.io/: the compatibility face (sio.c) */
+    ROUTE_PAGE /* the dashboard's files (page.c) */
 } req_route;
 
 typedef enum {
@@ -143,6 +144,8 @@ struct http_srv {
     char advertise[300];                        /* --advertise HOST:PORT, or "" */
     bool stopping;
     http_metrics metrics;
+    char dashboard[4096]; /* the dashboard bundle's directory; "" = not built (page.c) */
+    const char *ws_url;   /* --ws-url: the broker's websocket URL, for the page; NULL = ask */
 };
 
 /* server.c */
@@ -243,7 +246,11 @@ void http_metrics_request(http_srv *s, const http_req *r, double seconds);
 /* GET /metrics, authenticated as the rest of the API is. */
 enum MHD_Result http_metrics_serve(http_req *r);
 
-/* page.c */
-extern const char http_status_page[];
+/* page.c: the dashboard. page_init finds the bundle (`dir`, else next to the
+ * program or in PREFIX/share/icefarm/dashboard); page_match says whether a path
+ * is the page's ("/", "/config.json", "/<file>.<known extension>"). */
+void page_init(http_srv *s, const char *dir);
+bool page_match(const char *path);
+enum MHD_Result page_serve(http_req *r);
 
 #endif

@@ -55,12 +55,22 @@ static const ifm_opt http_opts[] = {
       .help = "the socket.io face's PING period",
       .min = 100,
       .max = 600000 },
+    { .name = "dashboard",
+      .type = IFM_OPT_TEXT,
+      .arg = "DIR",
+      .help = "the dashboard's bundle, served at / (default: next to the program, then "
+              "PREFIX/share/icefarm/dashboard)" },
+    { .name = "ws-url",
+      .type = IFM_OPT_TEXT,
+      .arg = "URL",
+      .help = "the broker's MQTT-over-WebSockets URL the dashboard connects to (ws://HOST:PORT or "
+              "wss://HOST:PORT; default: the page asks)" },
     { 0 },
 };
 
 static const ifm_opts_spec http_spec = {
     .prog = "icefarm-http",
-    .about = "The HTTP shim: the documented /reserve API, an event stream, a status page and a\n"
+    .about = "The HTTP shim: the documented /reserve API, an event stream, the dashboard and a\n"
              "socket.io face for old client scripts, translated to MQTT requests to icefarm-ctl.",
     .shared = IFM_OPTS_MQTT,
     .own = http_opts,
@@ -114,6 +124,12 @@ static int configure(http_srv *s, http_cfg *cfg, const ifm_opts *o)
     }
     s->cafile = cfg->cafile;
     s->keepalive = (int)cfg->keepalive;
+    s->ws_url = ifm_opts_isset(o, "ws-url") ? ifm_opts_get(o, "ws-url") : NULL;
+    if (s->ws_url && strncmp(s->ws_url, "ws://", 5) != 0 && strncmp(s->ws_url, "wss://", 6) != 0) {
+        fprintf(stderr, "icefarm-http: --ws-url must start with ws:// or wss://, not \"%s\"\n", s->ws_url);
+        return -1;
+    }
+    page_init(s, ifm_opts_isset(o, "dashboard") ? ifm_opts_get(o, "dashboard") : NULL);
     return 0;
 }
 

@@ -52,10 +52,10 @@ void http_metrics_mqtt(ifm_mqtt *mq, bool connected, void *arg)
 /* A bounded label: the known paths, or "other". */
 static const char *endpoint(const http_req *r)
 {
+    if (r->route == ROUTE_PAGE || strcmp(r->path, "/") == 0)
+        return "/"; /* the dashboard and its files */
     if (r->ep || r->route != ROUTE_NONE)
         return r->path;
-    if (strcmp(r->path, "/") == 0 || strcmp(r->path, "/index.html") == 0)
-        return "/";
     return "other";
 }
 

@@ -1,89 +1,188 @@
-/* GET /: a self-contained status page (no external assets). It only reads
- * /status; unlike the old debug panel it has no state-changing GET links. */
-#include "http.h"
+/* GET /: the farm's dashboard (ctl/http/dashboard/, bundled by the build into
+ * a directory of static files), and the files next to it; GET /config.json
+ * tells the page where the broker's MQTT-over-WebSockets listener is.
+ *
+ * The page needs no credentials here: it logs in to the broker itself (the
+ * dashboard role, or an operator for reboot and delete), so it reads exactly
+ * what the broker's ACL lets that account read. Files are served only from
+ * the bundle directory, by one safe name each (no '/', no leading dot) with a
+ * known extension, so nothing else on the disk can be reached. Without a
+ * bundle, `/` is a small page that says how to build it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-const char http_status_page[] =
+#include "http.h"
+#include "icefarm/log.h"
+
+static const char no_bundle_page[] =
     "<!DOCTYPE html>\n"
     "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
     "<title>icefarm</title>\n"
-    "<style>\n"
-    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\n"
-    "h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}\n"
-    "table{border-collapse:collapse;min-width:40em;background:#fff}\n"
-    "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.95em}\n"
-    "th{background:#eee}td.num{text-align:right}\n"
-    ".ok{color:#176117}.bad{color:#a31515}.muted{color:#777}\n"
-    "#msg{margin:.3em 0;font-size:.9em}\n"
-    "</style></head><body>\n"
+    "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:46em;color:#222}"
+    "code,pre{background:#eee;padding:.1em .3em}pre{padding:.6em}</style></head><body>\n"
     "<h1>icefarm</h1>\n"
-    "<div id=\"msg\" class=\"muted\">loading&hellip;</div>\n"
-    "<h2 id=\"wh\">Workers</h2>\n"
-    "<table><thead><tr><th>worker</th><th>state</th><th>epoch</th><th>kinds</th></tr></thead>"
-    "<tbody id=\"workers\"></tbody></table>\n"
-    "<h2 id=\"bh\">Boards</h2>\n"
-    "<table><thead><tr><th>serial</th><th>worker</th><th>state</th><th>kind</th><th>available</th>"
-    "<th>holder</th><th>reason</th></tr></thead><tbody id=\"boards\"></tbody></table>\n"
-    "<h2 id=\"lh\">Leases</h2>\n"
-    "<table><thead><tr><th>serial</th><th>client</th><th>kind</th><th>lease</th><th>until</th></tr>"
-    "</thead><tbody id=\"leases\"></tbody></table>\n"
-    "<p class=\"muted\">Read-only view of <code>/status</code>, refreshed every 2 s. "
-    "Reserve, end, reboot and delete with POST requests to the API (see the README).</p>\n"
-    "<script>\n"
-    "'use strict';\n"
-    "function cell(tr, text, cls) {\n"
-    "  const td = document.createElement('td');\n"
-    "  td.textContent = text === undefined || text === null ? '' : String(text);\n"
-    "  if (cls) td.className = cls;\n"
-    "  tr.appendChild(td);\n"
-    "}\n"
-    "function fill(id, rows, make) {\n"
-    "  const body = document.getElementById(id);\n"
-    "  const frag = document.createDocumentFragment();\n"
-    "  for (const r of rows) { const tr = document.createElement('tr'); make(tr, r); frag.appendChild(tr); }\n"
-    "  if (!rows.length) { const tr = document.createElement('tr'); cell(tr, 'none', 'muted'); frag.appendChild(tr); "
-    "}\n"
-    "  body.replaceChildren(frag);\n"
-    "}\n"
-    "function when(ms) {\n"
-    "  if (!ms) return '';\n"
-    "  const left = Math.round((ms - Date.now()) / 1000);\n"
-    "  return new Date(ms).toLocaleString() + ' (' + (left >= 0 ? left + ' s left' : 'expired') + ')';\n"
-    "}\n"
-    "async function refresh() {\n"
-    "  const msg = document.getElementById('msg');\n"
-    "  try {\n"
-    "    const res = await fetch('status', {cache: 'no-store'});\n"
-    "    const j = await res.json();\n"
-    "    if (!res.ok) throw new Error(j.error || res.statusText);\n"
-    "    const workers = j.workers || [], boards = j.boards || [], leases = j.leases || [];\n"
-    "    const holder = {};\n"
-    "    for (const l of leases) holder[l.serial] = l.client;\n"
-    "    fill('workers', workers, (tr, w) => {\n"
-    "      cell(tr, w.id); cell(tr, w.online ? 'online' : 'offline', w.online ? 'ok' : 'bad');\n"
-    "      cell(tr, w.epoch, 'num'); cell(tr, (w.kinds || []).join(', '));\n"
-    "    });\n"
-    "    fill('boards', boards, (tr, b) => {\n"
-    "      cell(tr, b.serial); cell(tr, b.worker);\n"
-    "      cell(tr, b.state, b.state === 'broken' || b.state === 'gone' ? 'bad' : '');\n"
-    "      cell(tr, b.kind); cell(tr, b.available ? 'yes' : 'no', b.available ? 'ok' : 'muted');\n"
-    "      cell(tr, holder[b.serial]); cell(tr, b.reason);\n"
-    "    });\n"
-    "    fill('leases', leases, (tr, l) => {\n"
-    "      cell(tr, l.serial); cell(tr, l.client); cell(tr, l.kind); cell(tr, l.lease, 'num'); cell(tr, "
-    "when(l.until));\n"
-    "    });\n"
-    "    const avail = boards.filter(b => b.available).length;\n"
-    "    document.getElementById('wh').textContent = 'Workers (' + workers.length + ')';\n"
-    "    document.getElementById('bh').textContent = 'Boards (' + boards.length + ', ' + avail + ' available)';\n"
-    "    document.getElementById('lh').textContent = 'Leases (' + leases.length + ')';\n"
-    "    msg.className = 'muted';\n"
-    "    msg.textContent = 'updated ' + new Date().toLocaleTimeString();\n"
-    "  } catch (e) {\n"
-    "    msg.className = 'bad';\n"
-    "    msg.textContent = 'cannot fetch /status: ' + e.message;\n"
-    "  }\n"
-    "}\n"
-    "refresh();\n"
-    "setInterval(refresh, 2000);\n"
-    "</script></body></html>\n";
+    "<p>The dashboard is not built. It is an npm project (<code>ctl/http/dashboard/</code>) that the build "
+    "bundles when <code>npm</code> is installed:</p>\n"
+    "<pre>cmake -S . -B build &amp;&amp; cmake --build build --target icefarm-dashboard</pre>\n"
+    "<p>then restart icefarm-http, or give it the bundle with <code>--dashboard DIR</code>. "
+    "(<code>./icefarm test</code> and the docker image build do this.)</p>\n"
+    "<p>Meanwhile the farm's state is at <a href=\"status\">/status</a> (JSON).</p>\n"
+    "</body></html>\n";
+
+static const struct {
+    const char *ext, *type;
+} types[] = {
+    { ".html", "text/html; charset=utf-8" },
+    { ".js", "text/javascript; charset=utf-8" },
+    { ".css", "text/css; charset=utf-8" },
+    { ".txt", "text/plain; charset=utf-8" },
+    { ".json", "application/json" },
+    { ".map", "application/json" },
+    { ".svg", "image/svg+xml" },
+    { ".png", "image/png" },
+};
+
+static const char *type_of(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof types / sizeof *types; i++)
+        if (strcmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return NULL;
+}
+
+/* "/name.ext": letters, digits, '.', '_' and '-', not starting with '.'. */
+static bool safe_name(const char *path)
+{
+    if (path[0] != '/' || !path[1] || path[1] == '.')
+        return false;
+    size_t n = 0;
+    for (const char *p = path + 1; *p; p++, n++) {
+        char ch = *p;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '_' || ch == '-'))
+            return false;
+    }
+    return n <= 128 && type_of(path) != NULL;
+}
+
+bool page_match(const char *path)
+{
+    return strcmp(path, "/") == 0 || safe_name(path);
+}
+
+static int has_index(const char *dir)
+{
+    char p[PATH_MAX];
+    struct stat st;
+    return snprintf(p, sizeof p, "%s/index.html", dir) < (int)sizeof p && stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void page_init(http_srv *s, const char *dir)
+{
+    s->dashboard[0] = '\0';
+    if (dir && *dir) {
+        if (!has_index(dir))
+            IFM_WARN("--dashboard %s has no index.html: / says how to build the dashboard", dir);
+        else
+            snprintf(s->dashboard, sizeof s->dashboard, "%s", dir);
+        return;
+    }
+    /* Next to the program (the build tree: build/ctl/http/dashboard), then where
+     * cmake --install puts it (PREFIX/share/icefarm/dashboard). */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    const char *rel[] = { "/dashboard", "/../share/icefarm/dashboard" };
+    for (size_t i = 0; i < 2; i++) {
+        char cand[PATH_MAX], real[PATH_MAX];
+        if (snprintf(cand, sizeof cand, "%s%s", exe, rel[i]) < (int)sizeof cand && has_index(cand) &&
+            realpath(cand, real)) {
+            snprintf(s->dashboard, sizeof s->dashboard, "%s", real);
+            return;
+        }
+    }
+}
+
+static enum MHD_Result queue(http_req *r, unsigned status, struct MHD_Response *resp, const char *type)
+{
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    /* Everything comes from here; the page talks only to the broker's websocket. */
+    MHD_add_response_header(
+        resp, "Content-Security-Policy",
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; worker-src 'self' blob:; "
+        "style-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'");
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->state = REQ_DONE;
+    return rc;
+}
+
+static enum MHD_Result serve_config(http_req *r)
+{
+    const http_srv *s = r->srv;
+    json_t *j = json_pack("{s:o, s:b, s:b}", "broker", s->ws_url ? json_string(s->ws_url) : json_null(), "secured",
+                          s->auth_mode == AUTH_BROKER, "bundled", s->dashboard[0] != '\0');
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text)
+        return MHD_NO;
+    return queue(r, MHD_HTTP_OK, MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE),
+                 "application/json");
+}
+
+static enum MHD_Result not_found(http_req *r)
+{
+    return http_reply_error(r, 404, "unknown path %s", r->path);
+}
+
+enum MHD_Result page_serve(http_req *r)
+{
+    const http_srv *s = r->srv;
+    const char *name = strcmp(r->path, "/") == 0 ? "/index.html" : r->path;
+    if (strcmp(name, "/config.json") == 0)
+        return serve_config(r);
+    if (!s->dashboard[0]) {
+        if (strcmp(name, "/index.html") != 0)
+            return not_found(r);
+        return queue(
+            r, MHD_HTTP_OK,
+            MHD_create_response_from_buffer(sizeof no_bundle_page - 1, (void *)no_bundle_page, MHD_RESPMEM_PERSISTENT),
+            "text/html; charset=utf-8");
+    }
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s%s", s->dashboard, name) >= (int)sizeof path)
+        return not_found(r);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
+        return not_found(r);
+    }
+    /* MHD owns fd from here (closed with the response, or now if it fails). */
+    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+    if (!resp) {
+        close(fd);
+        return MHD_NO;
+    }
+    return queue(r, MHD_HTTP_OK, resp, type_of(name));
+}

@@ -216,21 +216,6 @@ void http_auth_finish(http_req *r, unsigned status, unsigned retry_after, bool c
     http_kick(r->srv);
 }
 
-static enum MHD_Result serve_page(http_req *r)
-{
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(http_status_page), (void *)http_status_page, MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    r->status = MHD_HTTP_OK;
-    r->state = REQ_DONE;
-    return rc;
-}
-
 /* ---- arguments: ?json=..., or the body (JSON, or a form with json=...) ---- */
 
 static bool blank(const char *p, size_t n)
@@ -343,8 +328,10 @@ static enum MHD_Result route(http_req *r)
     bool post = strcmp(r->method, MHD_HTTP_METHOD_POST) == 0;
     bool head = strcmp(r->method, MHD_HTTP_METHOD_HEAD) == 0;
     bool auth = r->srv->auth_mode == AUTH_BROKER;
-    if (strcmp(r->path, "/") == 0 || strcmp(r->path, "/index.html") == 0)
-        return get || head ? serve_page(r) : reply_405(r, "GET, HEAD");
+    if (page_match(r->path)) {
+        r->route = ROUTE_PAGE;
+        return get || head ? page_serve(r) : reply_405(r, "GET, HEAD");
+    }
     if (strcmp(r->path, "/socket.io/") == 0 || strcmp(r->path, "/socket.io") == 0) {
         if (!get && !post)
             return reply_405(r, "GET, POST");

@@ -128,7 +128,7 @@ void ifm_worker_state_free(ifm_worker_state *ws)
 
 void ifm_board_status_encode(ifm_enc *e, const ifm_board_status *bs)
 {
-    ifm_enc_root(e, 6 + bs->exported);
+    ifm_enc_root(e, 6 + bs->exported + (bs->since_ms != 0));
     ifm_enc_kstr(e, "serial", bs->serial);
     ifm_enc_kstr(e, "worker", bs->worker);
     ifm_enc_kuint(e, "epoch", bs->epoch);
@@ -137,6 +137,8 @@ void ifm_board_status_encode(ifm_enc *e, const ifm_board_status *bs)
     ifm_enc_kstr(e, "reason", bs->reason);
     if (bs->exported)
         ifm_enc_kbool(e, "exported", true);
+    if (bs->since_ms)
+        ifm_enc_kuint(e, "since", bs->since_ms);
 }
 
 int ifm_board_status_decode(const ifm_doc *doc, ifm_board_status *bs, ifm_err *err)
@@ -148,7 +150,8 @@ int ifm_board_status_decode(const ifm_doc *doc, ifm_board_status *bs, ifm_err *e
         get_state(root, "state", &bs->state, err) ||
         ifm_get_str(root, "kind", false, bs->kind, sizeof bs->kind, err) < 0 ||
         ifm_get_str(root, "reason", false, bs->reason, sizeof bs->reason, err) < 0 ||
-        ifm_get_bool(root, "exported", false, &bs->exported, err) < 0)
+        ifm_get_bool(root, "exported", false, &bs->exported, err) < 0 ||
+        ifm_get_uint(root, "since", false, 0, UINT64_MAX, &bs->since_ms, err) < 0)
         return -1;
     return 0;
 }

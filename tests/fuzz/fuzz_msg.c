@@ -339,6 +339,46 @@ static void fuzz_available(const ifm_doc *doc)
     ifm_enc_free(&e);
 }
 
+static void fuzz_worker_stats(const ifm_doc *doc)
+{
+    ifm_worker_stats a, b;
+    ifm_err err = { "" };
+    if (ifm_worker_stats_decode(doc, &a, &err)) {
+        CHECK(err.msg[0]);
+        return;
+    }
+    CHECK(a.failures <= a.evaluations && a.instance > 0);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_worker_stats_encode(&e, &a);
+    ifm_doc d2;
+    reparse(&d2, &e);
+    CHECK(ifm_worker_stats_decode(&d2, &b, &err) == 0);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    ifm_doc_free(&d2);
+    ifm_enc_free(&e);
+}
+
+static void fuzz_farm_stats(const ifm_doc *doc)
+{
+    static ifm_farm_stats a, b; /* large: not on the fuzzer's stack */
+    ifm_err err = { "" };
+    if (ifm_farm_stats_decode(doc, &a, &err)) {
+        CHECK(err.msg[0]);
+        return;
+    }
+    CHECK(a.nkinds <= IFM_MAX_KINDS && a.nhistory <= IFM_STATS_BUCKETS && a.failures <= a.evaluations);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_farm_stats_encode(&e, &a);
+    ifm_doc d2;
+    reparse(&d2, &e);
+    CHECK(ifm_farm_stats_decode(&d2, &b, &err) == 0);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    ifm_doc_free(&d2);
+    ifm_enc_free(&e);
+}
+
 static void run(int sel, const ifm_doc *doc)
 {
     if (sel < IFM_VERB_COUNT) {
@@ -369,6 +409,12 @@ static void run(int sel, const ifm_doc *doc)
         break;
     case SEL_AVAILABLE:
         fuzz_available(doc);
+        break;
+    case SEL_WORKER_STATS:
+        fuzz_worker_stats(doc);
+        break;
+    case SEL_FARM_STATS:
+        fuzz_farm_stats(doc);
         break;
     default:
         for (int s = 0; s < SEL_ALL; s++)

@@ -14,6 +14,8 @@ enum fuzz_msg_sel {
     SEL_EVENT,
     SEL_LEASE,
     SEL_AVAILABLE,
+    SEL_WORKER_STATS,
+    SEL_FARM_STATS,
     SEL_ALL, /* every decoder on the same doc */
     SEL_COUNT
 };

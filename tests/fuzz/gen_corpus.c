@@ -180,6 +180,24 @@ int main(int argc, char **argv)
     ifm_available av = { .amount = 5, .nkinds = 2, .kinds = { "pulse_count", "variance" }, .counts = { 3, 2 } };
     ifm_available_encode(&e, &av);
     seed("available", SEL_AVAILABLE, &e);
+    ifm_worker_stats wst = { .worker = "wrk-1", .instance = 1795243030123ull, .evaluations = 7, .failures = 1 };
+    ifm_worker_stats_encode(&e, &wst);
+    seed("worker_stats", SEL_WORKER_STATS, &e);
+    static ifm_farm_stats fs = { .epoch = 1,
+                                 .time_ms = 2,
+                                 .evaluations = 9,
+                                 .failures = 1,
+                                 .nkinds = 1,
+                                 .kinds = { "pulse_count" },
+                                 .waiting = { 2 },
+                                 .waiting_boards = { 3 },
+                                 .history_start_ms = 5000,
+                                 .bucket_ms = 5000,
+                                 .nhistory = 2,
+                                 .hist_evaluations = { 4, 5 },
+                                 .hist_failures = { 0, 1 } };
+    ifm_farm_stats_encode(&e, &fs);
+    seed("farm_stats", SEL_FARM_STATS, &e);
 
     /* a kitchen-sink map for SEL_ALL: many schemas' fields at once */
     ifm_enc_root(&e, 8);

@@ -320,6 +320,18 @@ static void test_static_rights(void)
     check(!wr(st, "w1", "icefarm/worker/w2/state") && !wr(st, "w1", "icefarm/worker/w1/cmd") &&
               !wr(st, "w1", "icefarm/ctl/req/reserve"),
           "worker publishes no other worker's topics, no commands, no requests");
+    /* statistics for dashboards (PROTOCOL.md 7.6): a worker's own, retained; public */
+    check(acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/worker/w1/stats", "x", 1, true) &&
+              !acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/worker/w1/stats", "x", 1, false) &&
+              !acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/worker/w2/stats", "x", 1, true) &&
+              !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/worker/w1/stats", "x", 1, true) &&
+              !acl_check(st, NULL, "dash", ACL_WRITE, "icefarm/worker/w1/stats", "x", 1, true),
+          "a worker publishes its own stats (retained), nobody else's; nobody else publishes them");
+    check(rd(st, "dash", "icefarm/worker/w1/stats") && rd(st, "alice", "icefarm/worker/w1/stats") &&
+              sub(st, "dash", "icefarm/worker/+/stats") && rd(st, "dash", "icefarm/farm/stats") &&
+              rd(st, "ctl", "icefarm/worker/w1/stats") && wr(st, "ctl", "icefarm/farm/stats") &&
+              !wr(st, "w1", "icefarm/farm/stats"),
+          "worker stats and farm stats are public state; only control publishes farm stats");
     /* unknown users and odd topics */
     check(!rd(st, "mallory", "icefarm/S1/state") && !sub(st, "mallory", "#") && !rd(st, NULL, "icefarm/S1/state"),
           "users without a role get nothing");

@@ -45,6 +45,8 @@ void wrk_board_set_state(wrk_board *b, ifm_board_state s, const char *reason)
     b->gen++;
     bool changed = b->state != s || strcmp(b->reason, reason ? reason : "") != 0;
     ifm_board_state old = b->state;
+    if (old != s || !b->state_since_ms)
+        b->state_since_ms = ifm_wall_ms();
     b->state = s;
     snprintf(b->reason, sizeof b->reason, "%s", reason ? reason : "");
     if (!changed)

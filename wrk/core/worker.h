@@ -122,6 +122,7 @@ struct wrk_board {
     wrk_usbdev *dev;
     uint16_t vid, pid;
     ifm_board_state state;
+    uint64_t state_since_ms; /* wall clock when `state` was entered (board state `since`) */
     char reason[160];
     uint64_t gen;         /* bumped on every state change; stale callbacks compare it */
     uint64_t state_timer; /* the one timer of the current state */

@@ -107,8 +107,9 @@ typedef struct {
     uint64_t epoch;
     ifm_board_state state;
     char kind[IFM_KIND_MAX];
-    char reason[160]; /* why broken, "" otherwise */
-    bool exported;    /* kind usbip: its USB device is exported (section 19); the busid never appears here */
+    char reason[160];  /* why broken, "" otherwise */
+    bool exported;     /* kind usbip: its USB device is exported (section 19); the busid never appears here */
+    uint64_t since_ms; /* when the board entered `state` (ms timestamp, the worker's clock); 0 = not given */
 } ifm_board_status;
 
 void ifm_board_status_encode(ifm_enc *e, const ifm_board_status *bs);
@@ -245,5 +246,41 @@ typedef struct {
 } ifm_available;
 void ifm_available_encode(ifm_enc *e, const ifm_available *a);
 int ifm_available_decode(const ifm_doc *doc, ifm_available *a, ifm_err *err);
+
+/* ---- statistics for dashboards (PROTOCOL.md 7.6, 7.7) ---- */
+
+/* icefarm/worker/<id>/stats (retained, from the worker): its counters since the
+ * process started. Published at most once a second, only when they changed, and
+ * on every (re)connect; so it costs the same at 1 or 10,000 evaluations/s. */
+typedef struct {
+    char worker[IFM_NAME_MAX];
+    uint64_t instance;    /* the worker process (its start, ms): the counters restart with a new one */
+    uint64_t evaluations; /* evaluations answered (a result or an explicit failure) */
+    uint64_t failures;    /* of those, answered with a failure */
+} ifm_worker_stats;
+void ifm_worker_stats_encode(ifm_enc *e, const ifm_worker_stats *s);
+int ifm_worker_stats_decode(const ifm_doc *doc, ifm_worker_stats *s, ifm_err *err);
+
+/* icefarm/farm/stats (retained, from control): the farm's evaluations and
+ * failures (summed from every worker's stats since control started), the
+ * reserve requests waiting per kind, and the last IFM_STATS_BUCKETS buckets of
+ * IFM_STATS_BUCKET_MS of evaluations and failures. */
+#define IFM_STATS_BUCKETS 120    /* 10 minutes */
+#define IFM_STATS_BUCKET_MS 5000 /* per bucket */
+typedef struct {
+    uint64_t epoch;   /* control's (its start): the totals count from there */
+    uint64_t time_ms; /* when it was published */
+    uint64_t evaluations, failures;
+    char kinds[IFM_MAX_KINDS][IFM_KIND_MAX]; /* kinds with waiting reserve requests */
+    uint32_t waiting[IFM_MAX_KINDS];         /* requests waiting, per kind */
+    uint32_t waiting_boards[IFM_MAX_KINDS];  /* boards those requests ask for */
+    size_t nkinds;
+    uint64_t history_start_ms; /* start of bucket 0 (a multiple of bucket_ms) */
+    uint64_t bucket_ms;
+    uint32_t hist_evaluations[IFM_STATS_BUCKETS], hist_failures[IFM_STATS_BUCKETS];
+    size_t nhistory; /* buckets, oldest first; the last one is still filling */
+} ifm_farm_stats;
+void ifm_farm_stats_encode(ifm_enc *e, const ifm_farm_stats *s);
+int ifm_farm_stats_decode(const ifm_doc *doc, ifm_farm_stats *s, ifm_err *err);
 
 #endif

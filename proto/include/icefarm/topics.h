@@ -12,6 +12,8 @@
  *   icefarm/client/<name>/event       ctl -> client      reservation ending soon, reservation end, failure
  *   icefarm/lease/<serial>            ctl, retained      who holds a board until when (empty = free)
  *   icefarm/farm/available            ctl, retained      counts per kind
+ *   icefarm/farm/stats                ctl, retained      evaluations, failures, waiting reserves, history
+ *   icefarm/worker/<id>/stats         worker, retained   its evaluations and failures (for control)
  *   icefarm/<serial>/usbip/<session>/c2s|s2c   holder <-> worker   the USB/IP tunnel (19.3)
  */
 #ifndef ICEFARM_TOPICS_H
@@ -25,6 +27,8 @@
 
 #define IFM_TOPIC_CTL_STATE "icefarm/ctl/state"
 #define IFM_TOPIC_AVAILABLE "icefarm/farm/available"
+#define IFM_TOPIC_FARM_STATS "icefarm/farm/stats"
+#define IFM_TOPIC_WORKER_STATS_ALL "icefarm/worker/+/stats"
 #define IFM_TOPIC_CTL_REQ_ALL "icefarm/ctl/req/+"
 #define IFM_TOPIC_BOARD_STATE_ALL "icefarm/+/state"
 #define IFM_TOPIC_WORKER_STATE_ALL "icefarm/worker/+/state"

@@ -347,14 +347,29 @@ expect_error 404 "an unknown path is 404" "/nope"
 http bare /reserve/extra
 expect_error 404 "a path under an endpoint is 404" "unknown path"
 
-# ---- the status page ----
+# ---- the dashboard (its bundle: ctl/http/dashboard; without npm, a page that says how to build it) ----
 CODE=$(curl -s -D "$RUN/page.hdr" -o "$RUN/page.html" -w '%{http_code}' "$URL/") || CODE=000
 check "GET / is 200 text/html" bash -c "[[ $CODE == 200 ]] && grep -qi '^Content-Type: text/html' '$RUN/page.hdr'"
-check "the page polls /status with fetch() every 2 s" bash -c \
-    "grep -q \"fetch('status'\" '$RUN/page.html' && grep -q 'setInterval(refresh, 2000)' '$RUN/page.html'"
 check "the page has no external assets" bash -c "! grep -Eq '(src|href)=\"(https?:)?//' '$RUN/page.html'"
 check "the page has no state-changing links (no end/reboot/delete URLs)" bash -c \
-    "! grep -Eq '(href|action)=|\\?json=|/(end|reboot|delete|reserve)' '$RUN/page.html'"
+    "! grep -Eq 'action=|\\?json=|href=\"[^\"]*/(end|reboot|delete|reserve)' '$RUN/page.html'"
+check "the page forbids other origins' scripts and framing (Content-Security-Policy)" \
+    grep -qi "^Content-Security-Policy: default-src 'self'.*frame-ancestors 'none'" "$RUN/page.hdr"
+if [[ -s $FARM_BIN/ctl/http/dashboard/dashboard.js ]]; then
+    check "/ is the bundled dashboard" grep -q 'src="dashboard.js"' "$RUN/page.html"
+    check "/dashboard.js is served as JavaScript" bash -c \
+        "curl -sf -D - -o /dev/null '$URL/dashboard.js' | tr -d '\r' | grep -qi '^Content-Type: text/javascript'"
+    check "/THIRD-PARTY-NOTICES.txt is served with the bundle" bash -c \
+        "curl -sf '$URL/THIRD-PARTY-NOTICES.txt' | grep -q '^mqtt '"
+else
+    check "without a bundle / says how to build it" grep -q "target icefarm-dashboard" "$RUN/page.html"
+fi
+check "/config.json tells the page the broker's websocket URL (none without --ws-url) and that the farm is anonymous" \
+    bash -c "curl -sf '$URL/config.json' | grep -Fq '{\"broker\":null,\"secured\":false,'"
+for bad in /../CMakeCache.txt /%2e%2e/CMakeCache.txt /.hidden.js /nope.js /index.php; do
+    check "GET $bad is 404 (only the bundle's own files are served)" bash -c \
+        "[[ \$(curl -s --path-as-is -o /dev/null -w '%{http_code}' '$URL$bad') == 404 ]]"
+done
 
 # ---- delete: one's own free board is fine ----
 http post /delete "$(js '{"name": a[0], "serials": [a[1]]}' "$NC" "$C1")"

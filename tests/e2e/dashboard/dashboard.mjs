@@ -1,0 +1,217 @@
+// The dashboard in Debian's headless Chromium, driven by playwright-core,
+// against the real farm dashboard.sh started. Prints one "ok - ..." or
+// "not ok - ..." line per check (dashboard.sh counts them) and saves a
+// screenshot of each state in $SHOTS.
+//
+// Environment (from dashboard.sh): PW (playwright-core's index.mjs), HTTP (the
+// farm's icefarm-http), SHOTS, CLI (icefarm-cli), BROKER, CA, SECRETS, SECURE
+// (1: a secured farm), WRK_PID, KEEPALIVE (the worker's, s).
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, openSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+
+const env = process.env;
+const { chromium } = await import(env.PW);
+const secure = env.SECURE === "1";
+const WITHIN_MS = 2000; // what the page must show within, after the farm changed
+
+let shot = 0;
+function ok(cond, what) {
+  console.log(`${cond ? "ok" : "not ok"} - ${what}`);
+  return cond;
+}
+
+function cli(user, ...args) {
+  const auth = secure ? ["--user", user, "--password-file", join(env.SECRETS, user), "--cafile", env.CA] : [];
+  return execFileSync(env.CLI, ["--broker", env.BROKER, ...auth, "--name", user, "--json", "--timeout", "10", ...args], {
+    encoding: "utf8",
+  });
+}
+
+function password(user) {
+  return readFileSync(join(env.SECRETS, user), "utf8").split("\n")[0];
+}
+
+// A new, empty profile: --user-data-dir, as playwright's persistent context.
+const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "icefarm-chromium-")), {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1400, height: 1000 },
+  ignoreHTTPSErrors: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    // the secured farm's broker has a certificate from the farm's own lab CA
+    ...(secure ? ["--ignore-certificate-errors"] : []),
+  ],
+});
+
+// A fresh page logged in as `user` (secured farm) or anonymous; waits until it
+// is connected and has decided whether it may send requests.
+async function open(user) {
+  const page = await browser.newPage(); // its own sessionStorage: its own login
+  page.on("pageerror", (e) => console.log(`# ${user ?? "page"}: page error: ${e.message}`));
+  page.on("dialog", (d) => d.accept()); // the confirmation of reboot and delete
+  await page.goto(`${env.HTTP}/`);
+  if (secure) {
+    await page.waitForSelector("#login:not([hidden])", { timeout: 10000 });
+    await page.fill("#f-user", user);
+    await page.fill("#f-password", password(user));
+    await page.click("#login button[type=submit]");
+  }
+  await page.waitForFunction(() => window.icefarm && window.icefarm.conn.canRequest !== null, null, {
+    timeout: 15000,
+  });
+  return page;
+}
+
+async function save(page, name) {
+  shot++;
+  const file = join(env.SHOTS, `${String(shot).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`# screenshot ${file}`);
+}
+
+// Waits until fn(arg) is true in the page; returns the milliseconds it took, or -1.
+async function within(page, ms, fn, arg) {
+  const t0 = Date.now();
+  try {
+    await page.waitForFunction(fn, arg, { timeout: ms, polling: 50 });
+    return Date.now() - t0;
+  } catch {
+    return -1;
+  }
+}
+
+const cell = ([serial, cls]) => {
+  const td = document.querySelector(`tr[data-serial="${serial}"] .${cls}`);
+  return td ? td.textContent : null;
+};
+
+try {
+  // The boards the farm has, from control itself.
+  const status = JSON.parse(cli("alice", "status"));
+  const serials = (status.boards || []).map((b) => b.serial).sort();
+  ok(serials.length === Number(env.BOARDS), `control reports ${serials.length} boards (${env.BOARDS} simulated)`);
+
+  // 1. A watcher (the dashboard account in a secured farm) sees every board.
+  const watcher = await open(secure ? "dana" : undefined);
+  const listed = await within(
+    watcher,
+    10000,
+    (want) => want.every((s) => document.querySelector(`tr[data-serial="${s}"] .c-state`)?.textContent === "ready"),
+    serials,
+  );
+  ok(listed >= 0, `the page lists every simulated board as ready (${serials.join(" ")})`);
+  const rows = await watcher.$$eval("#boards tr[data-serial]", (r) => r.length);
+  ok(rows === serials.length, `the page shows exactly ${serials.length} boards (${rows} rows)`);
+  const readOnly = await watcher.evaluate(() => window.icefarm.conn.canRequest);
+  if (secure) ok(readOnly === false, "the dashboard account is read-only: no reboot or delete offered");
+  await save(watcher, "ready");
+
+  // 2. A reservation shows within 2 s: holder, lease, state.
+  const reserved = JSON.parse(cli("bob", "reserve", "--amount", "1"));
+  const serial = JSON.stringify(reserved).match(/[0-9A-F]{16}/)[0];
+  let t = await within(watcher, WITHIN_MS, (s) => document.querySelector(`tr[data-serial="${s}"] .c-holder`)?.textContent === "bob", serial);
+  ok(t >= 0, `bob's reservation of ${serial} shows within 2 s (${t} ms)`);
+  t = await within(watcher, 15000, (s) => document.querySelector(`tr[data-serial="${s}"] .c-state`)?.textContent === "reserved", serial);
+  ok(t >= 0, `${serial} turns reserved on the page (${t} ms after its lease showed)`);
+  const leaseRow = await watcher.$(`#leases tr[data-lease="${serial}"]`);
+  ok(!!leaseRow, "the lease is in the leases table");
+  await save(watcher, "reserved");
+
+  // 3. Reboot: an operator's works, a plain client's is refused (the ACL and control's table).
+  if (secure) {
+    const alice = await open("alice");
+    ok((await alice.evaluate(() => window.icefarm.conn.canRequest)) === true, "alice's page may send requests");
+    await alice.click(`tr[data-serial="${serial}"] .b-reboot`);
+    t = await within(alice, 7000, () => /refused \(403\)/.test(document.getElementById("actions-note").textContent));
+    const note = await alice.$eval("#actions-note", (e) => e.textContent);
+    ok(t >= 0, `a plain client's reboot of bob's board is refused on the page: "${note}"`);
+    await save(alice, "client-reboot-refused");
+    await alice.close();
+
+    const oscar = await open("oscar");
+    await oscar.click(`tr[data-serial="${serial}"] .b-reboot`);
+    t = await within(oscar, 7000, (s) => document.getElementById("actions-note").textContent === `reboot ${s}: done`, serial);
+    ok(t >= 0, `the operator's reboot of bob's board is done (${t} ms)`);
+    t = await within(watcher, 5000, (s) => document.querySelector(`tr[data-serial="${s}"] .c-state`)?.textContent === "preparing", serial);
+    const st = await watcher.evaluate(cell, [serial, "c-state"]);
+    ok(t >= 0 || st === "reserved", `the rebooted board reflashes (the watcher saw it ${t >= 0 ? "preparing" : st})`);
+    await save(oscar, "operator-reboot");
+    await oscar.close();
+    await within(watcher, 15000, (s) => document.querySelector(`tr[data-serial="${s}"] .c-state`)?.textContent === "reserved", serial);
+  }
+
+  // 4. Ending it shows within 2 s.
+  cli("bob", "end", serial);
+  t = await within(watcher, WITHIN_MS, (s) => document.querySelector(`tr[data-serial="${s}"] .c-holder`)?.textContent === "", serial);
+  ok(t >= 0, `the end of bob's lease shows within 2 s (${t} ms)`);
+  const events = await watcher.$eval("#events", (e) => e.textContent);
+  ok(events.includes(`${serial} reserved by bob`) && events.includes(`${serial}: lease of bob ended`), "the events list has the reservation and its end");
+  await save(watcher, "ended");
+
+  // 5. Evaluations: the counts reach the page (worker stats -> control -> farm/stats).
+  const before = await watcher.evaluate(() => window.icefarm.farm.stats?.evaluations ?? 0);
+  cli("alice", "evaluate", "--boards", "1", ...env.BITSTREAMS.split(" "));
+  const nbits = env.BITSTREAMS.split(" ").length;
+  t = await within(watcher, 5000, (want) => (window.icefarm.farm.stats?.evaluations ?? 0) >= want, before + nbits);
+  ok(t >= 0, `the page counts the ${nbits} evaluations alice ran (${t} ms after the CLI finished)`);
+  await save(watcher, "evaluated");
+
+  // 6. A broker restart (persistence off: every retained message is gone): the
+  // page reconnects, control and the worker republish, and the page fills again.
+  const genBefore = await watcher.evaluate(() => window.icefarm.farm.gen);
+  process.kill(Number(env.BROKER_PID), "SIGTERM");
+  await within(watcher, 5000, () => !window.icefarm.conn.client.connected);
+  await new Promise((r) => setTimeout(r, 500));
+  const broker = spawn("mosquitto", ["-c", env.BROKER_CONF], { stdio: ["ignore", openSync(env.BROKER_LOG, "a"), openSync(env.BROKER_LOG, "a")] });
+  broker.unref();
+  console.log(`# BROKER_PID ${broker.pid}`);
+  const t1 = Date.now();
+  t = await within(
+    watcher,
+    30000,
+    ([g, want]) => {
+      const f = window.icefarm.farm;
+      const boards = [...f.boards.values()];
+      return (
+        f.gen > g &&
+        window.icefarm.conn.client.connected &&
+        boards.length === want &&
+        boards.every((b) => b.gen === f.gen && b.state === "ready") &&
+        f.workers.get("sim-worker")?.gen === f.gen &&
+        f.stats?.gen === f.gen
+      );
+    },
+    [genBefore, serials.length],
+  );
+  ok(t >= 0, `after a broker restart the page fills again by itself (${Date.now() - t1} ms after the new broker started)`);
+  await save(watcher, "after-broker-restart");
+
+  // 7. Killing the worker: the broker publishes its Will after 1.5 x keep-alive,
+  // then the page shows the worker lost within 2 s.
+  const t0 = Date.now();
+  process.kill(Number(env.WRK_PID), "SIGKILL");
+  const will = Number(env.KEEPALIVE) * 1500;
+  t = await within(watcher, will + WITHIN_MS + 1000, () =>
+    document.querySelector('tr[data-worker="sim-worker"] .c-wstate')?.textContent === "LOST",
+  );
+  const took = t >= 0 ? Date.now() - t0 : -1;
+  ok(t >= 0 && took <= will + WITHIN_MS + 1000, `the killed worker shows as LOST ${took} ms after the kill (its Will: when its connection drops, at the latest after ${will} ms; the page within 2 s of it)`);
+  const lostRows = await watcher.$$eval("#boards tr.lost", (r) => r.length);
+  ok(lostRows === serials.length, `its ${serials.length} boards are marked as on a lost worker (${lostRows})`);
+  await save(watcher, "worker-lost");
+  console.log(`# WORKER_KILLED`);
+} catch (e) {
+  ok(false, `the browser session ran to the end (${e.message.split("\n")[0]})`);
+} finally {
+  await browser.close();
+}
