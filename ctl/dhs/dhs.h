@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fetch.h"
+#include "icefarm/fetch.h"
 #include "icefarm/client.h"
 #include "icefarm/loop.h"
 #include "icefarm/tcp.h"
@@ -42,7 +42,7 @@ typedef struct {
     char *password; /* read from the password file; freed at exit */
     long keepalive;
     /* fetching */
-    dhs_fetch_opts fetch;
+    ifm_fetch_opts fetch;
     /* operations */
     uint64_t reserve_wait_ms, prepare_timeout_ms, op_timeout_ms;
 } dhs_cfg;
@@ -87,7 +87,7 @@ typedef struct dhs {
     /* operations */
     op *ops;
     uint64_t next_op_id;
-    dhs_fetcher *fetcher;
+    ifm_fetcher *fetcher;
 } dhs;
 
 /* ---- dcss.c ---- */

@@ -89,6 +89,7 @@ static int configure(dhs_cfg *c, const ifm_opts *o)
     c->fetch.file_dir = ifm_opts_get(o, "fetch-dir");
     c->fetch.max_bytes = (size_t)ifm_opts_long(o, "fetch-max-bytes");
     c->fetch.timeout_ms = (unsigned)ifm_opts_long(o, "fetch-timeout-s") * 1000;
+    c->fetch.user_agent = "icefarm-dhs";
     c->reserve_wait_ms = 30000;
     c->prepare_timeout_ms = 120000;
     c->op_timeout_ms = 120000;
@@ -114,7 +115,7 @@ int main(int argc, char **argv)
     d.loop = ifm_loop_new();
     if (!d.loop)
         goto out;
-    d.fetcher = dhs_fetcher_new(d.loop, &d.cfg.fetch);
+    d.fetcher = ifm_fetcher_new(d.loop, &d.cfg.fetch);
     if (!d.fetcher) {
         IFM_ERROR("cannot set up fetching (libcurl, or --fetch-dir %s: %s)", d.cfg.fetch.file_dir ?: "-",
                   strerror(errno));
@@ -138,7 +139,7 @@ out:
     dhs_ops_free(&d);
     if (d.loop)
         dhs_farm_stop(&d);
-    dhs_fetcher_free(d.fetcher);
+    ifm_fetcher_free(d.fetcher);
     ifm_loop_free(d.loop);
     free(d.cfg.password);
     ifm_opts_free(opts);

@@ -124,7 +124,7 @@ static void retire(op *o)
     ifm_timer_cancel(d->loop, o->poll_timer);
     o->timer = o->poll_timer = 0;
     if (o->fetch_pending) {
-        dhs_fetch_cancel(d->fetcher, o->fetch_id);
+        ifm_fetch_cancel(d->fetcher, o->fetch_id);
         o->fetch_pending = false;
     }
     if (o->call_pending && o->def->kind != OP_RESERVE && d->farm)
@@ -457,7 +457,7 @@ static void after_check(op *o, const dhs_board *b)
     char why[200];
     o->stage = ST_FETCH;
     update(o, "progress fetch");
-    int rc = dhs_fetch(d->fetcher, o->argv[2], fetched, o, &o->fetch_id, why, sizeof why);
+    int rc = ifm_fetch(d->fetcher, o->argv[2], fetched, o, &o->fetch_id, why, sizeof why);
     if (rc) {
         complete(o, "bad_ref", why, NULL);
         return;

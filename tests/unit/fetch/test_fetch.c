@@ -1,8 +1,9 @@
-/* icefarm-dhs's fetcher (ctl/dhs/fetch.h) against a real local HTTP server
+/* The fetcher (icefarm/fetch.h: icefarm-dhs's and icefarm-cli's) against a real local HTTP server
  * (libmicrohttpd, one thread per connection, on an ephemeral loopback port) and
  * real files: success with the SHA-256, 404, too large by Content-Length and by
  * streaming, slow (the timeout), redirects (followed to http, refused to other
- * protocols), file: inside and outside the directory, cancel, and the loop never
+ * protocols), file: inside and outside the directory (and anywhere, as the CLI
+ * reads its user's files), cancel, and the loop never
  * blocked: a timer keeps ticking while a slow fetch runs. */
 #include <errno.h>
 #include <microhttpd.h>
@@ -18,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "fetch.h"
+#include "icefarm/fetch.h"
 #include "icefarm/loop.h"
 
 #define CAP 4096
@@ -143,33 +144,38 @@ static void tick(ifm_loop *loop, void *arg)
 }
 
 /* Fetches ref and runs the loop until the callback (bounded: 20 s). */
-static result fetch(const char *ref, unsigned timeout_ms, int *ticks_out)
+static result fetch_with(const char *ref, unsigned timeout_ms, int *ticks_out, bool anywhere)
 {
     ifm_loop *loop = ifm_loop_new();
-    dhs_fetch_opts o = { .file_dir = dir, .max_bytes = CAP, .timeout_ms = timeout_ms };
-    dhs_fetcher *f = dhs_fetcher_new(loop, &o);
+    ifm_fetch_opts o = { .file_dir = dir, .file_anywhere = anywhere, .max_bytes = CAP, .timeout_ms = timeout_ms };
+    ifm_fetcher *f = ifm_fetcher_new(loop, &o);
     assert_non_null(f);
     result r = { 0 };
     char why[200];
     int ticks = 0;
     ifm_timer_add(loop, 50, tick, &ticks);
-    int rc = dhs_fetch(f, ref, on_done, &r, NULL, why, sizeof why);
+    int rc = ifm_fetch(f, ref, on_done, &r, NULL, why, sizeof why);
     if (rc) {
         r.done = true;
         r.status = rc;
         snprintf(r.reason, sizeof r.reason, "%s", why);
     }
-    assert_false(rc == 0 && r.done); /* never from inside dhs_fetch */
+    assert_false(rc == 0 && r.done); /* never from inside ifm_fetch */
     uint64_t end = ifm_now_ms() + 20000;
     while (!r.done && ifm_now_ms() < end)
         ifm_loop_once(loop, 100);
     assert_true(r.done);
-    assert_int_equal(dhs_fetch_pending(f), 0);
-    dhs_fetcher_free(f);
+    assert_int_equal(ifm_fetch_pending(f), 0);
+    ifm_fetcher_free(f);
     ifm_loop_free(loop);
     if (ticks_out)
         *ticks_out = ticks;
     return r;
+}
+
+static result fetch(const char *ref, unsigned timeout_ms, int *ticks_out)
+{
+    return fetch_with(ref, timeout_ms, ticks_out, false);
 }
 
 static void url(char *buf, size_t n, const char *path)
@@ -249,29 +255,49 @@ static void test_file(void **state)
     assert_int_equal(fetch("file:.", 5000, NULL).status, -EACCES); /* the directory itself */
 }
 
+/* file_anywhere: any readable file, relative names from the directory; the
+ * size cap and the other checks stay. */
+static void test_file_anywhere(void **state)
+{
+    result r = fetch_with("file:../secret", 5000, NULL, true);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.len, 6);
+    assert_int_equal(fetch_with("file:escape", 5000, NULL, true).status, 0);
+    char ref[600];
+    snprintf(ref, sizeof ref, "file://%s/secret", outside);
+    assert_int_equal(fetch_with(ref, 5000, NULL, true).status, 0);
+    r = fetch_with("file:bits.bin", 5000, NULL, true);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_int_equal(fetch_with("file:huge.bin", 5000, NULL, true).status, -EFBIG);
+    assert_int_equal(fetch_with("file:nothere", 5000, NULL, true).status, -ENOENT);
+    assert_int_equal(fetch_with("file:.", 5000, NULL, true).status, -EACCES); /* not a regular file */
+    assert_int_equal(fetch_with("file://otherhost/x", 5000, NULL, true).status, -EACCES);
+}
+
 static void test_file_disabled_and_cancel(void **state)
 {
     ifm_loop *loop = ifm_loop_new();
-    dhs_fetch_opts o = { .max_bytes = CAP, .timeout_ms = 5000 };
-    dhs_fetcher *f = dhs_fetcher_new(loop, &o);
+    ifm_fetch_opts o = { .max_bytes = CAP, .timeout_ms = 5000 };
+    ifm_fetcher *f = ifm_fetcher_new(loop, &o);
     char why[200];
     result r = { 0 };
-    assert_int_equal(dhs_fetch(f, "file:bits.bin", on_done, &r, NULL, why, sizeof why), -EACCES);
+    assert_int_equal(ifm_fetch(f, "file:bits.bin", on_done, &r, NULL, why, sizeof why), -EACCES);
     /* cancel: no callback, nothing left behind */
     char u[128];
     url(u, sizeof u, "/slow");
     uint64_t id = 0;
-    assert_int_equal(dhs_fetch(f, u, on_done, &r, &id, why, sizeof why), 0);
+    assert_int_equal(ifm_fetch(f, u, on_done, &r, &id, why, sizeof why), 0);
     for (int i = 0; i < 3; i++)
         ifm_loop_once(loop, 50);
-    dhs_fetch_cancel(f, id);
-    assert_int_equal(dhs_fetch_pending(f), 0);
+    ifm_fetch_cancel(f, id);
+    assert_int_equal(ifm_fetch_pending(f), 0);
     for (int i = 0; i < 3; i++)
         ifm_loop_once(loop, 50);
     assert_false(r.done);
     /* freeing with fetches pending */
-    assert_int_equal(dhs_fetch(f, u, on_done, &r, &id, why, sizeof why), 0);
-    dhs_fetcher_free(f);
+    assert_int_equal(ifm_fetch(f, u, on_done, &r, &id, why, sizeof why), 0);
+    ifm_fetcher_free(f);
     assert_false(r.done);
     ifm_loop_free(loop);
 }
@@ -279,11 +305,9 @@ static void test_file_disabled_and_cancel(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_http_ok),
-        cmocka_unit_test(test_http_errors),
-        cmocka_unit_test(test_http_slow),
-        cmocka_unit_test(test_file),
-        cmocka_unit_test(test_file_disabled_and_cancel),
+        cmocka_unit_test(test_http_ok),       cmocka_unit_test(test_http_errors),
+        cmocka_unit_test(test_http_slow),     cmocka_unit_test(test_file),
+        cmocka_unit_test(test_file_anywhere), cmocka_unit_test(test_file_disabled_and_cancel),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

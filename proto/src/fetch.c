@@ -1,6 +1,7 @@
 /* Fetching by reference: libcurl's multi interface driven by the ifm_loop, and
- * file: references confined to one directory. See fetch.h. */
-#include "fetch.h"
+ * file: references (confined to one directory unless told otherwise). See
+ * icefarm/fetch.h. */
+#include "icefarm/fetch.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -17,7 +18,7 @@
 typedef struct job {
     struct job *next;
     uint64_t id;
-    dhs_fetch_cb cb;
+    ifm_fetch_cb cb;
     void *arg;
     CURL *easy;     /* http(s); NULL for file: */
     uint64_t timer; /* file: the delivery timer */
@@ -27,21 +28,23 @@ typedef struct job {
     int status; /* file: the outcome to deliver */
     char reason[200];
     char errbuf[CURL_ERROR_SIZE];
-    struct dhs_fetcher *f;
+    struct ifm_fetcher *f;
 } job;
 
-struct dhs_fetcher {
+struct ifm_fetcher {
     ifm_loop *loop;
     CURLM *multi;
     uint64_t timer;
     uint64_t next_id;
     job *jobs;
     char dir[PATH_MAX]; /* resolved; "" = file: refused */
+    bool anywhere;      /* file: not confined to dir */
+    char agent[64];
     size_t max_bytes;
     unsigned timeout_ms;
 };
 
-void dhs_sha256_hex(const void *data, size_t len, char out[65])
+void ifm_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[32];
     unsigned int n = 0;
@@ -54,7 +57,7 @@ void dhs_sha256_hex(const void *data, size_t len, char out[65])
         snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-static void unlink_job(dhs_fetcher *f, job *j)
+static void unlink_job(ifm_fetcher *f, job *j)
 {
     for (job **pp = &f->jobs; *pp; pp = &(*pp)->next) {
         if (*pp == j) {
@@ -64,7 +67,7 @@ static void unlink_job(dhs_fetcher *f, job *j)
     }
 }
 
-static void free_job(dhs_fetcher *f, job *j)
+static void free_job(ifm_fetcher *f, job *j)
 {
     if (j->easy) {
         curl_multi_remove_handle(f->multi, j->easy);
@@ -77,7 +80,7 @@ static void free_job(dhs_fetcher *f, job *j)
 }
 
 /* Ends a job: unlinked first, so the callback may start or cancel others. */
-static void finish(dhs_fetcher *f, job *j)
+static void finish(ifm_fetcher *f, job *j)
 {
     unlink_job(f, j);
     if (j->easy) {
@@ -87,14 +90,14 @@ static void finish(dhs_fetcher *f, job *j)
     }
     char sha[65] = "";
     if (j->status == 0)
-        dhs_sha256_hex(j->buf ? j->buf : (const uint8_t *)"", j->len, sha);
+        ifm_sha256_hex(j->buf ? j->buf : (const uint8_t *)"", j->len, sha);
     j->cb(j->status, j->status == 0 ? j->buf : NULL, j->status == 0 ? j->len : 0, sha, j->reason, j->arg);
     free_job(f, j);
 }
 
 /* ---- libcurl on the loop ---- */
 
-static void check_done(dhs_fetcher *f)
+static void check_done(ifm_fetcher *f)
 {
     CURLMsg *m;
     int left;
@@ -133,7 +136,7 @@ static void check_done(dhs_fetcher *f)
 
 static void on_fd(ifm_loop *loop, int fd, int events, void *arg)
 {
-    dhs_fetcher *f = arg;
+    ifm_fetcher *f = arg;
     int flags = ((events & IFM_READ) ? CURL_CSELECT_IN : 0) | ((events & IFM_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(f->multi, fd, flags, &running);
@@ -142,7 +145,7 @@ static void on_fd(ifm_loop *loop, int fd, int events, void *arg)
 
 static void on_curl_timer(ifm_loop *loop, void *arg)
 {
-    dhs_fetcher *f = arg;
+    ifm_fetcher *f = arg;
     f->timer = 0;
     int running;
     curl_multi_socket_action(f->multi, CURL_SOCKET_TIMEOUT, 0, &running);
@@ -151,7 +154,7 @@ static void on_curl_timer(ifm_loop *loop, void *arg)
 
 static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    dhs_fetcher *f = userp;
+    ifm_fetcher *f = userp;
     if (what == CURL_POLL_REMOVE) {
         ifm_loop_unwatch(f->loop, s);
         return 0;
@@ -162,7 +165,7 @@ static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *sock
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-    dhs_fetcher *f = userp;
+    ifm_fetcher *f = userp;
     if (f->timer) {
         ifm_timer_cancel(f->loop, f->timer);
         f->timer = 0;
@@ -210,7 +213,7 @@ static void deliver_file(ifm_loop *loop, void *arg)
 }
 
 /* Reads a file: reference into j (status and reason set either way). */
-static void read_file(dhs_fetcher *f, job *j, const char *ref)
+static void read_file(ifm_fetcher *f, job *j, const char *ref)
 {
     const char *p = ref + 5; /* after "file:" */
     if (strncmp(p, "//localhost/", 12) == 0)
@@ -236,7 +239,7 @@ static void read_file(dhs_fetcher *f, job *j, const char *ref)
         return;
     }
     size_t dl = strlen(f->dir);
-    if (strncmp(real, f->dir, dl) != 0 || (real[dl] != '/' && !(dl == 1 && f->dir[0] == '/'))) {
+    if (!f->anywhere && (strncmp(real, f->dir, dl) != 0 || (real[dl] != '/' && !(dl == 1 && f->dir[0] == '/')))) {
         j->status = -EACCES;
         snprintf(j->reason, sizeof j->reason, "outside the fetch directory");
         return;
@@ -277,14 +280,16 @@ static void read_file(dhs_fetcher *f, job *j, const char *ref)
 
 /* ---- the API ---- */
 
-dhs_fetcher *dhs_fetcher_new(ifm_loop *loop, const dhs_fetch_opts *o)
+ifm_fetcher *ifm_fetcher_new(ifm_loop *loop, const ifm_fetch_opts *o)
 {
-    dhs_fetcher *f = calloc(1, sizeof *f);
+    ifm_fetcher *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
     f->loop = loop;
     f->max_bytes = o && o->max_bytes ? o->max_bytes : 16u * 1024 * 1024;
     f->timeout_ms = o && o->timeout_ms ? o->timeout_ms : 30000;
+    f->anywhere = o && o->file_anywhere;
+    snprintf(f->agent, sizeof f->agent, "%s", o && o->user_agent ? o->user_agent : "icefarm");
     if (o && o->file_dir && *o->file_dir && !realpath(o->file_dir, f->dir)) {
         free(f);
         return NULL;
@@ -300,7 +305,7 @@ dhs_fetcher *dhs_fetcher_new(ifm_loop *loop, const dhs_fetch_opts *o)
     return f;
 }
 
-void dhs_fetcher_free(dhs_fetcher *f)
+void ifm_fetcher_free(ifm_fetcher *f)
 {
     if (!f)
         return;
@@ -316,7 +321,7 @@ void dhs_fetcher_free(dhs_fetcher *f)
     free(f);
 }
 
-size_t dhs_fetch_pending(const dhs_fetcher *f)
+size_t ifm_fetch_pending(const ifm_fetcher *f)
 {
     size_t n = 0;
     for (const job *j = f->jobs; j; j = j->next)
@@ -324,7 +329,7 @@ size_t dhs_fetch_pending(const dhs_fetcher *f)
     return n;
 }
 
-int dhs_fetch(dhs_fetcher *f, const char *ref, dhs_fetch_cb cb, void *arg, uint64_t *id, char *why, size_t whylen)
+int ifm_fetch(ifm_fetcher *f, const char *ref, ifm_fetch_cb cb, void *arg, uint64_t *id, char *why, size_t whylen)
 {
     bool http = strncmp(ref, "http://", 7) == 0 || strncmp(ref, "https://", 8) == 0;
     bool file = strncmp(ref, "file:", 5) == 0;
@@ -333,7 +338,7 @@ int dhs_fetch(dhs_fetcher *f, const char *ref, dhs_fetch_cb cb, void *arg, uint6
         return -EINVAL;
     }
     if (file && !f->dir[0]) {
-        snprintf(why, whylen, "file: references are disabled (no --fetch-dir)");
+        snprintf(why, whylen, "file: references are disabled here (no fetch directory)");
         return -EACCES;
     }
     job *j = calloc(1, sizeof *j);
@@ -374,7 +379,7 @@ int dhs_fetch(dhs_fetcher *f, const char *ref, dhs_fetch_cb cb, void *arg, uint6
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "icefarm-dhs");
+        curl_easy_setopt(e, CURLOPT_USERAGENT, f->agent);
         if (curl_multi_add_handle(f->multi, e) != CURLM_OK) {
             curl_easy_cleanup(e);
             free(j);
@@ -389,7 +394,7 @@ int dhs_fetch(dhs_fetcher *f, const char *ref, dhs_fetch_cb cb, void *arg, uint6
     return 0;
 }
 
-void dhs_fetch_cancel(dhs_fetcher *f, uint64_t id)
+void ifm_fetch_cancel(ifm_fetcher *f, uint64_t id)
 {
     for (job *j = f->jobs; j; j = j->next) {
         if (j->id == id) {
