@@ -222,6 +222,7 @@ static void handshake(dhs *d, const char *text)
     xos_reader_set_proto(d->reader, d->cfg.protocol);
     d->link = LINK_UP;
     d->link_gen++;
+    dhs_metrics_dcss_session(d);
     IFM_INFO("client=dcss connected to DCSS at %s as %s (protocol %d)", ifm_tcp_peer(d->stream), d->cfg.name,
              (int)d->cfg.protocol);
     dhs_log_dcss(d, "note", "icefarm-dhs %s online, farm %s", d->cfg.name, dhs_farm_online(d) ? "online" : "offline");

@@ -11,6 +11,7 @@
  *   dcss.c  the DCSS link: handshake, framing, registrations, dispatch, sending
  *   ops.c   the operation table: one completion per handle, abort, stop, forget
  *   farm.c  the farm handle: connecting, events, the status reply, the status string
+ *   metrics.c  Prometheus metrics (--metrics-listen)
  *   main.c  options and start-up
  * The DHS holds no farm state of its own: leases live in control (their `tag` says
  * which DCSS client asked), and every operation asks control what it needs.
@@ -26,6 +27,8 @@
 #include "icefarm/fetch.h"
 #include "icefarm/client.h"
 #include "icefarm/loop.h"
+#include "icefarm/metrics.h"
+#include "icefarm/metrics_http.h"
 #include "icefarm/tcp.h"
 #include "xos.h"
 
@@ -54,6 +57,16 @@ typedef struct {
 } dhs_reg;
 
 typedef struct op op;
+
+/* metrics.c: the registry, the /metrics responder, the series of hot paths. */
+typedef struct {
+    ifm_metrics *reg;
+    ifm_metrics_server *srv; /* NULL without --metrics-listen */
+    ifm_metric *started, *completed, *op_duration, *fetch_duration;
+    ifm_metric *running, *dcss_connected, *mqtt_connected;
+    ifm_series *fetch_bytes, *dcss_sessions, *mqtt_reconnects;
+    unsigned farm_ups; /* farm connections seen up, the first included */
+} dhs_metrics;
 
 typedef struct dhs {
     ifm_loop *loop;
@@ -88,6 +101,7 @@ typedef struct dhs {
     op *ops;
     uint64_t next_op_id;
     ifm_fetcher *fetcher;
+    dhs_metrics metrics;
 } dhs;
 
 /* ---- dcss.c ---- */
@@ -123,6 +137,26 @@ void dhs_farm_kick(dhs *d);
 bool dhs_farm_online(const dhs *d);
 /* Fire-and-forget end of a lease (grants of dead handles). */
 void dhs_farm_release(dhs *d, const char *serial, const char *why);
+
+/* ---- metrics.c ----
+ * The registry always exists (the counters below are cheap); it is served on
+ * `listen` ("HOST:PORT") when that is set. Operation and status labels are the
+ * fixed hwNames and completion tokens of ops.c. Loop thread only. */
+int dhs_metrics_start(dhs *d, const char *listen);
+void dhs_metrics_stop(dhs *d);
+/* An operation handle started (hw: its hwName, or "unknown"). */
+void dhs_metrics_op_started(dhs *d, const char *hw);
+/* It ended: completed with `status`, or "forgotten" with its DCSS session;
+ * `seconds` since it started. */
+void dhs_metrics_op_ended(dhs *d, const char *hw, const char *status, double seconds);
+/* A fetch finished: status 0 with `bytes`, or -errno; `seconds` since it started. */
+void dhs_metrics_fetched(dhs *d, int status, size_t bytes, double seconds);
+/* The DCSS handshake succeeded: a new session. */
+void dhs_metrics_dcss_session(dhs *d);
+/* The farm connection came up (farm.c sees it in dhs_farm_kick). */
+void dhs_metrics_farm_up(dhs *d);
+/* Monotonic seconds, for the durations above. */
+double dhs_metrics_clock(void);
 
 /* control's `status` reply, decoded */
 typedef struct {

@@ -198,6 +198,7 @@ void dhs_farm_kick(dhs *d)
     if (up != d->farm_up) {
         d->farm_up = up;
         if (up) {
+            dhs_metrics_farm_up(d);
             dhs_log_dcss(d, "note", "the farm is online (broker %s)", d->cfg.broker);
             refresh_status(d);
         } else {

@@ -49,7 +49,7 @@ static const ifm_opts_spec dhs_spec = {
     .about = "The farm as a DCSS hardware server (DHS): DCSS operations reserve boards, flash\n"
              "them and measure bitstreams, through the farm's broker like any client.",
     .notes = "--dcss defaults to 127.0.0.1:14242 (DCSS's hardware port). See ctl/dhs/README.md.",
-    .shared = IFM_OPTS_MQTT | IFM_OPTS_DCSS,
+    .shared = IFM_OPTS_MQTT | IFM_OPTS_DCSS | IFM_OPTS_METRICS,
     .own = dhs_opts,
 };
 
@@ -122,6 +122,8 @@ int main(int argc, char **argv)
         goto out;
     }
     int sigs[] = { SIGINT, SIGTERM };
+    if (dhs_metrics_start(&d, ifm_opts_get(opts, "metrics-listen")))
+        goto out;
     if (ifm_loop_signals(d.loop, sigs, 2, on_signal, &d) || dhs_farm_start(&d)) {
         IFM_ERROR("cannot set up the loop");
         goto out;
@@ -140,6 +142,7 @@ out:
     if (d.loop)
         dhs_farm_stop(&d);
     ifm_fetcher_free(d.fetcher);
+    dhs_metrics_stop(&d);
     ifm_loop_free(d.loop);
     free(d.cfg.password);
     ifm_opts_free(opts);

@@ -74,8 +74,9 @@ struct op {
     char sha[65];
     size_t bytes;
     char batch[64];
-    bool granted;       /* reserve: control granted a lease for this handle */
-    bool sent_to_board; /* flash/evaluate: the command went out */
+    bool granted;        /* reserve: control granted a lease for this handle */
+    double t0, fetch_t0; /* when it started, when its fetch did (dhs_metrics_clock) */
+    bool sent_to_board;  /* flash/evaluate: the command went out */
 };
 
 enum {
@@ -172,6 +173,7 @@ static void complete(op *o, const char *status, const char *detail, const char *
         xos_out_word(&out, strcmp(status, "normal") == 0 ? "error" : status);
         dhs_send(d, &out);
     }
+    dhs_metrics_op_ended(d, o->def->hw_name, status, dhs_metrics_clock() - o->t0);
     retire(o);
 }
 
@@ -457,6 +459,7 @@ static void after_check(op *o, const dhs_board *b)
     char why[200];
     o->stage = ST_FETCH;
     update(o, "progress fetch");
+    o->fetch_t0 = dhs_metrics_clock();
     int rc = ifm_fetch(d->fetcher, o->argv[2], fetched, o, &o->fetch_id, why, sizeof why);
     if (rc) {
         complete(o, "bad_ref", why, NULL);
@@ -470,6 +473,7 @@ static void fetched(int status, const uint8_t *data, size_t len, const char *sha
     op *o = arg;
     dhs *d = o->d;
     o->fetch_pending = false;
+    dhs_metrics_fetched(d, status, len, dhs_metrics_clock() - o->fetch_t0);
     if (o->done)
         return;
     if (status) {
@@ -675,6 +679,8 @@ void dhs_ops_start(dhs *d, const char *name, const char *handle, int argc, char 
         }
     }
     IFM_INFO("client=dcss:%s op=%s handle=%s started (%d arguments)", o->client, name, handle, argc);
+    o->t0 = dhs_metrics_clock();
+    dhs_metrics_op_started(d, o->def ? o->def->hw_name : "unknown");
     if (!o->def) {
         o->def = &unknown;
         complete(o, "unknown_operation", reg ? "registered with a hwName this DHS does not serve" : "not registered",
@@ -745,6 +751,7 @@ void dhs_ops_forget(dhs *d)
     while (d->ops) {
         op *o = d->ops;
         IFM_INFO("client=dcss:%s op=%s handle=%s forgotten: its DCSS session ended", o->client, o->name, o->handle);
+        dhs_metrics_op_ended(d, o->def->hw_name, "forgotten", dhs_metrics_clock() - o->t0);
         retire(o);
         n++;
     }

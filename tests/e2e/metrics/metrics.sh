@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Prometheus metrics end to end on the embedded farm (4 simulated boards):
-# icefarm-ctl and icefarm-wrk with --metrics-listen, icefarm-http's /metrics.
+# icefarm-ctl and icefarm-wrk with --metrics-listen, icefarm-http's /metrics, and
+# icefarm-dhs with --metrics-listen against the fake DCSS (dhs_metrics.py, ~10 s).
 # Every endpoint passes `promtool check metrics`; a scripted session (reserve,
 # end, evaluate, a lease that expires, a board that breaks and is retried, HTTP
-# calls) moves each counter by exactly what it did; a killed worker is a failed
-# scrape, not stale numbers. Waits are polling loops with generous deadlines.
+# calls, DCSS operations) moves each counter by exactly what it did; a killed
+# worker is a failed scrape, not stale numbers. Waits are polling loops with
+# generous deadlines.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 
@@ -157,6 +159,18 @@ for d in ctl:$CTL_M wrk:$WRK_M http:$HTTP_M; do
     check "icefarm-${d%%:*}'s /metrics still passes promtool after the session" \
         bash -c "curl -sf http://${d#*:}/metrics | promtool check metrics"
 done
+
+# ---- icefarm-dhs: a DCSS session against the fake DCSS ----
+wait_until 60 available_is 4 || true
+DHS_M=127.0.0.1:$(farm_free_port)
+while IFS= read -r line; do
+    echo "$line"
+    case $line in
+    "ok - "*) PASS=$((PASS + 1)) ;;
+    "not ok - "*) FAIL=$((FAIL + 1)) ;;
+    esac
+done < <("$PY" "$E2E_DIR/../e2e/metrics/dhs_metrics.py" "$FARM_BIN" "$FARM_BROKER" "$RUN" "$BITS" "$DHS_M" \
+    2>>"$RUN/dhs_metrics.err" || echo "not ok - dhs_metrics.py ended with status $?")
 
 # ---- a process that is down is a failed scrape ----
 e2e_kill9 "$(e2e_pid_of wrk)"
