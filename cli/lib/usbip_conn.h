@@ -16,7 +16,7 @@
  *     without waiting for the RET_UNLINK. What the server answers later is
  *     consumed by a record of its own: RET_UNLINK -ECONNRESET (no RET_SUBMIT will
  *     come), or a RET_SUBMIT (data dropped) followed by RET_UNLINK 0, which the
- *     Linux stub sends only after its next completion (usbip.md 1.7): any order,
+ *     Linux 6.1 stub sends only after its next completion (observed under QEMU): any order,
  *     any delay, nobody waits for it;
  *   - -ESHUTDOWN when the connection ends with the URB in flight.
  * Protocol violations from the server (malformed PDU, a RET_SUBMIT for a seqnum

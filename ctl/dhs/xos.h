@@ -1,6 +1,6 @@
 /* The DCSS "xos" protocol (DCS protocol 1.0 and 2.0): a pure codec, no I/O.
  *
- * What the wire looks like (shared/reference/dcss-xos.md section 3):
+ * What the wire looks like (as the SSRL DCSS server, dcss/src, speaks it):
  *  - protocol 1: every message is a 200-byte block, the text then a NUL then padding
  *    (NULs, spaces or garbage; some senders pad with spaces and no NUL at all);
  *  - protocol 2: a 26-byte ASCII header holding two decimal numbers, the text length T
@@ -137,7 +137,7 @@ int xos_tokenize(char *text, xos_words *words, xos_err *err);
  * must never be echoed). */
 bool xos_word_safe(const char *w);
 
-/* ---- the message catalogue (dcss-xos.md section 5) ---- */
+/* ---- the message catalogue ---- */
 
 typedef enum {
     XOS_UNKNOWN = 0,

@@ -1,4 +1,4 @@
-/* The xos message catalogue (dcss-xos.md section 5): names, argument counts and
+/* The xos message catalogue: names, argument counts and
  * which arguments are names or handles. See xos.h. */
 #include <stdio.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  *
  * Control is single-threaded and one process owns the env (see ctl_store_claim).
  * The store never reads a clock: callers pass wall-clock milliseconds, which
- * keeps it deterministic under test. On-disk format: ctl/STORE.md.
+ * keeps it deterministic under test. On-disk format: ctl/store/STORE.md.
  *
  * Ownership rules:
  *  - A ctl_lease passed INTO the store (grant) is only read during the call.
@@ -99,8 +99,8 @@ int ctl_store_claim(ctl_store *store, char *err, size_t errlen);
 
 /* Grants all `n` leases in one transaction, or none. ECONFLICT (nothing
  * written) if any serial already has a lease or appears twice in `leases`.
- * Fields used: serial, client, kind, worker, args, granted_ms, until_ms; the
- * warned flag starts false. Assigned lease ids go to ids_out[i] if not NULL. */
+ * Fields used: serial, client, kind, worker, tag, args, granted_ms, until_ms;
+ * the warned flag starts false. Assigned lease ids go to ids_out[i] if not NULL. */
 int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_t *ids_out, char *err, size_t errlen);
 
 /* Looks up one serial. Returns 1 and fills *out (clear it afterwards), 0 if
@@ -135,8 +135,8 @@ int ctl_store_end_worker(ctl_store *store, const char *worker, ctl_lease_list *o
 
 /* Records that "ending soon" was sent, only if the serial still carries the
  * same lease_id AND deadline: a warning timer that fired for an older lease or
- * an already-extended deadline must not mark the new one. Returns 1 if marked,
- * 0 if it no longer matches, or a negative ctl_store_rc. */
+ * an already-extended deadline must not mark the new one. Returns 1 if marked
+ * (or already marked: nothing is written then), 0 if it no longer matches, or a negative ctl_store_rc. */
 int ctl_store_mark_warned(ctl_store *store, const char *serial, uint64_t lease_id, uint64_t until_ms, char *err,
                           size_t errlen);
 

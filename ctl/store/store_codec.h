@@ -1,8 +1,9 @@
 /* Lease record codec: a ctl_lease <-> the msgpack value stored under its serial.
  *
- * Value (schema in ctl/STORE.md): a msgpack map whose FIRST key is "v" (the
+ * Value (schema in ctl/store/STORE.md): a msgpack map whose FIRST key is "v" (the
  * record version, so a newer record is reported as such instead of as an
- * unknown key), then s c k w a id g u wn. Decoding is strict: missing,
+ * unknown key), then s c k w a id g u wn, and t (the tag) only when the
+ * lease has one. Decoding is strict: missing,
  * repeated or unknown keys, wrong types, oversize or non-UTF-8 strings, a
  * serial that differs from the key, and trailing bytes are all errors.
  */

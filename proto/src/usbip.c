@@ -1,5 +1,5 @@
 /* The USB/IP wire codec (icefarm/usbip.h). Offsets follow the kernel's
- * usbip_protocol.rst; shared/reference/usbip.md section 1 has the tables. */
+ * Documentation/usb/usbip_protocol.rst and include/uapi/linux/usbip.h. */
 #include "icefarm/usbip.h"
 
 #include <errno.h>

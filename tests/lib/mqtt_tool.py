@@ -14,7 +14,7 @@
       Waits until OUT holds a message whose payload has event == EVENT (and
       serial == SERIAL if given); exit 0, or 1 after SECONDS.
   mqtt_tool.py pulses FILE...
-      Prints "FILE PULSES" per file: zlib.crc32(content) % 100000 (wrk/sim.h).
+      Prints "FILE PULSES" per file: zlib.crc32(content) % 100000 (wrk/sim/sim.h).
 """
 import json
 import sys

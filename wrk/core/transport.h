@@ -29,7 +29,7 @@
 
 #define WRK_SERIAL_MAX IFM_SERIAL_MAX /* a USB serial string becomes a topic level */
 
-/* USB identities the farm recognises (DESIGN.md "Boards without hardware"). */
+/* USB identities the farm recognises (wrk/README.md). */
 #define WRK_VID_RPI 0x2e8a
 #define WRK_PID_BOOTSEL 0x000f    /* RP2350 bootrom: UF2 mass storage + PICOBOOT */
 #define WRK_PID_PICO_STDIO 0x0009 /* pico-sdk stdio USB: the default firmware */

@@ -1,4 +1,4 @@
-/* Host side of the pico2-ice firmware serial protocol (reference section 5),
+/* Host side of the pico2-ice firmware serial protocol (wrk/README.md),
  * shared by the libusb and sim backends.
  *
  * The firmware prints CRLF-terminated text lines on CDC interface 0. USB delivers

@@ -3,7 +3,7 @@
  * Each board behaves like a real one at the transport boundary: it enumerates
  * with the VID:PID of the firmware it runs, reboots into BOOTSEL on the 1200-baud
  * touch, validates and "flashes" UF2 images (sim_firmware.h decides what boots),
- * and speaks the firmware's serial protocol byte for byte (reference section 5).
+ * and speaks the firmware's serial protocol byte for byte (wrk/README.md).
  * Only timers are used: no threads, no fds. See wrk/README.md for the full model.
  *
  * Measurements are deterministic functions of the bitstream so tests can prove

@@ -1,5 +1,5 @@
 /* The USB descriptors of a simulated board, one set per identity, as the real
- * firmware declares them (shared/reference/icefarm-original.md section 5):
+ * firmware declares them (pico-sdk stdio USB, the pico-ice firmware, the bootrom):
  *
  *   default firmware  2e8a:0009 "Pico" (pico-sdk stdio USB): IAD + CDC (comm
  *                     interface 0 with interrupt IN 0x81, data interface 1 with

@@ -204,7 +204,8 @@ ICEFARM_API unsigned icefarm_reply_code(const icefarm_reply *r);
 /* The same as a negative errno (icefarm's one mapping of HTTP-style codes):
  * 0, -EINVAL (400 and other 4xx), -EACCES (401), -EPERM (403), -ENOENT (404),
  * -EBUSY (409), -ETIMEDOUT (408, 504), -EMSGSIZE (413), -EAGAIN (429),
- * -ENOTCONN (503: control unavailable), -ENOSPC (507), -EIO (other 5xx). */
+ * -ENOTSUP (501), -ENOTCONN (503: control unavailable), -ENOSPC (507), -EIO
+ * (other 5xx). */
 ICEFARM_API int icefarm_reply_errno(const icefarm_reply *r);
 /* Control's reason for a refusal; "" when ok. */
 ICEFARM_API const char *icefarm_reply_error(const icefarm_reply *r);

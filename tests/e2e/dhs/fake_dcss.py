@@ -1,8 +1,8 @@
 """A fake DCSS (the Blu-Ice hub) for testing a DHS, Python standard library only.
 
-Written from shared/reference/dcss-xos.md section 7.2 (what the real DCSS does:
-dcss_hardware_client.c, dcss_client.c, dcss_broadcast.h as the reference describes
-them), not from our DHS's code. Defaults behave like the real DCSS; knobs cover the
+Written from what the real DCSS does (the SSRL server's dcss_hardware_client.c,
+dcss_client.c and dcss_broadcast.h in the public Blu-Ice/DCS sources), not from our
+DHS's code. Defaults behave like the real DCSS; knobs cover the
 other peers.
 
     d = FakeDCSS(dhs={"boardfarm": DhsEntry(protocol=2)},

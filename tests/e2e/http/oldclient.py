@@ -2,7 +2,7 @@
 """An old iCEFARM client against icefarm-http's socket.io face.
 
 The classes below are written the way iCEFARM's Python client library is
-(shared/reference/icefarm-original.md section 6): an EventServer with one
+(evolvablehardware/iCEFARM, icefarm/client/lib): an EventServer with one
 python-socketio Client for "control" and one per "worker" URL (auth client_id,
 wait_timeout=10, the `event` handler parsing the JSON envelope), a BaseAPI that
 GETs control's endpoints with a JSON body through requests, a BaseClient that

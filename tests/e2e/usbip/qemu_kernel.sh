@@ -8,8 +8,7 @@
 # bytes), sends the 1200-baud touch through the tty, attaches again with the
 # same busid and sees the BOOTSEL device (2e8a:000f), detaches; its dmesg must
 # show no vhci or usb errors. The kernel package is downloaded once and cached
-# in $ICEFARM_CACHE (default /var/cache/icefarm, else ~/.cache/icefarm); the
-# recipe is shared/reference/usbip.md section 6. Skips (77) only when QEMU,
+# in $ICEFARM_CACHE (default /var/cache/icefarm, else ~/.cache/icefarm). Skips (77) only when QEMU,
 # busybox-static, cpio or the usbip tools are missing, or no kernel can be had.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"

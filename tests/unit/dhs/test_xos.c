@@ -1,5 +1,5 @@
 /* The xos codec (ctl/dhs/xos.h): golden vectors of both framings in every header
- * shape the reference lists (shared/reference/dcss-xos.md 3.1, 3.2, 7.2 item 9),
+ * shape real peers send (DCSS, pydhsfw, MX; see xos.h),
  * segmentation, every malformed case, the word splitter, every message of the
  * catalogue, and the outbound formatter's refusals. */
 #include <setjmp.h>
@@ -279,7 +279,7 @@ static void test_v1_blocks(void **state)
     expect_one(XOS_PROTO_1, b, 200, XOS_MESSAGE, t);
     block(b, "stoc_send_client_type", '\0', false);
     expect_one(XOS_PROTO_1, b, 200, XOS_MESSAGE, "stoc_send_client_type");
-    /* the reference's sample registration line with its newline */
+    /* a registration line as the real DCSS sends it, with its newline */
     block(b, "stoh_register_operation farm_list farm_list\n", '\0', false);
     expect_one(XOS_PROTO_1, b, 200, XOS_MESSAGE, "stoh_register_operation farm_list farm_list");
     /* 200 characters cut by the sender: no NUL, no space padding */

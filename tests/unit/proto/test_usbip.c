@@ -5,8 +5,8 @@
  *     CmdIntrIN, CmdIntrOUT, RetIntrOut, RetIntrIn);
  *   - an OP_REP_DEVLIST captured from usbipd-win (serial-usbipclient's
  *     tests/usbip_packets.json): two CDC devices, busids 9-2 and 9-1;
- *   - replies of the real Linux usbipd (shared/reference/usbip.md 4.3) and PDUs
- *     of the vhci trace recorded there (1.7, 1.11): SET_LINE_CODING 9600 8N1,
+ *   - replies of the real Linux usbipd and PDUs of a vhci_hcd trace, both
+ *     recorded against our server: SET_LINE_CODING 9600 8N1,
  *     the interrupt IN with start_frame -1, RET_UNLINK -ECONNRESET.
  */
 #include <errno.h>
@@ -341,7 +341,7 @@ static void test_recorded_vhci(void **state)
     uint8_t buf[128];
     ifm_usbip_urb u;
     const ifm_usbip_shape plain = { false, false };
-    /* cdc_acm's SET_LINE_CODING 9600 8N1 on ep 0 (usbip.md 1.11 step 7) */
+    /* cdc_acm's SET_LINE_CODING 9600 8N1 on ep 0 (from the vhci trace) */
     size_t n = unhex("00000001 00000010 00010002 00000000 00000000 00000000 00000007 00000000 "
                      "00000000 00000000 2120000000000700 80250000000008",
                      buf, sizeof buf);

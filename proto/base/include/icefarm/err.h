@@ -66,12 +66,16 @@ typedef struct {
  * message", "timed out". Unknown codes give "unknown error". */
 const char *ifm_strerror(int code);
 
-/* The HTTP status an edge answers for `code`: 0 -> 200, IFM_EINVAL -> 400,
- * IFM_EACCES -> 401, IFM_EPERM -> 403, IFM_ENOENT -> 404, IFM_EBUSY/IFM_EEXIST
- * -> 409, IFM_EMSGSIZE -> 413, IFM_ETIMEDOUT -> 504, IFM_ENOTCONN -> 503,
- * IFM_ENOSPC -> 507, anything else -> 500. */
+/* The HTTP status an edge answers for `code`: 0 -> 200; IFM_EINVAL,
+ * IFM_EBADMSG, IFM_EPROTO, IFM_ENAMETOOLONG, IFM_EILSEQ -> 400; IFM_EACCES ->
+ * 401; IFM_EPERM -> 403; IFM_ENOENT -> 404; IFM_EBUSY/IFM_EEXIST -> 409;
+ * IFM_EMSGSIZE -> 413; IFM_EAGAIN -> 429; IFM_ENOTSUP -> 501; IFM_ENOTCONN,
+ * IFM_ECONNREFUSED, IFM_ECANCELED -> 503; IFM_ETIMEDOUT -> 504; IFM_ENOSPC ->
+ * 507; anything else -> 500. */
 int ifm_err_to_http(int code);
-/* The reverse, for a client reading a wire reply's status: 2xx -> 0. */
+/* The reverse, for a client reading a wire reply's status: 2xx -> 0, 408 and
+ * 504 -> IFM_ETIMEDOUT, 503 -> IFM_ENOTCONN, the other statuses above back to
+ * their first code, any other 4xx -> IFM_EINVAL, anything else -> IFM_EIO. */
 int ifm_err_from_http(int status);
 
 /* Formats the reason into err (NULL: nothing). In libicefarm-proto. */

@@ -13,7 +13,7 @@
  *
  * It needs nothing but <string.h> and the compiler's headers (no msgpack-c, no
  * libmosquitto, no stdio): it is part of icefarm-base, which a broker plugin
- * may link. Encoding stays with msgpack-c's packer (proto/codec.h).
+ * may link. Encoding stays with msgpack-c's packer (icefarm/codec.h).
  *
  * Errors follow icefarm/err.h: every call returns 0, or IFM_EBADMSG with the
  * reason ("expected str, found array at byte 7") written to the reader's

@@ -38,9 +38,10 @@ bool ifm_utf8_valid(const char *s, size_t n);
 bool ifm_mqtt_utf8_valid(const char *s, size_t n);
 
 /* NULL if `s` is a valid name of at most max-1 bytes, else why not, as a
- * phrase that completes "name ...": "is empty", "is longer than 127 bytes",
- * "contains '/', '+' or '#'", "starts with '$'", "is not valid UTF-8",
- * "contains a control character". The string is static. */
+ * phrase that completes "name ...": "is empty", "is too long", "starts with
+ * '$'", "contains '/', '+' or '#'", "is not valid UTF-8", "contains a control
+ * character or a Unicode non-character". The string is static (the caller
+ * names the limit). */
 const char *ifm_name_problem(const char *s, size_t max);
 bool ifm_name_valid(const char *s, size_t max);
 
