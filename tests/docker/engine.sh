@@ -72,8 +72,9 @@ fi
 phase "base image"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MQTTS=$(free_port) WSS=$(free_port) HTTP=$(free_port)
+MQTTS=$(free_port) WSS=$(free_port) HTTP=$(free_port) USBIP=$(free_port)
 export ICEFARM_MQTTS_PUBLISH=127.0.0.1:$MQTTS ICEFARM_WSS_PUBLISH=127.0.0.1:$WSS ICEFARM_HTTP_PUBLISH=127.0.0.1:$HTTP
+export ICEFARM_USBIP_PUBLISH=127.0.0.1:$USBIP
 export ICEFARM_OPERATOR_DIR=$T/operator ICEFARM_FIRMWARE_DIR=$T/firmware
 unset ICEFARM_USERS # compose.yml's default accounts
 export ICEFARM_SIM=4 # the documented command for a lab with no boards
