@@ -2,6 +2,7 @@
  * reserve, extend, end, end-all, reboot. Control answers with what it did;
  * where that is less than what was asked (extend, end), the command says why
  * for each serial left out and exits 1. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,11 @@ static json_t *reply_json(const cli_reply *r)
     return j;
 }
 
+static void on_signal(icefarm *f, int signo, void *arg)
+{
+    icefarm_stop(f); /* icefarm_call cancels the request, at control too (PROTOCOL.md 5.1) */
+}
+
 /* Runs `req`, prints the reply as JSON with --json, else calls `human`. */
 static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t args_len,
                   void (*human)(const cli_reply *r, const cli_opts *o, icefarm *f))
@@ -26,6 +32,11 @@ static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t 
     if (!f) {
         ifm_ctl_req_free(req);
         return rc;
+    }
+    if (req->wait_ms) {
+        /* Ctrl-C of a waiting reserve: the wait ends at control, never granted to nobody. */
+        int sigs[] = { SIGINT, SIGTERM };
+        icefarm_on_signals(f, sigs, 2, on_signal, NULL);
     }
     cli_reply r = { 0 };
     rc = cli_call(f, o, req, args, args_len, &r);

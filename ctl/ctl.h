@@ -38,17 +38,40 @@ typedef struct {
     uint64_t lease_default_s;   /* a reservation's length unless the client asks */
     uint64_t lease_max_s;       /* the longest a client may ask for */
     uint64_t warn_before_s;     /* "reservation ending soon" lead time */
+    uint64_t worker_grace_s;    /* a worker whose connection died keeps its leases this long */
     int keepalive;
 } ctl_config;
 
+/* A worker is `online` (its birth is the latest word), `reconnecting` (its
+ * connection died, or control's own did, and it has worker_grace_s to come
+ * back as the same process instance: leases kept, boards not granted), or
+ * neither (offline: its leases ended). `hung`: online but a heartbeat is
+ * overdue, so its boards are not granted; leases stay. */
 typedef struct {
     char id[IFM_NAME_MAX];
     bool online;
     uint64_t epoch;
+    uint64_t instance; /* 0: the worker does not say (older workers) */
     char kinds[IFM_MAX_KINDS][IFM_KIND_MAX];
     size_t nkinds;
     uint64_t online_since_ms;
+    bool reconnecting;
+    bool told_holders;       /* holders heard "worker reconnecting" */
+    uint64_t grace_until_ms; /* wall clock */
+    uint64_t heartbeat_ms;   /* 0: no heartbeats expected */
+    uint64_t last_beat_ms;   /* monotonic */
+    bool hung;
 } ctl_worker;
+
+/* What ended a lease, for the holder's `leases` request after a reconnect. */
+typedef struct {
+    char client[IFM_NAME_MAX];
+    char serial[IFM_SERIAL_MAX];
+    char reason[96];
+    uint64_t lease, at_ms;
+    bool failed;
+} ctl_ended;
+#define CTL_ENDED_LOG 512
 
 /* A board as its worker last reported it, plus the lease mirror. */
 typedef struct ctl ctl;
@@ -116,7 +139,10 @@ struct ctl {
     ctl_waiter *waiters; /* FIFO */
     uint8_t last_avail[512];
     size_t last_avail_len;
-    uint64_t avail_timer; /* availability is recomputed at most every AVAIL_DEBOUNCE_MS */
+    uint64_t avail_timer;           /* availability is recomputed at most every AVAIL_DEBOUNCE_MS */
+    uint64_t watch_timer;           /* worker graces and heartbeats (registry.c) */
+    ctl_ended ended[CTL_ENDED_LOG]; /* a ring of the latest lease ends */
+    size_t nended;                  /* ends recorded so far (the ring holds the last CTL_ENDED_LOG) */
     bool shutting_down;
     ctl_metrics metrics;
     ctl_stats stats;
@@ -130,8 +156,19 @@ ctl_board *ctl_board_get(ctl *c, const char *serial); /* find or create */
 ctl_worker *ctl_board_worker(ctl *c, ctl_board *b);
 bool ctl_worker_offers(const ctl_worker *w, const char *kind);
 bool ctl_board_allocatable(ctl *c, ctl_board *b, const char *kind);
+/* Ends the lease on `b` (if any) with a failure: the holder hears why. */
+void ctl_board_end(ctl *c, ctl_board *b, const char *why);
 void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 void ctl_on_board_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+void ctl_on_heartbeat(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
+/* Control (re)connected: workers it believed online must be heard from again
+ * (a broker restart loses their retained births) within the grace. */
+void ctl_workers_unconfirmed(ctl *c);
+/* The watch over graces and heartbeats; started once, stopped at exit. */
+void ctl_watch_start(ctl *c);
+void ctl_watch_stop(ctl *c);
+/* "online", "hung", "reconnecting" or "offline". */
+const char *ctl_worker_state_name(const ctl_worker *w);
 
 /* leases.c */
 int ctl_leases_load(ctl *c);
@@ -143,6 +180,8 @@ void ctl_lease_adopt(ctl *c, const ctl_lease *l, uint64_t set_ms);
 /* After the store ended `l`: clear the mirror, tell the holder (with `failure`
  * first when failed), release the board on its worker, republish. */
 void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why);
+/* The ends recorded for `client`, newest last; `fn` per end. */
+void ctl_ended_each(ctl *c, const char *client, void (*fn)(const ctl_ended *e, void *arg), void *arg);
 /* Pure planning, unit-tested with a fake clock: when the warn and expire timers
  * should fire, as delays from `now_ms` (UINT64_MAX: not at all). `set_ms` is when
  * the deadline was set (0: unknown): a deadline set less than twice the lead ahead
@@ -159,6 +198,16 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
                    size_t args_len, uint64_t duration_s);
 void ctl_waiters_serve(ctl *c);
 void ctl_waiters_free(ctl *c);
+/* `cancel`: the waiting reserve of `client` whose request carried this
+ * correlation data ends (409 to it). Returns how many ended (0 or 1). */
+size_t ctl_waiter_cancel(ctl *c, const char *client, const uint8_t *corr, size_t len);
+/* A connection ended (its presence was cleared): its waiting reserves end. */
+size_t ctl_waiters_gone(ctl *c, const char *client, const char *conn);
+/* Control lost the broker: nobody may be listening for these replies any more;
+ * each waiter hears 503 `why` in case it is, and asks again. */
+void ctl_waiters_drop_all(ctl *c, const char *why);
+/* presence.c: icefarm/client/<name>/presence/<conn>. */
+void ctl_on_presence(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg);
 /* Visits the waiting reserves, oldest first. */
 void ctl_waiters_each(ctl *c, void (*fn)(const char *kind, uint32_t amount, void *arg), void *arg);
 

@@ -40,7 +40,7 @@ static int view_build(ctl *c, const char *kind, farm_view *v)
         v->boards[i] = (ctl_alloc_board){ .serial = b->known ? b->serial : NULL,
                                           .worker = b->worker,
                                           .ready = b->known && b->state == IFM_BOARD_READY,
-                                          .worker_alive = w && w->online,
+                                          .worker_alive = w && w->online && !w->hung,
                                           .kind_offered = w && ctl_worker_offers(w, kind),
                                           .leased = b->leased };
         for (size_t k = 0; b->leased && k < c->nworkers; k++)
@@ -163,7 +163,9 @@ static uint32_t refusal(ctl *c, const char *serial, ctl_alloc_reason why_not, co
                  !b || b->leased                 ? "reserved"
                      : why_not == CTL_ALLOC_KIND ? "kind not offered"
                                                  : ifm_board_state_name(b->state),
-                 w && w->online ? "" : ", worker offline");
+                 !w || !w->online ? ", worker offline"
+                     : w->hung    ? ", worker hung"
+                                  : "");
         return 409;
     }
     }

@@ -112,6 +112,13 @@ void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why)
         b->client[0] = '\0';
         ctl_publish_lease(c, b);
     }
+    ctl_ended *rec = &c->ended[c->nended++ % CTL_ENDED_LOG];
+    snprintf(rec->client, sizeof rec->client, "%s", l->client);
+    snprintf(rec->serial, sizeof rec->serial, "%s", l->serial);
+    snprintf(rec->reason, sizeof rec->reason, "%s", why);
+    rec->lease = l->lease_id;
+    rec->at_ms = ifm_wall_ms();
+    rec->failed = failed;
     if (failed)
         ctl_send_client_event(c, l->client, "failure", l->serial, 0);
     ctl_send_client_event(c, l->client, "reservation end", l->serial, 0);
@@ -120,6 +127,16 @@ void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why)
     ctl_send_worker_cmd(c, l->worker, IFM_WOP_RELEASE, l->serial, NULL, NULL, 0, NULL, 0);
     IFM_INFO("serial=%s client=%s reservation end (%s)", l->serial, l->client, why);
     ctl_metrics_ended(c, failed, why);
+}
+
+void ctl_ended_each(ctl *c, const char *client, void (*fn)(const ctl_ended *e, void *arg), void *arg)
+{
+    size_t first = c->nended > CTL_ENDED_LOG ? c->nended - CTL_ENDED_LOG : 0;
+    for (size_t i = first; i < c->nended; i++) {
+        const ctl_ended *e = &c->ended[i % CTL_ENDED_LOG];
+        if (strcmp(e->client, client) == 0)
+            fn(e, arg);
+    }
 }
 
 static int adopt_visit(const ctl_lease *l, void *arg)

@@ -38,6 +38,13 @@ static const ifm_opt ctl_opts[] = {
       .help = "'reservation ending soon' lead",
       .min = 0,
       .max = 365L * 86400 },
+    { .name = "worker-grace",
+      .type = IFM_OPT_INT,
+      .arg = "SECONDS",
+      .def = "30",
+      .help = "a worker whose connection died keeps its leases this long (0: they end at once)",
+      .min = 0,
+      .max = 86400 },
     { 0 },
 };
 
@@ -61,8 +68,13 @@ static void on_connect(ifm_mqtt *m, bool connected, void *arg)
     ctl *c = arg;
     if (!connected)
         return;
-    if (c->metrics.connects++)
+    if (c->metrics.connects++) {
         ifm_series_add(c->metrics.reconnects, 1);
+        /* The broker may have restarted: nothing it held (retained births,
+         * pending replies, the requesters' connections) can be trusted. */
+        ctl_workers_unconfirmed(c);
+        ctl_waiters_drop_all(c, "dropped: control lost its broker connection; ask again");
+    }
     ctl_publish_state(c, true);
     /* Leases are loaded (and their timers armed) once connected, so an expiry
      * that passed while control was down is announced, not silently applied. */
@@ -91,6 +103,7 @@ static void configure(ctl *c, const ifm_opts *o)
     c->cfg.lease_default_s = (uint64_t)lease;
     c->cfg.lease_max_s = (uint64_t)(lease_max < lease ? lease : lease_max);
     c->cfg.warn_before_s = (uint64_t)ifm_opts_long(o, "warn-before");
+    c->cfg.worker_grace_s = (uint64_t)ifm_opts_long(o, "worker-grace");
 }
 
 int main(int argc, char **argv)
@@ -143,19 +156,24 @@ int main(int argc, char **argv)
     }
     if (ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_STATE_ALL, 1, ctl_on_worker_state, &c) ||
         ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_BOARD_STATE_ALL, 1, ctl_on_board_state, &c) ||
+        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_HEARTBEAT_ALL, 0, ctl_on_heartbeat, &c) ||
+        ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_PRESENCE_ALL, 1, ctl_on_presence, &c) ||
         ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_CTL_REQ_ALL, 1, ctl_on_request, &c) ||
         ifm_mqtt_subscribe(c.mqtt, IFM_TOPIC_WORKER_STATS_ALL, 1, ctl_on_worker_stats, &c)) {
-        IFM_ERROR("cannot subscribe to the worker, board, request and stats topics (out of memory)");
+        IFM_ERROR("cannot subscribe to the worker, board, presence, request and stats topics (out of memory)");
         goto out;
     }
+    ctl_watch_start(&c);
     int sigs[] = { SIGINT, SIGTERM };
     if (ifm_loop_signals(c.loop, sigs, 2, on_signal, &c) || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
         IFM_ERROR("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    IFM_INFO("icefarm-ctl starting: broker %s:%d, data %s, lease %llus (max %llus), warn %llus before",
+    IFM_INFO("icefarm-ctl starting: broker %s:%d, data %s, lease %llus (max %llus), warn %llus before, worker grace "
+             "%llus",
              c.cfg.broker_host, c.cfg.broker_port, c.cfg.data_dir, (unsigned long long)c.cfg.lease_default_s,
-             (unsigned long long)c.cfg.lease_max_s, (unsigned long long)c.cfg.warn_before_s);
+             (unsigned long long)c.cfg.lease_max_s, (unsigned long long)c.cfg.warn_before_s,
+             (unsigned long long)c.cfg.worker_grace_s);
     ifm_mqtt_start(c.mqtt);
     ifm_loop_run(c.loop);
     if (ifm_mqtt_connected(c.mqtt))
@@ -164,8 +182,10 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     ctl_waiters_free(&c);
-    if (c.loop)
+    if (c.loop) {
         ifm_timer_cancel(c.loop, c.avail_timer);
+        ctl_watch_stop(&c);
+    }
     ifm_mqtt_free(c.mqtt);
     ctl_metrics_free(&c);
     ctl_stats_free(&c);

@@ -321,9 +321,11 @@ static void do_status(ctl *c, const ifm_mqtt_msg *msg)
     ifm_enc_array(&e, (uint32_t)c->nworkers);
     for (size_t i = 0; i < c->nworkers; i++) {
         const ctl_worker *w = &c->workers[i];
-        ifm_enc_map(&e, 4);
+        ifm_enc_map(&e, 6);
         ifm_enc_kstr(&e, "id", w->id);
         ifm_enc_kbool(&e, "online", w->online);
+        ifm_enc_kstr(&e, "state", ctl_worker_state_name(w));
+        ifm_enc_kuint(&e, "instance", w->instance);
         ifm_enc_kuint(&e, "epoch", w->epoch);
         ifm_enc_key(&e, "kinds");
         ifm_enc_array(&e, (uint32_t)w->nkinds);
@@ -356,6 +358,70 @@ static void do_status(ctl *c, const ifm_mqtt_msg *msg)
         ifm_enc_kuint(&e, "until", b->until_ms);
         ifm_enc_kstr(&e, "tag", b->lease_tag);
     }
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+}
+
+static void count_ended(const ctl_ended *e, void *arg)
+{
+    (*(size_t *)arg)++;
+}
+
+static void encode_ended(const ctl_ended *x, void *arg)
+{
+    ifm_enc *e = arg;
+    ifm_enc_map(e, 5);
+    ifm_enc_kstr(e, "serial", x->serial);
+    ifm_enc_kuint(e, "lease", x->lease);
+    ifm_enc_kstr(e, "reason", x->reason);
+    ifm_enc_kbool(e, "failed", x->failed);
+    ifm_enc_kuint(e, "at", x->at_ms);
+}
+
+/* "My leases": what a holder asks after a reconnect (PROTOCOL.md 6.10). */
+static void do_leases(ctl *c, const ifm_mqtt_msg *msg, const char *client)
+{
+    size_t n = 0, nended = 0;
+    for (size_t i = 0; i < c->nboards; i++)
+        n += c->boards[i]->leased && strcmp(c->boards[i]->client, client) == 0;
+    ctl_ended_each(c, client, count_ended, &nended);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 2);
+    ifm_enc_key(&e, "leases");
+    ifm_enc_array(&e, (uint32_t)n);
+    for (size_t i = 0; i < c->nboards; i++) {
+        ctl_board *b = c->boards[i];
+        if (!b->leased || strcmp(b->client, client) != 0)
+            continue;
+        const ctl_worker *w = ctl_board_worker(c, b);
+        ifm_enc_map(&e, 7);
+        ifm_enc_kstr(&e, "serial", b->serial);
+        ifm_enc_kstr(&e, "worker", b->worker);
+        ifm_enc_kstr(&e, "kind", b->lease_kind);
+        ifm_enc_kuint(&e, "lease", b->lease_id);
+        ifm_enc_kuint(&e, "until", b->until_ms);
+        ifm_enc_kstr(&e, "state", b->known ? ifm_board_state_name(b->state) : "unknown");
+        ifm_enc_kstr(&e, "worker_state", w ? ctl_worker_state_name(w) : "offline");
+    }
+    ifm_enc_key(&e, "ended");
+    ifm_enc_array(&e, (uint32_t)nended);
+    ctl_ended_each(c, client, encode_ended, &e);
+    reply(c, msg, &e);
+    ifm_enc_free(&e);
+}
+
+static void do_cancel(ctl *c, const ifm_mqtt_msg *msg, const char *client, const ifm_ctl_req *req)
+{
+    size_t n = ctl_waiter_cancel(c, client, req->corr, req->corr_len);
+    if (!n) {
+        reply_error(c, msg, 404, "no waiting reserve of yours carries this correlation data");
+        return;
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, 200, NULL, 1);
+    ifm_enc_kuint(&e, "cancelled", n);
     reply(c, msg, &e);
     ifm_enc_free(&e);
 }
@@ -422,6 +488,12 @@ static void on_request(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         break;
     case IFM_VERB_STATUS:
         do_status(c, msg);
+        break;
+    case IFM_VERB_LEASES:
+        do_leases(c, msg, client);
+        break;
+    case IFM_VERB_CANCEL:
+        do_cancel(c, msg, client, &req);
         break;
     default:
         reply_error(c, msg, 400, "unsupported verb");

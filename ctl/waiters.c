@@ -2,6 +2,7 @@
  * grant.c grants them. The queue is served first come first served per
  * kind: a waiter that cannot be satisfied yet holds back later waiters of the
  * same kind, so a large request is not starved by a stream of small ones. */
+#include <mqtt_protocol.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,9 @@ struct ctl_waiter {
     uint64_t duration_s;
     ifm_reply_to *reply_to;
     uint64_t timer;
+    uint8_t corr[IFM_CORR_MAX]; /* the request's correlation data, for `cancel` */
+    size_t corr_len;
+    char conn[IFM_NAME_MAX]; /* the requester's MQTT client id ("" if it did not say) */
 };
 
 void ctl_waiters_each(ctl *c, void (*fn)(const char *kind, uint32_t amount, void *arg), void *arg)
@@ -88,13 +92,23 @@ int ctl_waiter_add(ctl *c, const ifm_mqtt_msg *msg, const char *client, const if
     w->args_len = args_len;
     if (!(w->reply_to = ifm_reply_to_save(msg)))
         goto fail;
+    void *corr = NULL;
+    uint16_t corr_len = 0;
+    if (mosquitto_property_read_binary(msg->props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false) && corr &&
+        corr_len <= IFM_CORR_MAX) {
+        memcpy(w->corr, corr, corr_len);
+        w->corr_len = corr_len;
+    }
+    free(corr);
+    if (ifm_mqtt_msg_user_prop(msg, IFM_PROP_CONN, w->conn, sizeof w->conn))
+        w->conn[0] = '\0';
     w->timer = ifm_timer_add(c->loop, req->wait_ms, on_waiter_timeout, w);
     ctl_waiter **pp = &c->waiters;
     while (*pp)
         pp = &(*pp)->next;
     *pp = w;
-    IFM_INFO("client=%s waiting up to %llu ms for %u board(s) of kind %s", client, (unsigned long long)req->wait_ms,
-             req->amount, req->kind);
+    IFM_INFO("client=%s conn=%s waiting up to %llu ms for %u board(s) of kind %s", client, w->conn[0] ? w->conn : "-",
+             (unsigned long long)req->wait_ms, req->amount, req->kind);
     return 0;
 fail:
     waiter_free(w);
@@ -129,6 +143,55 @@ void ctl_waiters_serve(ctl *c)
         }
         w = next;
     }
+}
+
+/* Ends a waiter without a grant: its requester (if anyone still listens) hears
+ * 409 with `why`. */
+static void waiter_drop(ctl *c, ctl_waiter *w, uint32_t code, const char *why)
+{
+    ifm_timer_cancel(c->loop, w->timer);
+    unlink_waiter(c, w);
+    char text[200];
+    snprintf(text, sizeof text, "reserve of %u board(s) of kind %s %s", w->amount, w->kind, why);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_reply_begin(&e, code, text, 0);
+    waiter_reply(w, &e);
+    ifm_enc_free(&e);
+    IFM_INFO("client=%s conn=%s %s", w->client, w->conn[0] ? w->conn : "-", text);
+    waiter_free(w);
+}
+
+size_t ctl_waiter_cancel(ctl *c, const char *client, const uint8_t *corr, size_t len)
+{
+    for (ctl_waiter *w = c->waiters; w; w = w->next)
+        if (strcmp(w->client, client) == 0 && w->corr_len == len && memcmp(w->corr, corr, len) == 0) {
+            waiter_drop(c, w, 409, "cancelled by its requester");
+            ctl_waiters_serve(c);
+            return 1;
+        }
+    return 0;
+}
+
+size_t ctl_waiters_gone(ctl *c, const char *client, const char *conn)
+{
+    size_t n = 0;
+    for (ctl_waiter *w = c->waiters, *next; w; w = next) {
+        next = w->next;
+        if (w->conn[0] && strcmp(w->conn, conn) == 0 && strcmp(w->client, client) == 0) {
+            waiter_drop(c, w, 409, "cancelled: its requester's connection ended");
+            n++;
+        }
+    }
+    if (n)
+        ctl_waiters_serve(c);
+    return n;
+}
+
+void ctl_waiters_drop_all(ctl *c, const char *why)
+{
+    while (c->waiters)
+        waiter_drop(c, c->waiters, 503, why);
 }
 
 void ctl_waiters_free(ctl *c)

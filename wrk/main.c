@@ -67,6 +67,9 @@ static const ifm_opt wrk_opts[] = {
       .help = "tries per bitstream before it fails",
       .min = 1,
       .max = 100 },
+    MS("heartbeat-ms", "1000", 0, 600000,
+       "heartbeat to control: a hung worker's boards stop being granted after two "
+       "missed beats (0: none)"),
     { 0 },
 };
 
@@ -89,6 +92,7 @@ typedef struct {
     const char *metrics_listen;
     wrk_metrics metrics;
     wrk_stats stats;
+    wrk_bridge bridge;
     bool usbip;
     char usbip_lhost[256], usbip_lport[16];
 } wrk_main;
@@ -98,7 +102,7 @@ static void on_conn(ifm_mqtt *mq, bool connected, void *arg)
 {
     wrk_main *m = arg;
     wrk_metrics_mqtt(&m->metrics, connected);
-    wrk_bridge_on_conn(mq, connected, &m->w);
+    wrk_bridge_on_conn(mq, connected, &m->bridge);
     wrk_stats_mqtt(&m->stats, connected);
 }
 
@@ -106,6 +110,19 @@ static void on_signal(ifm_loop *loop, int signo, void *arg)
 {
     IFM_INFO("signal %d: shutting down", signo);
     ifm_loop_stop(loop);
+}
+
+/* This process's instance id: random, never 0 (PROTOCOL.md section 14.1). */
+static uint64_t new_instance(void)
+{
+    uint64_t v = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&v, 1, sizeof v, f) != sizeof v)
+        v = ifm_wall_ms() ^ ((uint64_t)getpid() << 40);
+    if (f)
+        fclose(f);
+    v &= (1ull << 53) - 1; /* exact in a JSON number too */
+    return v ? v : 1;
 }
 
 static int load_image(wrk_main *m, int kind, const char *path)
@@ -240,13 +257,14 @@ int main(int argc, char **argv)
         goto out;
     w->loop = ifm_loop_new();
     w->epoch = ifm_wall_ms();
+    w->instance = new_instance();
     ifm_mqtt_opts mo = m.mo;
     char client_id[IFM_NAME_MAX + 8];
     snprintf(client_id, sizeof client_id, "wrk-%s", w->id);
     mo.client_id = client_id;
     w->mqtt = ifm_mqtt_new(w->loop, &mo, on_conn, &m);
-    if (!w->mqtt || wrk_bridge_start(w) || wrk_metrics_start(&m.metrics, w, m.metrics_listen) ||
-        wrk_stats_start(&m.stats, w))
+    if (!w->mqtt || wrk_bridge_start(&m.bridge, w, (uint64_t)ifm_opts_long(m.opts, "heartbeat-ms")) ||
+        wrk_metrics_start(&m.metrics, w, m.metrics_listen) || wrk_stats_start(&m.stats, w))
         goto out;
     if (w->sim) {
         w->t = sim_transport_new(w->loop, &m.sim);
@@ -276,9 +294,9 @@ int main(int argc, char **argv)
         IFM_ERROR("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu", w->id, m.host, m.mo.port,
+    IFM_INFO("icefarm-wrk %s starting: broker %s:%d, backend %s%s, epoch %llu, instance %llu", w->id, m.host, m.mo.port,
              w->t->ops->name, w->sim ? " (simulated boards)" : " (USB: 2e8a:000f/0009, 1209:b1c0/b1c1)",
-             (unsigned long long)w->epoch);
+             (unsigned long long)w->epoch, (unsigned long long)w->instance);
     ifm_mqtt_start(w->mqtt);
     if (wrk_start(w)) {
         IFM_ERROR("cannot start the %s backend", w->t->ops->name);
@@ -300,6 +318,7 @@ out:
         w->t->ops->free(w->t);
     wrk_stats_stop(&m.stats);
     wrk_metrics_stop(&m.metrics);
+    wrk_bridge_stop(&m.bridge);
     wrk_boards_free(w);
     ifm_mqtt_free(w->mqtt);
     for (int k = 0; k < FW_COUNT; k++)

@@ -89,7 +89,7 @@ int wrk_stats_start(wrk_stats *s, wrk_ctx *w)
 {
     memset(s, 0, sizeof *s);
     s->w = w;
-    s->instance = ifm_wall_ms();
+    s->instance = w->instance ? w->instance : ifm_wall_ms(); /* the process instance of PROTOCOL.md 14.1 */
     s->inner = w->sink;
     w->sink = (wrk_sink){ &stats_sink, s };
     s->timer = ifm_timer_add(w->loop, WRK_STATS_INTERVAL_MS, on_timer, s);

@@ -157,7 +157,14 @@ struct acl_state {
     smap live;   /* worker -> live_conn */
     smap ended;  /* connections that ended ("%p"): their writes are Wills */
     smap ids;    /* client id -> id_owner, for live connections */
+    smap drains; /* serial -> acl_drain: the lease that ended last, while its events drain */
 };
+
+typedef struct {
+    char client[IFM_NAME_MAX];
+    uint64_t lease, until_ms;
+    bool confirmed; /* the worker said `released` */
+} acl_drain;
 
 typedef struct {
     const void *conn;
@@ -197,8 +204,11 @@ acl_state *acl_new(const acl_opts *opts)
         st->o.max_leases = 100000;
     if (!st->o.max_boards)
         st->o.max_boards = 100000;
+    if (!st->o.drain_ms)
+        st->o.drain_ms = 2000;
     if (smap_init(&st->roles, NULL) || smap_init(&st->leases, free) || smap_init(&st->owners, free) ||
-        smap_init(&st->live, free_live) || smap_init(&st->ended, NULL) || smap_init(&st->ids, free)) {
+        smap_init(&st->live, free_live) || smap_init(&st->ended, NULL) || smap_init(&st->ids, free) ||
+        smap_init(&st->drains, free)) {
         acl_free(st);
         return NULL;
     }
@@ -215,6 +225,7 @@ void acl_free(acl_state *st)
     smap_clear(&st->live);
     smap_clear(&st->ended);
     smap_clear(&st->ids);
+    smap_clear(&st->drains);
     free(st);
 }
 
@@ -344,6 +355,7 @@ typedef struct {
     tkind k;
     char name[IFM_NAME_MAX]; /* serial, worker, client or verb */
     char leaf[32];
+    char sub[IFM_NAME_MAX]; /* icefarm/client/<name>/presence/<sub>: the connection */
 } tinfo;
 
 #define MAX_LEVELS 8
@@ -356,7 +368,7 @@ static bool is(const char *a, const char *b)
 static void classify(const char *topic, tinfo *t)
 {
     t->k = T_OTHER;
-    t->name[0] = t->leaf[0] = '\0';
+    t->name[0] = t->leaf[0] = t->sub[0] = '\0';
     if (strncmp(topic, "$SYS/", 5) == 0 || is(topic, "$SYS")) {
         t->k = T_SYS;
         return;
@@ -406,8 +418,13 @@ static void classify(const char *topic, tinfo *t)
             SET(T_WORKER, l2, lv[3]);
     } else if (is(l1, "client")) {
         /* icefarm/client/<name>/<leaf>[/...]: the whole subtree is the client's. */
-        if (n >= 4 && ifm_name_valid(l2, IFM_NAME_MAX) && *lv[3])
+        if (n == 5 && is(lv[3], "presence") && ifm_name_valid(l2, IFM_NAME_MAX) &&
+            ifm_name_valid(lv[4], IFM_NAME_MAX)) {
+            SET(T_CLIENT, l2, "presence");
+            snprintf(t->sub, sizeof t->sub, "%s", lv[4]);
+        } else if (n >= 4 && ifm_name_valid(l2, IFM_NAME_MAX) && *lv[3]) {
             SET(T_CLIENT, l2, n == 4 ? lv[3] : "");
+        }
     } else if (n == 3 && ifm_serial_valid(l1) && (is(l2, "cmd") || is(l2, "event") || is(l2, "state"))) {
         SET(T_BOARD, l1, l2);
     } else if (n == 5 && ifm_serial_valid(l1) && is(l2, "usbip") && ifm_usbip_session_valid(lv[3]) &&
@@ -488,6 +505,58 @@ static bool holds_lease(acl_state *st, const char *serial, const char *user)
 bool acl_lease_holder(acl_state *st, const char *serial, const char *client)
 {
     return holds_lease(st, serial, client);
+}
+
+/* The drain of the lease that ended last on `serial`, if it still runs. */
+static acl_drain *drain_of(acl_state *st, const char *serial)
+{
+    acl_drain *d = smap_get(&st->drains, serial);
+    if (d && st->o.now_ms() > d->until_ms) {
+        smap_del(&st->drains, serial);
+        return NULL;
+    }
+    return d;
+}
+
+bool acl_draining(acl_state *st, const char *serial, const char *client, uint64_t lease)
+{
+    const acl_drain *d = drain_of(st, serial);
+    return d && d->lease == lease && !d->confirmed && (!client || is(d->client, client));
+}
+
+/* May `user` (NULL: the gateway, for any holder) read this board event? An
+ * event tagged with a lease goes to that lease's holder: the current one, or
+ * the one whose lease just ended, until the worker confirms the release
+ * (`released`, itself delivered) or the drain runs out. Untagged events (older
+ * workers) go to the current holder. */
+static bool event_readable(acl_state *st, const char *serial, const char *user, const void *payload, size_t len)
+{
+    char event[32];
+    uint64_t tag = 0;
+    if (!payload || acl_decode_event_tag(payload, len, event, sizeof event, &tag) || !tag)
+        return holds_lease(st, serial, user);
+    const acl_lease *l = smap_get(&st->leases, serial);
+    if (l && l->lease == tag && holds_lease(st, serial, user))
+        return true;
+    const acl_drain *d = drain_of(st, serial);
+    return d && d->lease == tag && (!user || is(d->client, user)) && (!d->confirmed || is(event, "released"));
+}
+
+bool acl_presence_topic(const char *topic, char *name, size_t namecap, char *conn, size_t conncap)
+{
+    tinfo t;
+    classify(topic, &t);
+    if (t.k != T_CLIENT || !is(t.leaf, "presence"))
+        return false;
+    snprintf(name, namecap, "%s", t.name);
+    snprintf(conn, conncap, "%s", t.sub);
+    return true;
+}
+
+bool acl_has_presence(const acl_state *st, const char *user)
+{
+    acl_role r = acl_role_of(st, user);
+    return r == ROLE_CLIENT || r == ROLE_OPERATOR || r == ROLE_GATEWAY;
 }
 
 const char *acl_board_owner(const acl_state *st, const char *serial)
@@ -771,6 +840,37 @@ int acl_decode_board_state(const void *p, size_t len, acl_board_state *out)
     return 0;
 }
 
+int acl_decode_event_tag(const void *p, size_t len, char *event, size_t cap, uint64_t *lease)
+{
+    ifm_mp r;
+    ifm_mp_init(&r, p, len, NULL, 0);
+    uint32_t n;
+    bool have_event = false, have_lease = false;
+    *lease = 0;
+    if (cap)
+        event[0] = '\0';
+    if (len == 0 || len > IFM_MAX_PAYLOAD || ifm_mp_map(&r, &n))
+        return -1;
+    for (uint32_t i = 0; i < n && !(have_event && have_lease); i++) {
+        const char *k;
+        uint32_t kl;
+        if (ifm_mp_str(&r, &k, &kl))
+            return -1;
+        if (kl == 5 && memcmp(k, "event", 5) == 0 && !have_event) {
+            if (ifm_mp_cstr(&r, event, cap))
+                return -1;
+            have_event = true;
+        } else if (kl == 5 && memcmp(k, "lease", 5) == 0 && !have_lease) {
+            if (ifm_mp_uint(&r, lease))
+                return -1;
+            have_lease = true;
+        } else if (ifm_mp_skip(&r, IFM_MAX_DEPTH - 1)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static const char *const birth_keys[] = { "worker", "state", "boards" };
 
 static int birth_boards(ifm_mp *r, acl_worker_birth *b)
@@ -860,7 +960,8 @@ static bool public_state(const tinfo *t)
     }
 }
 
-static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo *t, bool subscribing)
+static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo *t, bool subscribing,
+                     const void *payload, size_t len)
 {
     if (role == ROLE_CONTROL)
         return true;
@@ -875,12 +976,20 @@ static bool can_read(acl_state *st, acl_role role, const char *user, const tinfo
     case ROLE_OPERATOR:
         if (t->k == T_TUNNEL) /* the holder reads its board's tunnel replies */
             return is(t->leaf, "s2c") && holds_lease(st, t->name, user);
-        return t->k == T_BOARD && is(t->leaf, "event") && holds_lease(st, t->name, user);
+        if (t->k != T_BOARD || !is(t->leaf, "event"))
+            return false;
+        /* Subscribing decides nothing (as for icefarm/+/event, which any
+         * client may subscribe): each event is judged when it is delivered. A
+         * holder re-subscribing after a broker restart, before control has
+         * republished its lease, must not lose its subscription. */
+        return subscribing || event_readable(st, t->name, user, payload, len);
     case ROLE_GATEWAY:
         /* It serves the events of every client it acts for (SSE). */
         if (t->k == T_CLIENT)
             return is(t->leaf, "event");
-        return t->k == T_BOARD && is(t->leaf, "event") && holds_lease(st, t->name, NULL);
+        if (t->k != T_BOARD || !is(t->leaf, "event"))
+            return false;
+        return subscribing || event_readable(st, t->name, NULL, payload, len);
     case ROLE_WORKER:
         if (t->k == T_WORKER)
             return is(t->name, user);
@@ -924,6 +1033,8 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
     case ROLE_WORKER:
         if (t->k == T_WORKER && is(t->leaf, "stats"))
             return is(t->name, user) && retain; /* its own counters (control checks the payload) */
+        if (t->k == T_WORKER && is(t->leaf, "heartbeat"))
+            return is(t->name, user) && !retain;
         if (t->k == T_WORKER)
             return is(t->name, user) && is(t->leaf, "state") && worker_state_ok(user, payload, len);
         if (t->k == T_TUNNEL) /* its boards' tunnel replies */
@@ -943,6 +1054,8 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
         return false;
     case ROLE_CLIENT:
     case ROLE_OPERATOR:
+        if (t->k == T_CLIENT && is(t->leaf, "presence"))
+            return retain && is(t->name, user); /* the plugin checks <conn> is its own */
         if (retain)
             return false; /* a retained command would run again for the next holder */
         if (t->k == T_CTL_REQ)
@@ -953,6 +1066,8 @@ static bool can_write(acl_state *st, acl_role role, const char *user, const tinf
     case ROLE_GATEWAY:
         /* Requests for its callers; board commands only for a leased board, and
          * the message hook then checks that it names that board's holder. */
+        if (t->k == T_CLIENT && is(t->leaf, "presence"))
+            return retain && is(t->name, user);
         if (retain)
             return false;
         return t->k == T_CTL_REQ || (t->k == T_BOARD && is(t->leaf, "cmd") && holds_lease(st, t->name, NULL));
@@ -1013,16 +1128,17 @@ bool acl_check(acl_state *st, const void *conn, const char *user, int access, co
         if (strpbrk(topic, "+#"))
             return filter_may_read(role, user, topic);
         classify(topic, &t);
-        return can_read(st, role, user, &t, true);
+        return can_read(st, role, user, &t, true, NULL, 0);
     }
     classify(topic, &t);
     if (access == ACL_READ)
-        return can_read(st, role, user, &t, false);
+        return can_read(st, role, user, &t, false, payload, len);
     if (access == ACL_WRITE) {
         if (ended(st, conn)) {
             /* a Will */
             bool ok = (role == ROLE_CONTROL && t.k == T_CTL_STATE) ||
-                (role == ROLE_WORKER && t.k == T_WORKER && is(t.name, user) && is(t.leaf, "state"));
+                (role == ROLE_WORKER && t.k == T_WORKER && is(t.name, user) && is(t.leaf, "state")) ||
+                (t.k == T_CLIENT && is(t.leaf, "presence") && len == 0);
             return ok && can_write(st, role, user, &t, payload, len, retain);
         }
         return can_write(st, role, user, &t, payload, len, retain);
@@ -1113,9 +1229,31 @@ bool acl_may_act_for(const acl_state *st, const char *client)
 
 /* ---- learning ---- */
 
+/* The lease on a board ended or changed hands: its events keep reaching its
+ * holder for a while (event_readable). */
+static void start_drain(acl_state *st, const char *serial, const acl_lease *old)
+{
+    if (!smap_get(&st->drains, serial) && st->drains.n >= st->o.max_leases)
+        return;
+    acl_drain *d = calloc(1, sizeof *d);
+    if (!d)
+        return;
+    snprintf(d->client, sizeof d->client, "%s", old->client);
+    d->lease = old->lease;
+    d->until_ms = st->o.now_ms() + st->o.drain_ms;
+    smap_put(&st->drains, serial, d);
+}
+
 static void observe_lease(acl_state *st, const tinfo *t, const void *payload, size_t len)
 {
+    const acl_lease *old = smap_get(&st->leases, t->name);
+    acl_lease prev;
+    bool had = old != NULL;
+    if (had)
+        prev = *old;
     if (len == 0) {
+        if (had)
+            start_drain(st, t->name, &prev);
         if (smap_get(&st->leases, t->name))
             logf_(st, ACL_LOG_INFO, "icefarm_acl: lease on %s ended", t->name);
         smap_del(&st->leases, t->name);
@@ -1134,6 +1272,8 @@ static void observe_lease(acl_state *st, const tinfo *t, const void *payload, si
               t->name);
         return;
     }
+    if (had && prev.lease != l.lease)
+        start_drain(st, t->name, &prev);
     acl_lease *copy = malloc(sizeof *copy);
     if (!copy)
         return;
@@ -1179,5 +1319,12 @@ void acl_observe(acl_state *st, const char *user, const void *conn, const char *
             release(st, t.name, user);
         else if (acl_decode_board_state(payload, len, &b) == 0 && is(b.worker, user))
             is(b.state, "gone") ? release(st, t.name, user) : claim(st, t.name, user);
+    } else if (t.k == T_BOARD && is(t.leaf, "event") && owns(st, t.name, user)) {
+        char event[32];
+        uint64_t tag;
+        acl_drain *d = smap_get(&st->drains, t.name);
+        if (d && acl_decode_event_tag(payload, len, event, sizeof event, &tag) == 0 && is(event, "released") &&
+            tag == d->lease)
+            d->confirmed = true; /* the lease's last event: nothing of it may follow */
     }
 }

@@ -48,7 +48,9 @@
 #define ACL_UNSUBSCRIBE 0x08
 
 #define ACL_PROP_CLIENT "icefarm-client"
-#define ACL_PROP_ROLE "icefarm-role" /* set by the plugin on every request: the acting client's role */
+#define ACL_PROP_ROLE "icefarm-role"
+#define ACL_PROP_CONN                                                                                                  \
+    "icefarm-conn" /* set by the plugin on every request: the connection's client id */ /* set by the plugin on every request: the acting client's role */
 
 typedef enum {
     ROLE_NONE = 0,
@@ -71,6 +73,9 @@ typedef struct {
     /* A lease is honoured until `until` + grace, even if control never clears it
      * (control dead). 0: leases end only when control clears them. */
     uint64_t lease_grace_ms;
+    /* After a lease ends, events tagged with it still reach its holder until the
+     * worker says `released` or this long passes (PROTOCOL.md 15.2). 0: 2000. */
+    uint64_t drain_ms;
     /* Caps on learnt state, so a misbehaving peer cannot grow the broker without bound. */
     size_t max_leases, max_boards;
     acl_log_fn log;           /* NULL: silent */
@@ -150,8 +155,24 @@ bool acl_command_client_ok(acl_state *st, const char *topic, const char *client)
  * an operator? */
 bool acl_may_act_for(const acl_state *st, const char *client);
 
+/* A client's presence topic icefarm/client/<name>/presence/<conn>: true, with
+ * the two levels copied out. The plugin lets a connection write only its own
+ * (<name> = its user, <conn> = its client id), and clears it when the
+ * connection ends. */
+bool acl_presence_topic(const char *topic, char *name, size_t namecap, char *conn, size_t conncap);
+/* Whether a role's connections get a presence cleared by the broker when they end. */
+bool acl_has_presence(const acl_state *st, const char *user);
+
+/* The `event` name and `lease` tag of a board event (0 when untagged); the scan
+ * stops as soon as both are found (encoders write them first). 0, or -1 if the
+ * payload is not a readable map. */
+int acl_decode_event_tag(const void *p, size_t len, char *event, size_t cap, uint64_t *lease);
+
 /* For tests and logs. */
 bool acl_lease_holder(acl_state *st, const char *serial, const char *client);
+/* Whether events of `lease` on `serial` are still delivered to `client` after
+ * the lease ended (the drain of PROTOCOL.md 15.2). */
+bool acl_draining(acl_state *st, const char *serial, const char *client, uint64_t lease);
 const char *acl_board_owner(const acl_state *st, const char *serial);
 
 /* Decoders (strict, bounded), exposed for tests. Return 0 or -1. */

@@ -88,8 +88,16 @@ static int on_acl_check(int event, void *event_data, void *userdata)
     plugin_ctx *ctx = userdata;
     struct mosquitto_evt_acl_check *ed = event_data;
     const char *user = mosquitto_client_username(ed->client);
+    const char *id = mosquitto_client_id(ed->client);
     if (ed->access != MOSQ_ACL_READ)
-        acl_seen(ctx->st, ed->client, mosquitto_client_id(ed->client), user);
+        acl_seen(ctx->st, ed->client, id, user);
+    char pname[IFM_NAME_MAX], pconn[IFM_NAME_MAX];
+    if (ed->access == MOSQ_ACL_WRITE && ed->topic &&
+        acl_presence_topic(ed->topic, pname, sizeof pname, pconn, sizeof pconn) && (!id || strcmp(pconn, id) != 0)) {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "icefarm_acl: denied %s presence on \"%s\": not its connection",
+                             who(ed->client), ed->topic);
+        return MOSQ_ERR_ACL_DENIED;
+    }
     if (acl_check(ctx->st, ed->client, user, ed->access, ed->topic, ed->payload, ed->payloadlen, ed->retain))
         return MOSQ_ERR_SUCCESS;
     /* Reads are refused per delivered message (e.g. a dashboard on '#'): only
@@ -170,8 +178,8 @@ static int copy_prop(mosquitto_property **out, const mosquitto_property *p)
  *   ACL_REQ_HOLDER   a gateway's board command: its one icefarm-client, which must
  *                    be the board's lease holder.
  * Returns 0, -1 (out of memory) or -2 (the gateway named someone it may not). */
-static int set_identity(acl_state *st, mosquitto_property **props, const char *user, acl_req_action act,
-                        const char *topic, bool request)
+static int set_identity(acl_state *st, mosquitto_property **props, const char *user, const char *conn_id,
+                        acl_req_action act, const char *topic, bool request)
 {
     mosquitto_property *out = NULL;
     char kept[IFM_NAME_MAX] = "";
@@ -180,7 +188,7 @@ static int set_identity(acl_state *st, mosquitto_property **props, const char *u
         if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY) {
             char *k = NULL, *v = NULL;
             if (mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &k, &v, false) && k &&
-                (strcmp(k, ACL_PROP_CLIENT) == 0 || strcmp(k, ACL_PROP_ROLE) == 0)) {
+                (strcmp(k, ACL_PROP_CLIENT) == 0 || strcmp(k, ACL_PROP_ROLE) == 0 || strcmp(k, ACL_PROP_CONN) == 0)) {
                 if (strcmp(k, ACL_PROP_CLIENT) == 0) {
                     if (ifm_name_valid(v, IFM_NAME_MAX)) {
                         snprintf(kept, sizeof kept, "%s", v);
@@ -218,7 +226,10 @@ static int set_identity(acl_state *st, mosquitto_property **props, const char *u
     if (mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_CLIENT, name) != MOSQ_ERR_SUCCESS ||
         (request &&
          mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_ROLE,
-                                            acl_role_name(acl_role_of(st, name))) != MOSQ_ERR_SUCCESS)) {
+                                            acl_role_name(acl_role_of(st, name))) != MOSQ_ERR_SUCCESS) ||
+        (request && conn_id && ifm_name_valid(conn_id, IFM_NAME_MAX) &&
+         mosquitto_property_add_string_pair(&out, MQTT_PROP_USER_PROPERTY, ACL_PROP_CONN, conn_id) !=
+             MOSQ_ERR_SUCCESS)) {
         mosquitto_property_free_all(&out);
         return -1;
     }
@@ -249,7 +260,9 @@ static int on_message(int event, void *event_data, void *userdata)
         mosquitto_log_printf(MOSQ_LOG_NOTICE, "icefarm_acl: denied %s command on \"%s\"", who(ed->client), ed->topic);
         return MOSQ_ERR_ACL_DENIED;
     }
-    int idrc = act != ACL_REQ_PASS ? set_identity(ctx->st, &ed->properties, user, act, ed->topic, request) : 0;
+    int idrc = act != ACL_REQ_PASS
+        ? set_identity(ctx->st, &ed->properties, user, mosquitto_client_id(ed->client), act, ed->topic, request)
+        : 0;
     if (idrc == -2) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              request ? "icefarm_acl: denied %s request on \"%s\": it names a user who is not a client "
@@ -273,7 +286,16 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 {
     plugin_ctx *ctx = userdata;
     struct mosquitto_evt_disconnect *ed = event_data;
-    acl_disconnect(ctx->st, ed->client, mosquitto_client_id(ed->client));
+    const char *id = mosquitto_client_id(ed->client), *user = mosquitto_client_username(ed->client);
+    acl_disconnect(ctx->st, ed->client, id);
+    /* The connection's presence ends with it, whether or not it set a Will:
+     * control then cancels its waiting reserves (PROTOCOL.md 5.1). */
+    char topic[2 * IFM_NAME_MAX + 32];
+    if (user && id && acl_has_presence(ctx->st, user) && ifm_name_valid(user, IFM_NAME_MAX) &&
+        ifm_name_valid(id, IFM_NAME_MAX)) {
+        snprintf(topic, sizeof topic, "icefarm/client/%s/presence/%s", user, id);
+        mosquitto_broker_publish_copy(NULL, topic, 0, NULL, 1, true, NULL);
+    }
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -320,6 +342,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
         } else if (strcmp(opts[i].key, "lease_grace_s") == 0 && parse_u64(opts[i].value, &v) == 0 &&
                    v < UINT64_MAX / 1000) {
             ao.lease_grace_ms = v * 1000;
+        } else if (strcmp(opts[i].key, "drain_ms") == 0 && parse_u64(opts[i].value, &v) == 0 && v > 0 && v <= 600000) {
+            ao.drain_ms = v;
         } else if (strcmp(opts[i].key, "max_leases") == 0 && parse_u64(opts[i].value, &v) == 0 && v > 0) {
             ao.max_leases = (size_t)v;
         } else if (strcmp(opts[i].key, "max_boards") == 0 && parse_u64(opts[i].value, &v) == 0 && v > 0) {

@@ -25,6 +25,7 @@ typedef struct {
 typedef struct {
     char serial[IFM_SERIAL_MAX];
     bool ready, dead;
+    bool away; /* its worker is reconnecting (PROTOCOL.md 14.1): no stall counts */
     uint32_t inflight;
     uint64_t last_progress_ms;
     int reboots;
@@ -43,6 +44,11 @@ struct icefarm_batch {
     char batch_id[IFM_ID_MAX];
     bool cancelled;
     uint64_t tick; /* the 100 ms timer: stall checks and top-ups */
+    /* After a reconnect of our own: nothing is sent until `leases` says every
+     * board's worker is online; then what is in flight goes again (resend). */
+    unsigned connects_seen;
+    bool resync, asking;
+    uint64_t resync_next, leases_call;
 };
 
 static board *find_board(icefarm_batch *b, const char *serial)
@@ -88,6 +94,8 @@ size_t icefarm_batch_boards_alive(const icefarm_batch *b);
 
 static void dispatch(icefarm_batch *b)
 {
+    if (b->resync)
+        return;
     size_t next = 0;
     bool others = icefarm_batch_boards_alive(b) > 1; /* else even a board that failed a job retries it */
     for (bool progress = true; progress;) {
@@ -219,6 +227,98 @@ static void on_refused(icefarm *f, const icefarm_event *ev, void *arg)
     on_failure(f, ev, arg);
 }
 
+/* Everything in flight on a board, again with `resend`: the worker answers what
+ * it measured from its cache, skips what it still has queued and evaluates the
+ * rest; a second result for a job is ignored (on_results). */
+static void resend_board(icefarm_batch *b, board *bd)
+{
+    for (size_t i = 0; i < b->njobs; i++) {
+        job *j = &b->jobs[i];
+        if (j->state != JOB_INFLIGHT || strcmp(j->serial, bd->serial) != 0)
+            continue;
+        char id[24];
+        snprintf(id, sizeof id, "%zu", i);
+        icefarm_file file = { id, j->data, j->len };
+        lib_evaluate(b->f, bd->serial, b->batch_id, &file, 1, true);
+    }
+    bd->last_progress_ms = ifm_now_ms();
+}
+
+static void on_worker_away(icefarm *f, const icefarm_event *ev, void *arg)
+{
+    icefarm_batch *b = arg;
+    board *bd = find_board(b, icefarm_event_serial(ev));
+    if (bd)
+        bd->away = true;
+}
+
+static void on_worker_back(icefarm *f, const icefarm_event *ev, void *arg)
+{
+    icefarm_batch *b = arg;
+    board *bd = find_board(b, icefarm_event_serial(ev));
+    if (!bd || bd->dead)
+        return;
+    bd->away = false;
+    if (!b->resync)
+        resend_board(b, bd);
+}
+
+/* The `leases` reply after our reconnect: boards whose lease is gone are
+ * dropped; once every other board's worker is online, the resend. */
+static void on_leases(icefarm *f, int status, const icefarm_reply *r, void *arg)
+{
+    icefarm_batch *b = arg;
+    b->asking = false;
+    if (status != 0 || !r || !r->st.ok || b->cancelled)
+        return;
+    const msgpack_object *leases = ifm_map_get(r->doc.root, "leases");
+    if (!leases || leases->type != MSGPACK_OBJECT_ARRAY)
+        return;
+    bool all_online = true;
+    for (size_t k = 0; k < b->nboards; k++) {
+        board *bd = &b->boards[k];
+        if (bd->dead)
+            continue;
+        bool listed = false;
+        for (uint32_t i = 0; i < leases->via.array.size && !listed; i++) {
+            char serial[IFM_SERIAL_MAX], ws[16] = "";
+            const msgpack_object *l = &leases->via.array.ptr[i];
+            if (ifm_get_str(l, "serial", true, serial, sizeof serial, NULL) || strcmp(serial, bd->serial) != 0)
+                continue;
+            listed = true;
+            ifm_get_str(l, "worker_state", false, ws, sizeof ws, NULL);
+            bd->away = strcmp(ws, "online") != 0 && strcmp(ws, "hung") != 0;
+            all_online = all_online && !bd->away;
+        }
+        if (!listed)
+            drop_board(b, bd, "the lease ended while we were disconnected");
+    }
+    if (!all_online)
+        return; /* asked again on the next tick */
+    b->resync = false;
+    lib_log(f, ICEFARM_LOG_INFO, "reconnected: every board's worker is online; resending what is in flight");
+    for (size_t k = 0; k < b->nboards; k++)
+        if (!b->boards[k].dead)
+            resend_board(b, &b->boards[k]);
+}
+
+static void resync(icefarm_batch *b)
+{
+    if (b->connects_seen != b->f->connects) {
+        if (b->connects_seen)
+            b->resync = true;
+        b->connects_seen = b->f->connects;
+    }
+    uint64_t now = ifm_now_ms();
+    if (!b->resync || b->asking || now < b->resync_next || !icefarm_connected(b->f))
+        return;
+    b->resync_next = now + 500;
+    icefarm_req req = { .verb = "leases" };
+    char why[160];
+    if (icefarm_call_async(b->f, &req, 2000, on_leases, b, &b->leases_call, why, sizeof why) == 0)
+        b->asking = true;
+}
+
 static void check_stalls(icefarm_batch *b)
 {
     uint64_t now = ifm_now_ms();
@@ -230,6 +330,8 @@ static void check_stalls(icefarm_batch *b)
             bd->ready = true;
             bd->last_progress_ms = now;
         }
+        if (bd->away || b->resync)
+            bd->last_progress_ms = now; /* nobody can answer meanwhile */
         if (bd->dead || !bd->inflight || now - bd->last_progress_ms < b->o.result_timeout_ms)
             continue;
         if (bd->reboots == 0 && !b->o.no_reboot) {
@@ -251,6 +353,7 @@ static void on_tick(ifm_loop *loop, void *arg)
     if (b->cancelled)
         return;
     b->f->in_cb++; /* the batch's callbacks run from here */
+    resync(b);
     check_stalls(b);
     dispatch(b);
     b->f->in_cb--;
@@ -294,6 +397,9 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[ICEFARM_SERIAL_MAX]
     icefarm_on(f, "failure", on_failure, b);
     icefarm_on(f, "reservation end", on_failure, b);
     icefarm_on(f, "error", on_refused, b); /* the board refused our command */
+    icefarm_on(f, "worker reconnecting", on_worker_away, b);
+    icefarm_on(f, "worker reconnected", on_worker_back, b);
+    b->connects_seen = f->connects;
     b->tick = ifm_timer_add(f->loop, 100, on_tick, b);
     return b;
 }
@@ -383,6 +489,10 @@ void icefarm_batch_free(icefarm_batch *b)
     icefarm_off(b->f, on_ready, b);
     icefarm_off(b->f, on_failure, b);
     icefarm_off(b->f, on_refused, b);
+    icefarm_off(b->f, on_worker_away, b);
+    icefarm_off(b->f, on_worker_back, b);
+    if (b->asking)
+        icefarm_cancel(b->f, b->leases_call); /* its callback runs now, not after the free */
     ifm_timer_cancel(b->f->loop, b->tick);
     for (size_t i = 0; i < b->njobs; i++)
         free(b->jobs[i].data);

@@ -219,11 +219,33 @@ int icefarm_call_async(icefarm *f, const icefarm_req *req, uint64_t timeout_ms, 
         free(c);
         return ifm_failbuf(reason, reason_len, -ENOTCONN, "not connected to the broker");
     }
+    c->waits = strcmp(c->verb, "reserve") == 0 && req->wait_ms;
+    ifm_mqtt_last_corr(f->mqtt, c->corr, sizeof c->corr);
     c->next = f->calls;
     f->calls = c;
     if (id)
         *id = c->id;
     return 0;
+}
+
+static void on_cancel_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *arg)
+{
+}
+
+/* A reserve waiting at control for boards is cancelled there too, so it is never
+ * granted to nobody (PROTOCOL.md 5.1). Fire and forget: the 409 it gets goes
+ * nowhere, and icefarm_close flushes the request out before disconnecting. */
+static void cancel_at_control(icefarm *f, const call *c)
+{
+    ifm_ctl_req req = { .verb = IFM_VERB_CANCEL, .corr = c->corr, .corr_len = sizeof c->corr };
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_ctl_req_encode(&e, &req, NULL, 0);
+    char topic[IFM_TOPIC_MAX];
+    ifm_topic_ctl_req(topic, sizeof topic, "cancel");
+    if (ifm_mqtt_request(f->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), 2000, on_cancel_reply, NULL) == 0)
+        lib_log(f, ICEFARM_LOG_INFO, "asked control to cancel the waiting reserve");
+    ifm_enc_free(&e);
 }
 
 int icefarm_cancel(icefarm *f, uint64_t id)
@@ -232,6 +254,8 @@ int icefarm_cancel(icefarm *f, uint64_t id)
         if (c->id != id || c->cancelled)
             continue;
         c->cancelled = true;
+        if (c->waits && ifm_mqtt_connected(f->mqtt))
+            cancel_at_control(f, c);
         if (c->cb) {
             f->in_cb++;
             c->cb(f, -ECANCELED, NULL, c->arg);

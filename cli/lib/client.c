@@ -70,6 +70,13 @@ static void dispatch(icefarm *f, const icefarm_event *ev)
         sweep_handlers(f);
 }
 
+static void on_conn(ifm_mqtt *m, bool connected, void *arg)
+{
+    icefarm *f = arg;
+    if (connected)
+        f->connects++;
+}
+
 static void on_event_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 {
     icefarm *f = arg;
@@ -270,8 +277,9 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
     }
     mo.log = mqtt_log;
     mo.log_arg = f;
+    mo.presence = true; /* a waiting reserve dies with this connection (PROTOCOL.md 5.1) */
     f->loop = ifm_loop_new();
-    f->mqtt = f->loop ? ifm_mqtt_new(f->loop, &mo, NULL, NULL) : NULL;
+    f->mqtt = f->loop ? ifm_mqtt_new(f->loop, &mo, on_conn, f) : NULL;
     if (!f->mqtt) {
         rc = ifm_failbuf(reason, reason_len, -ENOMEM, "cannot set up an MQTT client for %s", broker);
         goto fail;
@@ -497,6 +505,11 @@ static int publish_cmd(icefarm *f, const char *serial, ifm_enc *e)
 
 int icefarm_evaluate(icefarm *f, const char *serial, const char *batch_id, const icefarm_file *files, size_t n)
 {
+    return lib_evaluate(f, serial, batch_id, files, n, false);
+}
+
+int lib_evaluate(icefarm *f, const char *serial, const char *batch_id, const icefarm_file *files, size_t n, bool resend)
+{
     if (n == 0 || n > IFM_MAX_FILES || (batch_id && strlen(batch_id) >= IFM_ID_MAX))
         return -EINVAL;
     ifm_file *fs = calloc(n, sizeof *fs);
@@ -513,7 +526,7 @@ int icefarm_evaluate(icefarm *f, const char *serial, const char *batch_id, const
     }
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_board_cmd_encode(&e, batch_id ? batch_id : "", fs, n);
+    ifm_board_cmd_encode_resend(&e, batch_id ? batch_id : "", fs, n, resend);
     free(fs);
     return publish_cmd(f, serial, &e);
 }

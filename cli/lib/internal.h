@@ -49,6 +49,8 @@ typedef struct call {
     void *arg;
     bool cancelled;
     char verb[24];
+    bool waits;       /* a reserve with wait_ms: icefarm_cancel tells control (PROTOCOL.md 5.1) */
+    uint8_t corr[16]; /* its correlation data */
 } call;
 
 struct icefarm {
@@ -79,6 +81,7 @@ struct icefarm {
         LIB_CTL_ONLINE,
         LIB_CTL_OFFLINE
     } ctl_state;
+    unsigned connects; /* connections so far: the batch engine resends after a reconnect */
 };
 
 struct icefarm_reply {
@@ -104,5 +107,8 @@ icefarm_reply *lib_reply_parse(const void *data, size_t len, char *why, size_t w
 int lib_req_convert(const icefarm_req *in, ifm_ctl_req *out, char *reason, size_t reason_len);
 /* Runs one loop iteration as the waiting calls do. */
 int lib_wait_once(icefarm *f, int max_ms);
+/* icefarm_evaluate with `resend` (PROTOCOL.md 8.1, 14.1). */
+int lib_evaluate(icefarm *f, const char *serial, const char *batch_id, const icefarm_file *files, size_t n,
+                 bool resend);
 
 #endif

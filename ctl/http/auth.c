@@ -37,9 +37,11 @@
 
 #define AUTH_POLL_MS 20          /* how often a running check looks at its connection */
 #define AUTH_CHECKS_MAX 32       /* credential checks in flight at once */
-#define AUTH_RL_FAILURES 5       /* failed authentications per address ... */
-#define AUTH_RL_WINDOW_MS 10000u /* ... per this window, then 429 */
-#define AUTH_RL_MAX 4096         /* addresses tracked at once */
+#define AUTH_RL_FAILURES 5       /* failed authentications per (account, address) pair ... */
+#define AUTH_RL_ADDR_FAILURES 50 /* ... and per address, whatever the account ... */
+#define AUTH_RL_WINDOW_MS 10000u /* ... per this window, then 429 for that pair (or address) */
+#define AUTH_RL_MAX 4096         /* pairs and addresses tracked at once */
+#define AUTH_RL_TOKEN "(token)"  /* the "account" of bearer-token guesses */
 #define AUTH_CACHE_MAX 1024      /* cached successful checks */
 #define AUTH_TOKENS_MAX 10000    /* live tokens */
 #define AUTH_TOKENS_PER_USER 32  /* a user's oldest token goes beyond this */
@@ -61,7 +63,8 @@ typedef struct {
 
 typedef struct {
     char ip[HTTP_IP_MAX];
-    uint64_t window_end; /* failures counted until then */
+    char user[IFM_NAME_MAX]; /* the account; "" for the address as a whole */
+    uint64_t window_end;     /* failures counted until then */
     unsigned failures;
     unsigned inflight; /* checks started from this address and still running */
     bool warned;       /* "rate-limited" logged for this window */
@@ -114,15 +117,20 @@ static int random_bytes(void *buf, size_t n)
     return got == n ? 0 : -1;
 }
 
-/* ---- the rate limit: failed authentications per source address ---- */
+/* ---- the rate limit: failed authentications per (account, address) ----
+ *
+ * Bob's wrong guesses must not lock Alice out when both sit behind the same
+ * address (a lab's NAT): each (user, address) pair has its own budget of
+ * AUTH_RL_FAILURES per window. The address as a whole has a larger one, so a
+ * spray over many accounts from one address is still slowed down. */
 
-static rl_ent *rl_find(http_auth *a, const char *ip, bool create)
+static rl_ent *rl_find(http_auth *a, const char *ip, const char *user, bool create)
 {
     uint64_t now = ifm_now_ms();
     rl_ent *free_slot = NULL;
     for (size_t i = 0; i < a->nrl; i++) {
         rl_ent *e = &a->rl[i];
-        if (strcmp(e->ip, ip) == 0) {
+        if (strcmp(e->ip, ip) == 0 && strcmp(e->user, user) == 0) {
             if (now >= e->window_end) { /* a new window */
                 e->failures = 0;
                 e->warned = false;
@@ -141,38 +149,45 @@ static rl_ent *rl_find(http_auth *a, const char *ip, bool create)
     }
     memset(free_slot, 0, sizeof *free_slot);
     snprintf(free_slot->ip, sizeof free_slot->ip, "%s", ip);
+    snprintf(free_slot->user, sizeof free_slot->user, "%s", user);
     return free_slot;
 }
 
-/* Seconds until `ip` may try again (0: it may now). Running checks count as
- * failures-to-be, so parallel guesses cannot overtake the limit. A full table
- * fails closed. */
-static unsigned rl_blocked(http_auth *a, const char *ip)
+/* Seconds until this entry may try again (0: now). Running checks count as
+ * failures-to-be, so parallel guesses cannot overtake the limit. */
+static unsigned rl_wait(rl_ent *e, unsigned limit, const char *ip, const char *user)
 {
-    rl_ent *e = rl_find(a, ip, false);
-    if (!e) {
-        if (a->nrl < AUTH_RL_MAX)
-            return 0;
-        for (size_t i = 0; i < a->nrl; i++)
-            if (a->rl[i].inflight == 0 && ifm_now_ms() >= a->rl[i].window_end)
-                return 0;
-        return 1;
-    }
-    if (e->failures + e->inflight < AUTH_RL_FAILURES)
+    if (!e || e->failures + e->inflight < limit)
         return 0;
-    if (e->failures >= AUTH_RL_FAILURES && !e->warned) {
+    if (e->failures >= limit && !e->warned) {
         e->warned = true;
-        IFM_WARN("auth: %u failed authentications from %s within %u s: refusing its credentials for now", e->failures,
-                 ip, AUTH_RL_WINDOW_MS / 1000);
+        char buf[IFM_NAME_MAX * 4 + 4];
+        IFM_WARN("auth: %u failed authentications from %s%s%s within %u s: refusing %s for now", e->failures, ip,
+                 *user ? " for user=" : "", *user ? http_log_name(user, buf, sizeof buf) : "", AUTH_RL_WINDOW_MS / 1000,
+                 *user ? "that pair" : "that address");
     }
     uint64_t now = ifm_now_ms();
-    uint64_t left = e->failures >= AUTH_RL_FAILURES && e->window_end > now ? e->window_end - now : 1000;
+    uint64_t left = e->failures >= limit && e->window_end > now ? e->window_end - now : 1000;
     return (unsigned)((left + 999) / 1000);
 }
 
-static void rl_fail(http_auth *a, const char *ip)
+/* Seconds until `user` may try again from `ip` (0: now). A full table fails closed. */
+static unsigned rl_blocked(http_auth *a, const char *ip, const char *user)
 {
-    rl_ent *e = rl_find(a, ip, true);
+    rl_ent *pair = rl_find(a, ip, user, false), *addr = rl_find(a, ip, "", false);
+    if ((!pair || !addr) && a->nrl >= AUTH_RL_MAX) {
+        bool room = false;
+        for (size_t i = 0; i < a->nrl && !room; i++)
+            room = a->rl[i].inflight == 0 && ifm_now_ms() >= a->rl[i].window_end;
+        if (!room)
+            return 1;
+    }
+    unsigned w1 = rl_wait(pair, AUTH_RL_FAILURES, ip, user), w2 = rl_wait(addr, AUTH_RL_ADDR_FAILURES, ip, "");
+    return w1 > w2 ? w1 : w2;
+}
+
+static void rl_count(rl_ent *e)
+{
     if (!e)
         return;
     if (e->failures == 0) /* the first failure opens a window */
@@ -180,15 +195,23 @@ static void rl_fail(http_auth *a, const char *ip)
     e->failures++;
 }
 
-static void rl_inflight(http_auth *a, const char *ip, int delta)
+static void rl_fail(http_auth *a, const char *ip, const char *user)
 {
-    rl_ent *e = rl_find(a, ip, delta > 0);
-    if (!e)
-        return;
-    if (delta > 0)
-        e->inflight++;
-    else if (e->inflight)
-        e->inflight--;
+    rl_count(rl_find(a, ip, user, true));
+    rl_count(rl_find(a, ip, "", true));
+}
+
+static void rl_inflight(http_auth *a, const char *ip, const char *user, int delta)
+{
+    rl_ent *e[2] = { rl_find(a, ip, user, delta > 0), rl_find(a, ip, "", delta > 0) };
+    for (int i = 0; i < 2; i++) {
+        if (!e[i])
+            continue;
+        if (delta > 0)
+            e[i]->inflight++;
+        else if (e[i]->inflight)
+            e[i]->inflight--;
+    }
 }
 
 /* One line per failure, with the user name (escaped) and never the password. */
@@ -391,7 +414,7 @@ static void check_free(auth_check *c)
     ifm_timer_cancel(a->srv->loop, c->timer);
     ifm_mqtt_free(c->m); /* never from inside one of its own callbacks */
     if (!c->probe)
-        rl_inflight(a, c->ip, -1);
+        rl_inflight(a, c->ip, c->user, -1);
     OPENSSL_cleanse(c, sizeof *c);
     free(c);
 }
@@ -431,7 +454,7 @@ static void check_done(auth_check *c, check_outcome out, const char *why)
             snprintf(r->user, sizeof r->user, "%s", c->user);
             http_auth_finish(r, 0, 0, false, NULL);
         } else if (out == CHECK_REFUSED) {
-            rl_fail(a, r->ip);
+            rl_fail(a, r->ip, c->user);
             char msg[160];
             snprintf(msg, sizeof msg, "the broker refused the login (%s)", why);
             log_failure(r, c->user, msg);
@@ -507,7 +530,7 @@ static auth_check *check_start(http_auth *a, const char *user, const char *passw
     a->checks = c;
     a->nchecks++;
     if (!probe)
-        rl_inflight(a, ip, +1);
+        rl_inflight(a, ip, user, +1);
     return c;
 }
 
@@ -590,13 +613,14 @@ static auth_result basic(http_req *r, const char *b64, enum MHD_Result *rc)
     *colon = '\0';
     const char *user = cred, *password = colon + 1;
     auth_result res;
-    unsigned wait = rl_blocked(a, r->ip);
+    unsigned wait = rl_blocked(a, r->ip, user);
     uint8_t key[32] = { 0 };
     const token_ent *tok = NULL;
     if (wait) {
-        res = reply(r, rc, 429, false, wait, "too many failed authentications from your address; try again later");
+        res = reply(r, rc, 429, false, wait,
+                    "too many failed authentications for this user from your address; try again later");
     } else if (!api_name_ok(user) || !*password) {
-        rl_fail(a, r->ip);
+        rl_fail(a, r->ip, user);
         log_failure(r, user, !*password ? "empty password" : "not a valid user name");
         res = reply(r, rc, 401, true, 0, "wrong user name or password");
     } else if (strlen(password) == 64 && (tok = token_find(a, password)) && strcmp(tok->user, user) == 0) {
@@ -651,10 +675,10 @@ static auth_result bearer(http_req *r, const char *token, enum MHD_Result *rc)
         snprintf(r->user, sizeof r->user, "%s", t->user);
         return AUTH_OK;
     }
-    unsigned wait = rl_blocked(a, r->ip);
+    unsigned wait = rl_blocked(a, r->ip, AUTH_RL_TOKEN);
     if (wait)
-        return reply(r, rc, 429, false, wait, "too many failed authentications from your address; try again later");
-    rl_fail(a, r->ip);
+        return reply(r, rc, 429, false, wait, "too many unknown tokens from your address; try again later");
+    rl_fail(a, r->ip, AUTH_RL_TOKEN);
     log_failure(r, NULL, "unknown or expired token");
     return reply(r, rc, 401, true, 0, "unknown or expired token (POST /token with Basic credentials for a new one)");
 }

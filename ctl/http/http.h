@@ -41,6 +41,12 @@ typedef struct sio_state sio_state;
 typedef struct sio_sess sio_sess;
 
 #define HTTP_IP_MAX 64 /* a numeric IPv4 or IPv6 address */
+/* Connection limits against slow clients (server.c). The idle timeout must stay
+ * above nothing in particular: SSE streams and long-polls are suspended while
+ * they wait, and suspended connections do not time out. */
+#define HTTP_CONNECTION_LIMIT 4000
+#define HTTP_PER_IP_LIMIT 64
+#define HTTP_IDLE_TIMEOUT_S 10
 
 typedef enum {
     AUTH_NONE,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -541,6 +542,19 @@ static int resolve_listen(const char *spec, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
+/* The daemon's connection limit needs as many descriptors: raise the soft
+ * limit towards the hard one if it is lower (a shell's 1024, say). */
+static void raise_fd_limit(rlim_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want)
+        IFM_WARN("only %llu file descriptors: fewer than %u HTTP connections at once", (unsigned long long)rl.rlim_cur,
+                 (unsigned)HTTP_CONNECTION_LIMIT);
+}
+
 int http_server_start(http_srv *s, const char *listen, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -553,10 +567,20 @@ int http_server_start(http_srv *s, const char *listen, char *err, size_t errlen)
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                              (unsigned)1, MHD_OPTION_END);
+    /* Slow clients (issue 16 item 5): libmicrohttpd cannot time a whole request
+     * head, so a client trickling a header line now and then holds its
+     * connection. One address may hold HTTP_PER_IP_LIMIT connections, the
+     * daemon HTTP_CONNECTION_LIMIT, and a connection idle for
+     * HTTP_IDLE_TIMEOUT_S is closed. Suspended connections (SSE streams and
+     * socket.io long-polls waiting for data) never time out in libmicrohttpd,
+     * so the short idle timeout does not cut them; they do count against the
+     * limits, which leave room for two held GETs per old client. */
+    raise_fd_limit(HTTP_CONNECTION_LIMIT + 64);
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)HTTP_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_IP_LIMIT,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not available?)", listen);
         return -1;

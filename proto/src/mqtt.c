@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "icefarm/log.h"
+#include "icefarm/msg.h"
 #include "icefarm/topics.h"
 
 #define CORR_LEN 16
@@ -51,7 +52,10 @@ struct ifm_mqtt {
     int port;
     int keepalive;
     char name[IFM_NAME_MAX];
+    char client_id[IFM_NAME_MAX];
     char reply_topic[IFM_TOPIC_MAX];
+    char presence_topic[IFM_TOPIC_MAX]; /* "" without opts.presence */
+    uint8_t last_corr[CORR_LEN];
     bool started, connected, stopping;
     int dispatching;
     size_t unacked;   /* QoS 1 publishes the broker has not acknowledged yet */
@@ -240,6 +244,15 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
         if (!s->dead)
             send_subscribe(m, s);
     mlog(m, IFM_LOG_INFO, "connected to broker %s:%d as %s", m->host, m->port, m->name[0] ? m->name : "-");
+    if (m->presence_topic[0]) {
+        /* After the SUBSCRIBEs: whoever waits for this connection's presence
+         * (a worker holding our results) finds our subscriptions in place. */
+        ifm_enc e;
+        ifm_enc_init(&e);
+        ifm_presence_encode(&e);
+        ifm_mqtt_publish(m, m->presence_topic, ifm_enc_data(&e), ifm_enc_size(&e), 1, true);
+        ifm_enc_free(&e);
+    }
     if (m->on_conn)
         m->on_conn(m, true, m->arg);
 }
@@ -438,11 +451,27 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     if (o->name)
         snprintf(m->name, sizeof m->name, "%s", o->name);
     FILE *ur = fopen("/dev/urandom", "rb");
-    if (!ur || fread(m->corr_prefix, 1, sizeof m->corr_prefix, ur) != sizeof m->corr_prefix)
+    uint8_t idr[8] = { 0 };
+    if (!ur || fread(m->corr_prefix, 1, sizeof m->corr_prefix, ur) != sizeof m->corr_prefix ||
+        fread(idr, 1, sizeof idr, ur) != sizeof idr) {
         memcpy(m->corr_prefix, &m, sizeof m < sizeof m->corr_prefix ? sizeof m : sizeof m->corr_prefix);
+        uint64_t t = ifm_now_ms() ^ ((uint64_t)getpid() << 32);
+        memcpy(idr, &t, sizeof idr);
+    }
     if (ur)
         fclose(ur);
-    m->mosq = mosquitto_new(o->client_id, true, m);
+    if (o->client_id) {
+        snprintf(m->client_id, sizeof m->client_id, "%s", o->client_id);
+    } else {
+        static const char hex[] = "0123456789abcdef";
+        char *p = m->client_id + snprintf(m->client_id, sizeof m->client_id, "ifm-");
+        for (size_t i = 0; i < sizeof idr; i++) {
+            *p++ = hex[idr[i] >> 4];
+            *p++ = hex[idr[i] & 15];
+        }
+        *p = '\0';
+    }
+    m->mosq = mosquitto_new(m->client_id, true, m);
     if (!m->mosq)
         goto fail;
     mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
@@ -464,6 +493,10 @@ ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *o, ifm_mqtt_conn_cb 
     }
     if (o->will_topic &&
         mosquitto_will_set_v5(m->mosq, o->will_topic, (int)o->will_len, o->will_payload, 1, o->will_retain, NULL))
+        goto fail;
+    if (o->presence && !o->will_topic && m->name[0] &&
+        ifm_topic_presence(m->presence_topic, sizeof m->presence_topic, m->name, m->client_id) == 0 &&
+        mosquitto_will_set_v5(m->mosq, m->presence_topic, 0, NULL, 1, true, NULL))
         goto fail;
     if (m->name[0]) {
         if (ifm_topic_client(m->reply_topic, sizeof m->reply_topic, m->name, "reply"))
@@ -521,6 +554,17 @@ const char *ifm_mqtt_name(const ifm_mqtt *m)
 {
     return m->name;
 }
+const char *ifm_mqtt_client_id(const ifm_mqtt *m)
+{
+    return m->client_id;
+}
+size_t ifm_mqtt_last_corr(const ifm_mqtt *m, uint8_t *out, size_t cap)
+{
+    if (cap < CORR_LEN)
+        return 0;
+    memcpy(out, m->last_corr, CORR_LEN);
+    return CORR_LEN;
+}
 ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m)
 {
     return m->loop;
@@ -556,6 +600,9 @@ int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms)
 
 void ifm_mqtt_disconnect(ifm_mqtt *m)
 {
+    /* A clean DISCONNECT drops the Will: clear the presence ourselves. */
+    if (m->presence_topic[0] && m->connected)
+        ifm_mqtt_publish(m, m->presence_topic, NULL, 0, 1, true);
     ifm_mqtt_flush(m, 2000);
     /* Wait for the broker's acknowledgements too: closing a socket with unread
      * PUBACKs makes the kernel send a reset, and the broker then loses our
@@ -693,6 +740,7 @@ int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, cons
     int rc = mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, m->reply_topic);
     rc = rc ? rc : mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, p->corr, CORR_LEN);
     rc = rc ? rc : mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IFM_PROP_CLIENT, client);
+    rc = rc ? rc : mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IFM_PROP_CONN, m->client_id);
     /* Expiry: a request nobody picks up in time must not be acted on later. */
     rc = rc ? rc : mosquitto_property_add_int32(&props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, expiry);
     if (rc == 0)
@@ -705,6 +753,7 @@ int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, cons
         free(p);
         return -1;
     }
+    memcpy(m->last_corr, p->corr, CORR_LEN);
     p->timer = ifm_timer_add(m->loop, timeout_ms, on_request_timeout, p);
     p->next = m->pending;
     m->pending = p;
@@ -763,11 +812,16 @@ int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *req, const void *payload, si
 
 int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap)
 {
+    return ifm_mqtt_msg_user_prop(msg, IFM_PROP_CLIENT, out, cap);
+}
+
+int ifm_mqtt_msg_user_prop(const ifm_mqtt_msg *msg, const char *key, char *out, size_t cap)
+{
     char *name = NULL, *value = NULL;
     const mosquitto_property *p =
         mosquitto_property_read_string_pair(msg->props, MQTT_PROP_USER_PROPERTY, &name, &value, false);
     while (p) {
-        bool hit = strcmp(name, IFM_PROP_CLIENT) == 0;
+        bool hit = strcmp(name, key) == 0;
         int rc = hit && ifm_name_valid(value, cap) ? 0 : -1;
         if (rc == 0)
             snprintf(out, cap, "%s", value);

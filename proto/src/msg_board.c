@@ -20,7 +20,7 @@ int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err)
     }
     const msgpack_object *files;
     if (ifm_get_str(root, "batch_id", true, c->batch_id, sizeof c->batch_id, err) ||
-        ifm_get_map(root, "files", true, &files, err))
+        ifm_get_map(root, "files", true, &files, err) || ifm_get_bool(root, "resend", false, &c->resend, err) < 0)
         return -1;
     size_t n = files->via.map.size;
     if (n == 0 || n > IFM_MAX_FILES) {
@@ -57,9 +57,16 @@ void ifm_board_cmd_free(ifm_board_cmd *c)
 
 void ifm_board_cmd_encode(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n)
 {
-    ifm_enc_root(e, 3);
+    ifm_board_cmd_encode_resend(e, batch_id, files, n, false);
+}
+
+void ifm_board_cmd_encode_resend(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n, bool resend)
+{
+    ifm_enc_root(e, 3 + resend);
     ifm_enc_kstr(e, "op", "evaluate");
     ifm_enc_kstr(e, "batch_id", batch_id);
+    if (resend)
+        ifm_enc_kbool(e, "resend", true);
     ifm_enc_key(e, "files");
     ifm_enc_map(e, (uint32_t)n);
     for (size_t i = 0; i < n; i++) {
@@ -77,9 +84,17 @@ void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len)
 
 void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id)
 {
+    ifm_event_lease_encode(e, event, serial, reason, batch_id, 0);
+}
+
+void ifm_event_lease_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id,
+                            uint64_t lease)
+{
     bool has_batch = batch_id && *batch_id;
-    ifm_enc_root(e, 2 + (reason != NULL) + has_batch);
+    ifm_enc_root(e, 2 + (reason != NULL) + has_batch + (lease != 0));
     ifm_enc_kstr(e, "event", event);
+    if (lease)
+        ifm_enc_kuint(e, "lease", lease);
     ifm_enc_kstr(e, "serial", serial);
     if (reason)
         ifm_enc_kstr(e, "reason", reason);
@@ -148,8 +163,16 @@ void ifm_event_error_encode(ifm_enc *e, const char *serial, const char *reason, 
 
 void ifm_event_results_encode(ifm_enc *e, const char *serial, const char *batch_id, const ifm_result *r, size_t n)
 {
-    ifm_enc_root(e, 4);
+    ifm_event_results_lease_encode(e, serial, batch_id, 0, r, n);
+}
+
+void ifm_event_results_lease_encode(ifm_enc *e, const char *serial, const char *batch_id, uint64_t lease,
+                                    const ifm_result *r, size_t n)
+{
+    ifm_enc_root(e, 4 + (lease != 0));
     ifm_enc_kstr(e, "event", "results");
+    if (lease)
+        ifm_enc_kuint(e, "lease", lease);
     ifm_enc_kstr(e, "serial", serial);
     ifm_enc_kstr(e, "batch_id", batch_id);
     ifm_enc_key(e, "results");
@@ -167,7 +190,9 @@ int ifm_event_decode(const ifm_doc *doc, ifm_event *ev, ifm_err *err)
     const msgpack_object *root = doc->root;
     if (ifm_get_str(root, "event", true, ev->event, sizeof ev->event, err) ||
         ifm_get_str(root, "serial", false, ev->serial, sizeof ev->serial, err) < 0 ||
-        ifm_get_str(root, "reason", false, ev->reason, sizeof ev->reason, err) < 0)
+        ifm_get_str(root, "reason", false, ev->reason, sizeof ev->reason, err) < 0 ||
+        ifm_get_uint(root, "lease", false, 0, UINT64_MAX, &ev->lease, err) < 0 ||
+        ifm_get_uint(root, "until", false, 0, UINT64_MAX, &ev->until_ms, err) < 0)
         return -1;
     if (strcmp(ev->event, "results") == 0) {
         if (ifm_get_str(root, "batch_id", true, ev->batch_id, sizeof ev->batch_id, err) ||

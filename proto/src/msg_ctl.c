@@ -5,8 +5,8 @@
 #include "icefarm/msg.h"
 
 static const char *const verb_names[IFM_VERB_COUNT] = {
-    "available", "devices", "reserve", "reserve_serials", "extend", "extend_all",
-    "end",       "end_all", "reboot",  "delete",          "status",
+    "available", "devices", "reserve", "reserve_serials", "extend", "extend_all", "end",
+    "end_all",   "reboot",  "delete",  "status",          "leases", "cancel",
 };
 
 const char *ifm_verb_name(ifm_verb v)
@@ -88,6 +88,8 @@ int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_
     if ((verb == IFM_VERB_EXTEND || verb == IFM_VERB_EXTEND_ALL) &&
         ifm_get_bool(root, "set", false, &req->set, err) < 0)
         return -1;
+    if (verb == IFM_VERB_CANCEL && ifm_get_bin(root, "corr", true, 1, IFM_CORR_MAX, &req->corr, &req->corr_len, err))
+        return -1;
     return 0;
 }
 
@@ -101,8 +103,9 @@ void ifm_ctl_req_free(ifm_ctl_req *req)
 void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, size_t args_len)
 {
     bool has_serials = needs_serials(req->verb);
+    bool corr = req->verb == IFM_VERB_CANCEL && req->corr_len;
     uint32_t n = (req->verb == IFM_VERB_RESERVE) + (req->kind[0] != 0) + (args != NULL) + has_serials +
-        (req->wait_ms != 0) + (req->duration_s != 0) + (req->tag[0] != 0) + req->set;
+        (req->wait_ms != 0) + (req->duration_s != 0) + (req->tag[0] != 0) + req->set + corr;
     ifm_enc_root(e, n);
     if (req->verb == IFM_VERB_RESERVE)
         ifm_enc_kuint(e, "amount", req->amount);
@@ -126,6 +129,8 @@ void ifm_ctl_req_encode(ifm_enc *e, const ifm_ctl_req *req, const void *args, si
         ifm_enc_kstr(e, "tag", req->tag);
     if (req->set)
         ifm_enc_kbool(e, "set", true);
+    if (corr)
+        ifm_enc_kbin(e, "corr", req->corr, req->corr_len);
 }
 
 void ifm_reply_begin(ifm_enc *e, uint32_t code, const char *error, uint32_t extra)

@@ -13,6 +13,24 @@ void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, 
         ifm_enc_kuint(e, "until", until_ms);
 }
 
+void ifm_presence_encode(ifm_enc *e)
+{
+    ifm_enc_root(e, 1);
+    ifm_enc_kstr(e, "state", "online");
+}
+
+int ifm_presence_decode(const ifm_doc *doc, ifm_err *err)
+{
+    char state[16];
+    if (ifm_get_str(doc->root, "state", true, state, sizeof state, err))
+        return -1;
+    if (strcmp(state, "online") != 0) {
+        ifm_err_set(err, "presence state must be \"online\", got \"%s\"", state);
+        return -1;
+    }
+    return 0;
+}
+
 void ifm_lease_info_encode(ifm_enc *e, const ifm_lease_info *l)
 {
     ifm_enc_root(e, l->tag[0] ? 7 : 6);

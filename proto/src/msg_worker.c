@@ -48,10 +48,16 @@ static int get_serial(const msgpack_object *map, char *out, ifm_err *err)
 
 void ifm_worker_state_encode(ifm_enc *e, const ifm_worker_state *ws)
 {
-    ifm_enc_root(e, 5);
+    ifm_enc_root(e, 5 + (ws->instance != 0) + (ws->heartbeat_ms != 0) + (!ws->online && ws->clean));
     ifm_enc_kstr(e, "worker", ws->worker);
     ifm_enc_kstr(e, "state", ws->online ? "online" : "offline");
     ifm_enc_kuint(e, "epoch", ws->epoch);
+    if (ws->instance)
+        ifm_enc_kuint(e, "instance", ws->instance);
+    if (ws->heartbeat_ms)
+        ifm_enc_kuint(e, "heartbeat_ms", ws->heartbeat_ms);
+    if (!ws->online && ws->clean)
+        ifm_enc_kbool(e, "clean", true);
     ifm_enc_key(e, "kinds");
     ifm_enc_array(e, (uint32_t)ws->nkinds);
     for (size_t i = 0; i < ws->nkinds; i++)
@@ -75,7 +81,10 @@ int ifm_worker_state_decode(const ifm_doc *doc, ifm_worker_state *ws, ifm_err *e
     char state[16];
     if (ifm_get_str(root, "worker", true, ws->worker, sizeof ws->worker, err) ||
         ifm_get_str(root, "state", true, state, sizeof state, err) ||
-        ifm_get_uint(root, "epoch", true, 0, UINT64_MAX, &ws->epoch, err))
+        ifm_get_uint(root, "epoch", true, 0, UINT64_MAX, &ws->epoch, err) ||
+        ifm_get_uint(root, "instance", false, 0, UINT64_MAX, &ws->instance, err) < 0 ||
+        ifm_get_uint(root, "heartbeat_ms", false, 0, 3600000, &ws->heartbeat_ms, err) < 0 ||
+        ifm_get_bool(root, "clean", false, &ws->clean, err) < 0)
         return -1;
     if (!ifm_name_valid(ws->worker, IFM_NAME_MAX)) {
         ifm_err_set(err, "invalid worker name");
@@ -197,6 +206,31 @@ int ifm_worker_cmd_decode(const ifm_doc *doc, ifm_worker_cmd *c, ifm_err *err)
             ifm_get_uint(root, "lease", true, 0, UINT64_MAX, &c->lease, err) ||
             ifm_get_map(root, "args", false, &c->args, err) < 0)
             return -1;
+    }
+    return 0;
+}
+
+void ifm_heartbeat_encode(ifm_enc *e, const ifm_heartbeat *h)
+{
+    ifm_enc_root(e, 4);
+    ifm_enc_kstr(e, "worker", h->worker);
+    ifm_enc_kuint(e, "epoch", h->epoch);
+    ifm_enc_kuint(e, "instance", h->instance);
+    ifm_enc_kuint(e, "seq", h->seq);
+}
+
+int ifm_heartbeat_decode(const ifm_doc *doc, ifm_heartbeat *h, ifm_err *err)
+{
+    memset(h, 0, sizeof *h);
+    const msgpack_object *root = doc->root;
+    if (ifm_get_str(root, "worker", true, h->worker, sizeof h->worker, err) ||
+        ifm_get_uint(root, "epoch", true, 0, UINT64_MAX, &h->epoch, err) ||
+        ifm_get_uint(root, "instance", true, 0, UINT64_MAX, &h->instance, err) ||
+        ifm_get_uint(root, "seq", true, 0, UINT64_MAX, &h->seq, err))
+        return -1;
+    if (!ifm_name_valid(h->worker, IFM_NAME_MAX)) {
+        ifm_err_set(err, "invalid worker name");
+        return -1;
     }
     return 0;
 }

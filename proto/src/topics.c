@@ -43,6 +43,14 @@ int ifm_topic_lease(char *out, size_t cap, const char *serial)
     return ifm_serial_valid(serial) ? fmt(out, cap, "lease", serial, NULL) : -1;
 }
 
+int ifm_topic_presence(char *out, size_t cap, const char *name, const char *conn)
+{
+    if (!ifm_name_valid(name, IFM_NAME_MAX) || !ifm_name_valid(conn, IFM_NAME_MAX))
+        return -1;
+    int n = snprintf(out, cap, "icefarm/client/%s/presence/%s", name, conn);
+    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+}
+
 int ifm_topic_level(const char *topic, int index, char *out, size_t cap)
 {
     const char *p = topic;

@@ -132,6 +132,7 @@ static void fuzz_worker_state(const ifm_doc *doc)
         abort();
     }
     CHECK(strcmp(a.worker, b.worker) == 0 && a.online == b.online && a.epoch == b.epoch);
+    CHECK(a.instance == b.instance && a.heartbeat_ms == b.heartbeat_ms && (a.online || a.clean == b.clean));
     CHECK(a.nkinds == b.nkinds && a.nboards == b.nboards);
     for (size_t i = 0; i < a.nkinds; i++)
         CHECK(strcmp(a.kinds[i], b.kinds[i]) == 0);
@@ -259,13 +260,14 @@ static void fuzz_event(const ifm_doc *doc)
     ifm_enc e;
     ifm_enc_init(&e);
     if (results)
-        ifm_event_results_encode(&e, a.serial, a.batch_id, NULL, 0);
+        ifm_event_results_lease_encode(&e, a.serial, a.batch_id, a.lease, NULL, 0);
     else
-        ifm_event_encode(&e, a.event, a.serial, a.reason[0] ? a.reason : NULL, a.batch_id);
+        ifm_event_lease_encode(&e, a.event, a.serial, a.reason[0] ? a.reason : NULL, a.batch_id, a.lease);
     ifm_doc d2;
     reparse(&d2, &e);
     CHECK(ifm_event_decode(&d2, &b, &err) == 0);
     CHECK(strcmp(a.event, b.event) == 0 && strcmp(a.serial, b.serial) == 0 && strcmp(a.batch_id, b.batch_id) == 0);
+    CHECK(a.lease == b.lease);
     if (!results)
         CHECK(strcmp(a.reason, b.reason) == 0);
     ifm_doc_free(&d2);
@@ -359,6 +361,25 @@ static void fuzz_worker_stats(const ifm_doc *doc)
     ifm_enc_free(&e);
 }
 
+static void fuzz_heartbeat(const ifm_doc *doc)
+{
+    ifm_heartbeat a, b;
+    ifm_err err = { "" };
+    if (ifm_heartbeat_decode(doc, &a, &err)) {
+        CHECK(err.msg[0]);
+        return;
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_heartbeat_encode(&e, &a);
+    ifm_doc d2;
+    reparse(&d2, &e);
+    CHECK(ifm_heartbeat_decode(&d2, &b, &err) == 0);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    ifm_doc_free(&d2);
+    ifm_enc_free(&e);
+}
+
 static void fuzz_farm_stats(const ifm_doc *doc)
 {
     static ifm_farm_stats a, b; /* large: not on the fuzzer's stack */
@@ -375,6 +396,23 @@ static void fuzz_farm_stats(const ifm_doc *doc)
     reparse(&d2, &e);
     CHECK(ifm_farm_stats_decode(&d2, &b, &err) == 0);
     CHECK(memcmp(&a, &b, sizeof a) == 0);
+    ifm_doc_free(&d2);
+    ifm_enc_free(&e);
+}
+
+static void fuzz_presence(const ifm_doc *doc)
+{
+    ifm_err err = { "" };
+    if (ifm_presence_decode(doc, &err)) {
+        CHECK(err.msg[0]);
+        return;
+    }
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_presence_encode(&e);
+    ifm_doc d2;
+    reparse(&d2, &e);
+    CHECK(ifm_presence_decode(&d2, &err) == 0);
     ifm_doc_free(&d2);
     ifm_enc_free(&e);
 }
@@ -415,6 +453,11 @@ static void run(int sel, const ifm_doc *doc)
         break;
     case SEL_FARM_STATS:
         fuzz_farm_stats(doc);
+    case SEL_HEARTBEAT:
+        fuzz_heartbeat(doc);
+        break;
+    case SEL_PRESENCE:
+        fuzz_presence(doc);
         break;
     default:
         for (int s = 0; s < SEL_ALL; s++)

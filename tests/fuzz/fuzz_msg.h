@@ -16,6 +16,8 @@ enum fuzz_msg_sel {
     SEL_AVAILABLE,
     SEL_WORKER_STATS,
     SEL_FARM_STATS,
+    SEL_HEARTBEAT,
+    SEL_PRESENCE,
     SEL_ALL, /* every decoder on the same doc */
     SEL_COUNT
 };

@@ -84,7 +84,7 @@ static void kuint(buf *w, const char *k, uint64_t v)
     puint(w, v);
 }
 
-static buf lease_msg(const char *serial, const char *client, uint64_t until)
+static buf lease_msg_id(const char *serial, const char *client, uint64_t until, uint64_t id)
 {
     buf w = { .n = 0 };
     pmap(&w, 7);
@@ -93,8 +93,26 @@ static buf lease_msg(const char *serial, const char *client, uint64_t until)
     kstr(&w, "client", client);
     kstr(&w, "kind", "pulse_count");
     kstr(&w, "worker", "w1");
-    kuint(&w, "lease", 42);
+    kuint(&w, "lease", id);
     kuint(&w, "until", until);
+    return w;
+}
+
+static buf lease_msg(const char *serial, const char *client, uint64_t until)
+{
+    return lease_msg_id(serial, client, until, 42);
+}
+
+/* A board event as the worker writes it: event, then the lease tag (0: none). */
+static buf event_msg(const char *serial, const char *event, uint64_t lease)
+{
+    buf w = { .n = 0 };
+    pmap(&w, lease ? 4 : 3);
+    kuint(&w, "v", 1);
+    kstr(&w, "event", event);
+    if (lease)
+        kuint(&w, "lease", lease);
+    kstr(&w, "serial", serial);
     return w;
 }
 
@@ -192,7 +210,101 @@ static bool wr(acl_state *st, const char *user, const char *topic)
     return acl_check(st, NULL, user, ACL_WRITE, topic, "x", 1, false);
 }
 
+static bool rd_msg(acl_state *st, const char *user, const char *topic, const buf *m)
+{
+    return acl_check(st, NULL, user, ACL_READ, topic, m->b, m->n, false);
+}
+
 /* ---- tests ---- */
+
+/* PROTOCOL.md 15.2: results measured before the end of a lease reach its holder
+ * until the worker says `released` (or 2 s pass); commands stop at once; the
+ * next holder never sees the old lease's events, nor the old holder the new. */
+static void test_drain(void)
+{
+    acl_state *st = new_state();
+    const char *w1b[] = { "S1" };
+    buf b1 = birth_msg("w1", true, w1b, 1);
+    pub(st, "w1", W1_CONN, "icefarm/worker/w1/state", &b1, true);
+    buf l = lease_msg_id("S1", "alice", fake_now + 60000, 7);
+    pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", &l, true);
+    buf r7 = event_msg("S1", "results", 7), r8 = event_msg("S1", "results", 8),
+        untagged = event_msg("S1", "results", 0);
+    buf rel7 = event_msg("S1", "released", 7);
+    check(rd_msg(st, "alice", "icefarm/S1/event", &r7) && rd_msg(st, "alice", "icefarm/S1/event", &untagged) &&
+              !rd_msg(st, "alice", "icefarm/S1/event", &r8) && !rd_msg(st, "bob", "icefarm/S1/event", &r7),
+          "drain: while leased, the holder reads its lease's events (and untagged ones), not another lease's");
+    pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", NULL, true);
+    check(!wr(st, "alice", "icefarm/S1/cmd"), "drain: the end of the lease cuts commands at once");
+    check(pub(st, "w1", W1_CONN, "icefarm/S1/event", &r7, false) && rd_msg(st, "alice", "icefarm/S1/event", &r7) &&
+              rd_msg(st, "http", "icefarm/S1/event", &r7) && acl_draining(st, "S1", "alice", 7),
+          "drain: results tagged with the ended lease still reach its holder (and the gateway)");
+    check(!rd_msg(st, "alice", "icefarm/S1/event", &untagged) && !rd_msg(st, "bob", "icefarm/S1/event", &r7) &&
+              !rd_msg(st, "alice", "icefarm/S1/event", &r8),
+          "drain: nothing untagged, nobody else, no other lease");
+    buf l2 = lease_msg_id("S1", "bob", fake_now + 60000, 8);
+    pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", &l2, true);
+    check(rd_msg(st, "bob", "icefarm/S1/event", &r8) && !rd_msg(st, "bob", "icefarm/S1/event", &r7) &&
+              rd_msg(st, "alice", "icefarm/S1/event", &r7) && !rd_msg(st, "alice", "icefarm/S1/event", &r8),
+          "drain: a new lease at once: each holder reads only its own lease's events");
+    check(pub(st, "w1", W1_CONN, "icefarm/S1/event", &rel7, false) && rd_msg(st, "alice", "icefarm/S1/event", &rel7),
+          "drain: the worker's `released` is delivered to the old holder");
+    check(!rd_msg(st, "alice", "icefarm/S1/event", &r7) && !acl_draining(st, "S1", "alice", 7),
+          "drain: after `released`, nothing more of the old lease");
+    /* without `released`: the drain runs out */
+    pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", NULL, true);
+    check(rd_msg(st, "bob", "icefarm/S1/event", &r8), "drain: expiry: in the window, yes");
+    fake_now += 2001;
+    check(!rd_msg(st, "bob", "icefarm/S1/event", &r8) && !acl_draining(st, "S1", "bob", 8),
+          "drain: expiry: 2 s later, no more");
+    buf junk = { .n = 2, .b = { 0x81, 0xa5 } };
+    check(!rd_msg(st, "bob", "icefarm/S1/event", &junk), "drain: an unreadable event goes to the holder only (none)");
+    acl_free(st);
+}
+
+/* PROTOCOL.md 5.1: a connection's presence, and a worker's heartbeat. */
+static void test_presence(void)
+{
+    acl_state *st = new_state();
+    buf on = { .n = 0 };
+    pmap(&on, 2);
+    kuint(&on, "v", 1);
+    kstr(&on, "state", "online");
+    check(acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/client/alice/presence/ifm-1", on.b, on.n, true),
+          "presence: a client publishes its own presence, retained");
+    check(!acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/client/alice/presence/ifm-1", on.b, on.n, false) &&
+              !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/client/bob/presence/ifm-1", on.b, on.n, true) &&
+              !acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/client/w1/presence/ifm-1", on.b, on.n, true) &&
+              !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/client/alice/presence/a/b", on.b, on.n, true),
+          "presence: not unretained, not someone else's, not a worker's, not a deeper topic");
+    check(acl_check(st, NULL, "http", ACL_WRITE, "icefarm/client/http/presence/gw-1", on.b, on.n, true) &&
+              acl_check(st, NULL, "oscar", ACL_WRITE, "icefarm/client/oscar/presence/x", on.b, on.n, true),
+          "presence: gateways and operators have one too");
+    check(rd(st, "ctl", "icefarm/client/alice/presence/ifm-1") && rd(st, "alice", "icefarm/client/alice/presence/x") &&
+              !rd(st, "bob", "icefarm/client/alice/presence/ifm-1"),
+          "presence: control reads it, and the client its own");
+    char name[128], conn[128];
+    check(acl_presence_topic("icefarm/client/alice/presence/ifm-1", name, sizeof name, conn, sizeof conn) &&
+              strcmp(name, "alice") == 0 && strcmp(conn, "ifm-1") == 0 &&
+              !acl_presence_topic("icefarm/client/alice/event", name, sizeof name, conn, sizeof conn),
+          "presence: the topic's name and connection");
+    check(acl_has_presence(st, "alice") && acl_has_presence(st, "http") && !acl_has_presence(st, "w1") &&
+              !acl_has_presence(st, "ctl"),
+          "presence: the broker clears it for clients, gateways and operators");
+    const void *conn_a = (const void *)0x77;
+    acl_disconnect(st, conn_a, "ifm-1");
+    check(acl_check(st, conn_a, "alice", ACL_WRITE, "icefarm/client/alice/presence/ifm-1", NULL, 0, true) &&
+              !acl_check(st, conn_a, "alice", ACL_WRITE, "icefarm/client/alice/presence/ifm-1", on.b, on.n, true) &&
+              !acl_check(st, conn_a, "alice", ACL_WRITE, "icefarm/client/alice/event", NULL, 0, false),
+          "presence: a client's Will may clear its presence, and do nothing else");
+    check(acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/worker/w1/heartbeat", "x", 1, false) &&
+              !acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/worker/w1/heartbeat", "x", 1, true) &&
+              !acl_check(st, NULL, "w1", ACL_WRITE, "icefarm/worker/w2/heartbeat", "x", 1, false) &&
+              !acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/worker/w1/heartbeat", "x", 1, false) &&
+              rd(st, "ctl", "icefarm/worker/w1/heartbeat"),
+          "heartbeat: a worker's own, not retained; control reads it");
+    acl_free(st);
+}
 
 static void test_roles_file(void)
 {
@@ -349,7 +461,8 @@ static void test_leases(void)
 {
     acl_state *st = new_state();
     buf l = lease_msg("S1", "alice", fake_now + 60000);
-    check(!sub(st, "alice", "icefarm/S1/event"), "lease: before: alice cannot subscribe to S1 events");
+    check(sub(st, "alice", "icefarm/S1/event") && !rd(st, "alice", "icefarm/S1/event"),
+          "lease: before: alice may subscribe to S1 events (as to icefarm/+/event) but reads none");
     check(pub(st, "ctl", CTL_CONN, "icefarm/lease/S1", &l, true), "lease: control publishes a retained lease");
     check(wr(st, "alice", "icefarm/S1/cmd") && rd(st, "alice", "icefarm/S1/event") &&
               sub(st, "alice", "icefarm/S1/event"),
@@ -357,8 +470,7 @@ static void test_leases(void)
     check(!wr(st, "oscar", "icefarm/S1/cmd") && !rd(st, "oscar", "icefarm/S1/event") &&
               rd(st, "oscar", "icefarm/S1/state") && sub(st, "oscar", "icefarm/+/event"),
           "lease: an operator neither commands nor watches others' boards (it reboots and deletes through control)");
-    check(!wr(st, "bob", "icefarm/S1/cmd") && !rd(st, "bob", "icefarm/S1/event") && !sub(st, "bob", "icefarm/S1/event"),
-          "lease: another client does not");
+    check(!wr(st, "bob", "icefarm/S1/cmd") && !rd(st, "bob", "icefarm/S1/event"), "lease: another client does not");
     check(!acl_check(st, NULL, "alice", ACL_WRITE, "icefarm/S1/cmd", "x", 1, true), "lease: no retained commands");
     check(!wr(st, "alice", "icefarm/S2/cmd"), "lease: only for the leased board");
     check(!rd(st, "dash", "icefarm/S1/event"), "lease: dashboards still do not read board events");
@@ -742,6 +854,8 @@ int main(void)
     test_static_rights();
     test_leases();
     test_ownership();
+    test_drain();
+    test_presence();
     test_wills();
     test_requests();
     test_intersect();

@@ -71,7 +71,8 @@ typedef struct wrk_ctx {
     wrk_transport *t;
     wrk_sink sink; /* where the state machine's output goes (sink.h) */
     char id[IFM_NAME_MAX];
-    uint64_t epoch;
+    uint64_t epoch;    /* grows with every connection (the bridge's) */
+    uint64_t instance; /* this process, random and never 0: the same across reconnects */
     wrk_timeouts to;
     wrk_image fw[FW_COUNT];
     bool offers[FW_COUNT]; /* kinds this worker offers (FW_DEFAULT unused) */

@@ -87,8 +87,12 @@ class Farm:
         self.host, self.port, tls = parse_broker(broker)
         self.name = name
         self.reply_topic = "icefarm/client/%s/reply" % name
-        self.client = mqtt.Client(client_id="icefarm-py-" + uuid.uuid4().hex[:16],
-                                  protocol=mqtt.MQTTv5)
+        self.client_id = "icefarm-py-" + uuid.uuid4().hex[:16]
+        self.client = mqtt.Client(client_id=self.client_id, protocol=mqtt.MQTTv5)
+        # Presence (section 5.1): retained while we are connected, cleared by our
+        # Will, so a reserve waiting for boards dies with this connection.
+        self.presence_topic = "icefarm/client/%s/presence/%s" % (name, self.client_id)
+        self.client.will_set(self.presence_topic, b"", qos=1, retain=True)
         user = os.environ.get("ICEFARM_USER")
         if user:
             self.client.username_pw_set(user, os.environ.get("ICEFARM_PASSWORD"))
@@ -166,6 +170,8 @@ class Farm:
         self.wait(lambda: self.connack is not None, REQUEST_TIMEOUT_S, "the broker's CONNACK")
         if self.connack.value != 0:
             raise FarmError("the broker refused the connection: %s" % self.connack)
+        self.client.publish(self.presence_topic, msgpack.packb({"v": PROTO_VERSION, "state": "online"}),
+                            qos=1, retain=True)
 
     def subscribe(self, topic, handler=None):
         if handler:
@@ -198,7 +204,7 @@ class Farm:
         props = Properties(PacketTypes.PUBLISH)
         props.ResponseTopic = self.reply_topic
         props.CorrelationData = corr
-        props.UserProperty = ("icefarm-client", self.name)
+        props.UserProperty = [("icefarm-client", self.name), ("icefarm-conn", self.client_id)]
         props.MessageExpiryInterval = int(REQUEST_TIMEOUT_S) + 1
         self.publish("icefarm/ctl/req/" + verb, fields, properties=props, wait_ack=False)
         return corr
@@ -214,6 +220,8 @@ class Farm:
 
     def close(self):
         try:
+            # A clean DISCONNECT drops the Will: clear the presence ourselves.
+            self.client.publish(self.presence_topic, b"", qos=1, retain=True)
             self.client.disconnect()
             self.client.loop(0.1)
         except Exception:

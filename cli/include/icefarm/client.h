@@ -145,7 +145,8 @@ ICEFARM_API int icefarm_on_signals(icefarm *f, const int *signals, int n, icefar
  * copies it when the call is made; nothing needs to outlive the call. */
 typedef struct {
     const char *verb;           /* "available", "devices", "reserve", "reserve_serials", "extend", "extend_all",
-                            "end", "end_all", "reboot", "delete", "status" */
+                            "end", "end_all", "reboot", "delete", "status", "leases" (the caller's leases and
+                            what ended them lately: read the reply with icefarm_reply_data, PROTOCOL.md 6.10) */
     uint32_t amount;            /* reserve */
     const char *kind;           /* reserve, reserve_serials; a filter for available/devices; NULL: none */
     const char *const *serials; /* reserve_serials, extend, end, reboot, delete */
@@ -180,9 +181,11 @@ typedef void (*icefarm_reply_cb)(icefarm *f, int status, const icefarm_reply *re
 ICEFARM_API int icefarm_call_async(icefarm *f, const icefarm_req *req, uint64_t timeout_ms, icefarm_reply_cb cb,
                                    void *arg, uint64_t *id, char *reason, size_t reason_len);
 /* Cancels a pending request: its callback runs with -ECANCELED before this
- * returns, and a late answer is ignored. Control may still have acted on the
- * request (a cancelled reserve can still have reserved boards: they show up in
- * "status" and expire with their lease). -ENOENT if the id is not pending (its
+ * returns, and a late answer is ignored. A reserve still waiting for boards
+ * (wait_ms) is cancelled at control too (`cancel`, PROTOCOL.md 5.1), so it is
+ * never granted afterwards. Control may still have acted on the request (a
+ * cancelled reserve can already have reserved boards: they show up in "status"
+ * and "leases" and expire with their lease). -ENOENT if the id is not pending (its
  * callback already ran). Safe inside callbacks, including the request's own. */
 ICEFARM_API int icefarm_cancel(icefarm *f, uint64_t id);
 /* The blocking form: sends the request and runs the loop until the answer,

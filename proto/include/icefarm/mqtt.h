@@ -32,11 +32,14 @@ typedef struct ifm_mqtt ifm_mqtt;
 
 /* Receives this connection's log lines (one event each, no newline, no timestamp). */
 typedef void (*ifm_mqtt_log_cb)(enum ifm_log_level level, const char *msg, void *arg);
+/* The MQTT client id of the connection a request came from (the broker plugin
+ * sets it in a secured farm): a waiting reserve ends with that connection. */
+#define IFM_PROP_CONN "icefarm-conn"
 
 typedef struct {
     const char *host;      /* default 127.0.0.1 */
     int port;              /* default 1883 */
-    const char *client_id; /* MQTT client id; NULL: generated */
+    const char *client_id; /* MQTT client id; NULL: generated ("ifm-" + 16 random hex digits) */
     const char *name;      /* icefarm identity: reply topic icefarm/client/<name>/reply */
     const char *username, *password;
     const char *cafile; /* TLS, verified against this CA, when set */
@@ -51,6 +54,12 @@ typedef struct {
      * ifm_log, i.e. stderr. A library embedding the client routes them to its user. */
     ifm_mqtt_log_cb log;
     void *log_arg;
+    /* A client's presence (needs `name`, and no Will of its own): on every
+     * connect, after the subscriptions, the retained {state: online} on
+     * icefarm/client/<name>/presence/<client id>; the Will clears it. Control
+     * ends the connection's waiting reserves when it is cleared; workers hold a
+     * holder's results while none of its connections is present. */
+    bool presence;
 } ifm_mqtt_opts;
 
 typedef struct {
@@ -136,8 +145,15 @@ void ifm_reply_to_free(ifm_reply_to *to);
 
 /* Reads the IFM_PROP_CLIENT user property into out; -1 if absent or invalid. */
 int ifm_mqtt_msg_client(const ifm_mqtt_msg *msg, char *out, size_t cap);
+/* Reads the first user property named `key` into out (a valid name); -1 if absent or invalid. */
+int ifm_mqtt_msg_user_prop(const ifm_mqtt_msg *msg, const char *key, char *out, size_t cap);
 
 const char *ifm_mqtt_name(const ifm_mqtt *m);
+/* The MQTT client id this connection uses. */
+const char *ifm_mqtt_client_id(const ifm_mqtt *m);
+/* The correlation data of the latest ifm_mqtt_request*() (CORR bytes), for a
+ * later `cancel` of that request. Returns its length. */
+size_t ifm_mqtt_last_corr(const ifm_mqtt *m, uint8_t *out, size_t cap);
 ifm_loop *ifm_mqtt_loop(const ifm_mqtt *m);
 
 #endif

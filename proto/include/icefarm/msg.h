@@ -25,6 +25,8 @@ typedef enum {
     IFM_VERB_REBOOT,
     IFM_VERB_DELETE,
     IFM_VERB_STATUS,
+    IFM_VERB_LEASES, /* "my leases": the caller's leases, and what ended them lately */
+    IFM_VERB_CANCEL, /* a waiting reserve of the caller, by its correlation data */
     IFM_VERB_COUNT
 } ifm_verb;
 
@@ -43,7 +45,11 @@ typedef struct {
     uint64_t duration_s;   /* reserve*, extend*: requested lease length (0: default) */
     char tag[IFM_TAG_MAX]; /* reserve*: free text stored with the lease ("" none) */
     bool set;              /* extend*: until = now + duration even if that is earlier (else the later of the two) */
+    const uint8_t *corr;   /* cancel: the waiting request's correlation data (1..64 bytes), points into the doc */
+    size_t corr_len;
 } ifm_ctl_req;
+
+#define IFM_CORR_MAX 64 /* correlation data a `cancel` can name */
 
 /* Decodes a request for `verb`, checking that the verb's required fields are there. */
 int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_err *err);
@@ -88,7 +94,10 @@ typedef struct {
 typedef struct {
     char worker[IFM_NAME_MAX];
     bool online;
-    uint64_t epoch; /* grows on every connect; a death names the epoch it ends */
+    uint64_t epoch;        /* grows on every connect; a death names the epoch it ends */
+    uint64_t instance;     /* the worker process: the same across its reconnects; 0 = not given (older workers) */
+    uint64_t heartbeat_ms; /* the worker publishes icefarm/worker/<id>/heartbeat this often; 0 = never */
+    bool clean;            /* offline: the worker shut down itself (not its Will) */
     char kinds[IFM_MAX_KINDS][IFM_KIND_MAX];
     size_t nkinds;
     ifm_board_brief *boards; /* malloc'd */
@@ -157,6 +166,8 @@ typedef struct {
     /* Who sent it: the message's IFM_PROP_CLIENT user property, filled in by the
      * receiver (never from the payload); "" when the message had none. */
     char client[IFM_NAME_MAX];
+    bool resend; /* evaluate: the holder may have sent these files before (after a reconnect): the
+                    worker skips the ones it has queued and answers the measured ones again */
 } ifm_board_cmd;
 
 /* Files are checked for their ids and for being non-empty; the exact size is the
@@ -164,6 +175,8 @@ typedef struct {
 int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err);
 void ifm_board_cmd_free(ifm_board_cmd *c);
 void ifm_board_cmd_encode(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n);
+/* The same with `resend: true` when `resend`. */
+void ifm_board_cmd_encode_resend(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n, bool resend);
 void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len);
 
 /* ---- board events: icefarm/<serial>/event ---- */
@@ -194,6 +207,13 @@ void ifm_event_usbip_encode(ifm_enc *e, const char *event, const char *serial, c
 
 /* Any non-results board event; reason and batch_id may be NULL. */
 void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id);
+/* The same, tagged with the lease it belongs to (`lease` 0: untagged). The tag is
+ * written right after `event`, so a reader (the broker's ACL plugin) finds it
+ * without walking the results. */
+void ifm_event_lease_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id,
+                            uint64_t lease);
+void ifm_event_results_lease_encode(ifm_enc *e, const char *serial, const char *batch_id, uint64_t lease,
+                                    const ifm_result *r, size_t n);
 void ifm_event_simple_encode(ifm_enc *e, const char *event, const char *serial, const char *reason);
 /* `error`: the board refused a command; batch_id names it when it was an evaluate ("" or NULL: unknown),
  * client whose command it was (NULL or "": unknown). */
@@ -208,6 +228,8 @@ typedef struct {
     char batch_id[IFM_ID_MAX];
     char reason[160];
     char client[IFM_NAME_MAX];     /* `error`: whose command was refused; "" when not said */
+    uint64_t lease;                /* the lease the event belongs to; 0 when untagged */
+    uint64_t until_ms;             /* client events: `until` when given, else 0 */
     const msgpack_object *results; /* array of [id, value] pairs, or NULL */
     char busid[32];                /* usbip events: the export's busid (required), host and port */
     char host[IFM_HOST_MAX];
@@ -221,6 +243,19 @@ int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *
 
 /* ---- control -> client: icefarm/client/<name>/event ---- */
 void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms);
+
+/* ---- icefarm/client/<name>/presence/<conn> (retained; empty = that connection ended) ---- */
+void ifm_presence_encode(ifm_enc *e);
+/* 0 for a presence message ({v, state: "online"}), -1 with the reason. */
+int ifm_presence_decode(const ifm_doc *doc, ifm_err *err);
+
+/* ---- icefarm/worker/<id>/heartbeat (not retained) ---- */
+typedef struct {
+    char worker[IFM_NAME_MAX];
+    uint64_t epoch, instance, seq;
+} ifm_heartbeat;
+void ifm_heartbeat_encode(ifm_enc *e, const ifm_heartbeat *h);
+int ifm_heartbeat_decode(const ifm_doc *doc, ifm_heartbeat *h, ifm_err *err);
 
 /* ---- icefarm/lease/<serial> (retained) ---- */
 typedef struct {

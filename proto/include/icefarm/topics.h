@@ -9,7 +9,11 @@
  *   icefarm/ctl/req/<verb>            client -> ctl      MQTT 5 request (Response Topic + Correlation Data)
  *   icefarm/ctl/state                 ctl, retained      online/offline (Will)
  *   icefarm/client/<name>/reply       ctl -> client      responses
- *   icefarm/client/<name>/event       ctl -> client      reservation ending soon, reservation end, failure
+ *   icefarm/client/<name>/event       ctl -> client      reservation ending soon, reservation end, failure,
+ *                                                        worker reconnecting, worker reconnected
+ *   icefarm/client/<name>/presence/<conn>  client, retained  a live connection (<conn> = its MQTT client id);
+ *                                                        cleared by its Will or the broker plugin when it ends
+ *   icefarm/worker/<id>/heartbeat     worker -> ctl      every heartbeat_ms (the birth says how often)
  *   icefarm/lease/<serial>            ctl, retained      who holds a board until when (empty = free)
  *   icefarm/farm/available            ctl, retained      counts per kind
  *   icefarm/farm/stats                ctl, retained      evaluations, failures, waiting reserves, history
@@ -32,6 +36,9 @@
 #define IFM_TOPIC_CTL_REQ_ALL "icefarm/ctl/req/+"
 #define IFM_TOPIC_BOARD_STATE_ALL "icefarm/+/state"
 #define IFM_TOPIC_WORKER_STATE_ALL "icefarm/worker/+/state"
+#define IFM_TOPIC_WORKER_HEARTBEAT_ALL "icefarm/worker/+/heartbeat"
+#define IFM_TOPIC_LEASE_ALL "icefarm/lease/+"
+#define IFM_TOPIC_PRESENCE_ALL "icefarm/client/+/presence/+"
 
 /* Each returns 0, or -1 if a part is invalid or the topic does not fit. */
 int ifm_topic_board(char *out, size_t cap, const char *serial, const char *leaf);
@@ -41,6 +48,8 @@ int ifm_topic_ctl_req(char *out, size_t cap, const char *verb);
 int ifm_topic_lease(char *out, size_t cap, const char *serial);
 /* icefarm/<serial>/usbip/<session>/<dir>, dir "c2s" (holder -> worker) or "s2c". */
 int ifm_topic_usbip(char *out, size_t cap, const char *serial, const char *session, const char *dir);
+/* icefarm/client/<name>/presence/<conn>; <conn> (an MQTT client id) must be a valid name too. */
+int ifm_topic_presence(char *out, size_t cap, const char *name, const char *conn);
 
 /* Copies level `index` (0-based) of `topic` into out; -1 if absent or too long. */
 int ifm_topic_level(const char *topic, int index, char *out, size_t cap);

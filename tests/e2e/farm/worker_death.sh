@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# A worker killed with SIGKILL (no goodbye, only its Will): control notices, the
-# holder of its boards hears "failure" and "reservation end", none of its boards
-# is available while it is gone, and when it comes back (same name, same sim
-# count, so the same serials) its boards are available again. The same for a
-# frozen worker (SIGSTOP), which only the MQTT keep-alive reveals.
+# A worker killed with SIGKILL (no goodbye, only its Will): control notices at
+# once and none of its boards is available while it is gone; the holder of its
+# boards hears "worker reconnecting" and keeps its leases for the grace
+# (--worker-grace, 4 s here: PROTOCOL.md 14.1). A restarted worker is a new
+# process instance: the leases end with "failure" and "reservation end" at once.
+# A worker that does not come back: the same when the grace runs out. Its boards
+# are available again when it is back (same name and sim count: same serials).
+# A frozen worker (SIGSTOP): its missed heartbeats stop grants on its boards
+# within 3 s but end no lease; SIGCONT within the keep-alive and nothing else
+# happens. Frozen past the keep-alive: the Will starts the grace, and the same
+# process coming back keeps its leases ("worker reconnected").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
+FARM_CTL_ARGS="--worker-grace 4"
 
 # libmosquitto refuses keep-alives under 5 s: a worker asked for 2 must either
 # work or refuse to start, never run without ever connecting.
@@ -53,9 +60,34 @@ ok "kill -9 the worker (pid $WRK)"
 
 check "available drops to 0" wait_until 60 available_is 0
 for s in "$S1" "$S2"; do
+    check "the holder hears 'worker reconnecting' for $s" e2e_wait_event "$EV" 30 "worker reconnecting" "$s"
+done
+check "status: the worker is reconnecting, both leases are kept" status_has \
+    "[w['state'] for w in j['workers']] == ['reconnecting'] and len(j['leases']) == 2"
+cli e2e-observer status
+INSTANCE=$(jpy "$OUT" "j['workers'][0]['instance']")
+e2e_start_wrk
+ok "restart the worker at once (a new process instance)"
+for s in "$S1" "$S2"; do
     check "the holder hears 'failure' for $s" e2e_wait_event "$EV" 60 failure "$s"
     check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV" 60 "reservation end" "$s"
 done
+check "status: the worker is online as another instance, no lease is left" status_has \
+    "[w['state'] for w in j['workers']] == ['online'] and j['workers'][0]['instance'] != $INSTANCE and j['leases'] == []"
+check "all 4 boards become available again" wait_until 60 available_is 4
+
+# Killed and not back within the grace: the leases end when it runs out.
+EVG=$RUN/events-grace.jsonl
+check "a watcher for this part is subscribed" e2e_watch "$EVG" "icefarm/client/$HOLDER/event"
+cli "$HOLDER" reserve --amount 2
+check "the holder reserves 2 boards again (got $RC)" test "$RC" = 0
+G1=$(serials_of "$OUT" | sed -n 1p)
+WRK=$(e2e_pid_of wrk)
+e2e_kill9 "$WRK"
+ok "kill -9 the worker again (pid $WRK), and leave it dead"
+check "the holder hears 'worker reconnecting' for $G1" e2e_wait_event "$EVG" 30 "worker reconnecting" "$G1"
+check "the holder hears 'failure' for $G1 when the 4 s grace runs out" e2e_wait_event "$EVG" 30 failure "$G1"
+check "the holder hears 'reservation end' for $G1" e2e_wait_event "$EVG" 30 "reservation end" "$G1"
 check "status: the worker is offline and no lease is left" status_has \
     "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
 check "status: no board is available" status_has "not any(b['available'] for b in j['boards'])"
@@ -76,8 +108,9 @@ cli "$HOLDER" end-all
 check "and end them (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$(grep -c . <<<\"\$1\") == 4 ]]" _ "$(serials_of "$OUT")"
 check "status shows no leases" status_has "j['leases'] == []"
 
-# A frozen worker (SIGSTOP) keeps its TCP connection open: only the MQTT
-# keep-alive can tell it is gone. Then SIGCONT: it reconnects with a new epoch.
+# A frozen worker (SIGSTOP) keeps its TCP connection open: its heartbeats stop,
+# so control stops granting its boards within 3 s (PROTOCOL.md 14.2), and ends no
+# lease. SIGCONT before the keep-alive runs out: nothing else happens.
 check "all 4 boards are available before freezing the worker" wait_until 60 available_is 4
 EV2=$RUN/events2.jsonl
 check "a second watcher is subscribed" e2e_watch "$EV2" "icefarm/client/$HOLDER/event"
@@ -85,22 +118,43 @@ cli "$HOLDER" reserve --amount 2
 check "the holder reserves 2 boards (got $RC)" test "$RC" = 0
 F1=$(serials_of "$OUT" | sed -n 1p)
 F2=$(serials_of "$OUT" | sed -n 2p)
+check "2 boards are left available" wait_until 30 available_is 2
 WRK=$(e2e_pid_of wrk)
 kill -STOP "$WRK"
+T0=$SECONDS
 ok "kill -STOP the worker (pid $WRK)"
-check "available drops to 0 (the keep-alive expired)" wait_until 60 available_is 0
-for s in "$F1" "$F2"; do
-    check "the holder hears 'failure' for $s" e2e_wait_event "$EV2" 60 failure "$s"
-    check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV2" 60 "reservation end" "$s"
-done
-check "status: the worker is offline and no lease is left" status_has \
-    "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
+check "available drops to 0 (missed heartbeats)" wait_until 10 available_is 0
+check "... within 3 s (the heartbeat watch, not the 7.5 s keep-alive; took about $((SECONDS - T0)) s)" \
+    test $((SECONDS - T0)) -le 3
+check "status: the worker is hung, its 2 leases stay" status_has \
+    "[w['state'] for w in j['workers']] == ['hung'] and len(j['leases']) == 2"
 kill -CONT "$WRK"
-ok "kill -CONT the worker"
-check "all 4 boards become available again after it reconnects" wait_until 60 available_is 4
-check "status: the worker is online again" status_has "[w['online'] for w in j['workers']] == [True]"
-cli "$HOLDER" reserve --amount 4
-check "the holder can reserve all 4 boards again (got $RC)" test "$RC" = 0
+ok "kill -CONT the worker after about $((SECONDS - T0)) s"
+check "its 2 free boards are available again" wait_until 30 available_is 2
+check "status: online, both leases kept" status_has \
+    "[w['state'] for w in j['workers']] == ['online'] and len(j['leases']) == 2"
+check "the holder heard no failure and no reservation end" \
+    bash -c "! grep -qE '\"(failure|reservation end)\"' '$EV2'"
+
+# Frozen past the keep-alive (7.5 s): the Will starts the 4 s grace. SIGCONT
+# before the grace ends: the same process reconnects and keeps its leases.
+kill -STOP "$WRK"
+ok "kill -STOP the worker again"
+for s in "$F1" "$F2"; do
+    check "the holder hears 'worker reconnecting' for $s (the Will)" e2e_wait_event "$EV2" 30 "worker reconnecting" "$s"
+done
+kill -CONT "$WRK"
+ok "kill -CONT the worker within the grace"
+for s in "$F1" "$F2"; do
+    check "the holder hears 'worker reconnected' for $s" e2e_wait_event "$EV2" 30 "worker reconnected" "$s"
+done
+check "status: online, both leases kept" status_has \
+    "[w['state'] for w in j['workers']] == ['online'] and len(j['leases']) == 2"
+check "the holder heard no failure and no reservation end" \
+    bash -c "! grep -qE '\"(failure|reservation end)\"' '$EV2'"
+check "the reserved boards still serve their holder" status_has \
+    "sorted(b['state'] for b in j['boards'] if b['serial'] in ('$F1', '$F2')) == ['reserved', 'reserved']"
 cli "$HOLDER" end-all
+check "the holder ends both (got $RC)" bash -c "[[ $RC == 0 ]] && [[ \$(grep -c . <<<\"\$1\") == 2 ]]" _ "$(serials_of "$OUT")"
 check "status shows no leases at the end" status_has "j['leases'] == []"
 check "all 4 boards are available at the end" wait_until 60 available_is 4

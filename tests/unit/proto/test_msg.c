@@ -279,6 +279,11 @@ static void make_req(ifm_verb v, bool full, ifm_ctl_req *req, char (*serials)[IF
         req->duration_s = 7200;
         req->set = v == IFM_VERB_EXTEND || v == IFM_VERB_EXTEND_ALL;
     }
+    if (v == IFM_VERB_CANCEL) {
+        static const uint8_t corr[16] = { 1, 2, 3, 0, 0xff, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
+        req->corr = corr;
+        req->corr_len = full ? 16 : 1;
+    }
 }
 
 static void compare_req(const ifm_ctl_req *a, const ifm_ctl_req *b)
@@ -292,6 +297,9 @@ static void compare_req(const ifm_ctl_req *a, const ifm_ctl_req *b)
     assert_int_equal(a->wait_ms, b->wait_ms);
     assert_int_equal(a->duration_s, b->duration_s);
     assert_int_equal(a->set, b->set);
+    assert_int_equal(a->corr_len, b->corr_len);
+    if (a->corr_len)
+        assert_memory_equal(a->corr, b->corr, a->corr_len);
 }
 
 static void test_ctl_req_roundtrip(void **state)
@@ -340,6 +348,8 @@ static void test_ctl_req_roundtrip(void **state)
                 required[nr++] = "kind";
             if (verb_needs_serials((ifm_verb)v))
                 required[nr++] = "serials";
+            if (v == IFM_VERB_CANCEL)
+                required[nr++] = "corr";
             check_decoder(dec_ctl_req, &e, required, NULL);
             ifm_enc_free(&e);
         }
@@ -1543,6 +1553,141 @@ static void test_available(void **state)
 }
 
 /* Unknown keys are ignored (newer peers may add fields); a newer version is not. */
+/* The fields of PROTOCOL.md 14.1, 8.2 and 5.1: instance and heartbeat in a
+ * birth, `clean` in a goodbye, lease tags on board events, `resend`, presence,
+ * heartbeats. */
+static void test_reliability_fields(void **state)
+{
+    ifm_err err = { "" };
+    ifm_doc doc;
+    ifm_enc e;
+    /* birth with instance and heartbeat; a clean goodbye; an old worker's birth */
+    ifm_worker_state ws = { .worker = "w1", .online = true, .epoch = 7, .instance = 1ull << 52, .heartbeat_ms = 1000 };
+    ifm_enc_init(&e);
+    ifm_worker_state_encode(&e, &ws);
+    parse_ok(&doc, &e);
+    ifm_worker_state out;
+    assert_int_equal(ifm_worker_state_decode(&doc, &out, &err), 0);
+    assert_int_equal(out.instance, 1ull << 52);
+    assert_int_equal(out.heartbeat_ms, 1000);
+    assert_false(out.clean);
+    ifm_worker_state_free(&out);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    ifm_worker_state bye = { .worker = "w1", .online = false, .epoch = 7, .instance = 9, .clean = true };
+    ifm_enc_init(&e);
+    ifm_worker_state_encode(&e, &bye);
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_worker_state_decode(&doc, &out, &err), 0);
+    assert_true(out.clean);
+    assert_false(out.online);
+    assert_int_equal(out.instance, 9);
+    ifm_worker_state_free(&out);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    /* heartbeat_ms beyond an hour, a string instance: rejected with a reason */
+    static const uint8_t bad_hb[] = { 0x85, 0xa1, 'v', 0x01, 0xa6, 'w', 'o',  'r',  'k',  'e',  'r',  0xa1, 'w',
+                                      0xa5, 's',  't', 'a',  't',  'e', 0xa7, 'o',  'f',  'f',  'l',  'i',  'n',
+                                      'e',  0xa5, 'e', 'p',  'o',  'c', 'h',  0x01, 0xac, 'h',  'e',  'a',  'r',
+                                      't',  'b',  'e', 'a',  't',  '_', 'm',  's',  0xce, 0x10, 0x00, 0x00, 0x00 };
+    assert_int_equal(ifm_doc_parse(&doc, bad_hb, sizeof bad_hb, &err), 0);
+    assert_int_not_equal(ifm_worker_state_decode(&doc, &out, &err), 0);
+    assert_non_null(strstr(err.msg, "heartbeat_ms"));
+    ifm_worker_state_free(&out);
+    ifm_doc_free(&doc);
+
+    /* lease-tagged events: the tag comes right after the event name */
+    ifm_enc_init(&e);
+    ifm_event_lease_encode(&e, "released", "S1", NULL, NULL, 42);
+    static const uint8_t released[] = { 0x84, 0xa1, 'v',  0x01, 0xa5, 'e', 'v', 'e',  'n', 't',  0xa8, 'r',
+                                        'e',  'l',  'e',  'a',  's',  'e', 'd', 0xa5, 'l', 'e',  'a',  's',
+                                        'e',  0x2a, 0xa6, 's',  'e',  'r', 'i', 'a',  'l', 0xa2, 'S',  '1' };
+    assert_int_equal(ifm_enc_size(&e), sizeof released);
+    assert_memory_equal(ifm_enc_data(&e), released, sizeof released);
+    parse_ok(&doc, &e);
+    ifm_event ev;
+    assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+    assert_int_equal(ev.lease, 42);
+    assert_string_equal(ev.event, "released");
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    ifm_result r = { .id = "f1", .type = IFM_VALUE_PULSES, .pulses = 5 };
+    ifm_enc_init(&e);
+    ifm_event_results_lease_encode(&e, "S1", "b1", 77, &r, 1);
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+    assert_int_equal(ev.lease, 77);
+    assert_non_null(ev.results);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    ifm_enc_init(&e);
+    ifm_event_results_encode(&e, "S1", "b1", &r, 1); /* untagged */
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+    assert_int_equal(ev.lease, 0);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    /* a client event's until */
+    ifm_enc_init(&e);
+    ifm_client_event_encode(&e, "worker reconnecting", "S1", 1795243030123ull);
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+    assert_int_equal(ev.until_ms, 1795243030123ull);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+
+    /* resend */
+    uint8_t bits[3] = { 1, 2, 3 };
+    ifm_file f = { "0", bits, sizeof bits };
+    for (int rs = 0; rs < 2; rs++) {
+        ifm_enc_init(&e);
+        ifm_board_cmd_encode_resend(&e, "b", &f, 1, rs);
+        parse_ok(&doc, &e);
+        ifm_board_cmd c;
+        assert_int_equal(ifm_board_cmd_decode(&doc, &c, &err), 0);
+        assert_int_equal(c.resend, rs);
+        ifm_board_cmd_free(&c);
+        ifm_doc_free(&doc);
+        ifm_enc_free(&e);
+    }
+
+    /* presence */
+    ifm_enc_init(&e);
+    ifm_presence_encode(&e);
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_presence_decode(&doc, &err), 0);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    static const uint8_t away[] = { 0x82, 0xa1, 'v', 0x01, 0xa5, 's', 't', 'a', 't', 'e', 0xa4, 'g', 'o', 'n', 'e' };
+    assert_int_equal(ifm_doc_parse(&doc, away, sizeof away, &err), 0);
+    assert_int_not_equal(ifm_presence_decode(&doc, &err), 0);
+    assert_non_null(strstr(err.msg, "online"));
+    ifm_doc_free(&doc);
+    char topic[IFM_TOPIC_MAX];
+    assert_int_equal(ifm_topic_presence(topic, sizeof topic, "alice", "ifm-00ff"), 0);
+    assert_string_equal(topic, "icefarm/client/alice/presence/ifm-00ff");
+    assert_int_equal(ifm_topic_presence(topic, sizeof topic, "alice", "a/b"), -1);
+    assert_int_equal(ifm_topic_presence(topic, sizeof topic, "", "x"), -1);
+
+    /* heartbeat */
+    ifm_heartbeat h = { .worker = "w1", .epoch = 3, .instance = 4, .seq = 5 }, h2;
+    ifm_enc_init(&e);
+    ifm_heartbeat_encode(&e, &h);
+    parse_ok(&doc, &e);
+    assert_int_equal(ifm_heartbeat_decode(&doc, &h2, &err), 0);
+    assert_memory_equal(&h, &h2, sizeof h);
+    ifm_doc_free(&doc);
+    ifm_enc_free(&e);
+    static const uint8_t no_seq[] = {
+        0x84, 0xa1, 'v', 0x01, 0xa6, 'w',  'o', 'r', 'k', 'e', 'r', 0xa1, 'w', 0xa5, 'e',
+        'p',  'o',  'c', 'h',  0x01, 0xa8, 'i', 'n', 's', 't', 'a', 'n',  'c', 'e',  0x02
+    };
+    assert_int_equal(ifm_doc_parse(&doc, no_seq, sizeof no_seq, &err), 0);
+    assert_int_not_equal(ifm_heartbeat_decode(&doc, &h2, &err), 0);
+    assert_string_equal(err.msg, "missing field \"seq\"");
+    ifm_doc_free(&doc);
+}
+
 static void test_forward_compat(void **state)
 {
     ifm_enc e;
@@ -1618,6 +1763,7 @@ int main(void)
         cmocka_unit_test(test_reply_status),
         cmocka_unit_test(test_board_states),
         cmocka_unit_test(test_worker_state_roundtrip),
+        cmocka_unit_test(test_reliability_fields),
         cmocka_unit_test(test_worker_state_bad),
         cmocka_unit_test(test_board_status),
         cmocka_unit_test(test_worker_cmd),
