@@ -66,6 +66,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
         return MOSQ_ERR_AUTH;
     }
     acl_connect(ctx->st, ed->client);
+    /* The client id is this user's from the login on, not only from its first
+     * subscribe or publish: nobody else can take the session over meanwhile.
+     * A refused login ends the connection (DISCONNECT), which frees the id. */
+    if (ed->username)
+        acl_seen(ctx->st, ed->client, id, ed->username);
     return MOSQ_ERR_PLUGIN_DEFER; /* the password file checks the password */
 }
 

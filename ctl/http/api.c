@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/crypto.h>
 
@@ -505,7 +506,56 @@ static int send_call(http_req *r, const char *acting, const ifm_ctl_req *req, co
         return -1;
     }
     r->call = c;
+    r->waits = req->verb == IFM_VERB_RESERVE && req->wait_ms;
+    if (r->waits) {
+        ifm_mqtt_last_corr(s->mqtt, r->corr, sizeof r->corr);
+        snprintf(r->acting, sizeof r->acting, "%s", acting ? acting : ifm_mqtt_name(s->mqtt));
+    }
     return 0;
+}
+
+static void on_cancel_reply(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *arg)
+{
+}
+
+void api_unwatch_caller(http_req *r)
+{
+    if (r->peer_watched)
+        ifm_loop_unwatch(r->srv->loop, r->peer_fd);
+    r->peer_watched = false;
+}
+
+/* A waiting reserve's caller hung up (MHD does not watch a suspended
+ * connection): the wait is cancelled at control, so no board is granted to
+ * nobody, and the request ends. Bytes from the caller (pipelining) are not a
+ * hang-up; the watch just stops. */
+static void on_caller(ifm_loop *loop, int fd, int events, void *arg)
+{
+    http_req *r = arg;
+    http_srv *s = r->srv;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    api_unwatch_caller(r);
+    if (n > 0 || r->state != REQ_WAITING)
+        return;
+    ifm_ctl_req cancel = { .verb = IFM_VERB_CANCEL, .corr = r->corr, .corr_len = sizeof r->corr };
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_ctl_req_encode(&e, &cancel, NULL, 0);
+    char topic[IFM_TOPIC_MAX];
+    ifm_topic_ctl_req(topic, sizeof topic, "cancel");
+    if (s->mqtt &&
+        ifm_mqtt_request_as(s->mqtt, r->acting, topic, ifm_enc_data(&e), ifm_enc_size(&e), s->timeout_ms,
+                            on_cancel_reply, NULL) == 0)
+        IFM_INFO("client=%s the caller of a waiting reserve went away: cancelled at control", r->acting);
+    ifm_enc_free(&e);
+    if (r->call) {
+        r->call->req = NULL; /* its 409 goes nowhere */
+        r->call = NULL;
+    }
+    http_finish_error(r, 499, "the caller went away");
 }
 
 /* Groups the serials of a name-less /reboot by their lease holder (from the
@@ -646,6 +696,13 @@ enum MHD_Result api_serve(http_req *r, json_t *args)
     }
     r->state = REQ_WAITING;
     MHD_suspend_connection(r->conn);
+    if (r->waits) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci && ci->connect_fd >= 0 && ifm_loop_watch(r->srv->loop, ci->connect_fd, IFM_READ, on_caller, r) == 0) {
+            r->peer_fd = ci->connect_fd;
+            r->peer_watched = true;
+        }
+    }
     rc = MHD_YES;
 out:
     ifm_enc_free(&renc);

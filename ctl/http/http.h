@@ -101,6 +101,14 @@ struct http_req {
     sio_sess *sio;             /* REQ_SIO_HOLD: the session whose GET this is */
     const char *ctype;         /* reply Content-Type (static string); NULL: application/json */
     size_t body_max;           /* bodies above this get 413 */
+    /* A reserve waiting for boards (wait_ms): its caller's socket is watched
+     * while the connection is suspended, and a caller that hangs up has the
+     * wait cancelled at control (PROTOCOL.md 5.1). */
+    bool peer_watched;
+    int peer_fd;
+    bool waits;                /* the call in flight is such a reserve */
+    uint8_t corr[16];          /* its correlation data */
+    char acting[IFM_NAME_MAX]; /* the client it acts for */
 };
 
 /* An MQTT request in flight; outlives its http_req if the server stops first. */
@@ -203,6 +211,8 @@ const struct endpoint *api_find(const char *path);
 /* Serves an endpoint once the body is complete; may suspend the connection. */
 enum MHD_Result api_serve(http_req *r, json_t *args);
 void api_call_done(http_call *c);
+/* Stops watching a waiting reserve's caller (http_finish calls it). */
+void api_unwatch_caller(http_req *r);
 /* A client name control accepts: one topic level, no control characters. */
 bool api_name_ok(const char *name);
 /* --auth broker: a "name" argument must be absent, null or r->user. Returns 0,

@@ -167,6 +167,7 @@ int main(int argc, char **argv)
         .password = cfg.password,
         .cafile = cfg.cafile,
         .keepalive = (int)cfg.keepalive,
+        .presence = true, /* the waiting reserves it sends die with it (PROTOCOL.md 5.1) */
     };
     if (http_metrics_init(&s)) {
         IFM_ERROR("cannot set up the metrics registry");

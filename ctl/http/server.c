@@ -174,6 +174,7 @@ static enum MHD_Result reply_405(http_req *r, const char *allow)
 
 void http_finish(http_req *r, unsigned status, json_t *body)
 {
+    api_unwatch_caller(r);
     if (r->state != REQ_WAITING) {
         json_decref(body);
         return;
@@ -488,6 +489,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->call)
         r->call->req = NULL;
     sio_req_gone(r);
+    api_unwatch_caller(r);
     auth_detach(r);
     if (r->prev)
         r->prev->next = r->next;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "icefarm/msg.h"
+#include "icefarm/names.h"
 
 static const char *const verb_names[IFM_VERB_COUNT] = {
     "available", "devices", "reserve", "reserve_serials", "extend", "extend_all", "end",
@@ -64,6 +65,12 @@ int ifm_ctl_req_decode(const ifm_doc *doc, ifm_verb verb, ifm_ctl_req *req, ifm_
     }
     if (ifm_get_str(root, "kind", reserving, req->kind, sizeof req->kind, err) < 0)
         return -1;
+    /* Control echoes the kind in its replies ("not enough boards of kind K"): a
+     * reply must stay valid UTF-8 for every client (issue 16). */
+    if (!ifm_mqtt_utf8_valid(req->kind, strlen(req->kind))) {
+        ifm_err_set(err, "field \"kind\" is not valid UTF-8 (or holds control characters)");
+        return -1;
+    }
     if (reserving && ifm_get_map(root, "args", false, &req->args, err) < 0)
         return -1;
     if (req->args) {

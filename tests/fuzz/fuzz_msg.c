@@ -453,6 +453,7 @@ static void run(int sel, const ifm_doc *doc)
         break;
     case SEL_FARM_STATS:
         fuzz_farm_stats(doc);
+        break;
     case SEL_HEARTBEAT:
         fuzz_heartbeat(doc);
         break;

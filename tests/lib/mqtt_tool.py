@@ -15,6 +15,12 @@
       serial == SERIAL if given); exit 0, or 1 after SECONDS.
   mqtt_tool.py pulses FILE...
       Prints "FILE PULSES" per file: zlib.crc32(content) % 100000 (wrk/sim/sim.h).
+  mqtt_tool.py evaluate BROKER_URL SERIAL BATCH N SEED
+      Publishes one evaluate of N bitstreams (ids "0".."N-1", bytes from SEED) to
+      icefarm/SERIAL/cmd as client MQTT_NAME (else MQTT_USER) and prints {id: the
+      sim's expected pulse count} as JSON.
+
+In a secured farm set MQTT_USER, MQTT_PASSWORD and MQTT_CAFILE (mqtts:// URLs).
 """
 import json
 import sys
@@ -33,7 +39,13 @@ def connect(url, protocol=None):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, protocol=protocol)
     except AttributeError:  # paho 1.x
         c = mqtt.Client(protocol=protocol)
-    c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+    import os
+
+    if os.environ.get("MQTT_USER"):
+        c.username_pw_set(os.environ["MQTT_USER"], os.environ.get("MQTT_PASSWORD"))
+    if u.scheme == "mqtts":
+        c.tls_set(ca_certs=os.environ.get("MQTT_CAFILE") or None)
+    c.connect(u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883), keepalive=30)
     return c
 
 
@@ -105,6 +117,31 @@ def pub(url, topic, text, client=None):
     c.disconnect()
 
 
+def evaluate(url, serial, batch, n, seed):
+    import random
+
+    import msgpack
+
+    rnd = random.Random(seed)
+    files = {str(i): bytes(rnd.getrandbits(8) for _ in range(104090)) for i in range(n)}
+    import os
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = connect(url, mqtt.MQTTv5)
+    c.loop_start()
+    payload = msgpack.packb({"v": 1, "op": "evaluate", "batch_id": batch, "files": files}, use_bin_type=True)
+    # Board commands carry the holder's name (PROTOCOL.md 8.1): MQTT_NAME, else MQTT_USER.
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("icefarm-client", os.environ.get("MQTT_NAME") or os.environ.get("MQTT_USER") or "")]
+    c.publish("icefarm/%s/cmd" % serial, payload, qos=1, properties=props).wait_for_publish()
+    c.loop_stop()
+    c.disconnect()
+    print(json.dumps({i: zlib.crc32(b) % 100000 for i, b in files.items()}))
+
+
 def events(path):
     try:
         with open(path) as f:
@@ -141,6 +178,9 @@ def main(argv):
         return 0
     if len(argv) in (5, 6) and argv[1] == "wait":
         return wait(argv[2], float(argv[3]), argv[4], argv[5] if len(argv) == 6 else None)
+    if len(argv) == 7 and argv[1] == "evaluate":
+        evaluate(argv[2], argv[3], argv[4], int(argv[5]), int(argv[6]))
+        return 0
     if len(argv) >= 3 and argv[1] == "pulses":
         for p in argv[2:]:
             with open(p, "rb") as f:

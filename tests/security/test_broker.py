@@ -321,6 +321,16 @@ def run(farm):
           "a client cannot take over another user's live connection by its client id")
     check(bl.sub("icefarm/client/bob/event") < 128 and not bl.gone, "... which stays connected")
     bl.close()
+    # Before its first subscribe or publish too (issue 16): the id is bound at login.
+    quiet = connected(farm, "bob", "bob-quiet")
+    check(farm.client("alice", client_id="bob-quiet").connect() != 0,
+          "a client cannot take over another user's connection in the window before its first subscribe")
+    check(quiet.sub("icefarm/client/bob/event") < 128 and not quiet.gone, "... which stays connected")
+    quiet.close()
+    spare = farm.client("alice", client_id="spare-id")
+    check(farm.client("bob", password="wrong", client_id="spare-id").connect() not in (0,) and spare.connect() == 0,
+          "a refused login does not keep its client id from others")
+    spare.close()
 
     for f in ("icefarm/ctl/req/+", "icefarm/+/event", "icefarm/+/state", "icefarm/farm/#", "icefarm/+/cmd",
               "icefarm/worker/+/state", "icefarm/lease/+"):

@@ -28,12 +28,23 @@ typedef struct {
     size_t nserials;
     unsigned seed;
     const char *worker;
+    size_t ndone;          /* results so far */
+    int nfaults, injected; /* fault k goes in at k/(nfaults+1) of the results */
 } soak;
+
+static void inject(soak *s);
 
 static void on_result(icefarm_batch *b, size_t index, const char *serial, const icefarm_result *r, void *arg)
 {
     soak *s = arg;
     s->calls[index]++;
+    /* Faults by progress, from inside the run: every one lands, whatever the
+     * size (a clock let a small run finish before the first one). */
+    s->ndone++;
+    while (s->injected < s->nfaults && s->ndone >= (size_t)(s->injected + 1) * s->n / (size_t)(s->nfaults + 1)) {
+        inject(s);
+        s->injected++;
+    }
     if (r->type == ICEFARM_VALUE_FAILED)
         s->failures++;
     else if (r->type != ICEFARM_VALUE_PULSES || (uint32_t)r->pulses != s->expected[index])
@@ -136,27 +147,11 @@ int main(int argc, char **argv)
         icefarm_batch_add(b, bits, ICEFARM_BITSTREAM_SIZE, NULL);
     }
     free(bits);
-    /* The batch runs in slices; between them, a fault every 0.3-0.7 s. */
-    int left = nfaults;
-    uint64_t t0 = ifm_now_ms(), next = t0 + 1000;
-    int rc;
-    for (;;) {
-        uint64_t now = ifm_now_ms();
-        if (now - t0 >= 1800000) {
-            rc = -ETIMEDOUT;
-            break;
-        }
-        rc = icefarm_batch_run(b, next > now ? next - now : 1);
-        if (rc != -ETIMEDOUT)
-            break;
-        if (left > 0 && ifm_now_ms() >= next && icefarm_batch_done(b) < icefarm_batch_count(b)) {
-            inject(&s);
-            left--;
-            next = ifm_now_ms() + 300 + rand_r(&s.seed) % 400;
-        } else if (left <= 0) {
-            next = ifm_now_ms() + 1000;
-        }
-    }
+    /* The faults go in from on_result, as the results come. */
+    s.nfaults = nfaults;
+    uint64_t t0 = ifm_now_ms();
+    int rc = icefarm_batch_run(b, 1800000);
+    int left = nfaults - s.injected;
     double secs = (double)(ifm_now_ms() - t0) / 1000.0;
     size_t missing = 0, twice = 0;
     for (size_t i = 0; i < s.n; i++) {
@@ -183,6 +178,7 @@ int main(int argc, char **argv)
         printf("\n");                                                                                                  \
     } while (0)
     CHECK(rc == 0, "the batch completed");
+    CHECK(left == 0, "all %d faults were injected during the run (%d were not)", nfaults, left);
     CHECK(missing == 0, "every evaluation has a result or an explicit failure (%zu missing)", missing);
     CHECK(twice == 0, "no evaluation reported twice to the caller (%zu)", twice);
     CHECK(s.wrong_values == 0, "every measured value is the right one (%zu wrong)", s.wrong_values);

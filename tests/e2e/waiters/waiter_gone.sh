@@ -77,6 +77,36 @@ waiter_case ctrl-c
 waiter_case kill
 waiter_case stop
 
+# The HTTP shim: a caller of a waiting /reserve that hangs up has its wait
+# cancelled by the shim (anonymous farm: the caller names itself).
+if [[ -z ${FARM_SECURE:-} ]]; then
+    if farm_start_http; then
+        ok "[http] icefarm-http listens on $FARM_HTTP"
+    else
+        not_ok "[http] icefarm-http listens"
+    fi
+    as_holder reserve --amount 2
+    check "[http] the holder holds both boards (got $RC)" test "$RC" = 0
+    before=$(waiting_count)
+    curl -s -m 120 -X POST "$FARM_HTTP/reserve" -H 'Content-Type: application/json' \
+        -d "{\"amount\": 1, \"kind\": \"pulsecount\", \"name\": \"$WAITER\", \"wait_ms\": 60000}" \
+        >"$RUN/http-waiter.out" 2>&1 &
+    PID=$!
+    E2E_BG+=("$PID")
+    check "[http] the caller's reserve waits at control" \
+        wait_until 20 bash -c "(( \$(grep -c 'client=$WAITER conn=.* waiting up to' '$RUN/ctl.log') > $before ))"
+    kill -KILL "$PID"
+    wait "$PID" 2>/dev/null || true
+    check "[http] the shim notices the caller hung up and cancels the wait" \
+        wait_until 20 grep -q "client=$WAITER the caller of a waiting reserve went away" "$RUN/http.log"
+    check "[http] control drops the wait: cancelled by its requester" \
+        wait_until 20 bash -c "(( \$(grep -c 'client=$WAITER conn=.*cancelled by its requester' '$RUN/ctl.log') >= 2 ))"
+    as_holder end-all
+    check "[http] both boards become available" wait_until 30 available_is 2
+    sleep 1
+    check "[http] ... and stay free: no lease names the waiter" no_lease_of_waiter
+fi
+
 # The control experiment: a waiter that stays is served when a board frees up.
 as_holder reserve --amount 2
 check "[stays] the holder holds both boards (got $RC)" test "$RC" = 0

@@ -435,6 +435,23 @@ static void test_ctl_req_bad(void **state)
     assert_int_equal(decode_req(IFM_VERB_RESERVE, &e, &err), -1);
     ERR_HAS(err, "\"kind\" is 32 bytes");
     ifm_enc_free(&e);
+    /* a kind that is not UTF-8 is refused: control would echo it in its reply */
+    static const char *const bad_kinds[] = { "pulse\xff", "\xc3\x28", "\xed\xa0\x80", "tab\tkind" };
+    for (size_t i = 0; i < sizeof bad_kinds / sizeof *bad_kinds; i++) {
+        ifm_enc_init(&e);
+        ifm_enc_root(&e, 2);
+        ifm_enc_kuint(&e, "amount", 1);
+        ifm_enc_kstr(&e, "kind", bad_kinds[i]);
+        assert_int_equal(decode_req(IFM_VERB_RESERVE, &e, &err), -1);
+        ERR_HAS(err, "\"kind\" is not valid UTF-8");
+        ifm_enc_free(&e);
+    }
+    ifm_enc_init(&e);
+    ifm_enc_root(&e, 2);
+    ifm_enc_kuint(&e, "amount", 1);
+    ifm_enc_kstr(&e, "kind", "vari\xc3\xa1nce"); /* UTF-8 is fine */
+    assert_int_equal(decode_req(IFM_VERB_RESERVE, &e, &err), 0);
+    ifm_enc_free(&e);
     ifm_enc_init(&e);
     ifm_enc_root(&e, 3);
     ifm_enc_kuint(&e, "amount", 1);
