@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "http.h"
+#include "icefarm/mp.h"
 #include "icefarm/log.h"
 
 #define LEASE_FILTER "icefarm/lease/+"
@@ -214,10 +215,65 @@ int events_init(http_srv *s)
 
 /* ---- delivery ---- */
 
+/* The small stand-in for an event too large to forward (HTTP_EVENT_FORWARD_MAX):
+ * its header fields, read with the allocation-free reader, and its size. */
+static void encode_too_large(const ifm_mqtt_msg *msg, ifm_enc *e)
+{
+    char event[32] = "", batch[IFM_ID_MAX] = "", serial[IFM_SERIAL_MAX] = "";
+    uint64_t lease = 0;
+    ifm_mp r;
+    ifm_mp_init(&r, msg->payload, msg->len, NULL, 0);
+    uint32_t n = 0;
+    if (ifm_mp_map(&r, &n) == 0)
+        for (uint32_t i = 0; i < n; i++) {
+            const char *k;
+            uint32_t kl;
+            if (ifm_mp_str(&r, &k, &kl))
+                break;
+            int rc;
+            if (kl == 5 && memcmp(k, "event", 5) == 0)
+                rc = ifm_mp_cstr(&r, event, sizeof event);
+            else if (kl == 8 && memcmp(k, "batch_id", 8) == 0)
+                rc = ifm_mp_cstr(&r, batch, sizeof batch);
+            else if (kl == 6 && memcmp(k, "serial", 6) == 0)
+                rc = ifm_mp_cstr(&r, serial, sizeof serial);
+            else if (kl == 5 && memcmp(k, "lease", 5) == 0)
+                rc = ifm_mp_uint(&r, &lease);
+            else
+                rc = ifm_mp_skip(&r, IFM_MAX_DEPTH);
+            if (rc)
+                break;
+        }
+    ifm_enc_root(e, 3 + (serial[0] != 0) + (batch[0] != 0) + (lease != 0));
+    ifm_enc_kstr(e, "event", event[0] ? event : "message");
+    if (serial[0])
+        ifm_enc_kstr(e, "serial", serial);
+    if (batch[0])
+        ifm_enc_kstr(e, "batch_id", batch);
+    if (lease)
+        ifm_enc_kuint(e, "lease", lease);
+    ifm_enc_kbool(e, "too_large", true);
+    ifm_enc_kuint(e, "bytes", msg->len);
+}
+
 static void deliver(http_srv *s, const char *name, const ifm_mqtt_msg *msg, const char *serial)
 {
     if (!interest(s, name))
         return;
+    if (msg->len > HTTP_EVENT_FORWARD_MAX) {
+        /* Bounded memory: forward a stand-in, never the JSON of megabytes. */
+        ifm_enc e;
+        ifm_enc_init(&e);
+        encode_too_large(msg, &e);
+        ifm_mqtt_msg small = *msg;
+        small.payload = ifm_enc_data(&e);
+        small.len = ifm_enc_size(&e);
+        IFM_WARN("client=%s event of %zu bytes on %s is too large for HTTP: forwarded as too_large", name, msg->len,
+                 msg->topic);
+        deliver(s, name, &small, serial);
+        ifm_enc_free(&e);
+        return;
+    }
     ifm_doc doc;
     ifm_err err = { "" };
     if (ifm_doc_parse(&doc, msg->payload, msg->len, &err) || doc.root->type != MSGPACK_OBJECT_MAP) {

@@ -47,6 +47,10 @@ typedef struct sio_sess sio_sess;
 #define HTTP_CONNECTION_LIMIT 4000
 #define HTTP_PER_IP_LIMIT 64
 #define HTTP_IDLE_TIMEOUT_S 10
+/* An event larger than this is not turned into JSON for /events or socket.io:
+ * its callers get {event, serial, batch_id, lease, too_large: true, bytes}
+ * instead (a 12 MiB results event made a 200 MB JSON tree; PROTOCOL.md 4.3). */
+#define HTTP_EVENT_FORWARD_MAX (256u * 1024u)
 
 typedef enum {
     AUTH_NONE,

@@ -504,8 +504,8 @@ static void tell(sio_client *cl, const char *serial, const char *event, const ch
 static void on_available(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 {
     http_srv *s = arg;
-    if (!msg->len)
-        return;
+    if (!msg->len || !s->sio)
+        return; /* (messages still arrive while the shim disconnects, after sio_free) */
     ifm_doc doc;
     ifm_err err = { "" };
     ifm_available a;
@@ -531,7 +531,7 @@ static void on_refused(ifm_mqtt *m, const char *topic, int reason, void *arg)
 {
     http_srv *s = arg;
     char serial[IFM_SERIAL_MAX], leaf[16];
-    if (ifm_topic_level(topic, 1, serial, sizeof serial) || ifm_topic_level(topic, 2, leaf, sizeof leaf) ||
+    if (!s->sio || ifm_topic_level(topic, 1, serial, sizeof serial) || ifm_topic_level(topic, 2, leaf, sizeof leaf) ||
         strcmp(leaf, "cmd") != 0)
         return;
     const char *holder = events_holder(s, serial);

@@ -317,17 +317,17 @@ http GET /available
 expect 200 "bob from 127.0.0.1 is not affected" "'amount' in j"
 check "the rate limit is logged once, naming the pair" grep -q 'failed authentications from 127.0.0.2 for user=bob' "$HLOG"
 # A spray over many accounts from one address is still slowed down: 50 failures
-# from 127.0.0.3 whatever the account, then 429 for everyone there.
+# from 127.0.0.4 whatever the account, then 429 for everyone there.
 codes=()
 for i in $(seq 1 50); do
     AUTH=(-u "spray$i:")
-    http GET /available '' --interface 127.0.0.3
+    http GET /available '' --interface 127.0.0.4
     codes+=("$CODE")
 done
-check "50 failed logins for 50 accounts from 127.0.0.3 are 401 each" \
+check "50 failed logins for 50 accounts from 127.0.0.4 are 401 each" \
     bash -c "[[ \$(tr ' ' '\n' <<<'${codes[*]}' | sort -u) == 401 ]]"
 AUTH=("${ALICE[@]}")
-http GET /available '' --interface 127.0.0.3
+http GET /available '' --interface 127.0.0.4
 expect_error 429 "then the address as a whole is limited, alice too" "too many"
 
 # ---- the log ----
