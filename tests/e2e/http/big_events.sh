@@ -51,5 +51,11 @@ check "the stream still delivers the small one after them" wait_until 30 grep -q
 check "each large one arrived as a stand-in with its size" \
     bash -c "(( \$(grep -c '\"too_large\":true' '$RUN/sse.out') == 10 ))"
 after=$(rss)
-check "icefarm-http stays under 64 MB resident (before ${before} kB, after ${after} kB)" test "$after" -lt 65536
+if ldd "$FARM_BIN/ctl/http/icefarm-http" 2>/dev/null | grep -q libasan; then
+    # ASan's quarantine keeps freed memory resident (256 MB by default): the
+    # bound is checked in the RelWithDebInfo pass only.
+    echo "# resident memory not judged under ASan (before ${before} kB, after ${after} kB)"
+else
+    check "icefarm-http stays under 64 MB resident (before ${before} kB, after ${after} kB)" test "$after" -lt 65536
+fi
 cli holder end-all
