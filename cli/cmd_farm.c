@@ -33,11 +33,6 @@ static int simple(const cli_opts *o, ifm_ctl_req *req, const void *args, size_t 
         ifm_ctl_req_free(req);
         return rc;
     }
-    if (req->wait_ms) {
-        /* Ctrl-C of a waiting reserve: the wait ends at control, never granted to nobody. */
-        int sigs[] = { SIGINT, SIGTERM };
-        icefarm_on_signals(f, sigs, 2, on_signal, NULL);
-    }
     cli_reply r = { 0 };
     rc = cli_call(f, o, req, args, args_len, &r);
     if (rc == CLI_OK) {
@@ -171,9 +166,14 @@ int cmd_reserve(const cli_opts *o)
         cli_warn("the farm has only %zu board(s) of kind %s now; %u asked%s", total, kind, o->amount,
                  o->wait_s ? ": waiting in case workers join" : "");
     }
-    if (o->wait_s)
+    if (o->wait_s) {
+        /* Ctrl-C of a waiting reserve: the wait ends at control too, so no board
+         * is granted to nobody (PROTOCOL.md 5.1). */
+        int sigs[] = { SIGINT, SIGTERM };
+        icefarm_on_signals(f, sigs, 2, on_signal, NULL);
         cli_wait_begin("%u board(s) of kind %s to come free (up to %llu s)", o->amount, kind,
                        (unsigned long long)o->wait_s);
+    }
     cli_reply r = { 0 };
     rc = cli_call(f, o, &req, o->args_json ? ifm_enc_data(&args) : NULL, ifm_enc_size(&args), &r);
     cli_wait_end();

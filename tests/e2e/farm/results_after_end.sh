@@ -41,7 +41,7 @@ one_case() {
     exp=$(MQTT_NAME=$HOLDER "$PY" "$E2E_DIR/mqtt_tool.py" evaluate "$FARM_BROKER" "$s" "b-$how" 40 "$seed")
     ok "[$how] 40 bitstreams queued on $s (lease $lease)"
     if [[ $how == expiry ]]; then
-        as_holder extend "$s" --duration 5
+        as_holder extend "$s" --duration 5 --set
         check "[$how] the lease now ends in 5 s (extend, got $RC)" test "$RC" = 0
     fi
     sleep 2.5
