@@ -10,6 +10,8 @@
  *   grant.c     granting boards: the one path behind reserve, reserve_serials
  *               and waiting reserves (the policy itself is store/alloc.c)
  *   waiters.c   reserve requests waiting for boards, first come first served
+ *   presence.c  clients' connections (retained presence): a waiting reserve dies
+ *               with the connection that asked
  *   publish.c   what control tells others: worker commands, client events,
  *               retained lease and availability messages
  *   metrics.c   Prometheus metrics (--metrics-listen)
