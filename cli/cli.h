@@ -144,6 +144,6 @@ void cli_wait_end(void);
  * prints it): when neither --broker nor ICEFARM_BROKER is given and the farm
  * that wrote it is alive, its ICEFARM_* settings are put into the environment
  * (those already set win). */
-void cli_use_farm_env(void);
+void cli_use_farm_env(const char *broker_flag);
 
 #endif

@@ -383,10 +383,13 @@ static int unquote(const char *in, char *out, size_t cap)
     return 0;
 }
 
-void cli_use_farm_env(void)
+void cli_use_farm_env(const char *broker_flag)
 {
+    /* Only when no broker was named at all: a broker given on the command line or
+     * in the environment comes with its own credentials (or none), never the
+     * embedded farm's demo user's. */
     const char *b = getenv("ICEFARM_BROKER");
-    if (b && *b)
+    if ((b && *b) || (broker_flag && *broker_flag))
         return;
     char path[512];
     const char *explicit = getenv("ICEFARM_ENV_FILE"), *xdg = getenv("XDG_RUNTIME_DIR"), *tmp = getenv("TMPDIR");

@@ -494,7 +494,7 @@ int main(int argc, char **argv)
         free(csv_copy);
         return CLI_FAILED;
     }
-    cli_use_farm_env();
+    cli_use_farm_env(o.farm.broker);
     int rc = cmd->fn(&o);
     free(csv_copy);
     explicit_bzero(password, sizeof password);
