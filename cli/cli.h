@@ -50,6 +50,7 @@ enum {
     O_NDJSON,
     O_NOCHECK,
     O_VERSION,
+    O_FTIMEOUT,
     O_COUNT
 };
 
@@ -66,8 +67,9 @@ typedef struct {
     uint32_t boards;
     uint32_t window;
     uint64_t result_timeout_s;
-    bool no_check; /* evaluate: skip the iCE40 framing check */
-    char **pos;    /* positional arguments after the command */
+    uint64_t flash_timeout_s; /* flash: the wait for each board's "flashed" */
+    bool no_check;            /* evaluate: skip the iCE40 framing check */
+    char **pos;               /* positional arguments after the command */
     int npos;
     char **serials; /* --serials a,b,c */
     int nserials;
@@ -98,6 +100,58 @@ typedef struct {
 void cli_reply_free(cli_reply *r);
 /* The reply's serials, malloc'd (free() it); the count is returned. */
 size_t cli_reply_serials(const cli_reply *r, char (**serials)[IFM_SERIAL_MAX]);
+
+/* ---- files.c: the files evaluate and flash send ---- */
+
+/* A download's default bound when --timeout is not given. */
+#define CLI_FETCH_TIMEOUT_MS 30000u
+
+typedef struct {
+    const char *ref; /* as given: a path, a file: reference or an http(s) URL (borrowed) */
+    uint8_t *data;   /* malloc'd by cli_files_read, freed by cli_files_free */
+    size_t len;
+    char sha256[65]; /* lower-case hex */
+    bool remote;     /* an http:// or https:// URL */
+} cli_file;
+
+/* True for the references fetched over the network. */
+bool cli_is_url(const char *ref);
+/* Reads n files into files[n] (filled in, argument order kept): paths and
+ * file: references from disk, URLs through icefarm/fetch.h (several at once,
+ * each bounded by --timeout, default CLI_FETCH_TIMEOUT_MS), none larger than
+ * max_bytes. 0, or the first failure's negative errno (-ENOENT, -EFBIG,
+ * -EACCES, -EINVAL, -ETIMEDOUT, -EIO) with its index and reason, and then
+ * nothing is left allocated. Says on a terminal what it waits for. */
+int cli_files_read(const cli_opts *o, char *const *refs, size_t n, size_t max_bytes, cli_file *files, size_t *failed,
+                   char *why, size_t whylen);
+void cli_files_free(cli_file *files, size_t n);
+/* Prints a cli_files_read failure and returns its exit code: CLI_USAGE for a
+ * file that is missing, too large (`expect` says what was expected) or not a
+ * reference; CLI_FAILED for the network (timeout, refused, a server error). */
+int cli_file_error(const cli_opts *o, const cli_file *f, int status, const char *why, const char *expect);
+
+/* ---- acquire.c: boards coming back, reserving for a run ---- */
+
+/* What reserve --wait suggests for boards that are returning (re-flashing
+ * after a release): the workers' default flash and self-test bounds (30 s +
+ * 5 s), rounded up, is the longest one takes before it is marked broken. */
+#define CLI_RETURNING_WAIT_S 40u
+
+/* From control's status: boards of `kind` free now, and those "returning"
+ * (unleased, worker online, on their way back to ready: flashing, testing, or
+ * still preparing for a lease that has ended). CLI_OK or the exit code printed. */
+int cli_farm_returning(icefarm *f, const cli_opts *o, const char *kind, size_t *nfree, size_t *returning);
+/* After a "not enough boards" refusal (already printed): if boards of `kind`
+ * are returning, says so on stderr and how to wait for them. */
+void cli_explain_busy(icefarm *f, const cli_opts *o, const char *kind, uint32_t want);
+/* Reserves boards for a command that uses them itself (evaluate, flash): `want`
+ * of kind --kind, waiting --wait for them; when not enough are free and boards
+ * are returning (and --wait was not given), waits for them within --timeout
+ * (default 60 s), saying so; then settles for what is free if that is at least
+ * `min`. CLI_OK with *serials (malloc'd, watched) and *n, or the exit code of
+ * the error it printed (CLI_NOT_ENOUGH, CLI_UNREACHABLE, CLI_INTERRUPTED...). */
+int cli_reserve_for_run(icefarm *f, const cli_opts *o, uint32_t want, uint32_t min, const void *args, size_t args_len,
+                        char (**serials)[IFM_SERIAL_MAX], size_t *n);
 
 /* ---- common.c ---- */
 

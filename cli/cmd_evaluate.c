@@ -18,9 +18,10 @@
 #include "icefarm/batch.h"
 
 typedef struct {
-    const char *path;
+    const char *path; /* as given: a path or a URL */
     uint8_t *data;
     size_t len;
+    char sha256[65];
     bool done;
     char serial[IFM_SERIAL_MAX];
     icefarm_result result;
@@ -64,28 +65,17 @@ static int check_ice40(const uint8_t *d, size_t len, char *why, size_t cap)
     return 0;
 }
 
-static int read_file(const cli_opts *o, const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
+/* The size and the framing of a file that was read. */
+static int check_bitstream(const cli_opts *o, const job *j, char *err, size_t errlen)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-        return -1;
-    }
-    *data = malloc(IFM_BITSTREAM_SIZE + 1);
-    *len = *data ? fread(*data, 1, IFM_BITSTREAM_SIZE + 1, fp) : 0;
-    fclose(fp);
-    if (*len != IFM_BITSTREAM_SIZE) {
-        if (*len > IFM_BITSTREAM_SIZE)
-            snprintf(err, errlen, "%s is more than %u bytes; an iCE40UP5K bitstream is exactly that", path,
-                     IFM_BITSTREAM_SIZE);
-        else
-            snprintf(err, errlen, "%s is %zu bytes; an iCE40UP5K bitstream is exactly %u bytes", path, *len,
-                     IFM_BITSTREAM_SIZE);
+    if (j->len != IFM_BITSTREAM_SIZE) {
+        snprintf(err, errlen, "%s is %zu bytes; an iCE40UP5K bitstream is exactly %u bytes", j->path, j->len,
+                 IFM_BITSTREAM_SIZE);
         return -1;
     }
     char why[160];
-    if (!o->no_check && check_ice40(*data, *len, why, sizeof why)) {
-        snprintf(err, errlen, "%s %s: not an iCE40 bitstream? (--no-check sends it anyway)", path, why);
+    if (!o->no_check && check_ice40(j->data, j->len, why, sizeof why)) {
+        snprintf(err, errlen, "%s %s: not an iCE40 bitstream? (--no-check sends it anyway)", j->path, why);
         return -1;
     }
     return 0;
@@ -95,7 +85,8 @@ static int read_file(const cli_opts *o, const char *path, uint8_t **data, size_t
 
 static json_t *result_json(const job *j, size_t index)
 {
-    json_t *o = json_pack("{s:s, s:I, s:s}", "file", j->path, "index", (json_int_t)index, "serial", j->serial);
+    json_t *o = json_pack("{s:s, s:I, s:s, s:s}", "file", j->path, "index", (json_int_t)index, "sha256", j->sha256,
+                          "serial", j->serial);
     if (!j->done) {
         json_object_set_new(o, "ok", json_false());
         json_object_set_new(o, "error", json_string("not evaluated"));
@@ -264,33 +255,11 @@ static int acquire_boards(run *r, char (**serials)[IFM_SERIAL_MAX], size_t *n, b
     ifm_enc a;
     ifm_enc_init(&a);
     cli_json_to_msgpack(args, &a, err, sizeof err);
-    cli_wait_begin("%u board(s) of kind %s from icefarm control", want, kind);
-    rc = icefarm_reserve(r->f, want, kind, ifm_enc_data(&a), ifm_enc_size(&a), o->wait_s * 1000, serials, n, err,
-                         sizeof err);
-    if (rc == -EBUSY && !o->boards) {
-        /* No explicit --boards: settle for whatever is free right now. */
-        icefarm_req req = { .verb = "available", .kind = kind };
-        icefarm_reply *rep = NULL;
-        char e2[256];
-        uint64_t avail = 0;
-        if (icefarm_call(r->f, &req, &rep, e2, sizeof e2) || !icefarm_reply_ok(rep) ||
-            icefarm_reply_uint(rep, "amount", &avail))
-            avail = 0;
-        icefarm_reply_free(rep);
-        if (avail > 0 && avail < want)
-            rc = icefarm_reserve(r->f, (uint32_t)avail, kind, ifm_enc_data(&a), ifm_enc_size(&a), 0, serials, n, err,
-                                 sizeof err);
-    }
-    cli_wait_end();
+    /* Without --boards, fewer than asked will do (at least one). */
+    rc = cli_reserve_for_run(r->f, o, want, o->boards ? o->boards : 1, ifm_enc_data(&a), ifm_enc_size(&a), serials, n);
     ifm_enc_free(&a);
-    if (rc == -ECANCELED)
-        return cli_error(o, CLI_INTERRUPTED, "interrupted while reserving boards; nothing was evaluated");
-    if (rc)
-        return cli_error(o,
-                         rc == -EBUSY                              ? CLI_NOT_ENOUGH
-                             : rc == -ETIMEDOUT || rc == -ENOTCONN ? CLI_UNREACHABLE
-                                                                   : CLI_FAILED,
-                         "%s", err);
+    if (rc != CLI_OK)
+        return rc;
     *reserved = true;
     return CLI_OK;
 }
@@ -357,15 +326,34 @@ int cmd_evaluate(const cli_opts *o)
     char(*serials)[IFM_SERIAL_MAX] = NULL;
     size_t nserials = 0;
     bool reserved = false;
-    if (!r.jobs)
-        return CLI_FAILED;
+    cli_file *files = calloc(r.njobs, sizeof *files);
+    if (!r.jobs || !files) {
+        free(r.jobs);
+        free(files);
+        return cli_error(o, CLI_FAILED, "out of memory");
+    }
+    /* Every file is read (or downloaded) and checked before anything is sent. */
+    size_t bad = 0;
+    int frc = cli_files_read(o, o->pos, r.njobs, IFM_BITSTREAM_SIZE, files, &bad, err, sizeof err);
+    if (frc)
+        rc = cli_file_error(o, &files[bad], frc, err, "an iCE40UP5K bitstream is exactly that");
     for (size_t i = 0; i < r.njobs; i++) {
-        r.jobs[i].path = o->pos[i];
-        if (read_file(o, o->pos[i], &r.jobs[i].data, &r.jobs[i].len, err, sizeof err)) {
+        job *j = &r.jobs[i];
+        j->path = o->pos[i];
+        j->data = files[i].data;
+        j->len = files[i].len;
+        snprintf(j->sha256, sizeof j->sha256, "%s", files[i].sha256);
+        if (!frc && files[i].remote && !o->json && !o->ndjson)
+            fprintf(stderr, "icefarm-cli: fetched %s: %zu bytes, sha256 %s\n", j->path, j->len, j->sha256);
+    }
+    free(files);
+    if (frc)
+        goto out;
+    for (size_t i = 0; i < r.njobs; i++)
+        if (check_bitstream(o, &r.jobs[i], err, sizeof err)) {
             rc = cli_error(o, CLI_USAGE, "%s", err);
             goto out;
         }
-    }
     r.f = cli_connect(o, &rc);
     if (!r.f)
         goto out;

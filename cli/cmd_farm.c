@@ -177,6 +177,10 @@ int cmd_reserve(const cli_opts *o)
     cli_reply r = { 0 };
     rc = cli_call(f, o, &req, o->args_json ? ifm_enc_data(&args) : NULL, ifm_enc_size(&args), &r);
     cli_wait_end();
+    /* A board re-flashing after a release is coming back, not unavailable: say
+     * so, and how to wait for it. */
+    if (rc == CLI_NOT_ENOUGH && !o->npos && !o->wait_s)
+        cli_explain_busy(f, o, kind, o->amount);
     if (rc == CLI_OK) {
         if (o->json) {
             json_t *j = reply_json(&r);

@@ -1,6 +1,13 @@
 /* flash: put your own UF2 firmware on boards you hold (reserving them first
  * when no serials are given). The boards stay reserved and run your firmware
- * until you reboot them (back to the kind's firmware) or end the lease. */
+ * until you reboot them (back to the kind's firmware) or end the lease.
+ *
+ * The image is a path, a file: reference or an http(s) URL, read (and checked
+ * to be whole UF2 blocks) before anything is sent. Three bounded waits, each
+ * said on a terminal: the boards becoming ready (--timeout, default 60 s), then
+ * each board's "flashed" event (--flash-timeout, default 60 s: the worker's own
+ * flash bound is 30 s, so its failure event normally comes first). --json
+ * prints the usual envelope: {"ok", "exit", "image", "results", "summary"}. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,37 +68,71 @@ static bool all_ready(void *arg)
     return true;
 }
 
-static int read_image(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen)
+/* "S1 preparing, S2 reserved" for the boards still waited for (all with `all`). */
+static void states_of(icefarm *f, const flash_run *r, bool all, char *out, size_t cap)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-        return -1;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->n; i++) {
+        if (!all && r->t[i].state)
+            continue;
+        size_t len = strlen(out);
+        snprintf(out + len, cap - len, "%s%s %s", len ? ", " : "", r->t[i].serial,
+                 icefarm_board_state_name(icefarm_get_board_state(f, r->t[i].serial)));
     }
-    *data = malloc(IFM_MAX_IMAGE + 1);
-    *len = *data ? fread(*data, 1, IFM_MAX_IMAGE + 1, fp) : 0;
-    fclose(fp);
-    if (*len == 0 || *len > IFM_MAX_IMAGE || *len % 512) {
-        snprintf(err, errlen, "%s is not a UF2 image (%zu bytes; UF2 is 512-byte blocks, at most %u bytes)", path, *len,
-                 IFM_MAX_IMAGE);
-        return -1;
+}
+
+static void print_result(const cli_opts *o, const cli_file *img, const flash_run *r, int code, uint64_t t0)
+{
+    size_t flashed = 0;
+    for (size_t i = 0; i < r->n; i++)
+        flashed += r->t[i].state > 0;
+    if (!o->json) {
+        for (size_t i = 0; i < r->n; i++) {
+            const target *t = &r->t[i];
+            printf("%-20s %s\n", t->serial, t->state > 0 ? "flashed" : t->state < 0 ? t->why : "timed out");
+        }
+        return;
     }
-    return 0;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        const target *t = &r->t[i];
+        json_t *e = json_pack("{s:s, s:b, s:s}", "serial", t->serial, "ok", t->state > 0, "result",
+                              t->state > 0       ? "flashed"
+                                  : t->state < 0 ? "failed"
+                                                 : "timed out");
+        if (t->state <= 0)
+            json_object_set_new(e, "error", json_string(t->state < 0 ? t->why : "no flashed event in time"));
+        json_array_append_new(arr, e);
+    }
+    json_t *doc = json_pack("{s:b, s:i, s:{s:s, s:I, s:s}, s:o, s:{s:I, s:I, s:I, s:f}}", "ok", code == CLI_OK, "exit",
+                            code, "image", "file", img->ref, "bytes", (json_int_t)img->len, "sha256", img->sha256,
+                            "results", arr, "summary", "total", (json_int_t)r->n, "flashed", (json_int_t)flashed,
+                            "failed", (json_int_t)(r->n - flashed), "seconds", (double)(ifm_now_ms() - t0) / 1000.0);
+    if (code != CLI_OK)
+        json_object_set_new(doc, "error", json_sprintf("%zu of %zu board(s) not flashed", r->n - flashed, r->n));
+    cli_print_json(doc);
+    json_decref(doc);
 }
 
 int cmd_flash(const cli_opts *o)
 {
     char err[512];
-    uint8_t *image = NULL;
-    size_t len = 0;
-    if (read_image(o->pos[0], &image, &len, err, sizeof err)) {
-        free(image);
-        return cli_error(o, CLI_USAGE, "%s", err);
+    cli_file img;
+    size_t bad = 0;
+    int rc = cli_files_read(o, o->pos, 1, IFM_MAX_IMAGE, &img, &bad, err, sizeof err);
+    if (rc)
+        return cli_file_error(o, &img, rc, err, "a UF2 image for the farm is at most 8 MiB");
+    if (img.len == 0 || img.len % 512) {
+        rc = cli_error(o, CLI_USAGE, "%s is not a UF2 image (%zu bytes; UF2 is 512-byte blocks, at most %u bytes)",
+                       img.ref, img.len, IFM_MAX_IMAGE);
+        cli_files_free(&img, 1);
+        return rc;
     }
-    int rc;
+    if (img.remote && !o->json)
+        fprintf(stderr, "icefarm-cli: fetched %s: %zu bytes, sha256 %s\n", img.ref, img.len, img.sha256);
     icefarm *f = cli_connect(o, &rc);
     if (!f) {
-        free(image);
+        cli_files_free(&img, 1);
         return rc;
     }
     flash_run r = { 0 };
@@ -103,19 +144,9 @@ int cmd_flash(const cli_opts *o)
         serials = calloc(n, sizeof *serials);
         for (size_t i = 0; serials && i < n; i++)
             snprintf(serials[i], IFM_SERIAL_MAX, "%s", o->pos[i + 1]);
-    } else {
-        cli_wait_begin("board(s) from icefarm control");
-        rc = icefarm_reserve(f, o->boards ? o->boards : 1, o->kind ? o->kind : "pulsecount", NULL, 0, o->wait_s * 1000,
-                             &serials, &n, err, sizeof err);
-        cli_wait_end();
-        if (rc) {
-            rc = cli_error(o,
-                           rc == -EBUSY           ? CLI_NOT_ENOUGH
-                               : rc == -ETIMEDOUT ? CLI_UNREACHABLE
-                                                  : CLI_FAILED,
-                           "%s", err);
-            goto out;
-        }
+    } else if ((rc = cli_reserve_for_run(f, o, o->boards ? o->boards : 1, o->boards ? o->boards : 1, NULL, 0, &serials,
+                                         &n)) != CLI_OK) {
+        goto out;
     }
     r.t = calloc(n ? n : 1, sizeof *r.t);
     r.n = r.pending = n;
@@ -126,49 +157,47 @@ int cmd_flash(const cli_opts *o)
     icefarm_on(f, NULL, on_event, &r);
     bool tty = !o->json && isatty(STDERR_FILENO);
     void *ra[2] = { f, &r };
-    if (tty)
-        fprintf(stderr, "waiting for %zu board(s) to be ready...\n", n);
+    char states[512];
     uint64_t ready_bound = o->farm.timeout_ms ? o->farm.timeout_ms : 60000;
-    if ((rc = icefarm_run_until(f, all_ready, ra, ready_bound)) != 0) {
-        char states[512] = "";
-        for (size_t i = 0; i < n; i++)
-            snprintf(states + strlen(states), sizeof states - strlen(states), "%s%s %s", i ? ", " : "", r.t[i].serial,
-                     icefarm_board_state_name(icefarm_get_board_state(f, r.t[i].serial)));
+    cli_wait_begin("%zu board(s) to be ready for flashing (up to %llu s)", n, (unsigned long long)(ready_bound / 1000));
+    rc = icefarm_run_until(f, all_ready, ra, ready_bound);
+    cli_wait_end();
+    if (rc) {
+        states_of(f, &r, true, states, sizeof states);
         rc = rc == -ECANCELED ? cli_error(o, CLI_INTERRUPTED, "interrupted while waiting for the boards")
                               : cli_error(o, CLI_FAILED, "the boards did not become ready within %llu s (%s)",
                                           (unsigned long long)(ready_bound / 1000), states);
         goto out;
     }
     for (size_t i = 0; i < n; i++)
-        icefarm_flash(f, r.t[i].serial, image, len);
-    uint64_t t0 = ifm_now_ms();
-    while (!all_done(&r) && ifm_now_ms() - t0 < 300000) {
+        icefarm_flash(f, r.t[i].serial, img.data, img.len);
+    uint64_t t0 = ifm_now_ms(), bound = o->flash_timeout_s * 1000;
+    if (tty)
+        fprintf(stderr, "flashing %zu board(s) with %s (%zu bytes): waiting up to %llu s for each to report flashed\n",
+                n, img.ref, img.len, (unsigned long long)(bound / 1000));
+    while (!all_done(&r) && ifm_now_ms() - t0 < bound) {
         if (tty)
-            fprintf(stderr, "\rflashing %zu board(s): %zu done, %.1f s ", n, n - r.pending,
-                    (double)(ifm_now_ms() - t0) / 1000.0);
+            fprintf(stderr, "\r\033[Kflashing %zu board(s): %zu done, %.1f s of %llu ", n, n - r.pending,
+                    (double)(ifm_now_ms() - t0) / 1000.0, (unsigned long long)(bound / 1000));
         if (icefarm_run_once(f, 200))
             break;
     }
     if (tty)
-        fputc('\n', stderr);
+        fputs("\r\033[K", stderr);
     size_t failed = 0;
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        target *t = &r.t[i];
-        const char *res = t->state > 0 ? "flashed" : t->state < 0 ? t->why : "timed out";
-        failed += t->state <= 0;
-        if (o->json)
-            json_array_append_new(arr,
-                                  json_pack("{s:s, s:b, s:s}", "serial", t->serial, "ok", t->state > 0, "result", res));
-        else
-            printf("%-20s %s\n", t->serial, res);
+    for (size_t i = 0; i < n; i++)
+        failed += r.t[i].state <= 0;
+    if (r.pending) {
+        states_of(f, &r, false, states, sizeof states);
+        fprintf(stderr,
+                "icefarm-cli: %zu board(s) did not report flashed within --flash-timeout %llu s (%s); they stay "
+                "reserved: see icefarm-cli status\n",
+                r.pending, (unsigned long long)(bound / 1000), states);
     }
-    if (o->json)
-        cli_print_json(arr);
-    json_decref(arr);
     rc = failed ? CLI_FAILED : CLI_OK;
+    print_result(o, &img, &r, rc, t0);
 out:
-    free(image);
+    cli_files_free(&img, 1);
     free(serials);
     free(r.t);
     icefarm_close(f);

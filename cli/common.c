@@ -116,6 +116,20 @@ icefarm *cli_connect(const cli_opts *o, int *exit_code)
                                                          : ICEFARM_LOG_WARN;
     icefarm_opts fo = o->farm;
     fo.log = on_log;
+    /* In a secured farm the broker knows you as your user name: it lets you read
+     * only your own reply and event topics, so any other name would wait in
+     * silence for answers it may not read. Say so at once instead. */
+    const char *user = fo.user ? fo.user : getenv("ICEFARM_USER");
+    const char *env_name = getenv("ICEFARM_NAME");
+    const char *name = fo.name ? fo.name : env_name;
+    if (user && *user && name && *name && strcmp(name, user) != 0) {
+        *exit_code = cli_error(o, CLI_USAGE,
+                               "%s %s is not your broker user %s: in a secured farm your client name is your user "
+                               "name (%s)",
+                               fo.name ? "--name" : "ICEFARM_NAME", name, user,
+                               fo.name ? "drop --name, or log in as that user with --user" : "unset ICEFARM_NAME");
+        return NULL;
+    }
     const char *broker = fo.broker ? fo.broker : getenv("ICEFARM_BROKER");
     cli_wait_begin("the broker at %s", broker && *broker ? broker : "mqtt://127.0.0.1:1883");
     cli_ctx.quiet_log = true;

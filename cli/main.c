@@ -27,7 +27,9 @@ static const optdef optdefs[O_COUNT] = {
     [O_BROKER] = { "broker", true, "URL",
                    "the farm's broker, mqtt://HOST:PORT or mqtts://HOST:PORT [ICEFARM_BROKER; else the farm "
                    "./icefarm up runs; else mqtt://127.0.0.1:1883]" },
-    [O_NAME] = { "name", true, "NAME", "the client name leases are held under [ICEFARM_NAME; default USER@HOST]" },
+    [O_NAME] = { "name", true, "NAME",
+                 "the client name leases are held under, in the anonymous farm [ICEFARM_NAME; default USER@HOST]; "
+                 "in a secured farm it is your --user (another name is a usage error)" },
     [O_USER] = { "user", true, "USER", "broker login of a secured farm [ICEFARM_USER]" },
     [O_PASSWORD_FILE] = { "password-file", true, "FILE",
                           "the broker password: the file's first line; mode 0600 [ICEFARM_PASSWORD_FILE, or the "
@@ -37,7 +39,7 @@ static const optdef optdefs[O_COUNT] = {
     [O_CAFILE] = { "cafile", true, "FILE", "CA certificate to verify an mqtts:// broker [ICEFARM_CAFILE]" },
     [O_TIMEOUT] = { "timeout", true, "SECONDS",
                     "bounds each wait for an answer: the broker and control's reply (default 10), a board "
-                    "becoming ready (default 60)" },
+                    "becoming ready or coming back after a release (default 60), a file's download (default 30)" },
     [O_JSON] = { "json", false, NULL, "machine-readable output: one JSON document on stdout" },
     [O_HELP] = { "help", false, NULL, "this command's options, defaults and an example" },
     [O_AMOUNT] = { "amount", true, "N", "how many boards (1..4096)" },
@@ -47,7 +49,8 @@ static const optdef optdefs[O_COUNT] = {
     [O_WAIT] = { "wait", true, "SECONDS", "wait this long for boards to come free (default 0: answer at once)" },
     [O_DURATION] = { "duration", true, "SECONDS", "lease length (default: the farm's, 3600; capped at its maximum)" },
     [O_SET] = { "set", false, NULL, "end the lease exactly --duration from now, even if that shortens it" },
-    [O_BOARDS] = { "boards", true, "N", "how many boards to reserve (default: up to 8, one per bitstream)" },
+    [O_BOARDS] = { "boards", true, "N",
+                   "how many boards to reserve (evaluate: default up to 8, one per bitstream; flash: default 1)" },
     [O_SERIALS] = { "serials", true, "S1,S2", "use these boards you already hold instead of reserving" },
     [O_NOEXT] = { "no-extend", false, NULL, "do not extend the leases this run holds when they near their end" },
     [O_WINDOW] = { "window", true, "N", "bitstreams in flight per board (1..64, default 2)" },
@@ -57,6 +60,9 @@ static const optdef optdefs[O_COUNT] = {
     [O_NOCHECK] = { "no-check", false, NULL,
                     "send files without checking their iCE40 framing (for mutated raw images)" },
     [O_VERSION] = { "version", false, NULL, "the version, then exit" },
+    [O_FTIMEOUT] = { "flash-timeout", true, "SECONDS",
+                     "how long to wait for each board to report it is flashed (default 60; the worker's own "
+                     "flash bound is 30 by default, its failure normally comes first)" },
 };
 
 /* Every command takes these. */
@@ -109,8 +115,10 @@ static const command commands[] = {
     { "reserve",
       cmd_reserve,
       "(--amount N | SERIAL...)",
-      "Reserves boards, all or nothing, and prints each with the end of its lease. With --wait it waits for "
-      "boards to come free (and says at once when the farm has fewer boards of the kind than asked).",
+      "Reserves boards, all or nothing, and prints each with the end of its lease. Without --wait it answers at "
+      "once: not enough free boards exits 4, saying how many are returning (re-flashing after a release, back "
+      "within seconds) and how to wait for them. With --wait it waits for boards to come free (and says at once "
+      "when the farm has fewer boards of the kind than asked).",
       { O_AMOUNT, O_KIND, O_ARGS, O_WAIT, O_DURATION, O_NOEXT, 0 },
       0,
       -1,
@@ -144,20 +152,24 @@ static const command commands[] = {
       "icefarm-cli reboot 2BCE0BDCF5320C42" },
     { "evaluate",
       cmd_evaluate,
-      "FILE...",
-      "Evaluates iCE40UP5K bitstreams (104,090 bytes each, checked for the iCE40 framing), reserving boards "
-      "unless --serials names yours, and releases what it reserved. Prints each result as it arrives; exit 1 if "
-      "any failed, 130 on Ctrl-C.",
+      "FILE|URL...",
+      "Evaluates iCE40UP5K bitstreams (104,090 bytes each, checked for the iCE40 framing): files, file: "
+      "references or http:// and https:// URLs (downloaded first, each within --timeout, its SHA-256 reported; "
+      "exit 2 for a missing or oversized one, 1 for a network failure). Reserves boards unless --serials names "
+      "yours, waiting within --timeout for boards returning from a release, and releases what it reserved. "
+      "Prints each result as it arrives; exit 1 if any failed, 130 on Ctrl-C.",
       { O_KIND, O_BOARDS, O_SERIALS, O_WAIT, O_WINDOW, O_RTIMEOUT, O_NDJSON, O_NOCHECK, O_NOEXT, 0 },
       1,
       -1,
       "icefarm-cli evaluate --boards 4 tests/bitstreams/*.bin" },
     { "flash",
       cmd_flash,
-      "FILE.uf2 [SERIAL...]",
-      "Puts your own UF2 firmware on boards you hold (reserving --boards first when no serials are given); "
-      "they keep it until a reboot or the lease's end.",
-      { O_BOARDS, O_KIND, O_WAIT, O_NOEXT, 0 },
+      "FILE.uf2|URL [SERIAL...]",
+      "Puts your own UF2 firmware (a file or an http:// or https:// URL, its SHA-256 reported) on boards you "
+      "hold, reserving --boards first when no serials are given (waiting within --timeout for boards returning "
+      "from a release); they keep it until a reboot or the lease's end. Waits --timeout for the boards to be "
+      "ready, then --flash-timeout for each to report it is flashed.",
+      { O_BOARDS, O_KIND, O_WAIT, O_NOEXT, O_FTIMEOUT, 0 },
       1,
       -1,
       "icefarm-cli flash my.uf2 2BCE0BDCF5320C42" },
@@ -353,6 +365,7 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.window = 2;
     o.result_timeout_s = 60;
+    o.flash_timeout_s = 60;
     bool help = false;
     const char *serials_csv = NULL, *password_file = NULL;
     char *password_arg = NULL;
@@ -433,6 +446,10 @@ int main(int argc, char **argv)
             break;
         case O_RTIMEOUT:
             if (parse_u64(optarg, "result-timeout", 1, 86400, &o.result_timeout_s))
+                return CLI_USAGE;
+            break;
+        case O_FTIMEOUT:
+            if (parse_u64(optarg, "flash-timeout", 1, 3600, &o.flash_timeout_s))
                 return CLI_USAGE;
             break;
         case O_VERSION:

@@ -24,7 +24,7 @@ _icefarm_cli() {
     local common="--broker --name --user --password-file --password --cafile --timeout --json --help"
     case $prev in
     --broker | --name | --user | --password | --timeout | --amount | --wait | --duration | --boards | --window | \
-        --result-timeout | --args)
+        --result-timeout | --flash-timeout | --args)
         return
         ;;
     --cafile | --password-file)
@@ -57,7 +57,7 @@ _icefarm_cli() {
     reserve) own="--amount --kind --args --wait --duration --no-extend" ;;
     extend) own="--duration --set" ;;
     evaluate) own="--kind --boards --serials --wait --window --result-timeout --ndjson --no-check --no-extend" ;;
-    flash) own="--boards --kind --wait --no-extend" ;;
+    flash) own="--boards --kind --wait --no-extend --flash-timeout" ;;
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$own $common" -- "$cur"))

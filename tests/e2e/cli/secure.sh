@@ -59,6 +59,21 @@ ERR=$(timeout 20 "$CLI_BIN" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user a
     status 2>&1 >/dev/null) || RC=$?
 check "a password file others may read is refused (exit 2, rc $RC)" bash -c '[[ $1 == 2 ]] && grep -q "must be 0600 or stricter" <<<"$2"' _ "$RC" "$ERR"
 
+# In a secured farm your client name is your user name: another --name (or
+# ICEFARM_NAME) would wait in silence for replies the broker lets alice not
+# read, so it is a usage error, said at once.
+scli alice --name someoneelse status
+check "--name someoneelse --user alice exits 2 (rc $RC) at once (${TOOK} ms)" test "$RC" = 2 -a "$TOOK" -lt 2000
+check "... saying the client name is the user name" \
+    grep -q "\-\-name someoneelse is not your broker user alice: in a secured farm your client name is your user name" <<<"$ERR"
+RC=0
+ERR=$(ICEFARM_NAME=someoneelse timeout 20 "$CLI_BIN" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user alice \
+    --password-file "$RUN/alice.pw" --timeout 10 status 2>&1 >/dev/null) || RC=$?
+check "ICEFARM_NAME=someoneelse with --user alice exits 2 (rc $RC), saying to unset it" \
+    bash -c '[[ $1 == 2 ]] && grep -q "unset ICEFARM_NAME" <<<"$2"' _ "$RC" "$ERR"
+scli alice --name alice --json status
+check "--name alice --user alice is fine (rc $RC)" test "$RC" = 0
+
 # bob cannot use alice's board: refused before anything is sent.
 scli bob evaluate --serials "$S" "$BITS/clk_1khz.bin"
 check "bob's evaluate on alice's board exits 1 at once (rc $RC, ${TOOK} ms)" test "$RC" = 1 -a "$TOOK" -lt 5000
