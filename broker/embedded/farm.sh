@@ -31,7 +31,9 @@ farm_log() { printf '%s\n' "$*" >&2; }
 # A no-op for normal builds. farm_sanitized_broker DIR (a scratch directory).
 farm_sanitized_broker() {
     local dir=$1 preload="" lib p real
-    ldd "$FARM_BIN/broker/plugin/icefarm_acl.so" 2>/dev/null | grep -q libasan || return 0
+    # Not `ldd | grep -q`: under pipefail grep's early exit kills ldd with SIGPIPE now
+    # and then, the pipeline fails, and the broker would start without the runtimes.
+    [[ $(ldd "$FARM_BIN/broker/plugin/icefarm_acl.so" 2>/dev/null) == *libasan* ]] || return 0
     mkdir -p "$dir/bin"
     for lib in libasan.so libubsan.so; do
         p=$(gcc -print-file-name="$lib" 2>/dev/null || true)
