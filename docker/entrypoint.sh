@@ -4,7 +4,9 @@
 #            the client users of ICEFARM_USERS ("user:role ..."; idempotent: existing
 #            files are kept); with ICEFARM_OPERATOR_DIR (a directory the operator
 #            reads on the host) it writes the client users' passwords there
-#            (`passwords`, mode 0600, owned by the directory's owner) and `ca.crt`
+#            (`passwords`, mode 0600, owned by the directory's owner), `ca.crt`, and
+#            `prometheus-http.password`: the password of `metrics` (a dashboard
+#            account), which docker/prometheus.yml scrapes icefarm-http's /metrics as
 #   broker   Mosquitto with TLS, passwords and the icefarm ACL plugin
 #   ctl      icefarm-ctl (leases in $ICEFARM_DATA)
 #   http     icefarm-http (the documented HTTP API)
@@ -39,7 +41,8 @@ role_init() {
     chmod 700 "$ETC/secrets"
     "$SHARE/secure/make-certs.sh" "$CERTS" --host "$BROKER_HOST" ${ICEFARM_CERT_HOSTS:-} >/dev/null
     local pair user role pw
-    for pair in "ctl:control" "http:gateway" "health:dashboard" "dhs:client" "${ICEFARM_WORKER_NAME:-worker}:worker" ${ICEFARM_USERS:-}; do
+    for pair in "ctl:control" "http:gateway" "health:dashboard" "metrics:dashboard" "dhs:client" \
+        "${ICEFARM_WORKER_NAME:-worker}:worker" ${ICEFARM_USERS:-}; do
         user=${pair%%:*} role=${pair#*:}
         [[ -s $ETC/secrets/$user ]] && continue
         pw=$("$SHARE/secure/add-user.sh" "$ETC" "$user" "$role" --generate 2>/dev/null | tail -n 1)
@@ -67,7 +70,12 @@ operator_files() {
     chown "$owner" "$tmp"
     mv -f "$tmp" "$dir/passwords"
     cp "$CA" "$dir/ca.crt" && chown "$owner" "$dir/ca.crt" && chmod 644 "$dir/ca.crt"
-    echo "operator: the passwords of ${ICEFARM_USERS:-no client user} are in passwords, the CA in ca.crt, in the directory mounted at $dir (compose: ICEFARM_OPERATOR_DIR, default docker/operator)"
+    # What docker/prometheus.yml logs in to icefarm-http's /metrics with (user metrics).
+    tmp=$dir/.prometheus-http.password.$$
+    (umask 077 && secret metrics >"$tmp")
+    chown "$owner" "$tmp"
+    mv -f "$tmp" "$dir/prometheus-http.password"
+    echo "operator: the passwords of ${ICEFARM_USERS:-no client user} are in passwords, the CA in ca.crt, the metrics scrape's in prometheus-http.password, in the directory mounted at $dir (compose: ICEFARM_OPERATOR_DIR, default docker/operator)"
 }
 
 role_broker() {

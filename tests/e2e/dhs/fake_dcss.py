@@ -7,7 +7,7 @@ other peers.
 
     d = FakeDCSS(dhs={"boardfarm": DhsEntry(protocol=2)},
                  devices=[Device("farm_reserve", OPERATION, "boardfarm"), ...])
-    d.start()                          # listens on 127.0.0.1:<d.port>
+    d.start()                          # listens on 127.0.0.1:<d.port> (host=... elsewhere)
     d.wait_online("boardfarm", 10)
     h = d.start_operation("farm_list", client=3)
     c = d.wait_completion(h, 10)       # ("normal", ["4"]) as DCSS's scripts see it
@@ -129,11 +129,12 @@ class Conn:
 
 
 class FakeDCSS:
-    def __init__(self, dhs, devices, port=0, strict=False, reject_host_delay=1.0, duplicate_delay=3.0,
+    def __init__(self, dhs, devices, port=0, host="127.0.0.1", strict=False, reject_host_delay=1.0, duplicate_delay=3.0,
                  header_shape="dcss", send_nul=True, segment=None, mx_mode=False):
         self.dhs = dhs
         self.devices = devices
         self.port = port
+        self.host = host  # the address to listen on (a container's DHS needs its bridge's)
         self.strict = strict  # assert htos_client_is_hardware as the first word
         self.reject_host_delay = reject_host_delay
         self.duplicate_delay = duplicate_delay
@@ -163,7 +164,7 @@ class FakeDCSS:
         """Listens (again, on the same port after stop())."""
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", self.port))
+        s.bind((self.host, self.port))
         s.listen(8)
         self.port = s.getsockname()[1]
         self.listener = s
