@@ -10,9 +10,10 @@
 #
 # HEAVY (RelWithDebInfo pass only). Budget: 15 min on a fresh machine (debootstrap of
 # the base image, about 6 min, then cached outside the clone in /var/cache/icefarm or
-# ~/.cache/icefarm), about 4 min afterwards (mostly compiling icefarm in the image; the
-# dashboard's stage, Debian's nodejs and npm and `npm ci`, is kept under a tag of its own
-# so it is redone only when ctl/http/dashboard changes).
+# ~/.cache/icefarm; the dashboard stage, about 70 s), 2 to 4 min afterwards (mostly
+# compiling icefarm in the image: measured 1.8 min on 2 cores; the dashboard stage,
+# Debian's nodejs and npm and `npm ci`, is kept under a tag of its own, so it is
+# redone only when ctl/http/dashboard changes).
 # The engine is our own dockerd (--iptables=false --ip-forward=false: the host's
 # networking is left alone), its state under the cache directory, stopped at the end
 # with the bridges it made. Needs root, docker.io, docker-compose and debootstrap.
