@@ -274,6 +274,37 @@ static void client_attach(sio_client *cl, sio_sess *ss)
     client_flush(cl);
 }
 
+/* A socket that goes away with events it was given but never polled for hands
+ * them back, in order, to the head of its client's queue: the old client's
+ * stop() closes its worker socket and ends its leases at once, so "reservation
+ * end" can reach the shim while that socket is still the newest. */
+static void client_take_back(sio_client *cl, sio_sess *ss)
+{
+    size_t nev = 0;
+    for (size_t i = 0; i < ss->nout; i++)
+        nev += strncmp(ss->out[i], "42[\"event\"", 10) == 0;
+    if (!nev || cl->nq + nev > SIO_MAX_EVENTS)
+        return;
+    if (cl->nq + nev > cl->capq) {
+        sio_ev *q = realloc(cl->q, (cl->nq + nev) * sizeof *q);
+        if (!q)
+            return;
+        cl->q = q;
+        cl->capq = cl->nq + nev;
+    }
+    memmove(cl->q + nev, cl->q, cl->nq * sizeof *cl->q);
+    size_t k = 0, kept = 0;
+    uint64_t now = ifm_now_ms();
+    for (size_t i = 0; i < ss->nout; i++) {
+        if (strncmp(ss->out[i], "42[\"event\"", 10) == 0)
+            cl->q[k++] = (sio_ev){ ss->out[i], false, now };
+        else
+            ss->out[kept++] = ss->out[i];
+    }
+    cl->nq += nev;
+    ss->nout = kept;
+}
+
 static void client_detach(sio_sess *ss)
 {
     sio_client *cl = ss->cl;
@@ -286,10 +317,10 @@ static void client_detach(sio_sess *ss)
         }
     ss->cl = NULL;
     ss->cl_next = NULL;
-    if (!cl->socks) {
+    client_take_back(cl, ss);
+    if (!cl->socks)
         cl->alone_since = ifm_now_ms();
-        client_flush(cl);
-    }
+    client_flush(cl);
 }
 
 /* ---- sessions: the out queue and the held GET ---- */
