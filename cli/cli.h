@@ -51,6 +51,11 @@ enum {
     O_NOCHECK,
     O_VERSION,
     O_FTIMEOUT,
+    O_PTY,       /* serial */
+    O_LINK,      /* serial --pty */
+    O_INTERFACE, /* serial */
+    O_TUNNEL,    /* serial, usbip */
+    O_LISTEN,    /* usbip tunnel */
     O_COUNT
 };
 
@@ -73,6 +78,12 @@ typedef struct {
     int npos;
     char **serials; /* --serials a,b,c */
     int nserials;
+    /* serial and usbip (cmd_serial.c, cmd_usbip.c) */
+    bool pty;           /* serial: a pseudo-terminal instead of stdin/stdout */
+    const char *link;   /* serial --pty: a symlink to it */
+    int cdc_interface;  /* serial: the CDC function's communication interface; -1: the default */
+    bool tunnel;        /* through the broker rather than TCP to the worker */
+    const char *listen; /* usbip tunnel: HOST:PORT to listen on */
 } cli_opts;
 
 typedef int (*cli_cmd_fn)(const cli_opts *o);
@@ -90,6 +101,8 @@ int cmd_evaluate(const cli_opts *o);
 int cmd_watch(const cli_opts *o);
 int cmd_flash(const cli_opts *o);
 int cmd_sub(const cli_opts *o);
+int cmd_serial(const cli_opts *o);
+int cmd_usbip(const cli_opts *o);
 
 /* A control reply as the commands read it: libicefarm's reply and its msgpack
  * document (for the fields the library has no accessor for). */

@@ -60,6 +60,14 @@ static const optdef optdefs[O_COUNT] = {
     [O_NOCHECK] = { "no-check", false, NULL,
                     "send files without checking their iCE40 framing (for mutated raw images)" },
     [O_VERSION] = { "version", false, NULL, "the version, then exit" },
+    [O_PTY] = { "pty", false, NULL, "a pseudo-terminal (its path is printed) instead of stdin/stdout" },
+    [O_LINK] = { "link", true, "PATH", "with --pty: a symlink to the pty at PATH (removed at exit)" },
+    [O_INTERFACE] = { "interface", true, "N",
+                      "the CDC function whose communication interface is N (default 0: the pico-ice "
+                      "firmware's protocol console; 2 is its second CDC)" },
+    [O_TUNNEL] = { "tunnel", false, NULL, "USB/IP through the broker instead of TCP to the worker" },
+    [O_LISTEN] = { "listen", true, "HOST:PORT",
+                   "usbip tunnel: where the local USB/IP endpoint listens (default 127.0.0.1:3240)" },
     [O_FTIMEOUT] = { "flash-timeout", true, "SECONDS",
                      "how long to wait for each board to report it is flashed (default 60; the worker's own "
                      "flash bound is 30 by default, its failure normally comes first)" },
@@ -181,6 +189,27 @@ static const command commands[] = {
       0,
       -1,
       "icefarm-cli watch 2BCE0BDCF5320C42" },
+    { "serial",
+      cmd_serial,
+      "SERIAL",
+      "The serial console of a board you hold with kind usbip, through the userspace USB/IP client: no root, "
+      "no kernel module. stdin/stdout, or --pty for picocom, screen or pyserial (DTR follows the pty's openers; "
+      "setting 1200 baud on it is the 1200-baud touch). It follows the board through re-enumerations.",
+      { O_PTY, O_LINK, O_INTERFACE, O_TUNNEL, 0 },
+      1,
+      1,
+      "icefarm-cli serial 2BCE0BDCF5320C42 --pty --link /tmp/board.tty" },
+    { "usbip",
+      cmd_usbip,
+      "attach (SERIAL...|--amount N) | tunnel SERIAL | list HOST[:PORT]",
+      "attach: boards of kind usbip to this machine's kernel (root and vhci_hcd), following every re-export "
+      "by itself and printing each board's tty; Ctrl-C detaches and ends the leases it reserved. tunnel: a "
+      "local USB/IP endpoint through the broker for the kernel's own usbip attach. list: what a USB/IP "
+      "server lists.",
+      { O_AMOUNT, O_WAIT, O_DURATION, O_TUNNEL, O_LISTEN, 0 },
+      1,
+      -1,
+      "sudo icefarm-cli usbip attach --amount 2" },
     { "sub",
       cmd_sub,
       "TOPIC...",
@@ -365,6 +394,7 @@ int main(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.window = 2;
     o.result_timeout_s = 60;
+    o.cdc_interface = -1;
     o.flash_timeout_s = 60;
     bool help = false;
     const char *serials_csv = NULL, *password_file = NULL;
@@ -455,6 +485,23 @@ int main(int argc, char **argv)
         case O_VERSION:
             printf("icefarm-cli %s\n", ifm_version());
             return CLI_OK;
+        case O_PTY:
+            o.pty = true;
+            break;
+        case O_LINK:
+            o.link = optarg;
+            break;
+        case O_TUNNEL:
+            o.tunnel = true;
+            break;
+        case O_LISTEN:
+            o.listen = optarg;
+            break;
+        case O_INTERFACE:
+            if (parse_u64(optarg, "interface", 0, 31, &v))
+                return CLI_USAGE;
+            o.cdc_interface = (int)v;
+            break;
         case 'h':
         case O_HELP:
             help = true;

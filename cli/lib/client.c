@@ -485,7 +485,7 @@ icefarm_board_state icefarm_get_board_state(const icefarm *f, const char *serial
 
 /* A board command carries our name (PROTOCOL.md section 2): the worker runs
  * only its holder's commands (in a secured farm the broker sets the name). */
-static int publish_cmd(icefarm *f, const char *serial, ifm_enc *e)
+int lib_publish_cmd(icefarm *f, const char *serial, ifm_enc *e)
 {
     char topic[IFM_TOPIC_MAX];
     mosquitto_property *props = NULL;
@@ -528,7 +528,7 @@ int lib_evaluate(icefarm *f, const char *serial, const char *batch_id, const ice
     ifm_enc_init(&e);
     ifm_board_cmd_encode_resend(&e, batch_id ? batch_id : "", fs, n, resend);
     free(fs);
-    return publish_cmd(f, serial, &e);
+    return lib_publish_cmd(f, serial, &e);
 }
 
 int icefarm_flash(icefarm *f, const char *serial, const void *image, size_t len)
@@ -538,5 +538,5 @@ int icefarm_flash(icefarm *f, const char *serial, const void *image, size_t len)
     ifm_enc e;
     ifm_enc_init(&e);
     ifm_board_flash_encode(&e, image, len);
-    return publish_cmd(f, serial, &e);
+    return lib_publish_cmd(f, serial, &e);
 }

@@ -105,6 +105,10 @@ void lib_log(const icefarm *f, icefarm_log_level level, const char *fmt, ...) __
 icefarm_reply *lib_reply_parse(const void *data, size_t len, char *why, size_t whylen);
 /* The IFM_* reading of a public request (serials copied); -EINVAL with a reason. */
 int lib_req_convert(const icefarm_req *in, ifm_ctl_req *out, char *reason, size_t reason_len);
+/* Publishes a board command (icefarm/<serial>/cmd, QoS 1) carrying our client
+ * name (the icefarm-client user property workers require); frees e. 0, -EINVAL,
+ * -ENOTCONN, -ENOMEM. */
+int lib_publish_cmd(icefarm *f, const char *serial, ifm_enc *e);
 /* Runs one loop iteration as the waiting calls do. */
 int lib_wait_once(icefarm *f, int max_ms);
 /* icefarm_evaluate with `resend` (PROTOCOL.md 8.1, 14.1). */

@@ -58,6 +58,11 @@ static int open_on(icefarm *f, ifm_loop *loop, const icefarm_usbip_opts *opts, b
     if (rc == 0 && u->st == ICEFARM_USBIP_CLOSED) {
         rc = u->open_status ? u->open_status : -EIO;
         ifm_failbuf(reason, reason_len, rc, "%s", u->open_reason[0] ? u->open_reason : u->reason);
+    } else if (rc == -ETIMEDOUT && farm && !u->busid[0]) {
+        ifm_failbuf(reason, reason_len, rc,
+                    "board %s announced no USB/IP export within %llu ms: is it reserved by you with kind usbip? "
+                    "(icefarm-cli reserve --kind usbip %s)",
+                    u->serial, (unsigned long long)bound, u->serial);
     } else if (rc == -ETIMEDOUT) {
         ifm_failbuf(reason, reason_len, rc, "not up within %llu ms (%s: %s)", (unsigned long long)bound,
                     icefarm_usbip_state_name(u->st), u->reason);

@@ -161,7 +161,7 @@ static void went_gone(icefarm_usbip *u, const char *fmt, ...)
     schedule_retry(u, ifm_backoff_next(&u->bo));
 }
 
-static void closed_for_good(icefarm_usbip *u, int status, const char *why)
+void usbc_session_closed(icefarm_usbip *u, int status, const char *why)
 {
     drop_conn(u);
     u->gone_seq++;
@@ -726,7 +726,7 @@ void usbc_session_import_failed(icefarm_usbip *u, int st, const char *w)
         schedule_retry(u, ifm_backoff_next(&u->bo));
         return;
     }
-    closed_for_good(u, st, msg);
+    usbc_session_closed(u, st, msg);
 }
 
 /* ---- connecting ---- */
@@ -764,7 +764,7 @@ void usbc_session_connect(icefarm_usbip *u)
     rc = usbc_conn_import(u->c, u->busid);
     if (rc) {
         drop_conn(u);
-        closed_for_good(u, rc, "bad busid");
+        usbc_session_closed(u, rc, "bad busid");
     }
 }
 

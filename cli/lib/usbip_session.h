@@ -91,6 +91,8 @@ void usbc_session_free(icefarm_usbip *u);
 void usbc_session_start(icefarm_usbip *u);
 /* (Re)connects and imports now, to host/port/busid as they are. */
 void usbc_session_connect(icefarm_usbip *u);
+/* Over for good (CLOSED), with the status and reason a waiting open returns. */
+void usbc_session_closed(icefarm_usbip *u, int status, const char *why);
 void usbc_session_import_failed(icefarm_usbip *u, int st, const char *why);
 /* Runs the loop until done(u, arg) or the timeout (0: none): 0, -ETIMEDOUT,
  * -EDEADLK inside callbacks, -ECANCELED (icefarm_stop). */

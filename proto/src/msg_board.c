@@ -14,6 +14,8 @@ int ifm_board_cmd_decode(const ifm_doc *doc, ifm_board_cmd *c, ifm_err *err)
         return ifm_get_bin(root, "image", true, 512, IFM_MAX_IMAGE, &c->image, &c->image_len, err);
     if (strcmp(c->op, "unbind") == 0)
         return 0; /* kind usbip: end the current import (the export stays) */
+    if (strcmp(c->op, "announce") == 0)
+        return 0; /* kind usbip: send `usbip exported` again */
     if (strcmp(c->op, "evaluate") != 0) {
         ifm_err_set(err, "unknown board op \"%s\"", c->op);
         return -1;

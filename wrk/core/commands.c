@@ -79,6 +79,8 @@ void wrk_cmd_board(wrk_board *b, const ifm_board_cmd *cmd)
         wrk_board_flash_custom(b, cmd->image, cmd->image_len, why, sizeof why);
     else if (strcmp(cmd->op, "unbind") == 0)
         wrk_export_unbind(b, why, sizeof why);
+    else if (strcmp(cmd->op, "announce") == 0)
+        wrk_export_announce(b, why, sizeof why);
     else if (b->usbip)
         snprintf(why, sizeof why, "board is exported (kind usbip): evaluate needs kind pulsecount or variance");
     else

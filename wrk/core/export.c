@@ -9,6 +9,7 @@
  *              URBs were answered -ENODEV); the board stays reserved
  * arrive    -> the export serves the new enumeration, `usbip exported` again
  *              with the same busid: the holder simply attaches again
+ * announce  -> (board command) the current event again, for a late holder program
  * release   -> the export and any connection end at once; the board is flashed
  *              back to the default firmware like every other kind
  *
@@ -136,5 +137,20 @@ int wrk_export_unbind(wrk_board *b, char *err, size_t errlen)
     }
     IFM_INFO("serial=%s client=%s usbip unbind", b->serial, b->holder);
     usbip_export_unbind(b->export);
+    return 0;
+}
+
+int wrk_export_announce(wrk_board *b, char *err, size_t errlen)
+{
+    if (!b->usbip) {
+        snprintf(err, errlen, "board is not exported (announce is for kind usbip)");
+        return -1;
+    }
+    if (!b->export)
+        return 0; /* still preparing: `usbip exported` comes when it is up */
+    if (b->dev)
+        emit_usbip(b, "usbip exported", NULL);
+    else
+        emit_usbip(b, "usbip detached", "device re-enumerating or unplugged");
     return 0;
 }

@@ -223,6 +223,10 @@ void wrk_export_set_device(wrk_board *b, wrk_usbdev *dev);
 void wrk_export_end(wrk_board *b);
 /* The holder's `unbind`: end the current import, keep the export. */
 int wrk_export_unbind(wrk_board *b, char *err, size_t errlen);
+/* Board command `announce`: say `usbip exported` (or `usbip detached` while the
+ * device is away) again, for a holder's program that started after the event;
+ * nothing while the export is still being prepared (its event follows). */
+int wrk_export_announce(wrk_board *b, char *err, size_t errlen);
 
 /* flash.c */
 void wrk_flash_start(wrk_board *b, int image, flash_done_fn done);

@@ -184,6 +184,12 @@ typedef struct {
 /* Summed over every connection of the session. */
 ICEFARM_API void icefarm_usbip_get_stats(const icefarm_usbip *u, icefarm_usbip_stats *st);
 
+/* Asks the worker of a board this client holds with kind usbip to send its
+ * `usbip exported` event again (board command `announce`), for a program that
+ * starts after the export was announced. Returns at once: 0, -EINVAL,
+ * -ENOTCONN. The answer is the event (or an `error` event from the worker). */
+ICEFARM_API int icefarm_usbip_announce(icefarm *f, const char *serial);
+
 /* ---- the server's device list, and imports handed to the kernel ---- */
 
 /* One device as a server lists it (OP_REP_DEVLIST). */

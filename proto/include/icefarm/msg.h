@@ -157,7 +157,7 @@ typedef struct {
 #define IFM_MAX_IMAGE (8u * 1024u * 1024u) /* a UF2 image of a 4 MB flash is 8 MB */
 
 typedef struct {
-    char op[16];               /* "evaluate", "flash" or "unbind" (kind usbip) */
+    char op[16];               /* "evaluate", "flash", "unbind" or "announce" (kind usbip) */
     char batch_id[IFM_ID_MAX]; /* evaluate */
     ifm_file *files;           /* evaluate; malloc'd */
     size_t nfiles;

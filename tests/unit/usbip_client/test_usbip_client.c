@@ -194,6 +194,23 @@ static void test_pulsecount_end_to_end(void **state)
     icefarm_usbip_close(u);
 }
 
+/* DTR off at import, raised later (icefarm-cli serial --pty raises it when the pty
+ * is opened): the firmware greets then. */
+static void test_dtr_later(void **state)
+{
+    fx *f = *state;
+    icefarm_usbip_opts o = { .no_dtr = true };
+    icefarm_usbip *u = open_ok(f, &o);
+    icefarm_usbip_info info;
+    icefarm_usbip_get_info(u, &info);
+    assert_false(info.dtr);
+    char line[512];
+    assert_int_equal(icefarm_usbip_read(u, line, sizeof line, 1, NULL, 0, 300), -ETIMEDOUT); /* silent without DTR */
+    assert_int_equal(icefarm_usbip_set_control_lines(u, true, true, NULL, NULL), 0);
+    read_until(u, "Waiting for bitstream transfer", line, sizeof line);
+    icefarm_usbip_close(u);
+}
+
 /* ---- CDC1 by its interface: the loopback ---- */
 
 static void echo(icefarm_usbip *u, const char *msg)
@@ -429,6 +446,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pulsecount_end_to_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dtr_later, setup, teardown),
         cmocka_unit_test_setup_teardown(test_second_function_loopback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_such_function, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_busid, setup, teardown),
