@@ -80,6 +80,8 @@ static void on_conn(ifm_mqtt *m, bool connected, void *arg)
 static void on_event_msg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
 {
     icefarm *f = arg;
+    if (f->closing)
+        return; /* icefarm_close flushes the connection: no handler runs from inside it */
     ifm_doc doc;
     ifm_err err = { "" };
     icefarm_event ev = { .data = msg->payload, .len = msg->len };

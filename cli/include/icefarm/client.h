@@ -91,7 +91,7 @@ typedef struct {
  * refused our credentials), -ENOTCONN (no broker answered in time), -ENOMEM.
  * In a secured farm the broker replaces `name` with the authenticated user. */
 ICEFARM_API int icefarm_connect(const icefarm_opts *opts, icefarm **out, char *reason, size_t reason_len);
-/* Disconnects cleanly and frees the handle. Every request still pending has
+/* Disconnects cleanly and frees the handle; no event handler runs from inside it. Every request still pending has
  * its callback called with -ECANCELED first (from inside icefarm_close). Batches
  * made on the handle must be freed before. NULL is a no-op. */
 ICEFARM_API void icefarm_close(icefarm *f);
