@@ -103,6 +103,9 @@ int cmd_flash(const cli_opts *o);
 int cmd_sub(const cli_opts *o);
 int cmd_serial(const cli_opts *o);
 int cmd_usbip(const cli_opts *o);
+/* 0 if this client holds `serial` with kind usbip; else a CLI exit code, said
+ * with how to reserve one (cmd_serial.c). */
+int cli_usbip_check_lease(icefarm *f, const cli_opts *o, const char *serial);
 
 /* A control reply as the commands read it: libicefarm's reply and its msgpack
  * document (for the fields the library has no accessor for). */

@@ -81,9 +81,11 @@ static void report(ser *s, const char *event, const char *fmt, ...)
 
 /* ---- the lease check ---- */
 
-/* 0 if this client holds `serial` with kind usbip; else a CLI exit code, said. */
-static int check_lease(ser *s)
+int cli_usbip_check_lease(icefarm *f, const cli_opts *o, const char *board)
 {
+    ser sv = { .o = o, .f = f };
+    snprintf(sv.serial, sizeof sv.serial, "%s", board);
+    ser *s = &sv;
     ifm_ctl_req req = { .verb = IFM_VERB_STATUS };
     cli_reply r = { 0 };
     int rc = cli_call(s->f, s->o, &req, NULL, 0, &r);
@@ -463,7 +465,7 @@ int cmd_serial(const cli_opts *o)
     s.f = cli_connect(o, &code);
     if (!s.f)
         return code;
-    code = check_lease(&s);
+    code = cli_usbip_check_lease(s.f, o, s.serial);
     if (code)
         goto out;
     s.pty = o->pty;

@@ -8,8 +8,10 @@
  *       each board's local tty as it appears, and on Ctrl-C detaches and ends the
  *       leases it took itself (--amount). Needs root and vhci_hcd.
  *   usbip tunnel SERIAL [--listen 127.0.0.1:3240]
- *       a local USB/IP endpoint relaying through the broker (not yet: the
- *       worker's end of the tunnel is not there).
+ *       a local USB/IP endpoint relaying to the board through the broker (TLS,
+ *       passwords, the holder-only ACL), so the kernel's own `usbip attach -r
+ *       127.0.0.1 -b BUSID` works in a secured farm with no other port open; it
+ *       prints that command line with the board's busid.
  *   usbip list HOST[:PORT]
  *       what a USB/IP server lists (icefarm workers list nothing, by design).
  *
@@ -437,6 +439,104 @@ static int cmd_list(const cli_opts *o)
     return CLI_OK;
 }
 
+/* ---- usbip tunnel ---- */
+
+typedef struct {
+    const cli_opts *o;
+    icefarm_usbip_tunnel *tu;
+    char serial[IFM_SERIAL_MAX];
+    char busid[32];
+    bool stop;
+} tun;
+
+static void tun_exported(icefarm *f, const icefarm_event *ev, void *arg)
+{
+    (void)f;
+    tun *t = arg;
+    char busid[32], host[256], port[16];
+    if (strcmp(icefarm_event_serial(ev), t->serial) != 0 || !event_usbip(ev, busid, host, port))
+        return;
+    if (strcmp(busid, t->busid) == 0)
+        return;
+    snprintf(t->busid, sizeof t->busid, "%s", busid);
+    int lp = icefarm_usbip_tunnel_port(t->tu);
+    char cmdline[200];
+    snprintf(cmdline, sizeof cmdline, "usbip --tcp-port %d attach -r 127.0.0.1 -b %s", lp, busid);
+    if (t->o->json) {
+        json_t *j = json_pack("{s:s, s:s, s:i, s:s, s:s}", "event", "tunnel", "serial", t->serial, "port", lp, "busid",
+                              busid, "command", cmdline);
+        cli_print_json(j);
+        json_decref(j);
+    } else {
+        printf("%s\n", cmdline);
+        fflush(stdout);
+    }
+}
+
+static void tun_signal(icefarm *f, int signo, void *arg)
+{
+    (void)f;
+    (void)signo;
+    ((tun *)arg)->stop = true;
+}
+
+static void tun_lease_end(icefarm *f, const icefarm_event *ev, void *arg)
+{
+    (void)f;
+    tun *t = arg;
+    if (strcmp(icefarm_event_serial(ev), t->serial) == 0) {
+        cli_error(t->o, CLI_FAILED, "the lease of %s ended", t->serial);
+        t->stop = true;
+    }
+}
+
+static int cmd_tunnel(const cli_opts *o)
+{
+    if (o->npos != 2)
+        return cli_error(o, CLI_USAGE, "usbip tunnel SERIAL [--listen 127.0.0.1:3240]");
+    tun t = { .o = o };
+    snprintf(t.serial, sizeof t.serial, "%s", o->pos[1]);
+    int code = CLI_OK;
+    icefarm *f = cli_connect(o, &code);
+    if (!f)
+        return code;
+    if ((code = cli_usbip_check_lease(f, o, t.serial)) != 0)
+        goto out;
+    char why[300];
+    int rc = icefarm_usbip_tunnel_open(f, t.serial, o->listen, &t.tu, why, sizeof why);
+    if (rc) {
+        code = cli_error(o, rc == -EINVAL ? CLI_USAGE : CLI_FAILED, "%s", why);
+        goto out;
+    }
+    static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+    icefarm_on_signals(f, sigs, 3, tun_signal, &t);
+    icefarm_on(f, "usbip exported", tun_exported, &t);
+    icefarm_on(f, "reservation end", tun_lease_end, &t);
+    icefarm_watch(f, t.serial);
+    icefarm_usbip_announce(f, t.serial);
+    fprintf(stderr, "icefarm-cli: %s: USB/IP through the broker on 127.0.0.1:%d (Ctrl-C ends)\n", t.serial,
+            icefarm_usbip_tunnel_port(t.tu));
+    while (!t.stop) {
+        struct pollfd p = { .fd = icefarm_fd(f), .events = POLLIN };
+        int wait = icefarm_timeout(f);
+        if (wait < 0 || wait > 1000)
+            wait = 1000;
+        if (poll(&p, 1, wait) < 0 && errno != EINTR)
+            break;
+        rc = icefarm_run_once(f, 0);
+        if (rc && rc != -ETIMEDOUT && rc != -EINTR) {
+            code = cli_error(o, CLI_UNREACHABLE, "the farm connection failed: %s", icefarm_strerror(rc));
+            break;
+        }
+    }
+    if (t.stop && code == CLI_OK && !t.busid[0])
+        code = CLI_OK;
+out:
+    icefarm_usbip_tunnel_close(t.tu);
+    icefarm_close(f);
+    return code;
+}
+
 int cmd_usbip(const cli_opts *o)
 {
     const char *sub = o->npos ? o->pos[0] : "";
@@ -445,8 +545,6 @@ int cmd_usbip(const cli_opts *o)
     if (strcmp(sub, "list") == 0)
         return cmd_list(o);
     if (strcmp(sub, "tunnel") == 0)
-        return cli_error(o, CLI_FAILED,
-                         "usbip tunnel: the worker's end of the broker tunnel is not available yet; "
-                         "use the worker's USB/IP port directly on a trusted network");
+        return cmd_tunnel(o);
     return cli_error(o, CLI_USAGE, "usbip attach SERIAL...|--amount N, usbip tunnel SERIAL, or usbip list HOST[:PORT]");
 }

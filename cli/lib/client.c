@@ -277,6 +277,12 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
         rc = ifm_failbuf(reason, reason_len, -EINVAL, "cannot read the CA file %s: %s", mo.cafile, strerror(errno));
         goto fail;
     }
+    f->tls = mo.tls;
+    if ((mo.username && !(f->user = strdup(mo.username))) || (mo.password && !(f->password = strdup(mo.password))) ||
+        (mo.cafile && !(f->cafile = strdup(mo.cafile)))) {
+        rc = ifm_failbuf(reason, reason_len, -ENOMEM, "out of memory");
+        goto fail;
+    }
     mo.log = mqtt_log;
     mo.log_arg = f;
     mo.presence = true; /* a waiting reserve dies with this connection (PROTOCOL.md 5.1) */
@@ -373,6 +379,12 @@ void icefarm_close(icefarm *f)
         f->watched = w->next;
         free(w);
     }
+    free(f->user);
+    if (f->password) {
+        explicit_bzero(f->password, strlen(f->password));
+        free(f->password);
+    }
+    free(f->cafile);
     free(f);
 }
 

@@ -59,6 +59,10 @@ struct icefarm {
     char name[IFM_NAME_MAX];
     char host[256];
     int port;
+    /* How to make another connection as the same client (the USB/IP tunnel's,
+     * which needs a Will of its own): malloc'd copies, NULL when unset. */
+    char *user, *password, *cafile;
+    bool tls;
     uint64_t timeout_ms;
     bool auto_extend;
     icefarm_log_cb log;

@@ -16,6 +16,7 @@
 #include "icefarm/log.h"
 #include "internal.h"
 #include "usbip_host.h"
+#include "usbip_tunnel.h"
 
 static bool same_export(const icefarm_usbip *u, const ifm_event *ev, const char *port)
 {
@@ -91,6 +92,11 @@ static void unbind(icefarm_usbip *u)
     icefarm_off(u->f, on_error, u);
 }
 
+static int tunnel_carrier(icefarm_usbip *u, const usbc_conn_cbs *cbs, usbc_conn **out, char *why, size_t whylen)
+{
+    return usbc_tunnel_open(u->f, u->serial, cbs, u, u->timeout_ms, out, why, whylen);
+}
+
 int icefarm_usbip_announce(icefarm *f, const char *serial)
 {
     if (!f || !serial)
@@ -105,8 +111,7 @@ int icefarm_usbip_announce(icefarm *f, const char *serial)
 int usbc_farm_bind(icefarm_usbip *u, char *reason, size_t reason_len)
 {
     if (u->o.tunnel)
-        return ifm_failbuf(reason, reason_len, -ENOTSUP,
-                           "the broker tunnel is not available yet: connect directly to the worker (no --tunnel)");
+        u->carrier_open = tunnel_carrier;
     int rc = icefarm_watch(u->f, u->serial);
     if (rc)
         return ifm_failbuf(reason, reason_len, rc, "cannot watch board %s: %s", u->serial, icefarm_strerror(rc));

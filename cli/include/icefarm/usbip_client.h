@@ -216,6 +216,23 @@ typedef void (*icefarm_usbip_import_cb)(int status, int fd, const icefarm_usbip_
 ICEFARM_API int icefarm_usbip_import_fd(icefarm *f, const char *host, const char *port, const char *busid,
                                         uint64_t timeout_ms, icefarm_usbip_import_cb cb, void *arg);
 
+/* ---- a local USB/IP endpoint through the broker (icefarm-cli usbip tunnel) ---- */
+
+/* Listens on `listen` (HOST:PORT; NULL: 127.0.0.1:3240) on the handle's loop; each
+ * connection (the kernel's `usbip attach -r HOST -b BUSID`, with the busid of the
+ * board's `usbip exported` event) is relayed to board `serial` through the broker
+ * tunnel (PROTOCOL.md 19.3): TLS, passwords and the holder-only ACL of the
+ * broker, no other port. Close it before the handle. */
+typedef struct icefarm_usbip_tunnel icefarm_usbip_tunnel;
+ICEFARM_API int icefarm_usbip_tunnel_open(icefarm *f, const char *serial, const char *listen,
+                                          icefarm_usbip_tunnel **out, char *reason, size_t reason_len);
+/* The port listened on (for port 0: the one the system chose). */
+ICEFARM_API int icefarm_usbip_tunnel_port(const icefarm_usbip_tunnel *t);
+/* Connections relayed so far. */
+ICEFARM_API unsigned icefarm_usbip_tunnel_sessions(const icefarm_usbip_tunnel *t);
+/* Stops listening and ends every relayed connection. NULL is a no-op. */
+ICEFARM_API void icefarm_usbip_tunnel_close(icefarm_usbip_tunnel *t);
+
 #ifdef __cplusplus
 }
 #endif

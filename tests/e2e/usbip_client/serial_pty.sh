@@ -2,7 +2,10 @@
 # icefarm-cli serial: a usbip board's console through the userspace USB/IP client
 # (no root, no kernel module), on a farm with simulated boards:
 #   - a board not reserved with kind usbip is refused with how to reserve one;
-#   - stdin/stdout: the firmware's greeting comes out;
+#   - stdin/stdout: the firmware's greeting comes out, over TCP and through the
+#     broker tunnel;
+#   - usbip tunnel: the Linux usbip tool imports through the local endpoint and
+#     the broker (its error is the missing vhci_hcd: the import went through);
 #   - the python example (cli/examples/python/pulse_count_usbip.py) runs the
 #     pulse-count protocol through `serial --pty` with pyserial: pulses equal the
 #     simulated board's documented value;
@@ -44,6 +47,32 @@ check "usbip exported" wait_until 60 e2e_wait_event "$RUN/events.jsonl" 0 "usbip
 # ---- stdin/stdout, started after the export: the announce brings the token ----
 timeout -s INT 8 "${CLIX[@]}" serial "$serial" </dev/null >"$RUN/stdio.out" 2>"$RUN/stdio.err" || true
 check "stdin/stdout: the firmware's greeting comes out" grep -q "Waiting for bitstream transfer" "$RUN/stdio.out"
+printf x | timeout -s INT 8 "${CLIX[@]}" serial "$serial" --tunnel >"$RUN/tunnel.out" 2>"$RUN/tunnel.err" || true
+check "through the broker tunnel (--tunnel): a byte in, the firmware's answer out" \
+    grep -q "Watchdog timeout, 1 bytes received" "$RUN/tunnel.out"
+check "the worker served it as a tunnel session" grep -q "tunnel" "$RUN/wrk.log"
+
+# ---- usbip tunnel: a local endpoint through the broker for the kernel's own tools ----
+USBIP=$(command -v usbip || echo /usr/sbin/usbip)
+if [[ -x $USBIP ]]; then
+    "${CLIX[@]}" --json usbip tunnel "$serial" --listen 127.0.0.1:0 >"$RUN/tunnel.jsonl" 2>"$RUN/tunnelcmd.err" &
+    tunnel_pid=$!
+    E2E_BG+=("$tunnel_pid")
+    check "usbip tunnel prints the attach command" wait_until 20 grep -q '"event":"tunnel"' "$RUN/tunnel.jsonl"
+    tport=$(jpy "$(head -n1 "$RUN/tunnel.jsonl")" 'j["port"]')
+    tbusid=$(jpy "$(head -n1 "$RUN/tunnel.jsonl")" 'j["busid"]')
+    "$USBIP" --tcp-port "$tport" attach -r 127.0.0.1 -b "$tbusid" >"$RUN/tattach.out" 2>&1 || true
+    check "usbip attach through the tunnel gets through the import (fails only at vhci)" grep -q "vhci" "$RUN/tattach.out"
+    check "and sees the busid it asked for" bash -c "! grep -q 'recv different busid\|recv op_import_reply' '$RUN/tattach.out'"
+    "$USBIP" --tcp-port "$tport" list -r 127.0.0.1 >"$RUN/tlist.out" 2>&1 || true
+    check "usbip list through the tunnel leaks no device" bash -c "! grep -q '$tbusid\|1209\|2e8a' '$RUN/tlist.out'"
+    kill -INT "$tunnel_pid"
+    rc=0
+    wait "$tunnel_pid" || rc=$?
+    check "Ctrl-C ends usbip tunnel with status 0 (got $rc)" test "$rc" = 0
+else
+    echo "# the usbip tools are not installed: usbip tunnel not exercised"
+fi
 
 # ---- the python example: pyserial on serial --pty ----
 bits=$BITS/clk_1khz.bin
@@ -108,7 +137,7 @@ check "and removes its link" test ! -e "$RUN/tty"
 cli alice end "$serial"
 
 if ((FAIL)); then
-    for f in serial.jsonl serial.err stdio.err example.out example.err; do
+    for f in serial.jsonl serial.err stdio.err tunnel.err example.out example.err; do
         echo "---- $f"
         tail -n 30 "$RUN/$f" 2>/dev/null || true
     done
