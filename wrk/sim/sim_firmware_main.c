@@ -1,15 +1,28 @@
 /* icefarm-sim-firmware KIND OUT.uf2: writes a simulated firmware image, e.g. the
  * files the demo stack points ICEFARM_DEFAULT / ICEFARM_PULSE_COUNT /
- * ICEFARM_VARIANCE at when it runs without real boards. */
+ * ICEFARM_VARIANCE at when it runs without real boards. It is installed in bin/
+ * with the daemons, so it answers --version and --help like them. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/opts.h"
 #include "sim_firmware.h"
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("icefarm-sim-firmware %s\n", ifm_version());
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+        printf("usage: %s default|pulsecount|variance|unknown OUT.uf2\n"
+               "Writes the simulated pico2-ice firmware image of that kind to OUT.uf2 (for a farm\n"
+               "with simulated boards: ICEFARM_DEFAULT, ICEFARM_PULSE_COUNT, ICEFARM_VARIANCE).\n",
+               argv[0]);
+        return 0;
+    }
     sim_fw_kind kind;
     if (argc != 3 || sim_fw_kind_from_name(argv[1], &kind) != 0) {
         fprintf(stderr, "usage: %s default|pulsecount|variance|unknown OUT.uf2\n", argv[0]);

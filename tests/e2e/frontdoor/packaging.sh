@@ -31,6 +31,13 @@ for d in "${DAEMONS[@]}"; do
         -a -s "$P/share/man/man1/$d.1"
 done
 check "icefarm-cli's man page" test -s "$P/share/man/man1/icefarm-cli.1"
+check "the MIT licence in share/doc/icefarm" grep -q '^MIT License' "$P/share/doc/icefarm/LICENSE"
+# Every installed program answers --version (status 0, its name and the version).
+for b in "$P"/bin/*; do
+    out=$("$b" --version 2>&1) && rc=0 || rc=$?
+    check "$(basename "$b") --version (rc=$rc: $out)" \
+        bash -c '[[ $1 == 0 && $2 =~ ^$3\ [0-9]+\.[0-9]+ ]]' _ "$rc" "$out" "$(basename "$b")"
+done
 check "the man page documents the options (icefarm-ctl.1 has --warn-before)" grep -q 'warn\\-before' "$P/share/man/man1/icefarm-ctl.1"
 check "the udev rule in the prefix" test -s "$P/lib/udev/rules.d/60-icefarm.rules"
 check "icefarm-ctl.service: StateDirectory=icefarm and --data there" \
@@ -83,6 +90,7 @@ check "  ... and run /usr/bin/icefarm-ctl with /etc/icefarm/icefarm-ctl.conf" \
 check "the udev rule goes to udev's rules directory ($udevdir/rules.d)" test -s "$S$udevdir/rules.d/60-icefarm.rules"
 check "the example configs go to /etc/icefarm" test -s "$S/etc/icefarm/icefarm-wrk.conf.example"
 check "the man pages to /usr/share/man" test -s "$S/usr/share/man/man1/icefarm-wrk.1"
+check "the licence to /usr/share/doc/icefarm" test -s "$S/usr/share/doc/icefarm/LICENSE"
 
 echo "$PASS passed, $FAIL failed"
 ((FAIL == 0))
