@@ -408,6 +408,10 @@ int main(int argc, char **argv)
             o.farm.broker = optarg;
             break;
         case O_NAME:
+            if (!*optarg) { /* "--name $UNSET": not the default name in silence */
+                fprintf(stderr, "icefarm-cli: --name needs a non-empty name (leave it out for USER@HOST)\n");
+                return CLI_USAGE;
+            }
             o.farm.name = optarg;
             break;
         case O_USER:

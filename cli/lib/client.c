@@ -245,6 +245,13 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
     if ((!name || !*name) && user && *user)
         name = user;
     if (name && *name) {
+        /* Never a silent cut: a truncated name would hold leases under a name
+         * its owner never gave. */
+        if (strlen(name) >= sizeof f->name) {
+            rc = ifm_failbuf(reason, reason_len, -EINVAL, "client name too long (%zu bytes; at most %zu)", strlen(name),
+                             sizeof f->name - 1);
+            goto fail;
+        }
         snprintf(f->name, sizeof f->name, "%s", name);
     } else {
         char host[64] = "host";
@@ -252,9 +259,9 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
         const char *login = getenv("USER");
         snprintf(f->name, sizeof f->name, "%s@%s", login && *login ? login : "user", host);
     }
-    if (!ifm_name_valid(f->name, IFM_NAME_MAX)) {
-        rc = ifm_failbuf(reason, reason_len, -EINVAL, "invalid client name \"%s\" (no '/', '+', '#', leading '$')",
-                         f->name);
+    const char *problem = ifm_name_problem(f->name, IFM_NAME_MAX);
+    if (problem) {
+        rc = ifm_failbuf(reason, reason_len, -EINVAL, "invalid client name \"%s\": the name %s", f->name, problem);
         goto fail;
     }
     const char *broker = o->broker ? o->broker : getenv("ICEFARM_BROKER");

@@ -41,7 +41,10 @@ usage_error "an unknown command" "unknown command" frobnicate
 usage_error "extend --set without --duration" "--set needs --duration" extend --set
 run 5 --broker mqtt://127.0.0.1:1 --name 'a/b' status
 check "a bad client name exits 2 (got $RC), at once" test "$RC" = 2
-check "... saying so" grep -q 'invalid client name' <<<"$ERR"
+check "... saying so" grep -q 'invalid client name "a/b": the name contains' <<<"$ERR"
+usage_error "an empty --name (not the default name in silence)" "--name needs a non-empty name" --name '' status
+usage_error "a --name of 128 bytes (not cut to 127 in silence)" "client name too long (128 bytes; at most 127)" \
+    --name "$(printf 'n%.0s' {1..128})" status
 run 5 --broker 'http://example.org' status
 check "a bad broker URL exits 2 (got $RC)" test "$RC" = 2
 check "... saying so" grep -q 'bad broker address' <<<"$ERR"
