@@ -298,6 +298,7 @@ static void look_for_ttys(att *a)
             snprintf(b->tty, sizeof b->tty, "%s", ttys[0]);
             say(a, b, "tty", "%s", b->tty);
         } else if (now + 100 > b->tty_until) {
+            b->tty_until = 0; /* said once */
             say(a, b, "notty", "attached, but no tty appeared (no CDC ACM function, e.g. BOOTSEL)");
         }
     }

@@ -33,7 +33,8 @@ foreach(d ${ICEFARM_DAEMONS})
   list(APPEND units "${tmp}/${d}.service")
 endforeach()
 file(INSTALL DESTINATION "${unitdir}" TYPE FILE FILES ${units})
-file(INSTALL DESTINATION "${rulesdir}" TYPE FILE FILES "${ICEFARM_ROOT}/wrk/60-icefarm.rules")
+file(INSTALL DESTINATION "${rulesdir}" TYPE FILE FILES "${ICEFARM_ROOT}/wrk/60-icefarm.rules"
+     "${ICEFARM_ROOT}/cli/udev/70-icefarm-client.rules")
 set(examples)
 foreach(d ${ICEFARM_DAEMONS})
   if(EXISTS "${ICEFARM_GEN}/${d}.conf.example") # not made without python3

@@ -40,6 +40,7 @@ for b in "$P"/bin/*; do
 done
 check "the man page documents the options (icefarm-ctl.1 has --warn-before)" grep -q 'warn\\-before' "$P/share/man/man1/icefarm-ctl.1"
 check "the udev rule in the prefix" test -s "$P/lib/udev/rules.d/60-icefarm.rules"
+check "the client udev rule (ModemManager off the boards) in the prefix" test -s "$P/lib/udev/rules.d/70-icefarm-client.rules"
 check "icefarm-ctl.service: StateDirectory=icefarm and --data there" \
     grep -qx 'StateDirectory=icefarm' "$P/lib/systemd/system/icefarm-ctl.service"
 check "  ... it runs the installed binary with its config as a credential" \
