@@ -112,7 +112,7 @@ kill -INT "$att"
 rc=0
 wait "$att" || rc=$?
 check "Ctrl-C: exit 0 (got $rc)" test "$rc" = 0
-check "Ctrl-C detached the port" bash -c "(( \$(grep -c '^detach' '$RUN/kernel.log') >= 2 ))"
+check "Ctrl-C detached the port" wait_until 5 bash -c "(( \$(grep -c '^detach' '$RUN/kernel.log') >= 2 ))"
 check "and left the lease it did not take" bash -c "'$CLI_BIN' --broker '$FARM_BROKER' --name alice --json status | grep -q '$serial'"
 cli alice end "$serial"
 
