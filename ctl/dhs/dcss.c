@@ -193,9 +193,12 @@ static void link_down(dhs *d, const char *why)
 static void close_link(dhs *d, const char *why)
 {
     ifm_tcp *s = d->stream;
-    link_down(d, why);
+    d->stream = NULL;
+    /* Closed first: the redialer schedules its next attempt in ifm_tcp_close, so
+     * link_down logs the delay that will really pass, not the previous one. */
     if (s)
-        ifm_tcp_close(s); /* the redialer connects again after its back-off */
+        ifm_tcp_close(s);
+    link_down(d, why);
 }
 
 static void on_handshake_timeout(ifm_loop *loop, void *arg)

@@ -283,6 +283,11 @@ def main():
     d.send_raw(NAME, b"this is not a header at all!" + b"\0" * 10)
     check(d.wait(lambda: NAME in d.conns and d.conns[NAME].serial != conn_before and d.conns[NAME].registered, 30),
           "after a broken header the DHS reconnects")
+    # the log says the delay that really passes: the first retry after a session
+    # that was up waits 0.5-1 s (back-off 1 s with equal jitter), never a stale value
+    with open(os.path.join(RUN, "dhs.log")) as f:
+        said = [int(w.split()[0]) for w in f.read().split("framing lost; reconnecting in ")[1:]]
+    check(said and 500 <= said[-1] <= 1000, "its log names the real delay before the next attempt: %r ms" % said[-1:])
     check(dhs.poll() is None, "the DHS is still running")
 
     # DCSS restarts on the same port: handles of the old session are dead; grants for
