@@ -2,6 +2,7 @@
  * reserve, extend, end, end-all, reboot. Control answers with what it did;
  * where that is less than what was asked (extend, end), the command says why
  * for each serial left out and exits 1. */
+#include <ctype.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -396,16 +397,24 @@ static void human_status(const cli_reply *r, const cli_opts *o, icefarm *f)
     printf("WORKERS\n%-24s %-8s %s\n", "ID", "STATE", "KINDS");
     for (uint32_t i = 0; i < array_len(ws); i++) {
         const msgpack_object *w = &ws->via.array.ptr[i];
-        char id[IFM_NAME_MAX], kinds[256] = "";
+        char id[IFM_NAME_MAX], kinds[256] = "", state[16] = "";
         bool online = false;
         ifm_get_bool(w, "online", false, &online, NULL);
+        /* control's liveness (PROTOCOL.md 14.2): online, hung (connected but its
+         * heartbeats stopped: its boards are not granted), reconnecting (the
+         * grace after its Will), offline. Anything but online stands out. */
+        if (!str_of(w, "state", state, sizeof state)[0])
+            snprintf(state, sizeof state, "%s", online ? "online" : "offline");
+        if (strcmp(state, "online") != 0)
+            for (char *c = state; *c; c++)
+                *c = (char)toupper((unsigned char)*c);
         const msgpack_object *k = ifm_map_get(w, "kinds");
         for (uint32_t j = 0; j < array_len(k); j++) {
             char one[IFM_KIND_MAX];
             if (!ifm_obj_str(&k->via.array.ptr[j], "kind", false, one, sizeof one, NULL))
                 snprintf(kinds + strlen(kinds), sizeof kinds - strlen(kinds), "%s%s", j ? "," : "", one);
         }
-        printf("%-24s %-8s %s\n", str_of(w, "id", id, sizeof id), online ? "online" : "OFFLINE", kinds);
+        printf("%-24s %-8s %s\n", str_of(w, "id", id, sizeof id), state, kinds);
     }
     size_t mine = 0;
     printf("\nBOARDS (* = yours, %s)\n  %-20s %-16s %-10s %-11s %-20s %s\n", me, "SERIAL", "WORKER", "STATE", "KIND",

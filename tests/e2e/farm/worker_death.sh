@@ -128,11 +128,14 @@ check "... within 3 s (the heartbeat watch, not the 7.5 s keep-alive; took about
     test $((SECONDS - T0)) -le 3
 check "status: the worker is hung, its 2 leases stay" status_has \
     "[w['state'] for w in j['workers']] == ['hung'] and len(j['leases']) == 2"
+human_status() { "$CLI_BIN" --broker "$FARM_BROKER" --timeout 20 status 2>>"$RUN/cli.log"; }
+check "icefarm-cli status (as printed) says HUNG, not online" grep -qE '^[^ ]+ +HUNG ' <<<"$(human_status)"
 kill -CONT "$WRK"
 ok "kill -CONT the worker after about $((SECONDS - T0)) s"
 check "its 2 free boards are available again" wait_until 30 available_is 2
 check "status: online, both leases kept" status_has \
     "[w['state'] for w in j['workers']] == ['online'] and len(j['leases']) == 2"
+check "icefarm-cli status (as printed) says online again" grep -qE '^[^ ]+ +online ' <<<"$(human_status)"
 check "the holder heard no failure and no reservation end" \
     bash -c "! grep -qE '\"(failure|reservation end)\"' '$EV2'"
 
