@@ -17,5 +17,6 @@ while IFS= read -r line; do
     "ok - "*) ok "${line#ok - }" ;;
     "not ok - "*) not_ok "${line#not ok - }" ;;
     esac
-done < <(timeout 120 python3 "$(dirname "${BASH_SOURCE[0]}")/slow_clients.py" 127.0.0.1 "$HP" /available || true)
+done < <(timeout 120 python3 "$(dirname "${BASH_SOURCE[0]}")/slow_clients.py" 127.0.0.1 "$HP" /available ||
+    echo "not ok - slow_clients.py exited with status $?") # a crash or a hang is a failure, not silence
 check "icefarm-http is still running" kill -0 "${FARM_PIDS[${#FARM_PIDS[@]} - 1]}"
