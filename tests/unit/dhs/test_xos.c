@@ -106,7 +106,7 @@ static void test_v2_header_shapes(void **state)
     const char *t = "stoh_start_operation farm_list 1.7";
     size_t n = strlen(t);
     uint8_t buf[256];
-    char hdr[32];
+    char hdr[64];
     /* DCSS / xos C: "%12ld %12ld ", T = strlen + 1, NUL sent */
     snprintf(hdr, sizeof hdr, "%12zu %12d ", n + 1, 0);
     memcpy(buf, hdr, 26);
@@ -136,7 +136,7 @@ static void test_v2_binary_discarded(void **state)
     uint8_t buf[256];
     const char *t = "stoh_abort_all hard";
     size_t n = strlen(t) + 1;
-    char hdr[32];
+    char hdr[64];
     snprintf(hdr, sizeof hdr, "%12zu %12d ", n, 5);
     size_t len = v2(buf, hdr, t, n);
     memcpy(buf + len, "\x01\x02\x03\x04\x05", 5);
@@ -207,7 +207,7 @@ static void test_v2_skipped_messages(void **state)
     size_t big = XOS_TEXT_MAX + 100;
     uint8_t *buf = calloc(1, big + 4096);
     size_t len = 0;
-    char hdr[32];
+    char hdr[64];
     snprintf(hdr, sizeof hdr, "%12zu %12d ", big, 3);
     memcpy(buf, hdr, 26);
     memset(buf + 26, 'a', big);
@@ -298,7 +298,7 @@ static void test_v1_then_v2(void **state)
     /* The handshake is protocol 1, what follows protocol 2, in one TCP segment. */
     uint8_t buf[400];
     block(buf, "stoc_send_client_type", '\0', false);
-    char hdr[32];
+    char hdr[64];
     snprintf(hdr, sizeof hdr, "%12d %12d ", 46, 0);
     size_t len = 200 + v2(buf + 200, hdr, "stoh_register_string tps_current tps_current\n", 46);
     xos_reader r;
@@ -507,7 +507,7 @@ static void test_catalogue(void **state)
                 memcpy(buf, line, strlen(line));
                 len = 200;
             } else {
-                char hdr[32];
+                char hdr[64];
                 snprintf(hdr, sizeof hdr, "%12zu %12d ", strlen(line) + 1, 0);
                 memcpy(buf, hdr, 26);
                 memcpy(buf + 26, line, strlen(line) + 1);
