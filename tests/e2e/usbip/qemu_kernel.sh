@@ -8,40 +8,14 @@
 # bytes), sends the 1200-baud touch through the tty, attaches again with the
 # same busid and sees the BOOTSEL device (2e8a:000f), detaches; its dmesg must
 # show no vhci or usb errors. The kernel package is downloaded once and cached
-# in $ICEFARM_CACHE (default /var/cache/icefarm, else ~/.cache/icefarm). Skips (77) only when QEMU,
-# busybox-static, cpio or the usbip tools are missing, or no kernel can be had.
+# in $ICEFARM_CACHE (default /var/cache/icefarm, else ~/.cache/icefarm) by the shared
+# QEMU USB lab (tests/lib/qemu_usb.sh). Skips (77) only when QEMU, busybox-static,
+# cpio or the usbip tools are missing, or no kernel can be had.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 
-skip() {
-    echo "skip: $*"
-    exit 77
-}
-QEMU=$(command -v qemu-system-x86_64 || true)
-[[ -n $QEMU ]] || skip "qemu-system-x86_64 is not installed (apt install qemu-system-x86)"
-BUSYBOX=$(command -v busybox || true)
-[[ -n $BUSYBOX ]] && file -L "$BUSYBOX" | grep -q "statically linked" || skip "no static busybox (apt install busybox-static)"
-command -v cpio >/dev/null || skip "cpio is not installed"
-USBIP=$(command -v usbip || echo /usr/sbin/usbip)
-[[ -x $USBIP ]] || skip "the usbip tools are not installed (apt install usbip)"
-
-# ---- the kernel, cached outside the clone ----
-CACHE=${ICEFARM_CACHE:-/var/cache/icefarm}
-mkdir -p "$CACHE/kernel" 2>/dev/null && [[ -w $CACHE/kernel ]] || CACHE=$HOME/.cache/icefarm
-mkdir -p "$CACHE/kernel"
-pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-[[ -n $pkg ]] || pkg=$(cd "$CACHE/kernel" && find . -maxdepth 1 -name 'linux-image-*.deb' -printf '%f\n' | sort | tail -n1 | cut -d_ -f1)
-[[ -n $pkg ]] || skip "cannot tell which Debian kernel package to use (apt-cache depends linux-image-amd64)"
-kver=${pkg#linux-image-}
-kroot=$CACHE/kernel/root-$kver
-if [[ ! -e $kroot/boot/vmlinuz-$kver ]]; then
-    (cd "$CACHE/kernel" && timeout 240 apt-get download "$pkg" >"$RUN/apt.log" 2>&1) ||
-        skip "cannot download $pkg (see $RUN/apt.log)"
-    rm -rf "$kroot.tmp"
-    dpkg-deb -x "$(find "$CACHE/kernel" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -n1)" "$kroot.tmp"
-    mv "$kroot.tmp" "$kroot"
-fi
-ok "kernel $kver from $kroot"
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/qemu_usb.sh"
+qemu_usb_setup
 
 # ---- the host side: a farm exporting one board ----
 port=$(farm_free_port)
@@ -64,24 +38,8 @@ want=$("$PY" "$E2E_DIR/mqtt_tool.py" pulses "$bits" | awk '{print $2}')
 
 # ---- the initramfs ----
 ir=$RUN/initramfs
-mkdir -p "$ir"/{bin,sbin,proc,sys,dev,tmp,mods,var/run,usr/share/misc,etc}
-cp "$BUSYBOX" "$ir/bin/busybox"
-cp "$USBIP" "$ir/sbin/usbip"
-for lib in $(ldd "$USBIP" | awk '/=> \// {print $3} /^\t\/lib/ {print $1}'); do
-    mkdir -p "$ir$(dirname "$lib")"
-    cp -L "$lib" "$ir$lib"
-done
-# `usbip port` wants the ID database (hwdata); an empty one does if it is missing
-if [[ -e /usr/share/hwdata/usb.ids ]]; then
-    cp /usr/share/hwdata/usb.ids "$ir/usr/share/misc/usb.ids"
-else
-    : >"$ir/usr/share/misc/usb.ids"
-fi
-mods=$kroot/lib/modules/$kver/kernel/drivers
-for m in usb/common/usb-common usb/core/usbcore usb/usbip/usbip-core usb/usbip/vhci-hcd usb/class/cdc-acm \
-    net/ethernet/intel/e1000/e1000; do
-    cp "$mods/$m.ko" "$ir/mods/"
-done
+qemu_usb_initramfs "$ir" usb/common/usb-common usb/core/usbcore usb/usbip/usbip-core usb/usbip/vhci-hcd \
+    usb/class/cdc-acm net/ethernet/intel/e1000/e1000
 cp "$bits" "$ir/bitstream.bin"
 cat >"$ir/init" <<'INIT'
 #!/bin/busybox sh
@@ -149,14 +107,11 @@ echo "GUEST-DONE"
 poweroff -f
 INIT
 chmod +x "$ir/init"
-(cd "$ir" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$RUN/initrd.gz")
-ok "initramfs: busybox, usbip, 6 modules, a bitstream ($(du -h "$RUN/initrd.gz" | cut -f1))"
+ok "initramfs: busybox, usbip, 6 modules, a bitstream"
 
 # ---- the guest ----
 t0=$(date +%s)
-timeout 240 "$QEMU" -accel tcg -m 512 -smp 1 -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$RUN/initrd.gz" \
-    -append "console=ttyS0 panic=-1 loglevel=4 icefarm.busid=$busid icefarm.port=$port" \
-    -nographic -no-reboot -nic user,model=e1000 >"$RUN/guest.log" 2>&1 || true
+qemu_usb_boot "$ir" "$RUN/guest.log" "icefarm.busid=$busid icefarm.port=$port" -nic user,model=e1000
 echo "# guest ran for $(($(date +%s) - t0)) s; its console is $RUN/guest.log"
 g=$RUN/guest.log
 check "the guest booted and ran the scenario" grep -q "GUEST-DONE" "$g"
