@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2154 # local_*, h_*, e_*, c_*: set by eval of the benchmarks' key=value lines
+# shellcheck disable=SC2154 # local_*, h_*, e_*, c_*, s_*: set by eval of the benchmarks' key=value lines
 # icefarm benchmarks: prints tables of our numbers beside the old system's.
 #   tests/bench/run.sh [BUILD_DIR]        (default: ./build; run ./icefarm build first)
 # Sizes: ICEFARM_BENCH_WORKERS (50) x ICEFARM_BENCH_BOARDS (20) simulated boards for
@@ -137,6 +137,47 @@ done
 
 echo
 echo "== USB/IP: a 64-byte bulk OUT then IN (URB round trip) and CDC throughput, one simulated board =="
-farm_start "$RUN/usbip" 1 # its broker carries the tunnel's figure
-"$FARM_BIN/tests/bench/bench_usbip" "${ICEFARM_BENCH_URBS:-2000}" 8 "$FARM_BROKER"
+# its broker carries the tunnel's figure; its worker exports the board `serial` uses below
+uport=$(farm_free_port)
+farm_start "$RUN/usbip" 1 --kinds pulsecount,usbip --usbip-listen "127.0.0.1:$uport" --usbip-host 127.0.0.1
+URBS=${ICEFARM_BENCH_URBS:-2000}
+raw=$("$FARM_BIN/tests/bench/bench_usbip" "$URBS" 8 "$FARM_BROKER")
+echo "$raw"
+rawv() { sed -n "s/^$1=\([^ ]*\).*/\1/p" <<<"$raw"; }
+
+# icefarm-cli serial end to end (stdin -> libicefarm's USB/IP client -> the worker's
+# server or the broker tunnel -> the board's CDC1 loopback -> stdout) on the board
+# of a `reserve --kind usbip`. Goals: a full-speed USB frame is 1 ms and full-speed
+# bulk carries at most ~1.2 MB/s, so the network path should cost less than the
+# board's own USB: a round trip within 1 ms (2 ms through the broker), at least
+# 1.2 MB/s either way. Printed beside the figures, never asserted.
+farm_wait_ready 1 60
+userial=$(cli --name bench --json reserve --kind usbip --amount 1 --duration 600 --args '{"image": "pulsecount"}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["serials"][0]["serial"])')
+SER_KB=${ICEFARM_BENCH_SERIAL_KB:-8192}
+echo
+echo "== USB/IP, the user's side: icefarm-cli serial (stdin/stdout) on the board's CDC1 loopback, $SER_KB KiB =="
+printf '%-24s %-26s %-12s %-34s %s\n' path "64 B round trip p50/p99" "bytes/s" "raw figure (bench_usbip above)" goal
+for mode in direct tunnel; do
+    args=()
+    [[ $mode == tunnel ]] && args=(--tunnel)
+    line=$("$FARM_BIN/tests/bench/bench_usbip_serial" "$URBS" "$SER_KB" "$FARM_BIN/cli/icefarm-cli" \
+        --broker "$FARM_BROKER" --timeout 20 --name bench serial "$userial" --interface 2 "${args[@]}" \
+        2>>"$RUN/usbip/serial-$mode.err") || true
+    eval "$(tr ' ' '\n' <<<"$line" | grep '=' | sed 's/^/s_/')"
+    if [[ $line == *serial_failed=* ]]; then
+        printf '%-24s %s\n' "serial, $mode" "failed: $s_serial_failed ($(tail -n 2 "$RUN/usbip/serial-$mode.err" | tr '\n' ' '))"
+        continue
+    fi
+    mbs=$(python3 -c "print(f'{$s_serial_bytes_s / 1e6:.1f} MB/s')")
+    if [[ $mode == direct ]]; then
+        printf '%-24s %-26s %-12s %-34s %s\n' "serial, direct TCP" "$s_serial_rtt_p50_us / $s_serial_rtt_p99_us us" "$mbs" \
+            "server $(rawv usbip_server_rtt_us) us, $(rawv usbip_server_cdc_mbytes_s) MB/s" "<= 1000 us, >= 1.2 MB/s"
+    else
+        printf '%-24s %-26s %-12s %-34s %s\n' "serial, broker tunnel" "$s_serial_rtt_p50_us / $s_serial_rtt_p99_us us" "$mbs" \
+            "tunnel $(rawv usbip_tunnel_rtt_us) us (OUT, then IN)" "<= 2000 us, >= 1.2 MB/s"
+    fi
+done
+echo "(raw: the server in-process with an unclocked sim, a blocking client sending OUT then IN; serial: icefarm-cli"
+echo " through pipes, the worker's own process and its sim's USB clock, bulk-IN URBs kept queued by the client)"
 farm_stop
