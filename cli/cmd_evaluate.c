@@ -358,7 +358,11 @@ int cmd_evaluate(const cli_opts *o)
     if (!r.f)
         goto out;
     int sigs[] = { SIGINT, SIGTERM };
-    icefarm_on_signals(r.f, sigs, 2, on_signal, &r);
+    int src = icefarm_on_signals(r.f, sigs, 2, on_signal, &r);
+    if (src) {
+        rc = cli_error(o, CLI_FAILED, "cannot set up signal handling: %s", icefarm_strerror(src));
+        goto out;
+    }
     r.started_ms = ifm_now_ms();
     rc = acquire_boards(&r, &serials, &nserials, &reserved);
     if (rc != CLI_OK)

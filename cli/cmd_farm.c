@@ -171,7 +171,11 @@ int cmd_reserve(const cli_opts *o)
         /* Ctrl-C of a waiting reserve: the wait ends at control too, so no board
          * is granted to nobody (PROTOCOL.md 5.1). */
         int sigs[] = { SIGINT, SIGTERM };
-        icefarm_on_signals(f, sigs, 2, on_signal, NULL);
+        int src = icefarm_on_signals(f, sigs, 2, on_signal, NULL);
+        if (src) {
+            rc = cli_error(o, CLI_FAILED, "cannot set up signal handling: %s", icefarm_strerror(src));
+            goto out;
+        }
         cli_wait_begin("%u board(s) of kind %s to come free (up to %llu s)", o->amount, kind,
                        (unsigned long long)o->wait_s);
     }

@@ -149,12 +149,20 @@ int cmd_flash(const cli_opts *o)
         goto out;
     }
     r.t = calloc(n ? n : 1, sizeof *r.t);
-    r.n = r.pending = n;
-    for (size_t i = 0; i < n; i++) {
-        snprintf(r.t[i].serial, IFM_SERIAL_MAX, "%s", serials[i]);
-        icefarm_watch(f, serials[i]);
+    if (!serials || !r.t) {
+        rc = cli_error(o, CLI_FAILED, "out of memory");
+        goto out;
     }
-    icefarm_on(f, NULL, on_event, &r);
+    r.n = r.pending = n;
+    int wrc = 0;
+    for (size_t i = 0; i < n && !wrc; i++) {
+        snprintf(r.t[i].serial, IFM_SERIAL_MAX, "%s", serials[i]);
+        wrc = icefarm_watch(f, serials[i]);
+    }
+    if (wrc || (wrc = icefarm_on(f, NULL, on_event, &r))) {
+        rc = cli_error(o, CLI_FAILED, "cannot follow the boards' events: %s", icefarm_strerror(wrc));
+        goto out;
+    }
     bool tty = !o->json && isatty(STDERR_FILENO);
     void *ra[2] = { f, &r };
     char states[512];

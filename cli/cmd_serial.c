@@ -474,7 +474,11 @@ int cmd_serial(const cli_opts *o)
     if (!s.pty)
         fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
     static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-    icefarm_on_signals(s.f, sigs, 3, on_signal, &s);
+    int src = icefarm_on_signals(s.f, sigs, 3, on_signal, &s);
+    if (src) {
+        code = cli_error(o, CLI_FAILED, "cannot set up signal handling: %s", icefarm_strerror(src));
+        goto out;
+    }
     icefarm_usbip_opts uo = {
         .serial = s.serial,
         .tunnel = o->tunnel,

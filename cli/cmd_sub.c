@@ -78,10 +78,18 @@ int cmd_sub(const cli_opts *o)
         rc = cli_error(o, CLI_FAILED, "cannot set up an MQTT client for %s", broker);
         goto out;
     }
-    for (int i = 0; i < o->npos; i++)
-        ifm_mqtt_subscribe(m, o->pos[i], 1, on_message, NULL);
+    for (int i = 0; i < o->npos; i++) {
+        if (ifm_mqtt_subscribe(m, o->pos[i], 1, on_message, NULL)) {
+            rc = cli_error(o, CLI_FAILED, "cannot subscribe to \"%s\": out of memory", o->pos[i]);
+            goto out;
+        }
+    }
+    /* Without it Ctrl-C would kill the process in the middle of a line instead of ending the loop. */
     int sigs[] = { SIGINT, SIGTERM };
-    ifm_loop_signals(loop, sigs, 2, on_signal, NULL);
+    if (ifm_loop_signals(loop, sigs, 2, on_signal, NULL)) {
+        rc = cli_error(o, CLI_FAILED, "cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
     ifm_mqtt_start(m);
     uint64_t deadline = ifm_now_ms() + (o->farm.timeout_ms ? o->farm.timeout_ms : 10000);
     cli_wait_begin("the broker at %s", broker);

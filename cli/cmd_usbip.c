@@ -344,10 +344,14 @@ static int cmd_attach(const cli_opts *o)
         return code;
     }
     static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-    icefarm_on_signals(a->f, sigs, 3, on_signal, a);
-    icefarm_on(a->f, "usbip exported", on_exported, a);
-    icefarm_on(a->f, "usbip detached", on_detached, a);
-    icefarm_on(a->f, "reservation end", on_lease_end, a);
+    int src;
+    if ((src = icefarm_on_signals(a->f, sigs, 3, on_signal, a)) ||
+        (src = icefarm_on(a->f, "usbip exported", on_exported, a)) ||
+        (src = icefarm_on(a->f, "usbip detached", on_detached, a)) ||
+        (src = icefarm_on(a->f, "reservation end", on_lease_end, a))) {
+        code = cli_error(o, CLI_FAILED, "cannot set up event and signal handling: %s", icefarm_strerror(src));
+        goto out;
+    }
     if (o->amount) {
         char(*serials)[ICEFARM_SERIAL_MAX] = NULL;
         size_t n = 0;
@@ -371,11 +375,15 @@ static int cmd_attach(const cli_opts *o)
             snprintf(b->serial, sizeof b->serial, "%s", o->pos[i]);
         }
     }
-    for (size_t i = 0; i < a->n; i++) {
-        icefarm_watch(a->f, a->b[i].serial);
-        announce(a, &a->b[i]);
+    int wrc = 0;
+    for (size_t i = 0; i < a->n && !wrc; i++) {
+        if ((wrc = icefarm_watch(a->f, a->b[i].serial)) == 0)
+            announce(a, &a->b[i]);
     }
-    code = attach_run(a);
+    if (wrc) /* its export would never be heard of: stop here (the leases taken end below) */
+        code = cli_error(o, CLI_FAILED, "cannot follow the boards' events: %s", icefarm_strerror(wrc));
+    else
+        code = attach_run(a);
     for (size_t i = 0; i < a->n; i++)
         if (a->b[i].serial[0])
             detach(a, &a->b[i], "Ctrl-C");
@@ -510,10 +518,12 @@ static int cmd_tunnel(const cli_opts *o)
         goto out;
     }
     static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
-    icefarm_on_signals(f, sigs, 3, tun_signal, &t);
-    icefarm_on(f, "usbip exported", tun_exported, &t);
-    icefarm_on(f, "reservation end", tun_lease_end, &t);
-    icefarm_watch(f, t.serial);
+    if ((rc = icefarm_on_signals(f, sigs, 3, tun_signal, &t)) ||
+        (rc = icefarm_on(f, "usbip exported", tun_exported, &t)) ||
+        (rc = icefarm_on(f, "reservation end", tun_lease_end, &t)) || (rc = icefarm_watch(f, t.serial))) {
+        code = cli_error(o, CLI_FAILED, "cannot set up event and signal handling: %s", icefarm_strerror(rc));
+        goto out;
+    }
     icefarm_usbip_announce(f, t.serial);
     fprintf(stderr, "icefarm-cli: %s: USB/IP through the broker on 127.0.0.1:%d (Ctrl-C ends)\n", t.serial,
             icefarm_usbip_tunnel_port(t.tu));

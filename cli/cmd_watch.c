@@ -53,9 +53,11 @@ int cmd_watch(const cli_opts *o)
         icefarm_close(f);
         return rc;
     }
-    icefarm_on(f, NULL, print_event, NULL);
     int sigs[] = { SIGINT, SIGTERM };
-    icefarm_on_signals(f, sigs, 2, on_signal, NULL);
+    if ((rc = icefarm_on(f, NULL, print_event, NULL)) || (rc = icefarm_on_signals(f, sigs, 2, on_signal, NULL))) {
+        icefarm_close(f);
+        return cli_error(o, CLI_FAILED, "cannot set up event and signal handling: %s", icefarm_strerror(rc));
+    }
     fprintf(stderr, "watching events for %s (Ctrl-C to stop)\n", icefarm_name(f));
     icefarm_run_until(f, NULL, NULL, 0);
     icefarm_close(f);

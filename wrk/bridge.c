@@ -110,14 +110,24 @@ static void publish_worker(const wrk_bridge *br, bool online)
     publish_enc(br->w, topic, &e, true, NULL);
 }
 
-static void set_will(const wrk_bridge *br)
+/* The Will (retained offline state, this epoch) control sees at once if the
+ * connection dies; without it a dead worker is noticed only by its missing
+ * heartbeats. Returns 0 or -1 (logged). */
+static int set_will(const wrk_bridge *br)
 {
     char topic[IFM_TOPIC_MAX];
-    ifm_topic_worker(topic, sizeof topic, br->w->id, "state");
+    if (ifm_topic_worker(topic, sizeof topic, br->w->id, "state")) {
+        IFM_ERROR("worker=%s cannot build its state topic for the Will", br->w->id);
+        return -1;
+    }
     ifm_enc e;
     encode_worker_state(br, &e, false);
-    ifm_mqtt_set_will(br->w->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), true);
+    int rc = ifm_mqtt_set_will(br->w->mqtt, topic, ifm_enc_data(&e), ifm_enc_size(&e), true);
     ifm_enc_free(&e);
+    if (rc)
+        IFM_ERROR("worker=%s cannot set its Will on %s (epoch %llu)", br->w->id, topic,
+                  (unsigned long long)br->w->epoch);
+    return rc;
 }
 
 /* ---- per-board bookkeeping: the lease and its results ---- */
@@ -383,7 +393,10 @@ void wrk_bridge_on_conn(ifm_mqtt *m, bool connected, void *arg)
             usbip_tunnel_reset(w->usbip_tunnel);
         /* Next connection, next epoch: the Will of this one must not kill it. */
         w->epoch++;
-        set_will(br);
+        if (set_will(br))
+            IFM_WARN("worker=%s reconnects with the previous epoch's Will: control may take its death for the "
+                     "old connection's and wait for missing heartbeats instead",
+                     w->id);
         return;
     }
     publish_worker(br, true);
@@ -519,14 +532,18 @@ int wrk_bridge_start(wrk_bridge *br, wrk_ctx *w, uint64_t heartbeat_ms)
     br->heartbeat_ms = heartbeat_ms;
     w->sink.ops = &bridge_sink;
     w->sink.ctx = br;
-    set_will(br);
-    ifm_topic_worker(topic, sizeof topic, w->id, "cmd");
-    if (ifm_mqtt_subscribe(w->mqtt, topic, 1, on_worker_cmd, br))
+    if (set_will(br))
         return -1;
-    if (w->sim) {
-        ifm_topic_worker(topic, sizeof topic, w->id, "sim");
-        if (ifm_mqtt_subscribe(w->mqtt, topic, 1, on_sim_cmd, br))
-            return -1;
+    if (ifm_topic_worker(topic, sizeof topic, w->id, "cmd") ||
+        ifm_mqtt_subscribe(w->mqtt, topic, 1, on_worker_cmd, br)) {
+        IFM_ERROR("worker=%s cannot subscribe to its command topic", w->id);
+        return -1;
+    }
+    if (w->sim &&
+        (ifm_topic_worker(topic, sizeof topic, w->id, "sim") ||
+         ifm_mqtt_subscribe(w->mqtt, topic, 1, on_sim_cmd, br))) {
+        IFM_ERROR("worker=%s cannot subscribe to its simulator topic", w->id);
+        return -1;
     }
     if (heartbeat_ms)
         br->hb_timer = ifm_timer_add(w->loop, heartbeat_ms, on_heartbeat, br);

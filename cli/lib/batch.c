@@ -380,9 +380,10 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[ICEFARM_SERIAL_MAX]
         return NULL;
     }
     b->nboards = nserials;
+    bool ok = true; /* a board or a handler missing would stall the batch, not fail it */
     for (size_t i = 0; i < nserials; i++) {
         snprintf(b->boards[i].serial, IFM_SERIAL_MAX, "%s", serials[i]);
-        icefarm_watch(f, serials[i]);
+        ok = ok && icefarm_watch(f, serials[i]) == 0;
     }
     /* Unique per run, so results of an earlier run on the same boards are ignored. */
     static const char hex[] = "0123456789abcdef";
@@ -392,13 +393,15 @@ icefarm_batch *icefarm_batch_new(icefarm *f, char (*serials)[ICEFARM_SERIAL_MAX]
         tag[i] = hex[(t >> (i * 4)) & 15];
     tag[16] = '\0';
     snprintf(b->batch_id, sizeof b->batch_id, "%.64s-%s", icefarm_name(f), tag);
-    icefarm_on(f, "results", on_results, b);
-    icefarm_on(f, "initialized", on_ready, b);
-    icefarm_on(f, "failure", on_failure, b);
-    icefarm_on(f, "reservation end", on_failure, b);
-    icefarm_on(f, "error", on_refused, b); /* the board refused our command */
-    icefarm_on(f, "worker reconnecting", on_worker_away, b);
-    icefarm_on(f, "worker reconnected", on_worker_back, b);
+    ok = ok && !icefarm_on(f, "results", on_results, b) && !icefarm_on(f, "initialized", on_ready, b) &&
+        !icefarm_on(f, "failure", on_failure, b) && !icefarm_on(f, "reservation end", on_failure, b) &&
+        !icefarm_on(f, "error", on_refused, b) /* the board refused our command */
+        && !icefarm_on(f, "worker reconnecting", on_worker_away, b) &&
+        !icefarm_on(f, "worker reconnected", on_worker_back, b);
+    if (!ok) {
+        icefarm_batch_free(b); /* takes off the handlers that were set */
+        return NULL;
+    }
     b->connects_seen = f->connects;
     b->tick = ifm_timer_add(f->loop, 100, on_tick, b);
     return b;

@@ -6,6 +6,22 @@
 
 #include "internal.h"
 
+/* A reserve that fails after the grant holds nothing: its leases end (the
+ * answer is not waited for; a lost 'end' leaves them to expire). */
+static void end_granted(icefarm *f, char (**serials)[ICEFARM_SERIAL_MAX], size_t *n)
+{
+    const char **list = calloc(*n, sizeof *list);
+    for (size_t i = 0; list && i < *n; i++)
+        list[i] = (*serials)[i];
+    icefarm_req req = { .verb = "end", .serials = list, .nserials = *n };
+    if (!list || icefarm_call_async(f, &req, 0, NULL, NULL, NULL, NULL, 0))
+        lib_log(f, ICEFARM_LOG_WARN, "%zu lease(s) not ended; they expire by themselves", *n);
+    free(list);
+    free(*serials);
+    *serials = NULL;
+    *n = 0;
+}
+
 int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *args, size_t args_len, uint64_t wait_ms,
                     char (**serials)[ICEFARM_SERIAL_MAX], size_t *n, char *reason, size_t reason_len)
 {
@@ -25,8 +41,14 @@ int icefarm_reserve(icefarm *f, uint32_t amount, const char *kind, const void *a
         *serials = r->serials; /* the reply's array becomes the caller's */
         *n = r->nserials;
         r->serials = NULL;
-        for (size_t i = 0; i < *n; i++)
-            icefarm_watch(f, (*serials)[i]);
+        for (size_t i = 0; i < *n && rc == 0; i++) {
+            int wrc = icefarm_watch(f, (*serials)[i]);
+            if (wrc) /* granted, but its events would never arrive */
+                rc = ifm_failbuf(reason, reason_len, wrc, "reserved, but cannot follow board %s: %s", (*serials)[i],
+                                 icefarm_strerror(wrc));
+        }
+        if (rc)
+            end_granted(f, serials, n);
     }
     icefarm_reply_free(r);
     return rc;

@@ -237,7 +237,9 @@ void dhs_farm_release(dhs *d, const char *serial, const char *why)
     const char *serials[1] = { serial };
     icefarm_req req = { .verb = "end", .serials = serials, .nserials = 1 };
     IFM_INFO("serial=%s releasing: %s", serial, why);
-    icefarm_call_async(d->farm, &req, 0, NULL, NULL, NULL, NULL, 0);
+    int rc = icefarm_call_async(d->farm, &req, 0, NULL, NULL, NULL, NULL, 0);
+    if (rc)
+        IFM_WARN("serial=%s not released (%s): %s; the lease expires by itself", serial, why, icefarm_strerror(rc));
     dhs_farm_kick(d);
 }
 

@@ -343,12 +343,20 @@ static void reserve_reply(op *o, int status, const icefarm_reply *r)
             complete_farm_error(o, status, r, "reserve");
         return;
     }
+    /* Without the board's events the handle would wait for 'ready' until its timeout. */
+    int wrc = icefarm_watch(d->farm, serial);
+    if (wrc) {
+        dhs_farm_release(d, serial, "the DHS cannot follow the board's events");
+        char why[128];
+        snprintf(why, sizeof why, "cannot follow board %s: %s", serial, icefarm_strerror(wrc));
+        complete(o, "error", why, NULL);
+        return;
+    }
     snprintf(o->serial, sizeof o->serial, "%s", serial);
     o->lease = lease;
     o->until_ms = until;
     o->granted = true;
     o->stage = ST_PREPARE;
-    icefarm_watch(d->farm, serial);
     update(o, "preparing %s %" PRIu64, serial, lease);
     o->timer = ifm_timer_add(d->loop, d->cfg.prepare_timeout_ms, on_prepare_timeout, o);
     o->poll_timer = ifm_timer_add(d->loop, 200, on_prepare_poll, o);
@@ -492,8 +500,13 @@ static void fetched(int status, const uint8_t *data, size_t len, const char *sha
         complete(o, "farm_offline", NULL, NULL);
         return;
     }
-    icefarm_watch(d->farm, o->serial);
-    int rc;
+    int rc = icefarm_watch(d->farm, o->serial);
+    if (rc) {
+        char why[128];
+        snprintf(why, sizeof why, "cannot follow board %s: %s", o->serial, icefarm_strerror(rc));
+        complete(o, "error", why, NULL);
+        return;
+    }
     if (o->def->kind == OP_FLASH) {
         rc = icefarm_flash(d->farm, o->serial, data, len);
         if (rc == 0)

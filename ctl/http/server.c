@@ -595,11 +595,17 @@ int http_server_start(http_srv *s, const char *listen, char *err, size_t errlen)
         s->mhd = NULL;
         return -1;
     }
+    /* Without the watch the port would be open and nothing would ever answer it. */
+    if (ifm_loop_watch(s->loop, ep->epoll_fd, IFM_READ, on_mhd_fd, s) != 0) {
+        snprintf(err, errlen, "cannot watch libmicrohttpd's epoll fd on the event loop (out of memory)");
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        return -1;
+    }
     s->epfd = ep->epoll_fd;
     bool v6 = strchr(host, ':') != NULL;
     snprintf(s->listen_url, sizeof s->listen_url, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
              bp ? (unsigned)bp->port : (unsigned)atoi(port));
-    ifm_loop_watch(s->loop, s->epfd, IFM_READ, on_mhd_fd, s);
     mhd_pump(s);
     return 0;
 }

@@ -140,6 +140,22 @@ int ifm_loop_watch(ifm_loop *l, int fd, int events, ifm_fd_cb cb, void *arg)
     return mirror(l, fd, events);
 }
 
+void ifm_loop_modify(ifm_loop *l, int fd, int events)
+{
+    watch *w = find_watch(l, fd);
+    if (!w) {
+        static const char msg[] = "icefarm: ifm_loop_modify of an fd that is not watched: aborting\n";
+        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+            /* nothing more to say */
+        }
+        abort();
+    }
+    w->events = events;
+    /* EPOLL_CTL_MOD of a registered fd fails only if the fd was closed without
+     * ifm_loop_unwatch, itself a bug the next poll reports (POLLNVAL). */
+    (void)mirror(l, fd, events);
+}
+
 void ifm_loop_unwatch(ifm_loop *l, int fd)
 {
     for (size_t i = 0; i < l->nwatches; i++) {

@@ -383,11 +383,21 @@ static void pump(ifm_mqtt *m)
             lost(m);
         return;
     }
-    if (fd != m->fd && m->fd >= 0)
-        ifm_loop_unwatch(m->loop, m->fd);
-    m->fd = fd;
     int ev = IFM_READ | (mosquitto_want_write(m->mosq) ? IFM_WRITE : 0);
-    ifm_loop_watch(m->loop, fd, ev, on_fd, m);
+    if (fd == m->fd) {
+        ifm_loop_modify(m->loop, fd, ev);
+    } else {
+        if (m->fd >= 0)
+            ifm_loop_unwatch(m->loop, m->fd);
+        m->fd = -1;
+        if (ifm_loop_watch(m->loop, fd, ev, on_fd, m) != 0) {
+            /* Out of memory: the socket is not served yet; on_misc calls pump again. */
+            mlog(m, IFM_LOG_ERROR, "cannot watch the connection to broker %s:%d (out of memory); retrying in 250 ms",
+                 m->host, m->port);
+        } else {
+            m->fd = fd;
+        }
+    }
     if (!m->misc_timer)
         m->misc_timer = ifm_timer_add(m->loop, 250, on_misc, m);
 }

@@ -228,7 +228,7 @@ static bool reading_wanted(const ifm_tcp *s)
 
 static void update_watch(ifm_tcp *s)
 {
-    if (s->dead || s->fd < 0)
+    if (s->dead || s->fd < 0 || s->pending_err) /* fail_later took the fd off the loop */
         return;
     int ev = 0;
     if (s->state == ST_CONNECTING)
@@ -239,7 +239,7 @@ static void update_watch(ifm_tcp *s)
         if (s->wend > s->woff)
             ev |= IFM_WRITE;
     }
-    (void)ifm_loop_watch(s->loop, s->fd, ev, on_fd, s); /* the fd is registered: no allocation */
+    ifm_loop_modify(s->loop, s->fd, ev); /* registered in tcp_adopt or on connect */
 }
 
 static void on_defer(ifm_loop *loop, void *arg)

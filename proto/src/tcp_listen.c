@@ -36,7 +36,7 @@ static void on_resume(ifm_loop *loop, void *arg)
 {
     ifm_tcp_listener *l = arg;
     l->pause_timer = 0;
-    (void)ifm_loop_watch(loop, l->fd, IFM_READ, on_accept, l); /* registered already: no allocation */
+    ifm_loop_modify(loop, l->fd, IFM_READ);
 }
 
 static void on_accept(ifm_loop *loop, int fd, int events, void *arg)
@@ -48,7 +48,7 @@ static void on_accept(ifm_loop *loop, int fd, int events, void *arg)
         if (c < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 IFM_WARN("tcp: accept on port %d: %s; pausing %d ms", l->port, strerror(errno), FULL_PAUSE_MS);
-                (void)ifm_loop_watch(loop, fd, 0, on_accept, l);
+                ifm_loop_modify(loop, fd, 0);
                 l->pause_timer = ifm_timer_add(loop, FULL_PAUSE_MS, on_resume, l);
             }
             break; /* EAGAIN, or an aborted connection: next turn */

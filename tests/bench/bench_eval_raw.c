@@ -86,10 +86,13 @@ static void on_reserved(ifm_mqtt *m, int status, const ifm_mqtt_msg *msg, void *
     for (size_t i = 0; i < r->n; i++) {
         ifm_get_str(&arr->via.array.ptr[i], "serial", true, r->serials[i], IFM_SERIAL_MAX, NULL);
         char topic[IFM_TOPIC_MAX];
-        ifm_topic_board(topic, sizeof topic, r->serials[i], "event");
-        ifm_mqtt_subscribe(m, topic, 1, on_board_msg, r);
-        ifm_topic_board(topic, sizeof topic, r->serials[i], "state");
-        ifm_mqtt_subscribe(m, topic, 1, on_board_msg, r);
+        if (ifm_topic_board(topic, sizeof topic, r->serials[i], "event") ||
+            ifm_mqtt_subscribe(m, topic, 1, on_board_msg, r) ||
+            ifm_topic_board(topic, sizeof topic, r->serials[i], "state") ||
+            ifm_mqtt_subscribe(m, topic, 1, on_board_msg, r)) {
+            fprintf(stderr, "bench_eval_raw: cannot subscribe to board %s\n", r->serials[i]);
+            exit(1);
+        }
     }
     r->reserved = true;
     ifm_doc_free(&doc);
@@ -102,7 +105,10 @@ static void request(ifm_mqtt *m, ifm_ctl_req *req, const void *args, size_t len,
     ifm_ctl_req_encode(&e, req, args, len);
     char topic[IFM_TOPIC_MAX];
     ifm_topic_ctl_req(topic, sizeof topic, ifm_verb_name(req->verb));
-    ifm_mqtt_request(m, topic, ifm_enc_data(&e), ifm_enc_size(&e), 30000, cb, arg);
+    if (ifm_mqtt_request(m, topic, ifm_enc_data(&e), ifm_enc_size(&e), 30000, cb, arg)) {
+        fprintf(stderr, "bench_eval_raw: cannot send the %s request\n", ifm_verb_name(req->verb));
+        exit(1);
+    }
     ifm_enc_free(&e);
 }
 

@@ -72,7 +72,13 @@ int main(int argc, char **argv)
     if ((rc = icefarm_run_until(f, ready, &b, 60000)) != 0)
         fprintf(stderr, "board %s not ready: %s\n", serials[0], icefarm_strerror(rc));
     progress p = { (size_t)argc - 1, 0 };
-    icefarm_on(f, "results", on_results, &p);
+    if ((rc = icefarm_on(f, "results", on_results, &p)) != 0) {
+        fprintf(stderr, "results handler: %s\n", icefarm_strerror(rc));
+        icefarm_end_all(f, NULL, why, sizeof why);
+        free(serials);
+        icefarm_close(f);
+        return 1;
+    }
     for (int i = 1; i < argc; i++) {
         static unsigned char buf[ICEFARM_BITSTREAM_SIZE];
         FILE *fp = fopen(argv[i], "rb");

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "icefarm/err.h"
 
 typedef struct ifm_loop ifm_loop;
 
@@ -35,7 +36,11 @@ void ifm_loop_free(ifm_loop *loop);
 /* Watch `fd` for `events` (IFM_READ|IFM_WRITE). Calling again for the same fd
  * replaces the events, callback and arg. events == 0 keeps the fd registered
  * but idle. Returns 0 or -1 (out of memory). */
-int ifm_loop_watch(ifm_loop *loop, int fd, int events, ifm_fd_cb cb, void *arg);
+IFM_MUST_CHECK int ifm_loop_watch(ifm_loop *loop, int fd, int events, ifm_fd_cb cb, void *arg);
+/* Changes the events of an fd already watched (keeping its callback and arg):
+ * the record exists, so nothing is allocated and nothing can fail. An fd that is
+ * not watched is a bug: the process aborts with a message. */
+void ifm_loop_modify(ifm_loop *loop, int fd, int events);
 void ifm_loop_unwatch(ifm_loop *loop, int fd);
 
 /* One-shot timer after `ms` milliseconds. Returns a nonzero id; never fails:
@@ -50,7 +55,7 @@ size_t ifm_timer_count(const ifm_loop *loop);
 
 /* Deliver SIGINT/SIGTERM/SIGHUP (whichever are listed) through the loop instead of
  * asynchronously; uses signalfd, so handlers run as ordinary callbacks. */
-int ifm_loop_signals(ifm_loop *loop, const int *signals, int n, ifm_signal_cb cb, void *arg);
+IFM_MUST_CHECK int ifm_loop_signals(ifm_loop *loop, const int *signals, int n, ifm_signal_cb cb, void *arg);
 
 /* Run until ifm_loop_stop(). Returns 0, or -1 if poll() failed. The stop flag
  * only ends ifm_loop_run: ifm_loop_once keeps serving fds and timers, so a

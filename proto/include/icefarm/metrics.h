@@ -23,6 +23,7 @@
 #define ICEFARM_METRICS_H
 
 #include <stddef.h>
+#include "icefarm/err.h"
 
 #define IFM_METRIC_MAX_LABELS 4
 #define IFM_METRIC_MAX_SERIES 256
@@ -59,7 +60,7 @@ double ifm_series_sum(const ifm_series *s);       /* a histogram's sum */
 void ifm_metric_reset(ifm_metric *m);
 
 /* Called at the start of each ifm_metrics_render (up to 8 callbacks). 0 or -ENOSPC. */
-int ifm_metrics_on_collect(ifm_metrics *r, void (*cb)(ifm_metrics *r, void *arg), void *arg);
+IFM_MUST_CHECK int ifm_metrics_on_collect(ifm_metrics *r, void (*cb)(ifm_metrics *r, void *arg), void *arg);
 
 /* The exposition text, malloc'd and NUL-terminated (free() it); *len without the
  * NUL. NULL when out of memory. */

@@ -16,13 +16,14 @@
 
 #include "icefarm/loop.h"
 #include "icefarm/metrics.h"
+#include "icefarm/err.h"
 
 typedef struct ifm_metrics_server ifm_metrics_server;
 
 /* Listens on `hostport` ("HOST:PORT", "[v6]:PORT", ":PORT" for every address;
  * port 0 picks a free one). Returns 0 or -errno with the reason in `why`. */
-int ifm_metrics_serve(ifm_loop *loop, ifm_metrics *reg, const char *hostport, ifm_metrics_server **out, char *why,
-                      size_t whylen);
+IFM_MUST_CHECK int ifm_metrics_serve(ifm_loop *loop, ifm_metrics *reg, const char *hostport, ifm_metrics_server **out,
+                                     char *why, size_t whylen);
 int ifm_metrics_server_port(const ifm_metrics_server *s);
 void ifm_metrics_server_free(ifm_metrics_server *s);
 

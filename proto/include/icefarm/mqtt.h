@@ -18,6 +18,7 @@
 
 #include "icefarm/log.h"
 #include "icefarm/loop.h"
+#include "icefarm/err.h"
 
 typedef struct ifm_mqtt ifm_mqtt;
 
@@ -83,8 +84,10 @@ int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size
 ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *opts, ifm_mqtt_conn_cb on_conn, void *arg);
 void ifm_mqtt_free(ifm_mqtt *m);
 
-/* Starts connecting; keeps retrying with back-off (0.1 s doubling to 2 s) until
- * connected, and reconnects after any loss. Returns 0, or -1 on a bad option. */
+/* Starts connecting (from the loop, never inside this call); keeps retrying with
+ * back-off (0.1 s doubling to 2 s) until connected, and reconnects after any loss.
+ * Cannot fail: returns 0 (ifm_mqtt_new checked the options; a second call is a
+ * no-op). Why a connection does not come up is ifm_mqtt_conn_error's to say. */
 int ifm_mqtt_start(ifm_mqtt *m);
 bool ifm_mqtt_connected(const ifm_mqtt *m);
 /* Blocks (running the loop) until connected, refused by the broker (bad
@@ -105,7 +108,7 @@ int ifm_mqtt_flush(ifm_mqtt *m, uint64_t timeout_ms);
 
 /* Replaces the Will used from the next connect on (e.g. with a new epoch after a
  * disconnect, so the old connection's late Will can be told apart). */
-int ifm_mqtt_set_will(ifm_mqtt *m, const char *topic, const void *payload, size_t len, bool retain);
+IFM_MUST_CHECK int ifm_mqtt_set_will(ifm_mqtt *m, const char *topic, const void *payload, size_t len, bool retain);
 
 /* Called when the broker refuses a QoS 1 publish (MQTT 5 PUBACK reason >= 0x80,
  * e.g. 0x87 "not authorized" from the ACL plugin), with the topic it was for. */
@@ -114,7 +117,7 @@ void ifm_mqtt_on_refused(ifm_mqtt *m, ifm_mqtt_refused_cb cb, void *arg);
 
 /* Subscriptions are remembered and renewed on every reconnect. Messages are
  * dispatched to every subscription whose filter matches. */
-int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb cb, void *arg);
+IFM_MUST_CHECK int ifm_mqtt_subscribe(ifm_mqtt *m, const char *filter, int qos, ifm_mqtt_msg_cb cb, void *arg);
 /* Forgets every subscription with this exact filter (and unsubscribes). */
 int ifm_mqtt_unsubscribe(ifm_mqtt *m, const char *filter);
 
@@ -126,12 +129,12 @@ int ifm_mqtt_publish_props(ifm_mqtt *m, const char *topic, const void *payload, 
 /* Request/response: publishes to `topic` with Response Topic
  * icefarm/client/<name>/reply, fresh Correlation Data and the client name as a user
  * property; `cb` runs exactly once. Requires opts.name. */
-int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len, uint64_t timeout_ms,
-                     ifm_mqtt_reply_cb cb, void *arg);
+IFM_MUST_CHECK int ifm_mqtt_request(ifm_mqtt *m, const char *topic, const void *payload, size_t len,
+                                    uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
 /* The same, acting for `client` (a gateway such as the HTTP shim serving many
  * callers); the reply still comes to this connection's reply topic. */
-int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload, size_t len,
-                        uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
+IFM_MUST_CHECK int ifm_mqtt_request_as(ifm_mqtt *m, const char *client, const char *topic, const void *payload,
+                                       size_t len, uint64_t timeout_ms, ifm_mqtt_reply_cb cb, void *arg);
 /* Answers a request message: publishes to its Response Topic with its Correlation
  * Data. Returns -1 if the request carried no Response Topic. */
 int ifm_mqtt_reply(ifm_mqtt *m, const ifm_mqtt_msg *request, const void *payload, size_t len);

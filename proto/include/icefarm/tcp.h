@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "icefarm/loop.h"
+#include "icefarm/err.h"
 
 typedef struct ifm_tcp ifm_tcp;
 typedef struct ifm_tcp_listener ifm_tcp_listener;
@@ -75,8 +76,8 @@ typedef struct {
 /* Starts connecting to host:port (a name, an IPv4 or IPv6 address; port a number
  * or a service). *out is the stream at once; writes are queued until connected.
  * Returns 0 or a negative errno (bad arguments, out of memory, no thread). */
-int ifm_tcp_connect(ifm_loop *loop, const char *host, const char *port, const ifm_tcp_opts *opts,
-                    const ifm_tcp_cbs *cbs, void *arg, ifm_tcp **out, char *why, size_t whylen);
+IFM_MUST_CHECK int ifm_tcp_connect(ifm_loop *loop, const char *host, const char *port, const ifm_tcp_opts *opts,
+                                   const ifm_tcp_cbs *cbs, void *arg, ifm_tcp **out, char *why, size_t whylen);
 
 /* For accepted streams: sets the callbacks and starts reading. Until then the
  * stream reads nothing (ifm_tcp_close() is the other choice). */
@@ -117,8 +118,8 @@ typedef void (*ifm_tcp_accept_cb)(ifm_tcp_listener *l, ifm_tcp *s, void *arg);
 /* Listens on host:port (host NULL, "" or "*": every address; port "0": an
  * ephemeral port, see ifm_tcp_listener_port). The name is resolved inline (this
  * is start-up). `opts` applies to the accepted streams. Returns 0 or -errno. */
-int ifm_tcp_listen(ifm_loop *loop, const char *host, const char *port, const ifm_tcp_opts *opts, ifm_tcp_accept_cb cb,
-                   void *arg, ifm_tcp_listener **out, char *why, size_t whylen);
+IFM_MUST_CHECK int ifm_tcp_listen(ifm_loop *loop, const char *host, const char *port, const ifm_tcp_opts *opts,
+                                  ifm_tcp_accept_cb cb, void *arg, ifm_tcp_listener **out, char *why, size_t whylen);
 int ifm_tcp_listener_port(const ifm_tcp_listener *l);
 /* Stops listening; accepted streams live on. Safe inside the accept callback. */
 void ifm_tcp_listener_close(ifm_tcp_listener *l);
@@ -152,9 +153,9 @@ void ifm_backoff_reset(ifm_backoff *b);
  * ifm_backoff_next() and connects again; a successful connect resets the back-off.
  * `cbs` are the stream callbacks (called for each attempt's stream; on_connect
  * with a failure is followed by the next attempt, not by on_close). */
-int ifm_tcp_redial_start(ifm_loop *loop, const char *host, const char *port, const ifm_tcp_opts *opts,
-                         const ifm_backoff_opts *backoff, const ifm_tcp_cbs *cbs, void *arg, ifm_tcp_redial **out,
-                         char *why, size_t whylen);
+IFM_MUST_CHECK int ifm_tcp_redial_start(ifm_loop *loop, const char *host, const char *port, const ifm_tcp_opts *opts,
+                                        const ifm_backoff_opts *backoff, const ifm_tcp_cbs *cbs, void *arg,
+                                        ifm_tcp_redial **out, char *why, size_t whylen);
 /* The connected stream, or NULL while connecting or waiting. */
 ifm_tcp *ifm_tcp_redial_stream(const ifm_tcp_redial *r);
 /* Milliseconds until the next attempt (valid in on_connect failures and on_close). */

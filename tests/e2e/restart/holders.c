@@ -424,10 +424,13 @@ static int reserve(holder *h)
     free(buf);
     for (int i = 0; rc == 0 && i < h->nb; i++) {
         char topic[IFM_TOPIC_MAX];
-        ifm_topic_board(topic, sizeof topic, h->b[i].serial, "event");
-        ifm_mqtt_subscribe(h->m, topic, 1, on_board_event, h);
-        ifm_topic_board(topic, sizeof topic, h->b[i].serial, "state");
-        ifm_mqtt_subscribe(h->m, topic, 1, on_board_state, h);
+        if (ifm_topic_board(topic, sizeof topic, h->b[i].serial, "event") ||
+            ifm_mqtt_subscribe(h->m, topic, 1, on_board_event, h) ||
+            ifm_topic_board(topic, sizeof topic, h->b[i].serial, "state") ||
+            ifm_mqtt_subscribe(h->m, topic, 1, on_board_state, h)) {
+            fprintf(stderr, "%s: cannot subscribe to board %s\n", h->name, h->b[i].serial);
+            rc = -1;
+        }
     }
     h->reserved = rc == 0;
     return rc;
@@ -468,8 +471,11 @@ int main(int argc, char **argv)
         mo.cafile = cafile[0] ? cafile : NULL;
         h->m = ifm_mqtt_new(r.loop, &mo, on_conn, h);
         char topic[IFM_TOPIC_MAX];
-        ifm_topic_client(topic, sizeof topic, h->name, "event");
-        ifm_mqtt_subscribe(h->m, topic, 1, on_client_event, h);
+        if (!h->m || ifm_topic_client(topic, sizeof topic, h->name, "event") ||
+            ifm_mqtt_subscribe(h->m, topic, 1, on_client_event, h)) {
+            fprintf(stderr, "%s: cannot subscribe to its event topic\n", h->name);
+            return 1;
+        }
         ifm_mqtt_start(h->m);
         if (ifm_mqtt_wait_connected(h->m, 10000)) {
             fprintf(stderr, "%s: cannot connect\n", h->name);

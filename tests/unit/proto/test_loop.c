@@ -3,6 +3,7 @@
  * within a generous deadline", and ordering comes from the timer heap. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -386,6 +387,37 @@ static void test_fd_watch_pipe(void **state)
     ifm_loop_free(l);
 }
 
+/* ifm_loop_modify changes a watched fd's events and keeps its callback and arg,
+ * in ifm_loop_once's poll and in the embedded epoll fd alike. */
+static void test_fd_modify(void **state)
+{
+    ifm_loop *l = ifm_loop_new();
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    fd_ctx c = { .drain = true };
+    assert_int_equal(ifm_loop_watch(l, p[0], IFM_READ, on_fd, &c), 0);
+    int epfd = ifm_loop_fd(l);
+    assert_true(epfd >= 0);
+    struct pollfd pe = { .fd = epfd, .events = POLLIN };
+
+    ifm_loop_modify(l, p[0], 0); /* idle */
+    assert_int_equal(write(p[1], "x", 1), 1);
+    assert_int_equal(poll(&pe, 1, 20), 0); /* the epoll fd no longer says readable */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ifm_loop_once(l, 10), 0);
+    assert_int_equal(c.calls, 0);
+
+    ifm_loop_modify(l, p[0], IFM_READ); /* back: the same callback and arg */
+    assert_int_equal(poll(&pe, 1, DEADLINE_MS), 1);
+    run_until_calls(l, &c, 1);
+    assert_int_equal(c.last_fd, p[0]);
+    assert_int_equal(c.got, 1);
+    ifm_loop_unwatch(l, p[0]);
+    close(p[0]);
+    close(p[1]);
+    ifm_loop_free(l);
+}
+
 /* A callback that unwatches another ready fd: the other one is not called. */
 typedef struct {
     int fds[2];
@@ -409,8 +441,8 @@ static void test_fd_unwatch_other_in_callback(void **state)
     assert_int_equal(pipe2(a, O_NONBLOCK | O_CLOEXEC), 0);
     assert_int_equal(pipe2(b, O_NONBLOCK | O_CLOEXEC), 0);
     pair_ctx c = { .fds = { a[0], b[0] } };
-    ifm_loop_watch(l, a[0], IFM_READ, on_pair, &c);
-    ifm_loop_watch(l, b[0], IFM_READ, on_pair, &c);
+    assert_int_equal(ifm_loop_watch(l, a[0], IFM_READ, on_pair, &c), 0);
+    assert_int_equal(ifm_loop_watch(l, b[0], IFM_READ, on_pair, &c), 0);
     assert_int_equal(write(a[1], "1", 1), 1);
     assert_int_equal(write(b[1], "1", 1), 1);
     uint64_t deadline = ifm_now_ms() + DEADLINE_MS;
@@ -549,7 +581,7 @@ static void test_stop_from_callback(void **state)
     /* stop from an fd callback */
     int p[2];
     assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
-    ifm_loop_watch(l, p[0], IFM_READ, on_fd_stop, &s);
+    assert_int_equal(ifm_loop_watch(l, p[0], IFM_READ, on_fd_stop, &s), 0);
     assert_int_equal(write(p[1], "s", 1), 1);
     assert_int_equal(ifm_loop_run(l), 0);
     assert_int_equal(s.runs, 3);
@@ -579,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_timer_many),
         cmocka_unit_test(test_free_with_pending_timers),
         cmocka_unit_test(test_fd_watch_pipe),
+        cmocka_unit_test(test_fd_modify),
         cmocka_unit_test(test_fd_unwatch_other_in_callback),
         cmocka_unit_test(test_many_fds),
         cmocka_unit_test(test_signals),

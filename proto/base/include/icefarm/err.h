@@ -57,6 +57,17 @@
 #define IFM_EIO (-EIO)                   /* an I/O error (USB, disk) */
 #define IFM_ENOTSUP (-ENOTSUP)           /* not supported by this build or peer */
 
+/* On an internal function whose failure must not pass unnoticed (a watch, a
+ * subscription, a Will, a signal handler: set-up the process silently lacks if it
+ * failed): the compiler warns, and with -Werror refuses, a call that drops the
+ * result. A cast to void does not silence it (GCC); handle the failure instead.
+ * Not used on the public API of libicefarm (icefarm_* keep their own headers). */
+#if defined(__GNUC__) || defined(__clang__)
+#define IFM_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define IFM_MUST_CHECK
+#endif
+
 /* The human reason for a failure; see the convention above. */
 typedef struct {
     char msg[200];
