@@ -252,7 +252,7 @@ static void *connect_main(void *arg)
     snprintf(name, sizeof name, "dhs-%s", d->cfg.name);
     icefarm_opts o = {
         .broker = d->cfg.broker,
-        /* explicit: the library would otherwise take $ICEFARM_NAME, which is our DHS name */
+        /* explicit: the library would otherwise take $ICEFARM_NAME, the CLI user's name */
         .name = d->cfg.user ? d->cfg.user : name,
         .user = d->cfg.user,
         .password = d->cfg.password,

@@ -109,11 +109,19 @@ SHA = hashlib.sha256(BITSTREAM).hexdigest()
 procs = []
 
 
-def start_dhs(port, protocol=2, name=NAME, log="dhs.log", broker=BROKER):
+def start_dhs(port, protocol=2, name=NAME, log="dhs.log", broker=BROKER, by_env=False):
+    """by_env: name and protocol from ICEFARM_DHS_NAME/ICEFARM_DHS_PROTOCOL, in a shell
+    set up for icefarm-cli (ICEFARM_NAME names the CLI's client, never the DHS)."""
     f = open(os.path.join(RUN, log), "a")
-    p = subprocess.Popen([DHS_BIN, "--dcss", "127.0.0.1:%d" % port, "--name", name, "--protocol", str(protocol),
-                          "--broker", broker, "--fetch-dir", FETCH_DIR, "--fetch-max-bytes", "200000",
-                          "--fetch-timeout-s", "3"], stdout=f, stderr=subprocess.STDOUT)
+    env = dict(os.environ)
+    args = [DHS_BIN, "--dcss", "127.0.0.1:%d" % port]
+    if by_env:
+        env.update(ICEFARM_DHS_NAME=name, ICEFARM_DHS_PROTOCOL=str(protocol), ICEFARM_NAME="cli-user",
+                   ICEFARM_PROTOCOL="2")
+    else:
+        args += ["--name", name, "--protocol", str(protocol)]
+    p = subprocess.Popen(args + ["--broker", broker, "--fetch-dir", FETCH_DIR, "--fetch-max-bytes", "200000",
+                                 "--fetch-timeout-s", "3"], stdout=f, stderr=subprocess.STDOUT, env=env)
     procs.append(p)
     return p
 
@@ -359,8 +367,9 @@ def main():
     # protocol 1, and MX's manager discarding the first second
     d1 = fd.FakeDCSS({NAME: fd.DhsEntry(1)}, devices(), mx_mode=True)
     port1 = d1.start()
-    dhs1 = start_dhs(port1, protocol=1, log="dhs-p1.log")
-    check(d1.wait_online(NAME, 20), "protocol 1: handshake and registration")
+    dhs1 = start_dhs(port1, protocol=1, log="dhs-p1.log", by_env=True)
+    check(d1.wait_online(NAME, 20), "protocol 1: handshake and registration (name and protocol from ICEFARM_DHS_NAME "
+          "and ICEFARM_DHS_PROTOCOL; ICEFARM_NAME, the CLI's, is not the DHS's)")
     time.sleep(1.5)  # MX's manager throws away what arrives in its first second
     h, c = run_op(d1, "farm_board_info", serials[0])
     check(c is not None and c[0] == "normal", "protocol 1: an operation: %r" % (c,))
