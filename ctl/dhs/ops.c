@@ -23,7 +23,8 @@ typedef enum {
     OP_PULSE_COUNT,
     OP_VARIANCE,
     OP_LIST,
-    OP_BOARD_INFO
+    OP_BOARD_INFO,
+    OP_REBOOT
 } op_kind;
 
 typedef struct {
@@ -42,6 +43,7 @@ static const op_def defs[] = {
     { "farm_variance", OP_VARIANCE, 3, 3, "<board> <lease> <bitstreamRef>" },
     { "farm_list", OP_LIST, 0, 1, "[kind]" },
     { "farm_board_info", OP_BOARD_INFO, 1, 1, "<board>" },
+    { "farm_reboot", OP_REBOOT, 2, 2, "<board> <lease>" },
 };
 
 enum {
@@ -86,7 +88,8 @@ enum {
     ST_BOARD,   /* the command is on the board */
     ST_RESERVE, /* waiting for the grant */
     ST_PREPARE, /* waiting for the board to be reserved */
-    ST_CALL     /* a single request */
+    ST_CALL,    /* a single request */
+    ST_REBOOT   /* reboot sent: waiting for the lease's firmware to be back ('initialized') */
 };
 
 static op *op_ref(op *o)
@@ -449,6 +452,21 @@ static void after_check(op *o, const dhs_board *b)
         call(o, &req, 0);
         return;
     }
+    case OP_REBOOT: {
+        /* control's reboot verb, as icefarm-cli reboot sends it (the holder's, checked there
+         * too); the board's 'initialized' says the lease's firmware is back */
+        int rc = icefarm_watch(d->farm, o->serial);
+        if (rc) {
+            char why[128];
+            snprintf(why, sizeof why, "cannot follow board %s: %s", o->serial, icefarm_strerror(rc));
+            complete(o, "error", why, NULL);
+            return;
+        }
+        icefarm_req req = { .verb = "reboot", .serials = serials, .nserials = 1 };
+        o->stage = ST_CALL;
+        call(o, &req, 0);
+        return;
+    }
     case OP_PULSE_COUNT:
     case OP_VARIANCE: {
         const char *want = o->def->kind == OP_PULSE_COUNT ? "pulsecount" : "variance";
@@ -585,6 +603,13 @@ static void status_reply(op *o, const icefarm_reply *r)
     dhs_farm_status_free(&st);
 }
 
+static void on_reboot_timeout(ifm_loop *loop, void *arg)
+{
+    op *o = arg;
+    o->timer = 0;
+    complete(o, "timeout", "the board did not come back with the lease's firmware", NULL);
+}
+
 static void on_reply(icefarm *f, int status, const icefarm_reply *r, void *arg)
 {
     op *o = arg;
@@ -607,12 +632,31 @@ static void on_reply(icefarm *f, int status, const icefarm_reply *r, void *arg)
                 complete(o, "normal", NULL, "%s %" PRIu64, o->serial, until / 1000);
             else
                 complete(o, "lease_expired", NULL, NULL);
+        } else if (o->def->kind == OP_REBOOT) {
+            if (icefarm_reply_nserials(r) != 1) {
+                complete(o, "not_reserved", NULL, NULL);
+            } else {
+                o->stage = ST_REBOOT;
+                update(o, "rebooting %s", o->serial);
+                o->timer = ifm_timer_add(o->d->loop, o->d->cfg.prepare_timeout_ms, on_reboot_timeout, o);
+            }
         }
     }
     op_unref(o);
 }
 
 /* ---- events from the farm ---- */
+
+/* The worker's reason, in the words of what a DCSS user can do: the worker's
+ * "reboot it" is farm_reboot here. Returns `reason` or `buf`. */
+static const char *eval_error_detail(const op *o, const char *reason, char *buf, size_t cap)
+{
+    if (!strstr(reason, "custom firmware"))
+        return reason;
+    snprintf(buf, cap, "board runs custom firmware (farm_flash): farm_reboot %s %" PRIu64 ", then measure again",
+             o->serial, o->lease);
+    return buf;
+}
 
 void dhs_ops_event(dhs *d, const icefarm_event *ev)
 {
@@ -627,6 +671,11 @@ void dhs_ops_event(dhs *d, const icefarm_event *ev)
                 reserved(o);
             else if (strcmp(name, "failure") == 0 || strcmp(name, "reservation end") == 0)
                 complete(o, "board_failed", icefarm_event_reason(ev), NULL);
+        } else if (o->stage == ST_REBOOT) {
+            if (strcmp(name, "initialized") == 0)
+                complete(o, "normal", NULL, "%s", o->serial);
+            else if (strcmp(name, "failure") == 0 || strcmp(name, "reservation end") == 0)
+                complete(o, "board_failed", icefarm_event_reason(ev)[0] ? icefarm_event_reason(ev) : name, NULL);
         } else if (o->stage == ST_BOARD && o->def->kind == OP_FLASH) {
             if (strcmp(name, "flashed") == 0)
                 complete(o, "normal", NULL, "%s %s %zu", o->serial, o->sha, o->bytes);
@@ -645,7 +694,8 @@ void dhs_ops_event(dhs *d, const icefarm_event *ev)
                     complete(o, "normal", NULL, "%s %.9g %s", o->serial, res.fitness, o->sha);
                 }
             } else if (strcmp(name, "error") == 0 && (!batch[0] || strcmp(batch, o->batch) == 0)) {
-                complete(o, "eval_failed", icefarm_event_reason(ev), NULL);
+                char detail[DHS_DETAIL_MAX + ICEFARM_SERIAL_MAX + 24];
+                complete(o, "eval_failed", eval_error_detail(o, icefarm_event_reason(ev), detail, sizeof detail), NULL);
             } else if (strcmp(name, "failure") == 0 || strcmp(name, "reservation end") == 0) {
                 complete(o, "board_failed", icefarm_event_reason(ev)[0] ? icefarm_event_reason(ev) : name, NULL);
             }

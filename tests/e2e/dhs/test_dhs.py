@@ -26,7 +26,7 @@ DHS_BIN = os.path.join(FARM_BIN, "ctl", "dhs", "icefarm-dhs")
 CLI = os.path.join(FARM_BIN, "cli", "icefarm-cli")
 NAME = "boardfarm"
 OPS = ["farm_reserve", "farm_release", "farm_renew", "farm_flash", "farm_pulse_count", "farm_variance",
-       "farm_list", "farm_board_info"]
+       "farm_list", "farm_board_info", "farm_reboot"]
 FAILS = 0
 
 
@@ -255,6 +255,19 @@ def main():
     h, c = run_op(d, "farm_flash", "%s %s %s/fw.uf2" % (board, lease, HTTP), timeout=60)
     uf2 = open(os.path.join(FETCH_DIR, "fw.uf2"), "rb").read()
     check(c == ("normal", [board, hashlib.sha256(uf2).hexdigest(), str(len(uf2))]), "farm_flash: %r" % (c,))
+    # flash, then count: the board runs the flashed image; the detail names farm_reboot,
+    # which brings the lease's firmware back (holder only: a wrong lease is refused)
+    h, c = run_op(d, "farm_pulse_count", "%s %s file:clk_1khz.bin" % (board, lease))
+    check(c is not None and c[0] == "eval_failed" and "farm_reboot %s %s" % (board, lease) in " ".join(c[1]),
+          "a count after farm_flash fails saying to farm_reboot the board: %r" % (c,))
+    h, c = run_op(d, "farm_reboot", "%s 999999" % board)
+    check(c is not None and c[0] == "bad_lease", "farm_reboot with a wrong lease: %r" % (c,))
+    h, c = run_op(d, "farm_reboot", "%s %s" % (board, lease), timeout=60)
+    check(c == ("normal", [board]) and any(u[:1] == ["rebooting"] for u in d.updates(h)),
+          "farm_reboot completes once the lease's firmware is back: %r" % (c,))
+    check(board in leases() and str(leases()[board]["lease"]) == lease, "the lease survives farm_reboot")
+    h, c = run_op(d, "farm_pulse_count", "%s %s file:clk_1khz.bin" % (board, lease))
+    check(c == ("normal", [board, str(COUNT), SHA]), "after farm_reboot the count works: %r" % (c,))
     subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "..", "..", "lib", "mqtt_tool.py"), "pub",
                     BROKER, "icefarm/worker/sim-worker/sim",
                     json.dumps({"v": 1, "serial": board, "fault": "slow_flash", "count": 1})],
