@@ -86,18 +86,11 @@ static int get_field(json_t *args, const char *key, bool required, json_type wan
     return 0;
 }
 
-static bool has_control_chars(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < ' ' || *s == 0x7f)
-            return true;
-    return false;
-}
-
-/* A client name as control accepts it: one MQTT topic level. */
+/* A client name as control accepts it: one MQTT topic level (names.h, the one
+ * rule: it refuses control characters, C1 ones included, itself). */
 bool api_name_ok(const char *name)
 {
-    return ifm_name_valid(name, IFM_NAME_MAX) && !has_control_chars(name);
+    return ifm_name_valid(name, IFM_NAME_MAX);
 }
 
 /* 0 found, 1 absent (optional only), -1 error. */
@@ -159,7 +152,7 @@ static int get_serials(json_t *args, ifm_ctl_req *req, argerr *err)
             return -1;
         }
         const char *sv = json_string_value(e);
-        if (!ifm_serial_valid(sv) || has_control_chars(sv)) {
+        if (!ifm_serial_valid(sv)) {
             snprintf(err->msg, sizeof err->msg, "serials[%zu] is not a valid serial: \"%.64s\"", i, sv);
             return -1;
         }
@@ -176,7 +169,8 @@ static int get_kind(json_t *args, bool required, ifm_ctl_req *req, argerr *err)
     if (rc)
         return rc;
     const char *k = json_string_value(v);
-    if (!*k || strlen(k) >= IFM_KIND_MAX || has_control_chars(k)) {
+    /* control's rule for a requested kind (ifm_ctl_req_decode): MQTT UTF-8, no control characters */
+    if (!*k || strlen(k) >= IFM_KIND_MAX || !ifm_mqtt_utf8_valid(k, strlen(k))) {
         snprintf(err->msg, sizeof err->msg, "field \"kind\" must be 1 to %d printable bytes", IFM_KIND_MAX - 1);
         return -1;
     }

@@ -390,3 +390,10 @@ http post /reserve '{"amount": 1, "name": "x", "kind": "pulsecount", "args": {}}
 expect_error 503 "/reserve with icefarm-ctl stopped is 503" "control"
 http post /reserve '{"amount": "x", "name": "x", "kind": "pulsecount"}'
 expect_error 400 "bad input is still 400 without control" "amount"
+# names, serials and kinds by the shared rules (proto/base names.h), C1 controls included
+http post /reserve '{"amount": 1, "name": "x", "kind": "pulse\u0085count", "args": {}}'
+expect_error 400 "a kind with a C1 control character is 400 from the shim itself (control's rule)" '"kind"'
+http post /reserve '{"amount": 1, "name": "a\u0085b", "kind": "pulsecount", "args": {}}'
+expect_error 400 "a name with a C1 control character is 400 (the shared name rule)" '"name"'
+http post /end '{"name": "x", "serials": ["A\u0085B"]}'
+expect_error 400 "a serial with a C1 control character is 400 (the shared serial rule)" "serials[0]"
