@@ -8,8 +8,11 @@
  *   bench_usbip [ROUND_TRIPS] [MEGABYTES] [BROKER_URL]      (2000, 8, none)
  * With a broker (a farm's Mosquitto), the same round trip through the broker
  * tunnel (PROTOCOL.md 19.3): the server's end on the loop as in the worker, the
- * client a libmosquitto connection on its own thread, QoS 1 both ways. Goal:
- * the tunnel adds at most 0.5 ms per round trip. */
+ * client on its own thread, QoS 1 both ways: libmosquitto's network thread
+ * (usbip_tunnel_rtt_us), and an ifm_mqtt on a loop like libicefarm's carrier
+ * (usbip_tunnel_loop_rtt_us); beside each, mqtt_echo*: the same messages
+ * through the broker and straight back, without USB/IP (the broker's floor).
+ * Goal: the tunnel adds at most 0.5 ms per round trip. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -187,30 +190,54 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-/* ---- through the broker tunnel: a libmosquitto client thread ---- */
+/* ---- through the broker tunnel: a client thread ----
+ * Two clients run the same script: `threaded` is libmosquitto's own network
+ * thread (mosquitto_loop_start; every message crosses two threads in the
+ * client), `loop` is an ifm_mqtt on an ifm_loop of the client thread, the way
+ * libicefarm's tunnel carrier (cli/lib/usbip_tunnel.c) and the worker run. The
+ * `echo` script is the floor: the same messages through the same broker to
+ * the worker's loop and straight back, without USB/IP. */
+
+enum {
+    CLIENT_THREADED,
+    CLIENT_LOOP
+};
 
 typedef struct {
+    int kind;
+    bool echo;
     const char *host;
     int port;
     char busid[IFM_USBIP_TOKEN_LEN + 1];
+    char c2s[IFM_TOPIC_MAX], s2c[IFM_TOPIC_MAX];
     int n;
     double rtt_us;
     int failed;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
     uint8_t rx[4096];
     size_t rxlen;
+    /* threaded */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
     bool subscribed;
+    struct mosquitto *mq;
+    /* loop: made by the main thread, run by the client thread */
+    ifm_loop *loop;
+    ifm_mqtt *m;
 } tclient;
+
+static void rx_add(tclient *c, const void *p, size_t n)
+{
+    if (n > 0 && c->rxlen + n <= sizeof c->rx) {
+        memcpy(c->rx + c->rxlen, p, n);
+        c->rxlen += n;
+    }
+}
 
 static void on_tmsg(struct mosquitto *mq, void *arg, const struct mosquitto_message *m)
 {
     tclient *c = arg;
     pthread_mutex_lock(&c->mu);
-    if (m->payloadlen > 0 && c->rxlen + (size_t)m->payloadlen <= sizeof c->rx) {
-        memcpy(c->rx + c->rxlen, m->payload, (size_t)m->payloadlen);
-        c->rxlen += (size_t)m->payloadlen;
-    }
+    rx_add(c, m->payload, (size_t)(m->payloadlen > 0 ? m->payloadlen : 0));
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
@@ -224,9 +251,31 @@ static void on_tsub(struct mosquitto *mq, void *arg, int mid, int n, const int *
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Takes exactly n received bytes (waiting at most 5 s). */
+static void on_lmsg(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    rx_add(arg, msg->payload, msg->len);
+}
+
+static void rx_take(tclient *c, uint8_t *out, size_t n)
+{
+    if (out)
+        memcpy(out, c->rx, n);
+    memmove(c->rx, c->rx + n, c->rxlen - n);
+    c->rxlen -= n;
+}
+
+/* Takes exactly n received bytes, waiting at most 5 s for them. */
 static int take(tclient *c, uint8_t *out, size_t n)
 {
+    if (c->kind == CLIENT_LOOP) {
+        uint64_t deadline = ifm_now_ms() + 5000;
+        while (c->rxlen < n && ifm_now_ms() < deadline)
+            ifm_loop_once(c->loop, 5);
+        if (c->rxlen < n)
+            return -1;
+        rx_take(c, out, n);
+        return 0;
+    }
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += 5;
@@ -234,47 +283,76 @@ static int take(tclient *c, uint8_t *out, size_t n)
     while (c->rxlen < n && pthread_cond_timedwait(&c->cv, &c->mu, &dl) == 0)
         ;
     int rc = c->rxlen >= n ? 0 : -1;
-    if (!rc) {
-        if (out)
-            memcpy(out, c->rx, n);
-        memmove(c->rx, c->rx + n, c->rxlen - n);
-        c->rxlen -= n;
-    }
+    if (!rc)
+        rx_take(c, out, n);
     pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+static int tsend(tclient *c, const void *p, size_t n)
+{
+    if (c->kind == CLIENT_LOOP)
+        return ifm_mqtt_publish(c->m, c->c2s, p, n, 1, false);
+    return mosquitto_publish(c->mq, NULL, c->c2s, (int)n, p, 1, false) ? -1 : 0;
+}
+
+/* Connects (threaded: here; loop: the main thread made the client, its
+ * SUBSCRIBE goes before our first PUBLISH on the same connection). */
+static int tconnect(tclient *c)
+{
+    if (c->kind == CLIENT_LOOP)
+        return ifm_mqtt_wait_connected(c->m, 5000);
+    c->mq = mosquitto_new(c->echo ? "bench-echo-threaded" : "bench-usbip-tunnel", true, c);
+    mosquitto_int_option(c->mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_int_option(c->mq, MOSQ_OPT_TCP_NODELAY, 1);
+    mosquitto_message_callback_set(c->mq, on_tmsg);
+    mosquitto_subscribe_callback_set(c->mq, on_tsub);
+    if (mosquitto_connect(c->mq, c->host, c->port, 30) || mosquitto_loop_start(c->mq) ||
+        mosquitto_subscribe(c->mq, NULL, c->s2c, 1))
+        return -1;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    pthread_mutex_lock(&c->mu);
+    while (!c->subscribed && pthread_cond_timedwait(&c->cv, &c->mu, &dl) == 0)
+        ;
+    pthread_mutex_unlock(&c->mu);
+    return c->subscribed ? 0 : -1;
+}
+
+static void tdisconnect(tclient *c)
+{
+    if (c->kind == CLIENT_LOOP) {
+        ifm_mqtt_disconnect(c->m);
+        return;
+    }
+    if (c->mq) {
+        mosquitto_disconnect(c->mq);
+        mosquitto_loop_stop(c->mq, false);
+        mosquitto_destroy(c->mq);
+    }
 }
 
 static void *tclient_main(void *arg)
 {
     tclient *c = arg;
-    char c2s[IFM_TOPIC_MAX], s2c[IFM_TOPIC_MAX];
-    ifm_topic_usbip(c2s, sizeof c2s, "BENCH0001", "benchsession", "c2s");
-    ifm_topic_usbip(s2c, sizeof s2c, "BENCH0001", "benchsession", "s2c");
-    struct mosquitto *mq = mosquitto_new("bench-usbip-tunnel", true, c);
-    mosquitto_int_option(mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    mosquitto_int_option(mq, MOSQ_OPT_TCP_NODELAY, 1);
-    mosquitto_message_callback_set(mq, on_tmsg);
-    mosquitto_subscribe_callback_set(mq, on_tsub);
-    if (mosquitto_connect(mq, c->host, c->port, 30) || mosquitto_loop_start(mq) ||
-        mosquitto_subscribe(mq, NULL, s2c, 1)) {
+    if (tconnect(c)) {
         c->failed = 1;
-        mosquitto_destroy(mq);
+        tdisconnect(c);
         return NULL;
     }
-    pthread_mutex_lock(&c->mu);
-    while (!c->subscribed)
-        pthread_cond_wait(&c->cv, &c->mu);
-    pthread_mutex_unlock(&c->mu);
     uint8_t req[40], rep[320], pdu[48 + 64], back[64];
-    ifm_usbip_import_req_pack(c->busid, req, sizeof req);
-    mosquitto_publish(mq, NULL, c2s, 40, req, 1, false);
     uint32_t st = 1, devid = 0, seq = 1;
-    ifm_usbip_device d;
-    ifm_err err;
-    if (take(c, rep, 320) == 0 && ifm_usbip_import_rep_unpack(rep, 320, &st, &d, &err) > 0 && st == 0)
-        devid = ifm_usbip_devid(&d);
-    else
-        c->failed = 1;
+    if (!c->echo) {
+        ifm_usbip_import_req_pack(c->busid, req, sizeof req);
+        ifm_usbip_device d;
+        ifm_err err;
+        if (tsend(c, req, 40) == 0 && take(c, rep, 320) == 0 &&
+            ifm_usbip_import_rep_unpack(rep, 320, &st, &d, &err) > 0 && st == 0)
+            devid = ifm_usbip_devid(&d);
+        else
+            c->failed = 1;
+    }
     memset(back, 0x5a, sizeof back);
     double t0 = now_s();
     for (int i = 0; i < c->n && !c->failed; i++)
@@ -284,15 +362,15 @@ static void *tclient_main(void *arg)
             };
             h.u.submit.transfer_buffer_length = 64;
             ssize_t n = ifm_usbip_urb_pack(&h, in ? NULL : back, in ? 0 : 64, NULL, 0, pdu, sizeof pdu);
-            if (n <= 0 || mosquitto_publish(mq, NULL, c2s, (int)n, pdu, 1, false) || take(c, pdu, 48) ||
-                (in && take(c, back, 64)))
+            /* the echo sends back what it got: the reply's size is the request's */
+            size_t want = c->echo ? (size_t)n : 48;
+            if (n <= 0 || tsend(c, pdu, (size_t)n) || take(c, pdu, want) || (!c->echo && in && take(c, back, 64)))
                 c->failed = 1;
         }
     c->rtt_us = (now_s() - t0) / c->n * 1e6;
-    mosquitto_publish(mq, NULL, c2s, 0, NULL, 1, false); /* ends the session */
-    mosquitto_disconnect(mq);
-    mosquitto_loop_stop(mq, false);
-    mosquitto_destroy(mq);
+    if (!c->echo)
+        tsend(c, NULL, 0); /* ends the session */
+    tdisconnect(c);
     return NULL;
 }
 
@@ -301,7 +379,55 @@ static void on_c2s(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     usbip_tunnel_c2s_msg(arg, msg->topic, msg->payload, msg->len);
 }
 
-/* The tunnel's server end as the worker runs it; the round trip from a client. */
+static void on_echo(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
+{
+    ifm_mqtt_publish(m, arg, msg->payload, msg->len, 1, false);
+}
+
+/* One client of `kind` through the broker; the round trip in us, or -1. */
+static double tunnel_client(bench *b, const char *host, int port, int kind, bool echo, const char *busid, int n)
+{
+    static const char *const names[] = { "bench-usbip-threaded", "bench-usbip-loop" };
+    tclient *c = calloc(1, sizeof *c);
+    c->kind = kind;
+    c->echo = echo;
+    c->host = host;
+    c->port = port;
+    c->n = n;
+    snprintf(c->busid, sizeof c->busid, "%s", busid);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    char session[24];
+    snprintf(session, sizeof session, "benchsession%d", kind); /* 8..32 characters */
+    ifm_topic_usbip(c->c2s, sizeof c->c2s, "BENCH0001", session, "c2s");
+    ifm_topic_usbip(c->s2c, sizeof c->s2c, "BENCH0001", session, "s2c");
+    if (echo) {
+        snprintf(c->c2s, sizeof c->c2s, "bench/echo/%d/c2s", kind);
+        snprintf(c->s2c, sizeof c->s2c, "bench/echo/%d/s2c", kind);
+    }
+    if (kind == CLIENT_LOOP) { /* made here: libmosquitto's init is not thread-safe */
+        c->loop = ifm_loop_new();
+        ifm_mqtt_opts mo = { .host = host, .port = port, .client_id = names[kind] };
+        c->m = ifm_mqtt_new(c->loop, &mo, NULL, NULL);
+        if (!c->m || ifm_mqtt_subscribe(c->m, c->s2c, 1, on_lmsg, c) || ifm_mqtt_start(c->m))
+            c->failed = 1;
+    }
+    if (!c->failed) {
+        pthread_t th;
+        pthread_create(&th, NULL, tclient_main, c);
+        while (pthread_tryjoin_np(th, NULL) != 0)
+            ifm_loop_once(b->loop, 5);
+    }
+    double us = c->failed ? -1 : c->rtt_us;
+    ifm_mqtt_free(c->m);
+    ifm_loop_free(c->loop);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+    return us;
+}
+
+/* The tunnel's server end as the worker runs it; the round trips from clients. */
 static void tunnel_rtt(bench *b, usbip_server *s, const char *url, int n, double server_rtt)
 {
     ifm_mqtt_opts mo = { 0 };
@@ -313,24 +439,28 @@ static void tunnel_rtt(bench *b, usbip_server *s, const char *url, int n, double
     mo.client_id = "bench-usbip-worker";
     ifm_mqtt *m = ifm_mqtt_new(b->loop, &mo, NULL, NULL);
     usbip_tunnel *t = usbip_tunnel_new(s, b->loop, m);
-    tclient c = { .host = host, .port = mo.port, .n = n };
-    pthread_mutex_init(&c.mu, NULL);
-    pthread_cond_init(&c.cv, NULL);
-    usbip_token_new(c.busid);
-    usbip_export *e = usbip_export_new(s, "BENCH0001", c.busid, "bench");
+    char busid[IFM_USBIP_TOKEN_LEN + 1];
+    usbip_token_new(busid);
+    usbip_export *e = usbip_export_new(s, "BENCH0001", busid, "bench");
     usbip_export_set_device(e, b->dev);
     if (ifm_mqtt_start(m) || ifm_mqtt_wait_connected(m, 5000) ||
-        ifm_mqtt_subscribe(m, "icefarm/BENCH0001/usbip/+/c2s", 1, on_c2s, t)) {
+        ifm_mqtt_subscribe(m, "icefarm/BENCH0001/usbip/+/c2s", 1, on_c2s, t) ||
+        ifm_mqtt_subscribe(m, "bench/echo/0/c2s", 1, on_echo, "bench/echo/0/s2c") ||
+        ifm_mqtt_subscribe(m, "bench/echo/1/c2s", 1, on_echo, "bench/echo/1/s2c")) {
         fprintf(stderr, "bench_usbip: cannot reach the broker at %s\n", url);
     } else {
-        pthread_t th;
-        pthread_create(&th, NULL, tclient_main, &c);
-        while (pthread_tryjoin_np(th, NULL) != 0)
-            ifm_loop_once(b->loop, 5);
-        if (c.failed)
-            fprintf(stderr, "bench_usbip: the tunnel client failed\n");
-        else
-            printf("usbip_tunnel_rtt_us=%.1f added_ms=%.3f (goal <= 0.5)\n", c.rtt_us, (c.rtt_us - server_rtt) / 1000);
+        static const char *const kinds[] = { "threaded", "loop" };
+        for (int k = CLIENT_THREADED; k <= CLIENT_LOOP; k++) {
+            double tun = tunnel_client(b, host, mo.port, k, false, busid, n);
+            double echo = tunnel_client(b, host, mo.port, k, true, busid, n);
+            if (tun < 0 || echo < 0) {
+                fprintf(stderr, "bench_usbip: the %s tunnel client failed\n", kinds[k]);
+                continue;
+            }
+            /* usbip_tunnel_rtt_us is the threaded client's, as before */
+            printf("usbip_tunnel%s_rtt_us=%.1f added_ms=%.3f (goal <= 0.5) mqtt_echo%s_rtt_us=%.1f\n", k ? "_loop" : "",
+                   tun, (tun - server_rtt) / 1000, k ? "_loop" : "", echo);
+        }
     }
     usbip_tunnel_free(t);
     usbip_export_free(e);
