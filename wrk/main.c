@@ -285,6 +285,8 @@ int main(int argc, char **argv)
             IFM_ERROR("cannot serve USB/IP on %s:%s: %s", m.usbip_lhost, m.usbip_lport, why);
             goto out;
         }
+        if (usbip_server_metrics(w->usbip, m.metrics.reg))
+            IFM_WARN("usbip: its metrics could not be registered; USB/IP is not counted");
         w->usbip_port = usbip_server_port(w->usbip);
         IFM_INFO("usbip: exports served on %s:%d, advertised as %s:%d", m.usbip_lhost[0] ? m.usbip_lhost : "*",
                  w->usbip_port, w->usbip_host, w->usbip_port);

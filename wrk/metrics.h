@@ -30,9 +30,7 @@ typedef struct {
     unsigned connects;
     wrk_metrics_board *seen;
     size_t nseen, capseen;
-    /* USB/IP (to come): register icefarm_wrk_usbip_sessions (gauge) and
-     * icefarm_wrk_usbip_bytes_total{direction} (counter) in wrk_metrics_start
-     * and keep their series here. */
+    /* USB/IP counts itself: main.c hands `reg` to usbip_server_metrics(). */
 } wrk_metrics;
 
 /* Wraps w->sink and serves /metrics on `listen` (NULL: registry only). 0 or -1. */

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "icefarm/loop.h"
+#include "icefarm/metrics.h"
 #include "transport.h"
 
 #define IFM_USBIP_TOKEN_LEN 24 /* the Linux tools take at most 31 */
@@ -58,6 +59,12 @@ usbip_server *usbip_server_new(ifm_loop *loop, wrk_transport *t, const usbip_ser
 int usbip_server_port(const usbip_server *s);
 /* Closes every connection and export (their URBs are cancelled). */
 void usbip_server_free(usbip_server *s);
+/* Counts this server's work in `reg` (README "Metrics"): registers the
+ * icefarm_wrk_usbip_* families (sessions open and opened by path direct|tunnel,
+ * imports refused by reason, URBs, transferred bytes, unlinks). Once, before the
+ * first connection; `reg` must outlive the server. Without it nothing is
+ * counted. 0, or -1 if a family could not be registered. */
+int usbip_server_metrics(usbip_server *s, ifm_metrics *reg);
 
 /* A fresh unguessable busid token (IFM_USBIP_TOKEN_LEN characters and a NUL)
  * from the kernel's random source. 0 or a negative errno. */
@@ -90,6 +97,8 @@ typedef struct {
     void (*end)(void *ctx);
     /* Close the carrier now, without calling back (the server is being freed). */
     void (*abort)(void *ctx);
+    /* The broker tunnel (metrics: path="tunnel"); false: a direct connection. */
+    bool tunnel;
 } usbip_io;
 
 /* A new connection on a carrier; `peer` names it in logs (copied). */

@@ -56,7 +56,18 @@ struct usbip_conn {
     size_t txcap;
     uint8_t held_unlink[IFM_USBIP_URB_HDR_SIZE]; /* LATE_UNLINK hook */
     bool have_held;
+    bool counted; /* in the open-sessions gauge */
 };
+
+static usbip_stats *stats(const usbip_conn *c)
+{
+    return &c->s->stats;
+}
+
+static int path_of(const usbip_conn *c)
+{
+    return c->io->tunnel ? 1 : 0;
+}
 
 static const char *serial_of(const usbip_conn *c)
 {
@@ -110,6 +121,7 @@ static void send_ret_unlink(usbip_conn *c, uint32_t seqnum, int32_t status)
 {
     ifm_usbip_hdr h = { .command = IFM_USBIP_RET_UNLINK, .seqnum = seqnum };
     h.u.unlink_status = status;
+    ifm_series_add(stats(c)->unlinks[status == 0], 1);
     uint8_t pdu[IFM_USBIP_URB_HDR_SIZE];
     ifm_usbip_hdr_pack(&h, pdu);
     if (!c->have_held && hook(c, WRK_HOOK_LATE_UNLINK)) {
@@ -126,6 +138,7 @@ static void send_ret_submit(usbip_conn *c, uint32_t seqnum, int32_t status, cons
     ifm_usbip_hdr h = { .command = IFM_USBIP_RET_SUBMIT, .seqnum = seqnum };
     h.u.ret = (ifm_usbip_ret_submit){ .status = status, .actual_length = (int32_t)actual, .number_of_packets = np };
     size_t dlen = in ? actual : 0;
+    ifm_series_add(stats(c)->bytes[path_of(c)][in], actual);
     uint8_t *out = tx_room(c, ifm_usbip_urb_pdu_size(dlen, 0));
     if (!out) {
         usbip_conn_close(c, "out of memory");
@@ -330,6 +343,7 @@ static void handle_submit(usbip_conn *c, const ifm_usbip_urb *in)
     bool dir_in = h->direction == IFM_USBIP_DIR_IN;
     wrk_transport *t = c->s->t;
     uint8_t type, iface = 0;
+    ifm_series_add(stats(c)->urbs[path_of(c)], 1);
     if (h->ep == 0) {
         type = WRK_EP_CONTROL;
     } else {
@@ -432,6 +446,7 @@ static void handle_import(usbip_conn *c, const char *busid)
     usbip_export *e = usbip_export_find(c->s, busid);
     if (!e) {
         IFM_WARN("client=- usbip: %s asked for an unknown busid: Device not found", c->peer);
+        ifm_series_add(stats(c)->refused[USBIP_REFUSED_UNKNOWN_BUSID], 1);
         reply_status(c, IFM_USBIP_OP_REP_IMPORT, IFM_USBIP_ST_NODEV, "unknown busid");
         return;
     }
@@ -441,6 +456,7 @@ static void handle_import(usbip_conn *c, const char *busid)
         IFM_WARN("serial=%s client=%s usbip: import from %s refused: already imported", e->serial, e->holder, c->peer);
         c->exp = NULL;
         c->dev = NULL;
+        ifm_series_add(stats(c)->refused[USBIP_REFUSED_BUSY], 1);
         reply_status(c, IFM_USBIP_OP_REP_IMPORT, IFM_USBIP_ST_DEV_BUSY, "busy");
         return;
     }
@@ -451,6 +467,7 @@ static void handle_import(usbip_conn *c, const char *busid)
                  e->holder, c->peer);
         c->exp = NULL;
         c->dev = NULL;
+        ifm_series_add(stats(c)->refused[USBIP_REFUSED_NOT_PRESENT], 1);
         reply_status(c, IFM_USBIP_OP_REP_IMPORT, IFM_USBIP_ST_DEV_ERR, "device not present");
         return;
     }
@@ -474,12 +491,16 @@ static void handle_import(usbip_conn *c, const char *busid)
     uint8_t out[IFM_USBIP_IMPORT_REP_SIZE];
     ssize_t n = ifm_usbip_import_rep_pack(IFM_USBIP_ST_OK, &dev, out, sizeof out);
     if (n < 0) {
+        ifm_series_add(stats(c)->refused[USBIP_REFUSED_ERROR], 1);
         reply_status(c, IFM_USBIP_OP_REP_IMPORT, IFM_USBIP_ST_ERROR, "cannot pack the device");
         return;
     }
     c->devid = ifm_usbip_devid(&dev);
     c->ph = PH_URB;
     e->conn = c;
+    c->counted = true;
+    ifm_series_add(stats(c)->sessions[path_of(c)], 1);
+    ifm_series_add(stats(c)->sessions_total[path_of(c)], 1);
     IFM_INFO("serial=%s client=%s usbip: imported by %s (%04x:%04x, devid 0x%x)", e->serial, e->holder, c->peer,
              dev.idVendor, dev.idProduct, c->devid);
     send_bytes(c, out, (size_t)n);
@@ -601,6 +622,10 @@ usbip_conn *usbip_conn_new(usbip_server *s, const usbip_io *io, void *ctx, const
 
 static void detach(usbip_conn *c)
 {
+    if (c->counted) {
+        c->counted = false;
+        ifm_series_add(stats(c)->sessions[path_of(c)], -1);
+    }
     orphan_urbs(c);
     release_claims(c);
     if (c->exp && c->exp->conn == c)

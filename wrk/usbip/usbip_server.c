@@ -128,7 +128,7 @@ static void tcp_abort(void *ctx)
     ifm_tcp_close(ctx);
 }
 
-static const usbip_io tcp_io = { tcp_write, tcp_pause, tcp_end, tcp_abort };
+static const usbip_io tcp_io = { tcp_write, tcp_pause, tcp_end, tcp_abort, false };
 
 static void on_data(ifm_tcp *s, const uint8_t *data, size_t len, void *arg)
 {
@@ -184,6 +184,46 @@ usbip_server *usbip_server_new(ifm_loop *loop, wrk_transport *t, const usbip_ser
         }
     }
     return s;
+}
+
+int usbip_server_metrics(usbip_server *s, ifm_metrics *reg)
+{
+    static const char *const L_PATH[] = { "path", NULL };
+    static const char *const L_PATH_DIR[] = { "path", "direction", NULL };
+    static const char *const L_REASON[] = { "reason", NULL };
+    static const char *const L_RESULT[] = { "result", NULL };
+    static const char *const paths[2] = { "direct", "tunnel" };
+    static const char *const reasons[USBIP_REFUSED_COUNT] = { "unknown_busid", "busy", "not_present", "error" };
+    ifm_metric *open =
+        ifm_metrics_gauge(reg, "icefarm_wrk_usbip_sessions",
+                          "USB/IP sessions open (an import until its connection ends), by path.", L_PATH);
+    ifm_metric *opened =
+        ifm_metrics_counter(reg, "icefarm_wrk_usbip_sessions_total", "USB/IP imports accepted, by path.", L_PATH);
+    ifm_metric *refused = ifm_metrics_counter(reg, "icefarm_wrk_usbip_imports_refused_total",
+                                              "USB/IP imports refused, by reason.", L_REASON);
+    ifm_metric *urbs = ifm_metrics_counter(reg, "icefarm_wrk_usbip_urbs_total",
+                                           "CMD_SUBMITs received from USB/IP clients, by path.", L_PATH);
+    ifm_metric *bytes = ifm_metrics_counter(
+        reg, "icefarm_wrk_usbip_bytes_total",
+        "USB data moved for USB/IP clients (actual_length of answered URBs), by path and USB direction.", L_PATH_DIR);
+    ifm_metric *unlinks =
+        ifm_metrics_counter(reg, "icefarm_wrk_usbip_unlinks_total",
+                            "CMD_UNLINKs answered: cancelled (-ECONNRESET) or the URB had completed (0).", L_RESULT);
+    if (!open || !opened || !refused || !urbs || !bytes || !unlinks)
+        return -1;
+    usbip_stats *st = &s->stats;
+    for (int p = 0; p < 2; p++) {
+        st->sessions[p] = ifm_metric_at(open, paths[p]);
+        st->sessions_total[p] = ifm_metric_at(opened, paths[p]);
+        st->urbs[p] = ifm_metric_at(urbs, paths[p]);
+        st->bytes[p][0] = ifm_metric_at(bytes, paths[p], "out");
+        st->bytes[p][1] = ifm_metric_at(bytes, paths[p], "in");
+    }
+    for (int r = 0; r < USBIP_REFUSED_COUNT; r++)
+        st->refused[r] = ifm_metric_at(refused, reasons[r]);
+    st->unlinks[0] = ifm_metric_at(unlinks, "cancelled");
+    st->unlinks[1] = ifm_metric_at(unlinks, "completed");
+    return 0;
 }
 
 int usbip_server_port(const usbip_server *s)

@@ -139,7 +139,7 @@ static void io_abort(void *ctx)
     unlink_free(ctx);
 }
 
-static const usbip_io tunnel_io = { io_write, io_pause, io_end, io_abort };
+static const usbip_io tunnel_io = { io_write, io_pause, io_end, io_abort, true };
 
 /* ---- sessions ---- */
 

@@ -5,8 +5,11 @@
 # Every endpoint passes `promtool check metrics`; a scripted session (reserve,
 # end, evaluate, a lease that expires, a board that breaks and is retried, HTTP
 # calls, DCSS operations) moves each counter by exactly what it did; a killed
-# worker is a failed scrape, not stale numbers. Waits are polling loops with
-# generous deadlines.
+# worker is a failed scrape, not stale numbers. A USB/IP session on direct TCP
+# and one through the broker tunnel (usbip_client.py session) move the worker's
+# icefarm_wrk_usbip_* series by what the client saw; a reserve that waits shows in
+# icefarm_ctl_waiting_reserves. (icefarm_mqtt_reconnects_total: reconnect.sh, a
+# broker restart, heavy.) Waits are polling loops with generous deadlines.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 
@@ -18,55 +21,14 @@ fi
 CTL_M=127.0.0.1:$(farm_free_port)
 WRK_M=127.0.0.1:$(farm_free_port)
 export FARM_CTL_ARGS="--metrics-listen $CTL_M"
-e2e_farm_start 4 --sim-window-ms 50 --sim-flash-ms 50 --metrics-listen "$WRK_M"
+USBIP_PORT=$(farm_free_port)
+e2e_farm_start 4 --sim-window-ms 50 --sim-flash-ms 50 --metrics-listen "$WRK_M" \
+    --usbip-listen "127.0.0.1:$USBIP_PORT" --usbip-host 127.0.0.1
 farm_start_http
 HTTP_M=${FARM_HTTP#http://}
 
-# scrape NAME HOSTPORT: the text of http://HOSTPORT/metrics into $RUN/NAME.prom.
-scrape() {
-    curl -sf --max-time 10 "http://$2/metrics" -o "$RUN/$1.prom"
-}
-
-# val NAME 'SERIES': the value of one series (0 if absent) in $RUN/NAME.prom.
-val() {
-    "$PY" - "$RUN/$1.prom" "$2" <<'PY'
-import sys
-want = sys.argv[2]
-for line in open(sys.argv[1]):
-    if line.startswith("#"):
-        continue
-    name, _, value = line.rstrip("\n").rpartition(" ")
-    if name == want:
-        print(int(float(value)) if float(value).is_integer() else value)
-        break
-else:
-    print(0)
-PY
-}
-
-# total NAME FAMILY: the sum of the family's series (any labels).
-total() {
-    "$PY" - "$RUN/$1.prom" "$2" <<'PY'
-import sys
-fam = sys.argv[2]
-t = 0.0
-for line in open(sys.argv[1]):
-    name, _, value = line.rstrip("\n").rpartition(" ")
-    if name == fam or name.startswith(fam + "{"):
-        t += float(value)
-print(int(t))
-PY
-}
-
-# moved NAME 'SERIES' BEFORE DELTA: the series now equals BEFORE + DELTA.
-moved() {
-    local now
-    now=$(val "$1" "$2")
-    [[ $now == $(($3 + $4)) ]] || {
-        echo "# $2: $3 -> $now, expected +$4" >&2
-        return 1
-    }
-}
+# shellcheck source=prom.sh
+source "$(dirname "${BASH_SOURCE[0]}")/prom.sh" # scrape, val, total, moved
 
 for d in ctl:$CTL_M wrk:$WRK_M http:$HTTP_M; do
     check "icefarm-${d%%:*} serves /metrics" scrape "${d%%:*}" "${d#*:}"
@@ -143,6 +105,102 @@ broken_retried() {
 }
 check "the board broke once and was retried once" wait_until 60 broken_retried
 cli m4 end-all
+
+# ---- a reserve that waits is counted while it waits ----
+wait_until 60 available_is 4 || true
+scrape ctl "$CTL_M"
+check "no reserve is waiting" test "$(total ctl icefarm_ctl_waiting_reserves)" = 0
+cli m5 reserve --amount 4
+check "reserve all 4 boards exits 0 (got $RC)" test "$RC" = 0
+"$CLI_BIN" --broker "$FARM_BROKER" --timeout 60 --name m6 --json reserve --amount 1 --wait 60 \
+    >"$RUN/waiter.out" 2>>"$RUN/cli.log" &
+WAITER=$!
+E2E_BG+=("$WAITER")
+waiting() { scrape ctl "$CTL_M" && test "$(val ctl 'icefarm_ctl_waiting_reserves{kind="pulsecount"}')" = 1; }
+check "a reserve that waits counts 1 in icefarm_ctl_waiting_reserves{kind=\"pulsecount\"}" wait_until 30 waiting
+cli m5 end-all
+RC=0
+wait "$WAITER" || RC=$?
+check "the waiting reserve is granted once boards come free (exit $RC)" test "$RC" = 0
+scrape ctl "$CTL_M"
+check "and no reserve waits any more" test "$(total ctl icefarm_ctl_waiting_reserves)" = 0
+cli m6 end-all
+
+# ---- USB/IP: a scripted session on each path moves the worker's usbip series ----
+wait_until 60 available_is 4 || true
+e2e_watch "$RUN/events.jsonl" 'icefarm/+/event'
+UC=$E2E_ROOT/tests/e2e/usbip/usbip_client.py
+usb() { "$PY" "$UC" "$@"; }
+scrape wrk "$WRK_M"
+cp "$RUN/wrk.prom" "$RUN/wrk0.prom" # the baseline of every usbip series
+check "no USB/IP session is open" test "$(total wrk icefarm_wrk_usbip_sessions)" = 0
+cli m7 reserve --amount 1 --kind usbip
+userial=$(serials_of "$OUT")
+check "reserve --kind usbip grants a board" test -n "$userial"
+check "the worker exports it" e2e_wait_event "$RUN/events.jsonl" 60 "usbip exported" "$userial"
+busid=$("$PY" -c 'import json, sys
+for l in open(sys.argv[1]):
+    p = json.loads(l)["payload"] if l.strip() else None
+    if isinstance(p, dict) and p.get("event") == "usbip exported" and p.get("serial") == sys.argv[2]:
+        print(p["busid"]); break' "$RUN/events.jsonl" "$userial")
+
+# usession PATH HOST PORT: runs the scripted session in the background (its JSON
+# line in $RUN/usbip.PATH.out), waits for it, checks what it saw and the series.
+usession() {
+    local path=$1 out=$RUN/usbip.$1.out
+    "$PY" "$UC" session "$2" "$3" "$busid" 60 >"$out" 2>>"$RUN/usbip.err" & # $!: python itself
+    USB_PID=$!
+    E2E_BG+=("$USB_PID")
+    check "$path: the scripted session ran" wait_until 30 test -s "$out"
+    local r
+    r=$(head -1 "$out")
+    echo "# $path session: $r"
+    check "$path: every URB answered 0, the pending IN unlinked (-ECONNRESET), the completed one 0" jtest "$r" \
+        "j['status'] == 0 and j['statuses'] == [0, 0, 0] and j['unlink_pending']['status'] == -104 and j['unlink_completed']['status'] == 0"
+    check "$path: GET_DESCRIPTOR read 18 bytes" jtest "$r" "j['bytes']['in'] == 18"
+    UBIN=$(jpy "$r" "j['bytes']['in']")
+    UBOUT=$(jpy "$r" "j['bytes']['out']")
+    UURBS=$(jpy "$r" "j['urbs']")
+    scrape wrk "$WRK_M"
+    check "$path: 1 session open" test "$(val wrk "icefarm_wrk_usbip_sessions{path=\"$path\"}")" = 1
+    check "$path: sessions_total moved by 1" moved wrk "icefarm_wrk_usbip_sessions_total{path=\"$path\"}" \
+        "$(val wrk0 "icefarm_wrk_usbip_sessions_total{path=\"$path\"}")" 1
+    check "$path: urbs_total moved by $UURBS" moved wrk "icefarm_wrk_usbip_urbs_total{path=\"$path\"}" \
+        "$(val wrk0 "icefarm_wrk_usbip_urbs_total{path=\"$path\"}")" "$UURBS"
+    check "$path: bytes in moved by $UBIN" moved wrk "icefarm_wrk_usbip_bytes_total{path=\"$path\",direction=\"in\"}" \
+        "$(val wrk0 "icefarm_wrk_usbip_bytes_total{path=\"$path\",direction=\"in\"}")" "$UBIN"
+    check "$path: bytes out moved by $UBOUT" moved wrk "icefarm_wrk_usbip_bytes_total{path=\"$path\",direction=\"out\"}" \
+        "$(val wrk0 "icefarm_wrk_usbip_bytes_total{path=\"$path\",direction=\"out\"}")" "$UBOUT"
+}
+# usession_end PATH: the client dies (TCP closes; the tunnel's Will ends it): the gauge falls.
+usession_end() {
+    kill "$USB_PID" 2>/dev/null || true
+    wait "$USB_PID" 2>/dev/null || true
+    closed() { scrape wrk "$WRK_M" && test "$(val wrk "icefarm_wrk_usbip_sessions{path=\"$1\"}")" = 0; }
+    check "$1: the session is no longer open once its client is gone" wait_until 30 closed "$1"
+}
+
+usession direct 127.0.0.1 "$USBIP_PORT"
+r=$(usb import 127.0.0.1 "$USBIP_PORT" "$busid")
+check "a second import meanwhile is refused busy" jtest "$r" "j['status'] == 2"
+r=$(usb import 127.0.0.1 "$USBIP_PORT" "${busid%?}X")
+check "a wrong token is refused (Device not found)" jtest "$r" "j['status'] == 4"
+scrape wrk "$WRK_M"
+check "imports refused busy moved by 1" moved wrk 'icefarm_wrk_usbip_imports_refused_total{reason="busy"}' \
+    "$(val wrk0 'icefarm_wrk_usbip_imports_refused_total{reason="busy"}')" 1
+check "imports refused unknown_busid moved by 1" moved wrk 'icefarm_wrk_usbip_imports_refused_total{reason="unknown_busid"}' \
+    "$(val wrk0 'icefarm_wrk_usbip_imports_refused_total{reason="unknown_busid"}')" 1
+usession_end direct
+usession tunnel "$FARM_BROKER" "$userial"
+usession_end tunnel
+scrape wrk "$WRK_M"
+check "unlinks cancelled moved by 2 (one per session)" moved wrk 'icefarm_wrk_usbip_unlinks_total{result="cancelled"}' \
+    "$(val wrk0 'icefarm_wrk_usbip_unlinks_total{result="cancelled"}')" 2
+check "unlinks of completed URBs moved by 2" moved wrk 'icefarm_wrk_usbip_unlinks_total{result="completed"}' \
+    "$(val wrk0 'icefarm_wrk_usbip_unlinks_total{result="completed"}')" 2
+check "the direct path's series did not move with the tunnel's session" moved wrk 'icefarm_wrk_usbip_sessions_total{path="direct"}' \
+    "$(val wrk0 'icefarm_wrk_usbip_sessions_total{path="direct"}')" 1
+cli m7 end-all
 
 # ---- the HTTP shim counts its own requests ----
 scrape http "$HTTP_M"

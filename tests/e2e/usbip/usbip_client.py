@@ -11,6 +11,14 @@
   usbip_client.py hold HOST PORT BUSID SECONDS
       Imports and keeps the connection open until the server closes it (prints
       {"closed_after": s}) or SECONDS pass ({"closed_after": null}).
+  usbip_client.py session HOST PORT BUSID SECONDS
+      A scripted session for the metrics test, on the default firmware's CDC:
+      GET_DESCRIPTOR(device), SET_LINE_CODING 115200 8N1, a 100-byte bulk OUT on
+      0x02, a bulk IN on 0x82 (nothing to read without DTR: it stays pending)
+      unlinked, then an UNLINK of the already completed GET_DESCRIPTOR. Prints
+      one JSON line (the URBs submitted, the bytes the RET_SUBMITs reported per
+      direction, the two RET_UNLINK statuses), then keeps the connection open
+      for SECONDS or until the server closes it.
 
 HOST may instead be a broker URL (mqtt://H:P or mqtts://H:P) and PORT a board's
 serial: the same bytes then travel through the broker tunnel (PROTOCOL.md 19.3)
@@ -130,6 +138,31 @@ def ret(s, is_in):
     return cmd, seq, status, actual, data
 
 
+def unlink(s, seq, devid, target):
+    s.sendall(struct.pack(">IIIII", 2, seq, devid, 0, 0) + struct.pack(">I", target) + bytes(24))
+
+
+def session(s, devid, r):
+    moved = {"in": 0, "out": 0}
+    submit(s, 1, devid, 1, 0, bytes([0x80, 6, 0, 1, 0, 0, 18, 0]), length=18)
+    _, seq1, st1, actual, _ = ret(s, True)
+    moved["in"] += actual
+    submit(s, 2, devid, 0, 0, bytes([0x21, 0x20, 0, 0, 0, 0, 7, 0]), bytes([0x00, 0xc2, 0x01, 0, 0, 0, 8]))
+    _, seq2, st2, actual, _ = ret(s, False)
+    moved["out"] += actual
+    submit(s, 3, devid, 0, 2, bytes(8), b"x" * 100)
+    _, seq3, st3, actual, _ = ret(s, False)
+    moved["out"] += actual
+    submit(s, 4, devid, 1, 2, bytes(8), length=64)
+    unlink(s, 5, devid, 4)
+    cmd5, seq5, st5, _, _ = ret(s, True)
+    unlink(s, 6, devid, 1)
+    cmd6, seq6, st6, _, _ = ret(s, False)
+    r.update({"urbs": 4, "bytes": moved, "statuses": [st1, st2, st3],
+              "unlink_pending": {"cmd": cmd5, "seq": seq5, "status": st5},
+              "unlink_completed": {"cmd": cmd6, "seq": seq6, "status": st6}})
+
+
 def main(argv):
     op, host, port, busid = argv[1:5]
     s = connect(host, port)
@@ -138,6 +171,10 @@ def main(argv):
         print(json.dumps(r))
         return 0
     devid = r["devid"]
+    if op == "session":
+        session(s, devid, r)
+        print(json.dumps(r), flush=True)
+        op = "hold"
     if op == "hold":
         s.settimeout(float(argv[5]))
         t0 = time.time()

@@ -259,7 +259,8 @@ static void io_abort(void *ctx)
     ((carrier *)ctx)->aborted = true;
 }
 
-static const usbip_io mem_io = { io_write, io_pause, io_end, io_abort };
+static const usbip_io mem_io = { io_write, io_pause, io_end, io_abort, false };
+static const usbip_io tunnel_mem_io = { io_write, io_pause, io_end, io_abort, true }; /* counted as the tunnel */
 
 /* ---- fixture ---- */
 
@@ -693,6 +694,91 @@ static void test_hooks_and_backpressure(void **state)
     fx_free(f);
 }
 
+/* The value of one series of the rendered registry (-1 if absent). */
+static double metric(ifm_metrics *reg, const char *series)
+{
+    size_t len;
+    char *text = ifm_metrics_render(reg, &len);
+    assert_non_null(text);
+    double v = -1;
+    size_t n = strlen(series);
+    for (char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            v = strtod(line + n + 1, NULL);
+    free(text);
+    return v;
+}
+
+static void test_metrics(void **state)
+{
+    fx *f = fx_new();
+    ifm_metrics *reg = ifm_metrics_new();
+    assert_int_equal(usbip_server_metrics(f->srv, reg), 0);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions{path=\"direct\"}") == 0);
+    assert_true(metric(reg, "icefarm_wrk_usbip_imports_refused_total{reason=\"busy\"}") == 0);
+    /* refused: a wrong token, then busy, then re-enumerating */
+    carrier *k = conn(f);
+    assert_int_equal(import(f, k, "1-1"), 0x80000000u | IFM_USBIP_ST_NODEV);
+    hang_up(k);
+    carrier *a = conn(f);
+    uint32_t devid = import(f, a, f->token);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions{path=\"direct\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions_total{path=\"direct\"}") == 1);
+    k = conn(f);
+    assert_int_equal(import(f, k, f->token), 0x80000000u | IFM_USBIP_ST_DEV_BUSY);
+    hang_up(k);
+    /* URBs: 5 bytes OUT, 3 bytes IN, one cancelled by UNLINK, one UNLINK of a completed URB */
+    submit(a, devid, 1, false, 2, "hello", 5, NULL);
+    complete(&f->s, pending(f, 0), 0, NULL, 5);
+    turns(f, 1);
+    expect_ret_submit(a, 1, 0, NULL);
+    submit(a, devid, 2, true, 2, NULL, 64, NULL);
+    complete(&f->s, pending(f, 0), 0, "abc", 3);
+    turns(f, 1);
+    expect_ret_submit(a, 2, 0, "abc");
+    submit(a, devid, 3, true, 2, NULL, 64, NULL);
+    unlink_urb(a, devid, 4, 3);
+    turns(f, 1);
+    expect_ret_unlink(a, 4, -ECONNRESET);
+    unlink_urb(a, devid, 5, 1);
+    expect_ret_unlink(a, 5, 0);
+    assert_true(metric(reg, "icefarm_wrk_usbip_urbs_total{path=\"direct\"}") == 3);
+    assert_true(metric(reg, "icefarm_wrk_usbip_bytes_total{path=\"direct\",direction=\"out\"}") == 5);
+    assert_true(metric(reg, "icefarm_wrk_usbip_bytes_total{path=\"direct\",direction=\"in\"}") == 3);
+    assert_true(metric(reg, "icefarm_wrk_usbip_unlinks_total{result=\"cancelled\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_unlinks_total{result=\"completed\"}") == 1);
+    /* the board leaves: the session ends, and an import meanwhile is refused */
+    usbip_export_set_device(f->e, NULL);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions{path=\"direct\"}") == 0);
+    hang_up(a);
+    k = conn(f);
+    assert_int_equal(import(f, k, f->token), 0x80000000u | IFM_USBIP_ST_DEV_ERR);
+    hang_up(k);
+    usbip_export_set_device(f->e, &g_dev);
+    /* a session through the tunnel counts under its own path; the gauge falls when the client hangs up */
+    carrier *t = calloc(1, sizeof *t);
+    t->c = usbip_conn_new(f->srv, &tunnel_mem_io, t, "tunnel BENCH/session");
+    devid = import(f, t, f->token);
+    submit(t, devid, 1, false, 2, "hi", 2, NULL);
+    complete(&f->s, pending(f, 0), 0, NULL, 2);
+    turns(f, 1);
+    expect_ret_submit(t, 1, 0, NULL);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions{path=\"tunnel\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions_total{path=\"tunnel\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_urbs_total{path=\"tunnel\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_bytes_total{path=\"tunnel\",direction=\"out\"}") == 2);
+    usbip_conn_gone(t->c);
+    free(t);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions{path=\"tunnel\"}") == 0);
+    assert_true(metric(reg, "icefarm_wrk_usbip_sessions_total{path=\"direct\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_imports_refused_total{reason=\"unknown_busid\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_imports_refused_total{reason=\"busy\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_imports_refused_total{reason=\"not_present\"}") == 1);
+    assert_true(metric(reg, "icefarm_wrk_usbip_urbs_total{path=\"direct\"}") == 3);
+    fx_free(f);
+    ifm_metrics_free(reg); /* after the server: the registry outlives it */
+}
+
 static void test_tokens(void **state)
 {
     char a[IFM_USBIP_TOKEN_LEN + 1], b[IFM_USBIP_TOKEN_LEN + 1];
@@ -710,7 +796,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_op_phase), cmocka_unit_test(test_urbs),
         cmocka_unit_test(test_endings),  cmocka_unit_test(test_hooks_and_backpressure),
-        cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_tokens),   cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
