@@ -170,6 +170,12 @@ int vhci_detach(const vhci *v, int port, char *why, size_t whylen)
     snprintf(path, sizeof path, "%s/detach", v->dev);
     snprintf(text, sizeof text, "%d", port);
     int rc = write_attr(path, text);
+    vhci_port p;
+    /* EINVAL is vhci's "not connected": the kernel let the port go itself
+     * between our look at the status and the write (the server closed the
+     * connection, as a worker does when its board re-enumerates). Detached. */
+    if (rc == -EINVAL && vhci_port_get(v, port, &p) == 0 && p.status != VHCI_ST_USED)
+        return 0;
     if (rc)
         return fail(why, whylen, rc, "vhci_hcd refused to detach port %d (%s)", port, strerror(-rc));
     return 0;

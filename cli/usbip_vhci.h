@@ -46,6 +46,8 @@ int vhci_ports(const vhci *v, vhci_port *out, int max);
 int vhci_free_port(const vhci *v, uint32_t speed);
 /* Hands the imported socket `fd` to the kernel on `port`. 0 or -errno with why. */
 int vhci_attach(const vhci *v, int port, int fd, uint32_t devid, uint32_t speed, char *why, size_t whylen);
+/* A port the kernel freed itself meanwhile (the server closed the connection;
+ * vhci then answers EINVAL, "not connected") counts as detached: 0. */
 int vhci_detach(const vhci *v, int port, char *why, size_t whylen);
 /* What `usbip port` shows: "<host> <port> <busid>" in <run>/port<N>. Best effort. */
 void vhci_record(const vhci *v, int port, const char *host, const char *service, const char *busid);
