@@ -63,6 +63,12 @@ typedef struct {
     uint64_t heartbeat_ms;   /* 0: no heartbeats expected */
     uint64_t last_beat_ms;   /* monotonic */
     bool hung;
+    /* control's verdict as published on icefarm/farm/worker/<id> (PROTOCOL.md 7.8) */
+    char why[IFM_LIVE_REASON_MAX]; /* why it is not online ("" while online) */
+    bool live_published;           /* a verdict was published (or tried: it is again on connect) */
+    ifm_live_state live;           /* the verdict last published */
+    uint64_t live_epoch;           /* ... and the worker epoch it named */
+    uint64_t live_since_ms;        /* wall clock: when the verdict last changed */
 } ctl_worker;
 
 /* What ended a lease, for the holder's `leases` request after a reconnect. */
@@ -171,6 +177,7 @@ void ctl_watch_start(ctl *c);
 void ctl_watch_stop(ctl *c);
 /* "online", "hung", "reconnecting" or "offline". */
 const char *ctl_worker_state_name(const ctl_worker *w);
+ifm_live_state ctl_worker_live(const ctl_worker *w);
 
 /* leases.c */
 int ctl_leases_load(ctl *c);
@@ -237,6 +244,9 @@ void ctl_publish_lease(ctl *c, const ctl_board *b);
  * recount. `force` publishes now. */
 void ctl_publish_available(ctl *c, bool force);
 void ctl_publish_state(ctl *c, bool online);
+/* icefarm/farm/worker/<id>: w's verdict (online, hung, reconnecting, offline)
+ * if it changed since last published; `force`: anyway (control's connect). */
+void ctl_publish_liveness(ctl *c, ctl_worker *w, bool force);
 void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial, const char *kind,
                          const char *client, uint64_t lease, const uint8_t *args, size_t args_len);
 void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms);

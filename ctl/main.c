@@ -85,6 +85,8 @@ static void on_connect(ifm_mqtt *m, bool connected, void *arg)
             ctl_publish_lease(c, c->boards[i]);
     ctl_publish_available(c, true);
     ctl_stats_publish(c, true);
+    for (size_t i = 0; i < c->nworkers; i++)
+        ctl_publish_liveness(c, &c->workers[i], true);
 }
 
 static void configure(ctl *c, const ifm_opts *o)

@@ -115,6 +115,37 @@ void ctl_publish_state(ctl *c, bool online)
     ifm_enc_free(&e);
 }
 
+void ctl_publish_liveness(ctl *c, ctl_worker *w, bool force)
+{
+    ifm_live_state st = ctl_worker_live(w);
+    bool changed = !w->live_published || st != w->live || w->epoch != w->live_epoch;
+    if (!changed && !force)
+        return;
+    if (!w->live_published || st != w->live)
+        w->live_since_ms = ifm_wall_ms();
+    w->live_published = true;
+    w->live = st;
+    w->live_epoch = w->epoch;
+    char topic[IFM_TOPIC_MAX];
+    if (ifm_topic_farm_worker(topic, sizeof topic, w->id))
+        return;
+    ifm_worker_live l;
+    memset(&l, 0, sizeof l);
+    snprintf(l.worker, sizeof l.worker, "%s", w->id);
+    l.state = st;
+    l.epoch = w->epoch;
+    l.ctl_epoch = c->epoch;
+    l.since_ms = w->live_since_ms;
+    l.until_ms = st == IFM_LIVE_RECONNECTING ? w->grace_until_ms : 0;
+    if (st != IFM_LIVE_ONLINE)
+        snprintf(l.reason, sizeof l.reason, "%s", w->why);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_worker_live_encode(&e, &l);
+    pub(c, topic, ifm_enc_data(&e), ifm_enc_size(&e), true);
+    ifm_enc_free(&e);
+}
+
 void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial, const char *kind,
                          const char *client, uint64_t lease, const uint8_t *args, size_t args_len)
 {

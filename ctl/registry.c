@@ -91,11 +91,16 @@ bool ctl_board_allocatable(ctl *c, ctl_board *b, const char *kind)
     return w && w->online && !w->hung && (!kind || !*kind || ctl_worker_offers(w, kind));
 }
 
-const char *ctl_worker_state_name(const ctl_worker *w)
+ifm_live_state ctl_worker_live(const ctl_worker *w)
 {
     if (w->online)
-        return w->hung ? "hung" : "online";
-    return w->reconnecting ? "reconnecting" : "offline";
+        return w->hung ? IFM_LIVE_HUNG : IFM_LIVE_ONLINE;
+    return w->reconnecting ? IFM_LIVE_RECONNECTING : IFM_LIVE_OFFLINE;
+}
+
+const char *ctl_worker_state_name(const ctl_worker *w)
+{
+    return ifm_live_state_name(ctl_worker_live(w));
 }
 
 /* The worker's view of a board against the lease store's: a board serving a
@@ -138,6 +143,7 @@ static void worker_lost(ctl *c, ctl_worker *w, const char *why)
     w->online = false;
     w->reconnecting = false;
     w->hung = false;
+    snprintf(w->why, sizeof w->why, "%s", why);
     ctl_lease_list ended = CTL_LEASE_LIST_INIT;
     char err[200];
     if (ctl_store_end_worker(c->store, w->id, &ended, err, sizeof err) != CTL_STORE_OK)
@@ -174,6 +180,7 @@ static void worker_grace(ctl *c, ctl_worker *w, bool tell, const char *why)
     }
     w->online = false;
     w->hung = false;
+    snprintf(w->why, sizeof w->why, "%s", why);
     if (!w->reconnecting) {
         w->reconnecting = true;
         w->told_holders = false;
@@ -222,6 +229,7 @@ static void worker_birth(ctl *c, ctl_worker *w, const ifm_worker_state *ws)
     w->reconnecting = false;
     w->told_holders = false;
     w->hung = false;
+    w->why[0] = '\0';
     w->heartbeat_ms = ws->heartbeat_ms;
     w->last_beat_ms = ifm_now_ms();
     w->online_since_ms = ifm_wall_ms();
@@ -313,10 +321,13 @@ static void on_watch(ifm_loop *loop, void *arg)
              * for 1.5 x keep-alive, but no board of it is granted meanwhile. Its
              * leases stay: a slow machine must not lose experiments. */
             w->hung = true;
+            snprintf(w->why, sizeof w->why, "no heartbeat for %llu ms (one is due every %llu ms)",
+                     (unsigned long long)(mono - w->last_beat_ms), (unsigned long long)w->heartbeat_ms);
             IFM_WARN("worker=%s hung: no heartbeat for %llu ms; its boards are not granted", w->id,
                      (unsigned long long)(mono - w->last_beat_ms));
             ctl_publish_available(c, false);
         }
+        ctl_publish_liveness(c, w, false);
     }
 }
 
@@ -352,6 +363,8 @@ void ctl_on_heartbeat(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
     w->last_beat_ms = ifm_now_ms();
     if (w->hung) {
         w->hung = false;
+        w->why[0] = '\0';
+        ctl_publish_liveness(c, w, false);
         IFM_INFO("worker=%s heartbeat again: its boards are granted again", w->id);
         ctl_publish_available(c, false);
         ctl_waiters_serve(c);
@@ -388,6 +401,7 @@ void ctl_on_worker_state(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         worker_birth(c, w, &ws);
     else
         worker_death(c, w, &ws);
+    ctl_publish_liveness(c, w, false);
 out:
     ifm_worker_state_free(&ws);
     ifm_doc_free(&doc);

@@ -1,5 +1,7 @@
-/* Statistics for dashboards: a worker's counters (icefarm/worker/<id>/stats)
- * and the farm's aggregate that control publishes (icefarm/farm/stats). */
+/* What dashboards read about the farm as a whole: a worker's counters
+ * (icefarm/worker/<id>/stats), the farm's aggregate that control publishes
+ * (icefarm/farm/stats), and control's verdict on each worker
+ * (icefarm/farm/worker/<id>). */
 #include <string.h>
 
 #include "icefarm/msg.h"
@@ -153,5 +155,53 @@ int ifm_farm_stats_decode(const ifm_doc *doc, ifm_farm_stats *s, ifm_err *err)
                     (unsigned long long)s->evaluations);
         return -1;
     }
+    return 0;
+}
+
+static const char *const live_names[] = { "online", "hung", "reconnecting", "offline" };
+
+const char *ifm_live_state_name(ifm_live_state s)
+{
+    return (unsigned)s < sizeof live_names / sizeof *live_names ? live_names[s] : "offline";
+}
+
+void ifm_worker_live_encode(ifm_enc *e, const ifm_worker_live *l)
+{
+    ifm_enc_root(e, l->until_ms ? 7 : 6);
+    ifm_enc_kstr(e, "worker", l->worker);
+    ifm_enc_kstr(e, "state", ifm_live_state_name(l->state));
+    ifm_enc_kuint(e, "epoch", l->epoch);
+    ifm_enc_kuint(e, "ctl_epoch", l->ctl_epoch);
+    ifm_enc_kuint(e, "since", l->since_ms);
+    ifm_enc_kstr(e, "reason", l->reason);
+    if (l->until_ms)
+        ifm_enc_kuint(e, "until", l->until_ms);
+}
+
+int ifm_worker_live_decode(const ifm_doc *doc, ifm_worker_live *l, ifm_err *err)
+{
+    memset(l, 0, sizeof *l);
+    const msgpack_object *r = doc->root;
+    char state[16];
+    if (ifm_get_str(r, "worker", true, l->worker, sizeof l->worker, err) ||
+        ifm_get_str(r, "state", true, state, sizeof state, err) ||
+        ifm_get_uint(r, "epoch", true, 0, UINT64_MAX, &l->epoch, err) ||
+        ifm_get_uint(r, "ctl_epoch", true, 0, UINT64_MAX, &l->ctl_epoch, err) ||
+        ifm_get_uint(r, "since", true, 0, UINT64_MAX, &l->since_ms, err) ||
+        ifm_get_str(r, "reason", false, l->reason, sizeof l->reason, err) < 0 ||
+        ifm_get_uint(r, "until", false, 0, UINT64_MAX, &l->until_ms, err) < 0)
+        return -1;
+    if (!ifm_name_valid(l->worker, IFM_NAME_MAX)) {
+        ifm_err_set(err, "field \"worker\" is not a valid worker name");
+        return -1;
+    }
+    size_t i = 0;
+    while (i < sizeof live_names / sizeof *live_names && strcmp(state, live_names[i]) != 0)
+        i++;
+    if (i == sizeof live_names / sizeof *live_names) {
+        ifm_err_set(err, "unknown worker liveness \"%s\"", state);
+        return -1;
+    }
+    l->state = (ifm_live_state)i;
     return 0;
 }

@@ -43,6 +43,11 @@ int ifm_topic_lease(char *out, size_t cap, const char *serial)
     return ifm_serial_valid(serial) ? fmt(out, cap, "lease", serial, NULL) : -1;
 }
 
+int ifm_topic_farm_worker(char *out, size_t cap, const char *worker)
+{
+    return ifm_name_valid(worker, IFM_NAME_MAX) ? fmt(out, cap, "farm", "worker", worker) : -1;
+}
+
 int ifm_topic_presence(char *out, size_t cap, const char *name, const char *conn)
 {
     if (!ifm_name_valid(name, IFM_NAME_MAX) || !ifm_name_valid(conn, IFM_NAME_MAX))

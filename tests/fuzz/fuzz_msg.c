@@ -400,6 +400,26 @@ static void fuzz_farm_stats(const ifm_doc *doc)
     ifm_enc_free(&e);
 }
 
+static void fuzz_worker_live(const ifm_doc *doc)
+{
+    ifm_worker_live a, b;
+    ifm_err err = { "" };
+    if (ifm_worker_live_decode(doc, &a, &err)) {
+        CHECK(err.msg[0]);
+        return;
+    }
+    CHECK((unsigned)a.state <= IFM_LIVE_OFFLINE && a.worker[0] && strlen(a.reason) < sizeof a.reason);
+    ifm_enc e;
+    ifm_enc_init(&e);
+    ifm_worker_live_encode(&e, &a);
+    ifm_doc d2;
+    reparse(&d2, &e);
+    CHECK(ifm_worker_live_decode(&d2, &b, &err) == 0);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    ifm_doc_free(&d2);
+    ifm_enc_free(&e);
+}
+
 static void fuzz_presence(const ifm_doc *doc)
 {
     ifm_err err = { "" };
@@ -459,6 +479,9 @@ static void run(int sel, const ifm_doc *doc)
         break;
     case SEL_PRESENCE:
         fuzz_presence(doc);
+        break;
+    case SEL_WORKER_LIVE:
+        fuzz_worker_live(doc);
         break;
     default:
         for (int s = 0; s < SEL_ALL; s++)

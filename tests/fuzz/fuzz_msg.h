@@ -18,7 +18,8 @@ enum fuzz_msg_sel {
     SEL_FARM_STATS,
     SEL_HEARTBEAT,
     SEL_PRESENCE,
-    SEL_ALL, /* every decoder on the same doc */
+    SEL_WORKER_LIVE, /* icefarm/farm/worker/<id>: control's verdict on a worker */
+    SEL_ALL,         /* every decoder on the same doc */
     SEL_COUNT
 };
 

@@ -198,6 +198,15 @@ int main(int argc, char **argv)
                                  .hist_failures = { 0, 1 } };
     ifm_farm_stats_encode(&e, &fs);
     seed("farm_stats", SEL_FARM_STATS, &e);
+    ifm_worker_live wl = { .worker = "wrk-1",
+                           .state = IFM_LIVE_RECONNECTING,
+                           .epoch = 7,
+                           .ctl_epoch = 1795243030123ull,
+                           .since_ms = 1795243031000ull,
+                           .until_ms = 1795243061000ull,
+                           .reason = "its connection died" };
+    ifm_worker_live_encode(&e, &wl);
+    seed("worker_live", SEL_WORKER_LIVE, &e);
 
     /* a kitchen-sink map for SEL_ALL: many schemas' fields at once */
     ifm_enc_root(&e, 8);

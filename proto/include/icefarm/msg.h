@@ -318,4 +318,31 @@ typedef struct {
 void ifm_farm_stats_encode(ifm_enc *e, const ifm_farm_stats *s);
 int ifm_farm_stats_decode(const ifm_doc *doc, ifm_farm_stats *s, ifm_err *err);
 
+/* icefarm/farm/worker/<id> (retained, from control; PROTOCOL.md 7.8): control's
+ * verdict on a worker, the one that decides whether its boards are granted.
+ * A worker's own state (7.4) says only whether its connection lives; a hung
+ * worker (14.2) keeps its connection for up to 1.5 x keep-alive, and a worker
+ * whose connection died may be in its grace (14.1). Published when the verdict
+ * changes and for every known worker on control's connect. */
+typedef enum {
+    IFM_LIVE_ONLINE,
+    IFM_LIVE_HUNG,
+    IFM_LIVE_RECONNECTING,
+    IFM_LIVE_OFFLINE
+} ifm_live_state;
+/* "online", "hung", "reconnecting", "offline". */
+const char *ifm_live_state_name(ifm_live_state s);
+#define IFM_LIVE_REASON_MAX 160
+typedef struct {
+    char worker[IFM_NAME_MAX];
+    ifm_live_state state;
+    uint64_t epoch;                   /* the worker's latest epoch control knows */
+    uint64_t ctl_epoch;               /* control's (7.1): a verdict from an older control process is stale */
+    uint64_t since_ms;                /* when control reached this verdict (its wall clock) */
+    uint64_t until_ms;                /* reconnecting: the end of the grace (ms timestamp); else 0, not sent */
+    char reason[IFM_LIVE_REASON_MAX]; /* why, in words; "" when online */
+} ifm_worker_live;
+void ifm_worker_live_encode(ifm_enc *e, const ifm_worker_live *l);
+int ifm_worker_live_decode(const ifm_doc *doc, ifm_worker_live *l, ifm_err *err);
+
 #endif

@@ -18,6 +18,8 @@
  *   icefarm/farm/available            ctl, retained      counts per kind
  *   icefarm/farm/stats                ctl, retained      evaluations, failures, waiting reserves, history
  *   icefarm/worker/<id>/stats         worker, retained   its evaluations and failures (for control)
+ *   icefarm/farm/worker/<id>          ctl, retained      control's verdict on a worker: online, hung,
+ *                                                        reconnecting, offline (for dashboards)
  *   icefarm/<serial>/usbip/<session>/c2s|s2c   holder <-> worker   the USB/IP tunnel (19.3)
  */
 #ifndef ICEFARM_TOPICS_H
@@ -32,6 +34,7 @@
 #define IFM_TOPIC_CTL_STATE "icefarm/ctl/state"
 #define IFM_TOPIC_AVAILABLE "icefarm/farm/available"
 #define IFM_TOPIC_FARM_STATS "icefarm/farm/stats"
+#define IFM_TOPIC_FARM_WORKER_ALL "icefarm/farm/worker/+"
 #define IFM_TOPIC_WORKER_STATS_ALL "icefarm/worker/+/stats"
 #define IFM_TOPIC_CTL_REQ_ALL "icefarm/ctl/req/+"
 #define IFM_TOPIC_BOARD_STATE_ALL "icefarm/+/state"
@@ -46,6 +49,8 @@ int ifm_topic_worker(char *out, size_t cap, const char *worker, const char *leaf
 int ifm_topic_client(char *out, size_t cap, const char *name, const char *leaf);
 int ifm_topic_ctl_req(char *out, size_t cap, const char *verb);
 int ifm_topic_lease(char *out, size_t cap, const char *serial);
+/* icefarm/farm/worker/<id>: control's verdict on worker <id> (PROTOCOL.md 7.8). */
+int ifm_topic_farm_worker(char *out, size_t cap, const char *worker);
 /* icefarm/<serial>/usbip/<session>/<dir>, dir "c2s" (holder -> worker) or "s2c". */
 int ifm_topic_usbip(char *out, size_t cap, const char *serial, const char *session, const char *dir);
 /* icefarm/client/<name>/presence/<conn>; <conn> (an MQTT client id) must be a valid name too. */

@@ -5,7 +5,8 @@
 //
 // Environment (from dashboard.sh): PW (playwright-core's index.mjs), HTTP (the
 // farm's icefarm-http), SHOTS, CLI (icefarm-cli), BROKER, CA, SECRETS, SECURE
-// (1: a secured farm), WRK_PID, KEEPALIVE (the worker's, s).
+// (1: a secured farm), WRK_PID, KEEPALIVE (the worker's, s), HEARTBEAT_MS (the
+// worker's, icefarm-wrk's default 1000).
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -15,6 +16,9 @@ const env = process.env;
 const { chromium } = await import(env.PW);
 const secure = env.SECURE === "1";
 const WITHIN_MS = 2000; // what the page must show within, after the farm changed
+const HEARTBEAT_MS = Number(env.HEARTBEAT_MS || 1000);
+const failedRequests = []; // every response >= 400 the pages got (a missing favicon was one)
+let stopped = false; // the worker is SIGSTOPped: SIGCONT it whatever happens
 
 let shot = 0;
 function ok(cond, what) {
@@ -34,31 +38,39 @@ function password(user) {
 }
 
 // A new, empty profile: --user-data-dir, as playwright's persistent context.
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "icefarm-chromium-")), {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1400, height: 1000 },
-  ignoreHTTPSErrors: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    // the secured farm's broker has a certificate from the farm's own lab CA
-    ...(secure ? ["--ignore-certificate-errors"] : []),
-  ],
-});
+// trusting: whether the browser takes the farm's lab CA (by ignoring certificate
+// errors, as a browser that imported the CA would); a browser that does not
+// is what a person gets who opens `./icefarm up --secure`'s page as it is.
+function launch(trusting) {
+  return chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "icefarm-chromium-")), {
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1400, height: 1000 },
+    ignoreHTTPSErrors: trusting,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      // the secured farm's broker has a certificate from the farm's own lab CA
+      ...(secure && trusting ? ["--ignore-certificate-errors"] : []),
+    ],
+  });
+}
+const browser = await launch(true);
 
-// A fresh page logged in as `user` (secured farm) or anonymous; waits until it
-// is connected and has decided whether it may send requests.
-async function open(user) {
-  const page = await browser.newPage(); // its own sessionStorage: its own login
+// Opens the page in `ctx`, logged in as `user` in a secured farm.
+async function login(ctx, user) {
+  const page = await ctx.newPage(); // its own sessionStorage: its own login
   page.on("pageerror", (e) => console.log(`# ${user ?? "page"}: page error: ${e.message}`));
   page.on("dialog", (d) => d.accept()); // the confirmation of reboot and delete
+  page.on("response", (r) => {
+    if (r.status() >= 400) failedRequests.push(`${r.status()} ${r.url()}`);
+  });
   await page.goto(`${env.HTTP}/`);
   if (secure) {
     await page.waitForSelector("#login:not([hidden])", { timeout: 10000 });
@@ -66,6 +78,13 @@ async function open(user) {
     await page.fill("#f-password", password(user));
     await page.click("#login button[type=submit]");
   }
+  return page;
+}
+
+// A fresh page logged in as `user` (secured farm) or anonymous; waits until it
+// is connected and has decided whether it may send requests.
+async function open(user) {
+  const page = await login(browser, user);
   await page.waitForFunction(() => window.icefarm && window.icefarm.conn.canRequest !== null, null, {
     timeout: 15000,
   });
@@ -166,7 +185,62 @@ try {
   ok(t >= 0, `the page counts the ${nbits} evaluations alice ran (${t} ms after the CLI finished)`);
   await save(watcher, "evaluated");
 
-  // 6. A broker restart (persistence off: every retained message is gone): the
+  // 6. A hung worker (SIGSTOP: no heartbeats, its connection still open, so no
+  // Will for 1.5 x keep-alive): control stops granting its boards after 2
+  // missed heartbeats and says so on icefarm/farm/worker/<id>; the page shows
+  // that verdict and why its boards are not available.
+  const willMs = Number(env.KEEPALIVE) * 1500;
+  const hungBudget = 2 * HEARTBEAT_MS + 250 + 1000; // control's check runs every 250 ms; 1 s for the page
+  // Every board ready again after alice's evaluation (its board reflashes the default firmware).
+  t = await within(watcher, 15000, (n) => document.querySelector(".c-avail")?.textContent === String(n), serials.length);
+  ok(t >= 0, `all ${serials.length} boards are available before the worker is frozen`);
+  const ts = Date.now();
+  process.kill(Number(env.WRK_PID), "SIGSTOP");
+  stopped = true;
+  t = await within(watcher, hungBudget + 2000, () =>
+    document.querySelector('tr[data-worker="sim-worker"] .c-wstate')?.textContent === "HUNG",
+  );
+  const hungAfter = Date.now() - ts;
+  ok(t >= 0 && hungAfter <= hungBudget, `the frozen worker shows as HUNG ${hungAfter} ms after SIGSTOP (budget ${hungBudget} ms; its Will would come after ${willMs} ms)`);
+  // Available follows within control's 20 ms recount (7.2).
+  await within(watcher, 1000, () => document.querySelector(".c-avail")?.textContent === "0");
+  const hung = await watcher.evaluate(
+    (want) => ({
+      why: document.querySelector('tr[data-worker="sim-worker"] .c-why')?.textContent ?? "",
+      avail: document.querySelector(".c-avail")?.textContent,
+      note: document.getElementById("avail-note").hidden ? "" : document.getElementById("avail-note").textContent,
+      reasons: want.map((s) => document.querySelector(`tr[data-serial="${s}"] .c-reason`)?.textContent ?? ""),
+      workers: document.querySelector(`tr[data-serial="${want[0]}"] .c-worker`)?.textContent ?? "",
+    }),
+    serials,
+  );
+  ok(/no heartbeat for \d+ ms/.test(hung.why), `the workers table says why: "${hung.why}"`);
+  ok(
+    hung.avail === "0" && new RegExp(`^${serials.length} ready boards of sim-worker not granted, worker HUNG: no heartbeat`).test(hung.note),
+    `available shows ${hung.avail} (0), and says why: "${hung.note}"`,
+  );
+  ok(
+    hung.reasons.every((r) => r.startsWith("not granted, worker HUNG: no heartbeat")) && hung.workers === "sim-worker (HUNG)",
+    `every board of the frozen worker says it is not granted ("${hung.workers}": "${hung.reasons[0]}")`,
+  );
+  await save(watcher, "worker-hung");
+  const frozenFor = Date.now() - ts;
+  process.kill(Number(env.WRK_PID), "SIGCONT");
+  stopped = false;
+  const tc = Date.now();
+  t = await within(
+    watcher,
+    frozenFor < willMs ? 2 * HEARTBEAT_MS + WITHIN_MS : 30000,
+    (n) =>
+      document.querySelector('tr[data-worker="sim-worker"] .c-wstate')?.textContent === "online" &&
+      document.querySelector(".c-avail")?.textContent === String(n) &&
+      document.getElementById("avail-note").hidden,
+    serials.length,
+  );
+  ok(t >= 0, `after SIGCONT (frozen ${frozenFor} ms) the worker is online again and its ${serials.length} boards available on the page ${Date.now() - tc} ms later`);
+  await save(watcher, "worker-answers-again");
+
+  // 7. A broker restart (persistence off: every retained message is gone): the
   // page reconnects, control and the worker republish, and the page fills again.
   const genBefore = await watcher.evaluate(() => window.icefarm.farm.gen);
   process.kill(Number(env.BROKER_PID), "SIGTERM");
@@ -196,22 +270,52 @@ try {
   ok(t >= 0, `after a broker restart the page fills again by itself (${Date.now() - t1} ms after the new broker started)`);
   await save(watcher, "after-broker-restart");
 
-  // 7. Killing the worker: the broker publishes its Will after 1.5 x keep-alive,
-  // then the page shows the worker lost within 2 s.
+  // 8. Killing the worker: the broker publishes its Will when the connection
+  // drops (at the latest after 1.5 x keep-alive); control keeps its leases for
+  // its grace (RECONNECTING) and the page shows that within 2 s.
   const t0 = Date.now();
   process.kill(Number(env.WRK_PID), "SIGKILL");
   const will = Number(env.KEEPALIVE) * 1500;
   t = await within(watcher, will + WITHIN_MS + 1000, () =>
-    document.querySelector('tr[data-worker="sim-worker"] .c-wstate')?.textContent === "LOST",
+    ["RECONNECTING", "LOST"].includes(document.querySelector('tr[data-worker="sim-worker"] .c-wstate')?.textContent),
   );
   const took = t >= 0 ? Date.now() - t0 : -1;
-  ok(t >= 0 && took <= will + WITHIN_MS + 1000, `the killed worker shows as LOST ${took} ms after the kill (its Will: when its connection drops, at the latest after ${will} ms; the page within 2 s of it)`);
+  const shown = await watcher.evaluate(() => ({
+    state: document.querySelector('tr[data-worker="sim-worker"] .c-wstate')?.textContent,
+    why: document.querySelector('tr[data-worker="sim-worker"] .c-why')?.textContent,
+  }));
+  ok(t >= 0 && took <= will + WITHIN_MS + 1000, `the killed worker shows as ${shown.state} ${took} ms after the kill (its Will: when its connection drops, at the latest after ${will} ms; the page within 2 s of it): "${shown.why}"`);
   const lostRows = await watcher.$$eval("#boards tr.lost", (r) => r.length);
   ok(lostRows === serials.length, `its ${serials.length} boards are marked as on a lost worker (${lostRows})`);
   await save(watcher, "worker-lost");
   console.log(`# WORKER_KILLED`);
+  ok(failedRequests.length === 0, `no request of the pages failed (${failedRequests.join(", ") || "none, no favicon.ico either"})`);
 } catch (e) {
   ok(false, `the browser session ran to the end (${e.message.split("\n")[0]})`);
 } finally {
+  if (stopped) process.kill(Number(env.WRK_PID), "SIGCONT");
   await browser.close();
+}
+
+// 9. The secured farm in a browser that does not trust the farm's CA (no
+// --ignore-certificate-errors): the wss connection fails without a reason the
+// page can see, and after a few attempts the page says what is likely wrong.
+if (secure) {
+  const strict = await launch(false);
+  try {
+    const page = await login(strict, "dana");
+    const t0 = Date.now();
+    const t = await within(page, 20000, () => {
+      const h = document.getElementById("hint");
+      return !h.hidden && /does not trust the broker's certificate/.test(h.textContent);
+    });
+    const hint = await page.$eval("#hint", (e) => e.textContent);
+    const pill = await page.$eval("#conn", (e) => e.textContent);
+    ok(t >= 0 && /ca\.crt/.test(hint) && /Import that file/.test(hint), `a browser that does not trust the lab CA says why ${Date.now() - t0} ms after the login: "${hint.slice(0, 160)}…" (${pill})`);
+    await save(page, "untrusted-ca");
+  } catch (e) {
+    ok(false, `the untrusting browser ran to the end (${e.message.split("\n")[0]})`);
+  } finally {
+    await strict.close();
+  }
 }

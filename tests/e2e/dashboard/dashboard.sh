@@ -4,8 +4,12 @@
 # playwright-core (npm, cached outside the clone) opens it against a real farm,
 # and dashboard.mjs checks that it lists every board, that a reservation, its
 # end and a killed worker show within 2 s, that the counts of evaluations
-# arrive, and (secured farm, DASH_SECURE=1) that the dashboard account is
-# read-only, an operator's reboot works and a plain client's is refused.
+# arrive, that a frozen worker (SIGSTOP) shows as HUNG with why its boards are
+# not granted within 2 x heartbeat + 1.25 s and online again after SIGCONT, that
+# no request of the page fails (favicon), and (secured farm, DASH_SECURE=1) that
+# the dashboard account is read-only, an operator's reboot works and a plain
+# client's is refused, and that a Chromium which does not trust the farm's CA
+# (no --ignore-certificate-errors) says so after a few failed attempts.
 # Screenshots of each state: $FARM_BIN/tests/e2e/dashboard/screens-{anon,secure}/.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -9,7 +9,8 @@
 # A frozen worker (SIGSTOP): its missed heartbeats stop grants on its boards
 # within 3 s but end no lease; SIGCONT within the keep-alive and nothing else
 # happens. Frozen past the keep-alive: the Will starts the grace, and the same
-# process coming back keeps its leases ("worker reconnected").
+# process coming back keeps its leases ("worker reconnected"). Control's
+# verdict is public on icefarm/farm/worker/<id> (PROTOCOL.md 7.8) at each step.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 FARM_CTL_ARGS="--worker-grace 4"
@@ -114,6 +115,31 @@ check "status shows no leases" status_has "j['leases'] == []"
 check "all 4 boards are available before freezing the worker" wait_until 60 available_is 4
 EV2=$RUN/events2.jsonl
 check "a second watcher is subscribed" e2e_watch "$EV2" "icefarm/client/$HOLDER/event"
+LIVE=$RUN/liveness.jsonl
+check "a watcher of control's verdicts is subscribed (icefarm/farm/worker/+)" e2e_watch "$LIVE" "icefarm/farm/worker/+"
+# live_verdict last|seen STATE [REASON_REGEX]: the last verdict on the worker
+# (or any since the watcher subscribed) has STATE and a matching reason; a
+# reconnecting one must say until when.
+live_verdict() {
+    "$PY" - "$LIVE" "${FARM_WORKER:-sim-worker}" "$@" <<'PYEOF'
+import json, re, sys
+path, worker, which, state = sys.argv[1:5]
+rx = sys.argv[5] if len(sys.argv) > 5 else ""
+vs = []
+for line in open(path):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m["topic"] == "icefarm/farm/worker/" + worker and isinstance(m.get("payload"), dict):
+        vs.append(m["payload"])
+def good(p):
+    return (p.get("state") == state and p.get("worker") == worker and re.search(rx, p.get("reason", ""))
+            and (state != "reconnecting" or p.get("until", 0) > 0))
+sys.exit(0 if (vs and good(vs[-1]) if which == "last" else any(map(good, vs))) else 1)
+PYEOF
+}
+check "control's retained verdict on the worker says online" wait_until 10 live_verdict last online '^$'
 cli "$HOLDER" reserve --amount 2
 check "the holder reserves 2 boards (got $RC)" test "$RC" = 0
 F1=$(serials_of "$OUT" | sed -n 1p)
@@ -130,12 +156,15 @@ check "status: the worker is hung, its 2 leases stay" status_has \
     "[w['state'] for w in j['workers']] == ['hung'] and len(j['leases']) == 2"
 human_status() { "$CLI_BIN" --broker "$FARM_BROKER" --timeout 20 status 2>>"$RUN/cli.log"; }
 check "icefarm-cli status (as printed) says HUNG, not online" grep -qE '^[^ ]+ +HUNG ' <<<"$(human_status)"
+check "control's verdict on icefarm/farm/worker/<id> says hung, and why" \
+    live_verdict last hung '^no heartbeat for [0-9]+ ms \(one is due every [0-9]+ ms\)$'
 kill -CONT "$WRK"
 ok "kill -CONT the worker after about $((SECONDS - T0)) s"
 check "its 2 free boards are available again" wait_until 30 available_is 2
 check "status: online, both leases kept" status_has \
     "[w['state'] for w in j['workers']] == ['online'] and len(j['leases']) == 2"
 check "icefarm-cli status (as printed) says online again" grep -qE '^[^ ]+ +online ' <<<"$(human_status)"
+check "control's verdict says online again" wait_until 10 live_verdict last online '^$'
 check "the holder heard no failure and no reservation end" \
     bash -c "! grep -qE '\"(failure|reservation end)\"' '$EV2'"
 
@@ -146,6 +175,7 @@ ok "kill -STOP the worker again"
 for s in "$F1" "$F2"; do
     check "the holder hears 'worker reconnecting' for $s (the Will)" e2e_wait_event "$EV2" 30 "worker reconnecting" "$s"
 done
+check "control's verdict said reconnecting, why and until when" live_verdict seen reconnecting 'connection died'
 kill -CONT "$WRK"
 ok "kill -CONT the worker within the grace"
 for s in "$F1" "$F2"; do
@@ -153,6 +183,7 @@ for s in "$F1" "$F2"; do
 done
 check "status: online, both leases kept" status_has \
     "[w['state'] for w in j['workers']] == ['online'] and len(j['leases']) == 2"
+check "control's verdict says online after the reconnect" wait_until 10 live_verdict last online '^$'
 check "the holder heard no failure and no reservation end" \
     bash -c "! grep -qE '\"(failure|reservation end)\"' '$EV2'"
 check "the reserved boards still serve their holder" status_has \

@@ -58,6 +58,21 @@ static void farm_stats(ifm_enc *e, uint64_t failures)
     ifm_farm_stats_encode(e, &s);
 }
 
+/* Control's verdict on sim-worker (icefarm/farm/worker/<id>). */
+static void liveness(ifm_enc *e, ifm_live_state st, const char *reason, uint64_t until)
+{
+    ifm_worker_live l;
+    memset(&l, 0, sizeof l);
+    snprintf(l.worker, sizeof l.worker, "sim-worker");
+    l.state = st;
+    l.epoch = 1795243649458;
+    l.ctl_epoch = 1795243600000;
+    l.since_ms = 1795243712000;
+    l.until_ms = until;
+    snprintf(l.reason, sizeof l.reason, "%s", reason);
+    ifm_worker_live_encode(e, &l);
+}
+
 /* Raw msgpack for the malformed ones the encoders cannot make. */
 static void raw(ifm_enc *e, const char *bytes, size_t n)
 {
@@ -100,6 +115,18 @@ const golden_msg golden_msgs[] = {
       "{\"serial\":\"75438C8FDFC70C81\",\"worker\":\"sim-worker\",\"epoch\":1795243649458,\"state\":\"broken\","
       "\"kind\":\"\",\"reason\":\"firmware did not answer\",\"exported\":false,\"since\":0}",
       NULL },
+    { "liveness_online", "icefarm/farm/worker/sim-worker",
+      "{\"worker\":\"sim-worker\",\"state\":\"online\",\"epoch\":1795243649458,\"ctlEpoch\":1795243600000,"
+      "\"since\":1795243712000,\"until\":0,\"reason\":\"\"}",
+      NULL },
+    { "liveness_hung", "icefarm/farm/worker/sim-worker",
+      "{\"worker\":\"sim-worker\",\"state\":\"hung\",\"epoch\":1795243649458,\"ctlEpoch\":1795243600000,"
+      "\"since\":1795243712000,\"until\":0,\"reason\":\"no heartbeat for 2080 ms (one is due every 1000 ms)\"}",
+      NULL },
+    { "liveness_reconnecting", "icefarm/farm/worker/sim-worker",
+      "{\"worker\":\"sim-worker\",\"state\":\"reconnecting\",\"epoch\":1795243649458,\"ctlEpoch\":1795243600000,"
+      "\"since\":1795243712000,\"until\":1795243742000,\"reason\":\"its connection died\"}",
+      NULL },
     { "reply_403", "icefarm/client/alice/reply",
       "{\"ok\":false,\"code\":403,\"error\":\"serial 2BCE0BDCF5320C42 is reserved by another client\"}", NULL },
     /* malformed */
@@ -111,6 +138,8 @@ const golden_msg golden_msgs[] = {
     { "bad_failures", "icefarm/farm/stats", NULL, "failures out of" },
     { "bad_state", "icefarm/2BCE0BDCF5320C42/state", NULL, "unknown board state" },
     { "bad_trailing", "icefarm/ctl/state", NULL, "" },
+    { "bad_liveness", "icefarm/farm/worker/sim-worker", NULL, "unknown worker liveness \"asleep\"" },
+    { "bad_liveness_epoch", "icefarm/farm/worker/sim-worker", NULL, "missing field \"ctl_epoch\"" },
 };
 const size_t golden_count = sizeof golden_msgs / sizeof *golden_msgs;
 
@@ -147,6 +176,12 @@ void golden_encode(size_t i, ifm_enc *e)
         board(e, "4A699E11A74B462A", IFM_BOARD_RESERVED, "default", "exported", true, 1795243651000);
     } else if (!strcmp(n, "board_broken")) {
         board(e, "75438C8FDFC70C81", IFM_BOARD_BROKEN, "", "firmware did not answer", false, 0);
+    } else if (!strcmp(n, "liveness_online")) {
+        liveness(e, IFM_LIVE_ONLINE, "", 0);
+    } else if (!strcmp(n, "liveness_hung")) {
+        liveness(e, IFM_LIVE_HUNG, "no heartbeat for 2080 ms (one is due every 1000 ms)", 0);
+    } else if (!strcmp(n, "liveness_reconnecting")) {
+        liveness(e, IFM_LIVE_RECONNECTING, "its connection died", 1795243742000);
     } else if (!strcmp(n, "reply_403")) {
         ifm_reply_begin(e, 403, "serial 2BCE0BDCF5320C42 is reserved by another client", 0);
     } else if (!strcmp(n, "bad_version")) {
@@ -183,6 +218,21 @@ void golden_encode(size_t i, ifm_enc *e)
         ifm_enc_kstr(e, "worker", "sim-worker");
         ifm_enc_kuint(e, "epoch", 1);
         ifm_enc_kstr(e, "state", "melting");
+    } else if (!strcmp(n, "bad_liveness")) {
+        ifm_enc_root(e, 6);
+        ifm_enc_kstr(e, "worker", "sim-worker");
+        ifm_enc_kstr(e, "state", "asleep");
+        ifm_enc_kuint(e, "epoch", 1);
+        ifm_enc_kuint(e, "ctl_epoch", 1);
+        ifm_enc_kuint(e, "since", 1);
+        ifm_enc_kstr(e, "reason", "");
+    } else if (!strcmp(n, "bad_liveness_epoch")) {
+        ifm_enc_root(e, 5);
+        ifm_enc_kstr(e, "worker", "sim-worker");
+        ifm_enc_kstr(e, "state", "hung");
+        ifm_enc_kuint(e, "epoch", 1);
+        ifm_enc_kuint(e, "since", 1);
+        ifm_enc_kstr(e, "reason", "");
     } else if (!strcmp(n, "bad_trailing")) {
         ifm_ctl_state_encode(e, true, 1);
         raw(e, "\xc0", 1);

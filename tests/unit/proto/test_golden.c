@@ -40,6 +40,10 @@ static int decode_as(const char *topic, const void *p, size_t n, ifm_enc *re, if
         ifm_farm_stats s;
         if (!(rc = ifm_farm_stats_decode(&doc, &s, err)))
             ifm_farm_stats_encode(re, &s);
+    } else if (!strncmp(topic, "icefarm/farm/worker/", 20)) {
+        ifm_worker_live l;
+        if (!(rc = ifm_worker_live_decode(&doc, &l, err)))
+            ifm_worker_live_encode(re, &l);
     } else if (!strncmp(topic, "icefarm/lease/", 14)) {
         ifm_lease_info l;
         if (!(rc = ifm_lease_info_decode(&doc, &l, err)))
@@ -203,11 +207,12 @@ static void test_farm_stats_limits(void **state)
     free(d);
 }
 
-/* Every prefix of a stats message is rejected (nothing read past the end). */
+/* Every prefix of a stats or liveness message is rejected (nothing read past the end). */
 static void test_stats_prefixes(void **state)
 {
     for (size_t i = 0; i < golden_count; i++) {
-        if (!golden_msgs[i].expect || !strstr(golden_msgs[i].topic, "stats"))
+        if (!golden_msgs[i].expect ||
+            (!strstr(golden_msgs[i].topic, "stats") && !strstr(golden_msgs[i].topic, "farm/worker/")))
             continue;
         ifm_enc e;
         ifm_enc_init(&e);

@@ -163,6 +163,24 @@ export function workerStats(bytes) {
   return s;
 }
 
+// icefarm/farm/worker/<id> (7.8): control's verdict on a worker
+const LIVENESS = ["online", "hung", "reconnecting", "offline"];
+export function workerLiveness(bytes) {
+  if (!bytes || bytes.length === 0) return null; // cleared: control forgot the worker
+  const m = root(bytes);
+  const state = str(m, "state");
+  if (!LIVENESS.includes(state)) fail(`unknown worker liveness "${state}"`);
+  return {
+    worker: str(m, "worker"),
+    state,
+    epoch: uint(m, "epoch"),
+    ctlEpoch: uint(m, "ctl_epoch"),
+    since: uint(m, "since"),
+    until: uint(m, "until", false) ?? 0,
+    reason: str(m, "reason", false) ?? "",
+  };
+}
+
 // icefarm/<serial>/state (7.5); an empty payload = forgotten (null)
 export function boardState(bytes) {
   if (!bytes || bytes.length === 0) return null;
@@ -199,6 +217,8 @@ export function classify(topic) {
   if (l.length === 3 && l[1] === "ctl" && l[2] === "state") return { type: "ctl", decode: ctlState };
   if (l.length === 3 && l[1] === "farm" && l[2] === "available") return { type: "available", decode: available };
   if (l.length === 3 && l[1] === "farm" && l[2] === "stats") return { type: "stats", decode: farmStats };
+  if (l.length === 4 && l[1] === "farm" && l[2] === "worker")
+    return { type: "liveness", name: l[3], decode: workerLiveness };
   if (l.length === 3 && l[1] === "lease") return { type: "lease", name: l[2], decode: lease };
   if (l.length === 4 && l[1] === "worker" && l[3] === "state") return { type: "worker", name: l[2], decode: workerState };
   if (l.length === 4 && l[1] === "worker" && l[3] === "stats")

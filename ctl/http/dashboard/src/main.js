@@ -80,10 +80,23 @@ function draw() {
   $("ctl").textContent = c ? `control ${c.online ? "online" : "OFFLINE"}` : "control ?";
   $("ctl").className = `pill ${c ? (c.online ? "ok" : "bad") : "muted"}`;
   drawBoards(now);
-  drawWorkers();
+  drawWorkers(now);
   drawLeases(now);
   drawAvailability();
   drawStats(now);
+}
+
+// How the page names control's verdict on a worker.
+const VERDICT = { online: "online", hung: "HUNG", reconnecting: "RECONNECTING", offline: "LOST" };
+
+// Why a worker is not online, in words: control's reason, for how long, and
+// (reconnecting) until when its leases are kept.
+function verdictWhy(v, now) {
+  if (!v || v.state === "online") return "";
+  const parts = [v.reason || (v.state === "hung" ? "no heartbeat" : "")];
+  if (v.since) parts.push(`since ${clock(v.since)} (${dur(now - v.since)})`);
+  if (v.state === "reconnecting" && v.until) parts.push(`leases kept until ${clock(v.until)}`);
+  return parts.filter(Boolean).join("; ");
 }
 
 function drawBoards(now) {
@@ -91,20 +104,25 @@ function drawBoards(now) {
   const rows = serials.map((s) => {
     const b = farm.boards.get(s);
     const l = farm.leases.get(s);
+    const v = farm.verdict(b.worker);
     const lost = farm.workerLost(b.worker);
     const stuck = farm.stuck(b, now);
+    // A board on a worker that is not online is not granted, whatever its worker last said.
+    const why = lost
+      ? `not granted, worker ${VERDICT[v.state]}${v.reason ? `: ${v.reason}` : ""}${b.reason ? `; ${b.reason}` : ""}`
+      : b.reason;
     const tr = el("tr", { "data-serial": s, class: [lost ? "lost" : "", stuck ? "stuck" : ""].join(" ").trim() });
     tr.append(
       td(s, "mono"),
-      td(b.worker + (lost ? " (lost)" : ""), lost ? "bad c-worker" : "c-worker"),
-      td(b.state, `c-state st-${b.state}`),
+      td(b.worker + (lost ? ` (${VERDICT[v.state]})` : ""), lost ? "bad c-worker" : "c-worker"),
+      td(b.state, `c-state st-${b.state}${lost ? " ungranted" : ""}`),
       td(dur(now - farm.since(b)), stuck ? "bad c-since" : "c-since"),
       td(l ? l.kind : "", "c-kind"),
       td(l ? l.client : "", "c-holder"),
       td(b.kind || "default", "c-fw"),
       td(l ? dur(l.until - now) : "", "c-left num"),
       td(b.exported ? "exported" : "", "c-usbip"),
-      td(b.reason, "c-reason muted"),
+      td(why, lost ? "c-reason bad" : "c-reason muted"),
     );
     const act = el("td", { class: "act" });
     if (conn.canRequest) {
@@ -122,26 +140,31 @@ function drawBoards(now) {
   document.querySelectorAll(".act").forEach((e) => (e.hidden = !conn.canRequest));
 }
 
-function drawWorkers() {
+function drawWorkers(now) {
   const ids = [...farm.workers.keys()].sort();
+  const down = {};
   const rows = ids.map((id) => {
     const w = farm.workers.get(id);
+    const v = farm.verdict(id);
+    const ok = v.state === "online";
+    if (!ok) down[VERDICT[v.state]] = (down[VERDICT[v.state]] ?? 0) + 1;
     const n = [...farm.boards.values()].filter((b) => b.worker === id && b.state !== "gone").length;
     const st = farm.wstats.get(id);
     return el(
       "tr",
-      { "data-worker": id, class: w.online ? "" : "lost" },
+      { "data-worker": id, class: ok ? "" : "lost" },
       td(id, "mono"),
-      td(w.online ? "online" : "LOST", w.online ? "ok c-wstate" : "bad c-wstate"),
+      td(VERDICT[v.state], ok ? "ok c-wstate" : "bad c-wstate"),
       td(w.epoch, "num"),
       td(n, "num"),
       td(w.kinds.join(", ")),
       td(st ? `${st.evaluations} (${st.failures} failed)` : "", "num"),
+      td(verdictWhy(v, now), "c-why bad"),
     );
   });
-  const lost = ids.filter((id) => !farm.workers.get(id).online).length;
-  $("wh").textContent = `Workers (${ids.length}${lost ? `, ${lost} LOST` : ""})`;
-  $("wh").className = lost ? "bad" : "";
+  const summary = Object.entries(down).map(([k, n]) => `, ${n} ${k}`).join("");
+  $("wh").textContent = `Workers (${ids.length}${summary})`;
+  $("wh").className = summary ? "bad" : "";
   fill("workers", rows);
 }
 
@@ -174,6 +197,12 @@ function drawAvailability() {
       ]
     : [];
   fill("avail", rows, "?");
+  // Why fewer boards are available than are ready: their workers are down.
+  const ug = farm.ungranted();
+  $("avail-note").textContent = ug
+    .map((u) => `${u.boards} ready board${u.boards > 1 ? "s" : ""} of ${u.worker} not granted, worker ${VERDICT[u.verdict.state]}${u.verdict.reason ? `: ${u.verdict.reason}` : ""}`)
+    .join(". ");
+  $("avail-note").hidden = !ug.length;
   const s = farm.stats;
   const w = s ? Object.keys(s.waiting).sort() : [];
   fill(
@@ -227,7 +256,16 @@ function drawStats(now) {
           { label: "evaluations/s", stroke: "#2a6fdb", fill: "rgba(42,111,219,0.12)" },
           { label: "failures/s", stroke: "#c0392b" },
         ],
-        axes: [{}, { size: 50 }],
+        // Plain hh:mm labels at least 70 px apart: uPlot's default puts the
+        // date on the first label, which then overlaps the second.
+        axes: [
+          {
+            space: 70,
+            values: (u, splits) =>
+              splits.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
+          },
+          { size: 50 },
+        ],
         scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
       },
       data,
@@ -333,6 +371,7 @@ async function probeRequests() {
 const TOPICS = [
   "icefarm/ctl/state",
   "icefarm/farm/+",
+  "icefarm/farm/worker/+",
   "icefarm/lease/+",
   "icefarm/+/state",
   "icefarm/worker/+/state",
@@ -344,12 +383,48 @@ function setConn(text, cls) {
   $("conn").className = `pill ${cls}`;
 }
 
+// After HINT_AFTER failed attempts in a row the page says what is likely
+// wrong: a browser gives a page no reason for a failed WebSocket (an unknown
+// CA, a wrong port and a dead broker all look the same), so the hint names
+// the likely causes in order.
+const HINT_AFTER = 3;
+function showHint() {
+  const h = $("hint");
+  if (conn.fails < HINT_AFTER) {
+    h.hidden = true;
+    return;
+  }
+  const wss = conn.url.startsWith("wss:");
+  const since = `${conn.fails} attempts since ${clock(conn.failingSince)}`;
+  let text;
+  if (conn.connectedOnce) {
+    text = `Lost the broker at ${conn.url} (${since}). It may be restarting or down: the page reconnects by itself when it is back.`;
+  } else if (wss) {
+    text =
+      `Cannot reach the broker at ${conn.url} (${since}). Most likely this browser does not trust the broker's ` +
+      `certificate: a farm started with "./icefarm up --secure" has its own CA, printed as "ca: …/ca.crt". ` +
+      `Import that file into this browser as a trusted certificate authority (Chromium: Settings › Privacy and security › ` +
+      `Security › Manage certificates › Authorities; Firefox: Settings › Certificates › View Certificates › Authorities), ` +
+      `then reload. Otherwise check the address and port (the "websockets:" line of ./icefarm up) and that the broker runs.`;
+  } else {
+    text =
+      `Cannot reach the broker at ${conn.url} (${since}). Check the address and port (the "websockets:" line ` +
+      `./icefarm up prints) and that the farm's broker runs.`;
+  }
+  h.textContent = text;
+  h.hidden = false;
+}
+
 function connect({ broker, user, password }) {
   if (conn.client) conn.client.end(true);
   conn.url = broker;
   conn.user = user || "";
   conn.name = user || "dashboard";
   conn.canRequest = null;
+  conn.fails = 0;
+  conn.failingSince = 0;
+  conn.connectedOnce = false;
+  showHint();
   const rand = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
   const client = mqtt.connect(broker, {
     protocolVersion: 5,
@@ -369,6 +444,9 @@ function connect({ broker, user, password }) {
   farm.reset();
   client.on("connect", () => {
     setConn(`connected to ${broker}`, "ok");
+    conn.fails = 0;
+    conn.connectedOnce = true;
+    showHint();
     farm.reconnected();
     render();
     client.subscribe([...TOPICS, `icefarm/client/${conn.name}/reply`], { qos: 1 });
@@ -383,9 +461,17 @@ function connect({ broker, user, password }) {
     probeRequests();
   });
   client.on("reconnect", () => setConn(`reconnecting to ${broker}`, "warn"));
+  // One close per attempt that failed (or connection that ended).
+  const failed = () => {
+    if (conn.client !== client) return;
+    if (!conn.fails) conn.failingSince = Date.now();
+    conn.fails++;
+    showHint();
+  };
   client.on("offline", () => setConn(`disconnected from ${broker}; retrying`, "bad"));
   client.on("close", () => {
     if (!client.connected) setConn(`disconnected from ${broker}; retrying`, "bad");
+    failed();
   });
   client.on("error", (e) => {
     const code = e && e.code;

@@ -24,6 +24,7 @@ export class Farm {
     this.stats = null; // farm stats (7.7)
     this.boards = new Map(); // serial -> board state (+ seen: ms when the page saw this state first)
     this.workers = new Map(); // id -> worker state
+    this.liveness = new Map(); // id -> control's verdict on the worker (7.8)
     this.wstats = new Map(); // id -> worker stats
     this.leases = new Map(); // serial -> lease
     this.gen = 0; // connections so far; every entry remembers the one that last set it
@@ -35,7 +36,7 @@ export class Farm {
   }
 
   prune() {
-    for (const m of [this.boards, this.workers, this.wstats, this.leases])
+    for (const m of [this.boards, this.workers, this.liveness, this.wstats, this.leases])
       for (const [k, v] of m) if (v.gen !== this.gen) m.delete(k);
     for (const k of ["ctl", "available", "stats"]) if (this[k] && this[k].gen !== this.gen) this[k] = null;
   }
@@ -87,6 +88,22 @@ export class Farm {
         this.workers.set(name, v);
         break;
       }
+      case "liveness": {
+        if (v === null) {
+          this.liveness.delete(name);
+          break;
+        }
+        const old = this.liveness.get(name);
+        if (old && old.state !== v.state && this.ctl && v.ctlEpoch === this.ctl.epoch) {
+          if (v.state === "hung") say("bad", `worker ${name} hung: ${v.reason}; its boards are not granted`);
+          else if (v.state === "reconnecting")
+            say("warn", `worker ${name} reconnecting (${v.reason}): its boards are not granted, its leases are kept`);
+          else if (v.state === "offline") say("bad", `worker ${name} offline for control: ${v.reason}`);
+          else say("ok", `worker ${name} ${old.state === "hung" ? "answers again" : "is back"}: its boards are granted`);
+        }
+        this.liveness.set(name, v);
+        break;
+      }
       case "wstats":
         this.wstats.set(name, v);
         break;
@@ -114,10 +131,37 @@ export class Farm {
     return ev;
   }
 
-  // A board's worker is lost when its worker's last state says offline.
-  workerLost(id) {
+  // What decides whether a worker's boards are granted: control's verdict
+  // (7.8) when this control process published one; else the worker's own
+  // state (7.4: its birth or its Will). {state: online|hung|reconnecting|
+  // offline, reason, since (ms, 0 unknown), until (ms, 0), control: bool}.
+  verdict(id) {
+    const v = this.liveness.get(id);
+    if (v && this.ctl && this.ctl.online && v.ctlEpoch === this.ctl.epoch)
+      return { state: v.state, reason: v.reason, since: v.since, until: v.until, control: true };
     const w = this.workers.get(id);
-    return !!w && !w.online;
+    if (!w) return null;
+    return w.online
+      ? { state: "online", reason: "", since: 0, until: 0, control: false }
+      : { state: "offline", reason: "its connection is gone (the broker published its Will)", since: 0, until: 0, control: false };
+  }
+
+  // A board's worker is down (its boards are not granted) unless control (or
+  // the worker itself, without a word from control) says online.
+  workerLost(id) {
+    const v = this.verdict(id);
+    return !!v && v.state !== "online";
+  }
+
+  // Ready, unleased boards whose worker is down: why "available" is short.
+  // [{worker, verdict, boards: n}]
+  ungranted() {
+    const by = new Map();
+    for (const b of this.boards.values()) {
+      if (b.state !== "ready" || this.leases.has(b.serial) || !this.workerLost(b.worker)) continue;
+      by.set(b.worker, (by.get(b.worker) ?? 0) + 1);
+    }
+    return [...by.entries()].sort().map(([worker, boards]) => ({ worker, verdict: this.verdict(worker), boards }));
   }
 
   // When the board entered its state: the worker's `since`, else when this page first saw it.
