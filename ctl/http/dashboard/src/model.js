@@ -82,7 +82,7 @@ export class Farm {
       }
       case "worker": {
         const old = this.workers.get(name);
-        if (old && old.online && !v.online) say("bad", `worker ${name} lost (epoch ${v.epoch})`);
+        if (old && old.online && !v.online) say("bad", `worker ${name}: connection ended (epoch ${v.epoch})`);
         else if (v.online && (!old || !old.online)) say("ok", `worker ${name} online (epoch ${v.epoch})`);
         else if (v.online && old && old.epoch !== v.epoch) say("warn", `worker ${name} reconnected (epoch ${v.epoch})`);
         this.workers.set(name, v);
@@ -93,15 +93,17 @@ export class Farm {
           this.liveness.delete(name);
           break;
         }
-        const old = this.liveness.get(name);
-        if (old && old.state !== v.state && this.ctl && v.ctlEpoch === this.ctl.epoch) {
+        // An event when the verdict the page shows changes to one of control's.
+        const before = this.verdict(name);
+        this.liveness.set(name, v);
+        const after = this.verdict(name);
+        if (before && after.control && before.state !== after.state) {
           if (v.state === "hung") say("bad", `worker ${name} hung: ${v.reason}; its boards are not granted`);
           else if (v.state === "reconnecting")
             say("warn", `worker ${name} reconnecting (${v.reason}): its boards are not granted, its leases are kept`);
           else if (v.state === "offline") say("bad", `worker ${name} offline for control: ${v.reason}`);
-          else say("ok", `worker ${name} ${old.state === "hung" ? "answers again" : "is back"}: its boards are granted`);
+          else say("ok", `worker ${name} ${before.state === "hung" ? "answers again" : "is back"}: its boards are granted`);
         }
-        this.liveness.set(name, v);
         break;
       }
       case "wstats":
