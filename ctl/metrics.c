@@ -42,10 +42,15 @@ static void collect(ifm_metrics *r, void *arg)
             ifm_series_add(ifm_metric_at(m->boards, ifm_board_state_name(b->state), b->kind[0] ? b->kind : "none"), 1);
     }
     ifm_series_set(ifm_metric_at(m->leases), leases);
-    ifm_series_add(ifm_metric_at(m->workers, "online"), 0);
-    ifm_series_add(ifm_metric_at(m->workers, "lost"), 0);
+    /* control's verdict (PROTOCOL.md 7.8); "lost" is its "offline" */
+    static const char *const live[] = { [IFM_LIVE_ONLINE] = "online",
+                                        [IFM_LIVE_HUNG] = "hung",
+                                        [IFM_LIVE_RECONNECTING] = "reconnecting",
+                                        [IFM_LIVE_OFFLINE] = "lost" };
+    for (size_t i = 0; i < sizeof live / sizeof *live; i++)
+        ifm_series_add(ifm_metric_at(m->workers, live[i]), 0);
     for (size_t i = 0; i < c->nworkers; i++)
-        ifm_series_add(ifm_metric_at(m->workers, c->workers[i].online ? "online" : "lost"), 1);
+        ifm_series_add(ifm_metric_at(m->workers, live[ctl_worker_live(&c->workers[i])]), 1);
     ctl_waiters_each(c, count_waiter, m);
     ifm_series_set(ifm_metric_at(m->mqtt_connected), ifm_mqtt_connected(c->mqtt) ? 1 : 0);
 }
@@ -61,7 +66,8 @@ int ctl_metrics_init(ctl *c)
     m->leases = ifm_metrics_gauge(r, "icefarm_ctl_leases", "Leases held now.", NULL);
     m->waiting =
         ifm_metrics_gauge(r, "icefarm_ctl_waiting_reserves", "Reserve requests waiting for boards, by kind.", L_KIND);
-    m->workers = ifm_metrics_gauge(r, "icefarm_ctl_workers", "Workers by liveness (online or lost).", L_STATE);
+    m->workers = ifm_metrics_gauge(r, "icefarm_ctl_workers",
+                                   "Workers by control's verdict (online, hung, reconnecting, lost).", L_STATE);
     m->grants =
         ifm_metric_at(ifm_metrics_counter(r, "icefarm_ctl_grants_total", "Boards granted (leases made).", NULL));
     m->ends = ifm_metrics_counter(r, "icefarm_ctl_lease_ends_total",

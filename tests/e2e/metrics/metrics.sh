@@ -230,10 +230,13 @@ while IFS= read -r line; do
 done < <("$PY" "$E2E_DIR/../e2e/metrics/dhs_metrics.py" "$FARM_BIN" "$FARM_BROKER" "$RUN" "$BITS" "$DHS_M" \
     2>>"$RUN/dhs_metrics.err" || echo "not ok - dhs_metrics.py ended with status $?")
 
-# ---- a process that is down is a failed scrape ----
+# ---- a frozen worker is counted hung; a process that is down is a failed scrape ----
+workers_are() { # STATE: control counts the one worker in STATE and none online
+    scrape ctl "$CTL_M" && test "$(val ctl "icefarm_ctl_workers{state=\"$1\"}")" = 1 &&
+        { [[ $1 == online ]] || test "$(val ctl 'icefarm_ctl_workers{state="online"}')" = 0; }
+}
+kill -STOP "$(e2e_pid_of wrk)"
+check "control counts the frozen worker hung, not online (missed heartbeats)" wait_until 10 workers_are hung
 e2e_kill9 "$(e2e_pid_of wrk)"
 check "the killed worker's /metrics refuses connections" bash -c "! curl -sf --max-time 5 http://$WRK_M/metrics >/dev/null"
-lost() {
-    scrape ctl "$CTL_M" && test "$(val ctl 'icefarm_ctl_workers{state="lost"}')" = 1
-}
-check "control counts the worker lost" wait_until 30 lost
+check "control counts the killed worker reconnecting (in its grace), not online" wait_until 30 workers_are reconnecting
