@@ -23,6 +23,9 @@ const conn = {
   canRequest: null, // null: unknown yet; true: control answered us; false: it did not
   pending: new Map(), // correlation (hex) -> {resolve, timer}
   syncTimer: 0,
+  fails: 0, // attempts (or connections) that failed in a row
+  failingSince: 0, // ms: when the first of them failed
+  connectedOnce: false, // this broker was reached since the login
 };
 
 // ---- small DOM helpers ----
@@ -402,7 +405,8 @@ function showHint() {
   } else if (wss) {
     text =
       `Cannot reach the broker at ${conn.url} (${since}). Most likely this browser does not trust the broker's ` +
-      `certificate: a farm started with "./icefarm up --secure" has its own CA, printed as "ca: …/ca.crt". ` +
+      `certificate, which the farm's own CA signed: "./icefarm up --secure" prints that CA as "ca: …/ca.crt" ` +
+      `(the docker stack's is docker/operator/ca.crt). ` +
       `Import that file into this browser as a trusted certificate authority (Chromium: Settings › Privacy and security › ` +
       `Security › Manage certificates › Authorities; Firefox: Settings › Certificates › View Certificates › Authorities), ` +
       `then reload. Otherwise check the address and port (the "websockets:" line of ./icefarm up) and that the broker runs.`;
@@ -478,6 +482,8 @@ function connect({ broker, user, password }) {
     if (code === 134 || code === 135 || code === 4 || code === 5) {
       // bad user name or password, not authorized: ask again, stop retrying
       client.end(true);
+      conn.fails = 0;
+      showHint();
       showLogin(`the broker refused the login: ${e.message}`);
     } else {
       setConn(`error: ${e.message}`, "bad");
@@ -541,6 +547,8 @@ async function start() {
   });
   $("logout").addEventListener("click", () => {
     store.clear();
+    conn.fails = 0;
+    showHint();
     if (conn.client) conn.client.end(true);
     conn.client = null;
     $("main").hidden = true;
