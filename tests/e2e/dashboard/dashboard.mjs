@@ -8,7 +8,7 @@
 // (1: a secured farm), WRK_PID, KEEPALIVE (the worker's, s), HEARTBEAT_MS (the
 // worker's, icefarm-wrk's default 1000).
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, openSync, readFileSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 
@@ -41,8 +41,11 @@ function password(user) {
 // trusting: whether the browser takes the farm's lab CA (by ignoring certificate
 // errors, as a browser that imported the CA would); a browser that does not
 // is what a person gets who opens `./icefarm up --secure`'s page as it is.
+const profiles = []; // removed at the end
 function launch(trusting) {
-  return chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "icefarm-chromium-")), {
+  const dir = mkdtempSync(join(tmpdir(), "icefarm-chromium-"));
+  profiles.push(dir);
+  return chromium.launchPersistentContext(dir, {
     executablePath: "/usr/bin/chromium",
     headless: true,
     viewport: { width: 1400, height: 1000 },
@@ -319,3 +322,4 @@ if (secure) {
     await strict.close();
   }
 }
+for (const dir of profiles) rmSync(dir, { recursive: true, force: true });
