@@ -4,7 +4,7 @@
 #   tests/fuzz/run.sh [SECONDS]
 #
 # Environment: ICEFARM_FUZZ_BUILD (build dir, default <repo>/build-fuzz),
-# CC (default clang), FUZZ_TARGETS (default "scan msg xos usbip http mp usbdesc sio"), FUZZ_JOBS (parallel
+# CC (default clang), FUZZ_TARGETS (default "scan msg xos usbip http mp usbdesc sio picoboot"), FUZZ_JOBS (parallel
 # workers per target, default 1).
 #
 # The build is tests/fuzz/ configured as a standalone CMake project, so it needs
@@ -20,7 +20,7 @@ SECS=${1:-20}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${ICEFARM_FUZZ_BUILD:-$ROOT/build-fuzz}
 CC=${CC:-clang}
-TARGETS=${FUZZ_TARGETS:-"scan msg xos usbip http mp usbdesc sio"}
+TARGETS=${FUZZ_TARGETS:-"scan msg xos usbip http mp usbdesc sio picoboot"}
 JOBS=${FUZZ_JOBS:-1}
 
 cmake -S "$ROOT/tests/fuzz" -B "$BUILD" -DCMAKE_C_COMPILER="$CC" -DCMAKE_BUILD_TYPE=Debug >/dev/null

@@ -3,7 +3,10 @@
  * Each board behaves like a real one at the transport boundary: it enumerates
  * with the VID:PID of the firmware it runs, reboots into BOOTSEL on the 1200-baud
  * touch, validates and "flashes" UF2 images (sim_firmware.h decides what boots),
- * and speaks the firmware's serial protocol byte for byte (wrk/README.md).
+ * and speaks the firmware's serial protocol byte for byte (wrk/README.md). At
+ * the URB level it is a whole USB device in each of its identities; in BOOTSEL
+ * its PICOBOOT interface erases, writes and reads a flash memory and reboots
+ * into what was written (sim_picoboot.c).
  * Only timers are used: no threads, no fds. See wrk/README.md for the full model.
  *
  * Measurements are deterministic functions of the bitstream so tests can prove
@@ -27,6 +30,8 @@
 
 #define SIM_SERIAL_LEN 16 /* like a real RP2350 board id: 16 uppercase hex digits */
 #define SIM_SAMPLES 500   /* what the variance firmware prints */
+/* The board's QSPI flash as PICOBOOT sees it, at 0x10000000. */
+#define SIM_FLASH_SIZE (4u << 20)
 
 typedef struct {
     unsigned boards;            /* how many boards are plugged in at start */

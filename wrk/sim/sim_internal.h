@@ -5,7 +5,9 @@
  *   sim_faults.c     fault injection and plugging;
  *   sim_desc.c       the USB descriptors of the board's three identities;
  *   sim_urb.c        the URB level: standard and CDC requests, bulk and
- *                    interrupt endpoints on the same pipe as sim_usb.c.
+ *                    interrupt endpoints on the same pipe as sim_usb.c;
+ *   sim_picoboot.c   the bootrom's PICOBOOT interface at the URB level, and
+ *                    the board's flash memory it reads and writes.
  */
 #ifndef ICEFARM_WRK_SIM_INTERNAL_H
 #define ICEFARM_WRK_SIM_INTERNAL_H
@@ -14,6 +16,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "icefarm/usbip.h"
+#include "picoboot.h"
 #include "sim.h"
 #include "uf2.h"
 
@@ -64,6 +68,36 @@ typedef struct sim_urb {
 } sim_urb;
 
 #define SIM_EP_SLOTS 32 /* endpoint number | 16 for IN */
+
+/* The board's flash (SIM_FLASH_SIZE, sim.h) is kept per 4 KiB sector (NULL =
+ * erased, all 0xff), so an idle board costs nothing. */
+#define SIM_FLASH_SECTORS (SIM_FLASH_SIZE / PICOBOOT_FLASH_SECTOR)
+
+/* The bootrom's PICOBOOT interface (interface 1 of the BOOTSEL identity). */
+#define SIM_PB_IFACE 1
+#define SIM_PB_EP_OUT 0x03
+#define SIM_PB_EP_IN 0x84
+#define SIM_PB_PACKET 64 /* full-speed bulk wMaxPacketSize */
+
+typedef enum {
+    SIM_PB_IDLE,     /* waiting for a command packet on OUT */
+    SIM_PB_DATA_OUT, /* WRITE: taking dTransferLength bytes from OUT */
+    SIM_PB_DATA_IN,  /* READ: handing dTransferLength bytes to IN */
+    SIM_PB_ACK_IN,   /* an empty packet on IN ends the command */
+    SIM_PB_ACK_OUT,  /* a packet from the host on OUT ends the command */
+} sim_pb_phase;
+
+typedef struct {
+    sim_pb_phase phase;
+    picoboot_cmd cmd;                   /* the command being run */
+    uint32_t addr, left;                /* data phase: next address, bytes still to move */
+    uint8_t chunk[PICOBOOT_FLASH_PAGE]; /* the bootrom's 256-byte transfer buffer */
+    uint32_t chunk_len, chunk_off;      /* OUT: bytes gathered; IN: bytes read, chunk_off sent */
+    picoboot_status status;             /* what GET_CMD_STATUS answers */
+    uint8_t exclusive;                  /* EXCLUSIVE_ACCESS's bExclusive (mass storage is not modelled) */
+    uint64_t t_reboot;                  /* REBOOT2 accepted: the watchdog fires at this timer */
+    uint32_t reboot_flags;
+} sim_pb;
 
 typedef struct sim_write {
     struct sim_write *next;
@@ -150,6 +184,13 @@ struct sim_board {
     size_t echo_len;
     bool leaving; /* the leave is running: no new URBs */
 
+    /* PICOBOOT and the flash memory (sim_picoboot.c). flash_valid is false until
+     * the contents are first needed: until then they are the image of
+     * `flashed`, built by sim_fw_build_uf2 (the boards start that way). */
+    sim_pb pb;
+    uint8_t **flash; /* SIM_FLASH_SECTORS sector pointers, or NULL */
+    bool flash_valid;
+
     /* BOOTSEL flash in progress. */
     uint64_t t_flash;
     bool flashing;
@@ -157,6 +198,7 @@ struct sim_board {
     sim_fw_kind flash_kind;
     wrk_done_cb flash_done;
     void *flash_arg;
+    uf2_image flash_img; /* what the flash in progress writes (data NULL if none) */
     char flash_reason[UF2_REASON_MAX];
 };
 
@@ -217,6 +259,8 @@ size_t sim_desc_string(const sim_identity *id, const char *serial, uint8_t index
 /* sim_urb.c: the URB ops (sim_transport.c puts them in the ops table) */
 const sim_identity *sim_identity_of(const sim_board *b);
 void sim_urb_enumerated(sim_board *b); /* a new enumeration: configured, defaults */
+/* Take the head URB of endpoint queue `slot` off and queue its completion. */
+void sim_urb_complete_head(sim_board *b, int slot, int status);
 /* The device goes: every URB completes with -ENODEV, now. */
 void sim_urb_fail_all(sim_board *b);
 bool sim_urb_active(const sim_board *b); /* URBs queued or completions pending */
@@ -234,6 +278,20 @@ void sim_urb_free(wrk_transport *t, wrk_urb *urb);
 int sim_urb_submit(wrk_transport *t, wrk_urb *urb);
 int sim_urb_cancel(wrk_transport *t, wrk_urb *urb);
 bool sim_take_hook(wrk_transport *t, wrk_usbdev *dev, wrk_hook hook);
+
+/* sim_picoboot.c */
+void sim_pb_reset(sim_board *b); /* INTERFACE_RESET, a bus reset or configuration: idle, status cleared */
+void sim_pb_stop(sim_board *b);  /* the board leaves: a pending REBOOT2 is moot */
+/* The interface requests on endpoint 0 (vendor, recipient interface 1): 0 or -EPIPE. */
+int sim_pb_control(sim_board *b, wrk_urb *u, const ifm_usb_setup *s);
+/* Moves the PICOBOOT endpoints' URBs as far as they go this tick. */
+void sim_pb_serve(sim_board *b, uint32_t *out_budget, uint32_t *in_budget);
+bool sim_pb_more_work(const sim_board *b);
+bool sim_pb_slot(int slot); /* the endpoint queue is one of PICOBOOT's */
+/* Replace the flash contents the image covers by it (erasing those sectors
+ * first), as a completed UF2 download does. 0 or -ENOMEM/-EINVAL. */
+int sim_flash_store(sim_board *b, const uf2_image *img);
+void sim_flash_free(sim_board *b);
 
 /* sim_board.c */
 void sim_fw_boot(sim_board *b); /* start the flashed firmware (FWS_OFF in BOOTSEL) */

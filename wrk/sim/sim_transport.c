@@ -134,6 +134,7 @@ static void do_leave(sim_board *b)
     /* Power off: the channel goes without callbacks, the firmware stops. */
     sim_usb_close(b);
     sim_fw_stop(b);
+    sim_pb_stop(b);
     b->dev = NULL; /* ops on dev fail with -ENODEV from here on */
     /* Set up what follows before calling out, so the callbacks see a consistent
      * board (and may e.g. unplug it). */
@@ -143,6 +144,7 @@ static void do_leave(sim_board *b)
         ifm_timer_cancel(s->base.loop, b->t_flash);
         b->t_flash = 0;
         b->flashing = false;
+        uf2_image_free(&b->flash_img);
         wrk_done_cb done = b->flash_done;
         void *arg = b->flash_arg;
         b->flash_done = NULL;
@@ -203,9 +205,14 @@ static void flash_fire(ifm_loop *loop, void *arg)
     int status = b->flash_status;
     if (status == 0) {
         b->flashed = b->flash_kind;
+        /* What PICOBOOT reads back from now on; if the flash memory cannot be
+         * had, the contents follow `flashed` (sim_picoboot.c). */
+        if (sim_flash_store(b, &b->flash_img) != 0)
+            sim_flash_free(b);
         /* The bootrom reboots into the new image once the last block is written. */
         sim_schedule_leave(b, 0, NEXT_APP, b->sim->opt.enum_ms, false);
     }
+    uf2_image_free(&b->flash_img);
     char reason[UF2_REASON_MAX];
     snprintf(reason, sizeof reason, "%s", b->flash_reason);
     wrk_done_cb done = b->flash_done;
@@ -237,7 +244,8 @@ static int sim_flash_uf2(wrk_transport *t, wrk_usbdev *dev, const uint8_t *uf2, 
         ms = 0; /* a real copy would fail quickly too */
     } else {
         b->flash_kind = sim_fw_identify(img.data, img.len);
-        uf2_image_free(&img);
+        uf2_image_free(&b->flash_img);
+        b->flash_img = img; /* written into the flash memory when the flash completes */
         if (b->faults[SIM_FAULT_FLASH_FAIL]) {
             b->faults[SIM_FAULT_FLASH_FAIL]--;
             b->flash_status = -EIO;
@@ -267,7 +275,10 @@ static void free_board(sim_board *b)
     ifm_timer_cancel(l, b->t_usb);
     ifm_timer_cancel(l, b->t_fw);
     ifm_timer_cancel(l, b->t_flash);
+    sim_pb_stop(b);
     sim_usb_free(b);
+    sim_flash_free(b);
+    uf2_image_free(&b->flash_img);
     free(b->dev);
 }
 

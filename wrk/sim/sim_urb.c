@@ -3,8 +3,9 @@
  * Endpoint 0 answers the standard requests (descriptors of the current identity,
  * configuration, interfaces and alternate settings, status, endpoint halt) and
  * the CDC ACM class requests (line coding, control line state, break) of each
- * CDC function; requests for the interfaces the farm does not drive (DFU, mass
- * storage, PICOBOOT, the SDK's reset interface) and vendor requests stall.
+ * CDC function, and in BOOTSEL PICOBOOT's interface requests (sim_picoboot.c);
+ * requests for the interfaces the farm does not drive (DFU, mass storage, the
+ * SDK's reset interface) and other vendor requests stall.
  *
  * Data moves on the same USB tick as the CDC channel (sim_usb.c): each tick
  * takes at most usb_packet bytes of OUT URBs into the firmware's 512-byte FIFO
@@ -15,7 +16,10 @@
  * prints only while DTR is up (SET_CONTROL_LINE_STATE bit 0 on interface 0).
  * CDC1 of the pico-ice firmware (0x04/0x84) loops back what is written to it, as
  * a design wiring the FPGA's UART TX to RX would. Notification endpoints never
- * complete (TinyUSB sends no SERIAL_STATE); mass storage and PICOBOOT stall.
+ * complete (TinyUSB sends no SERIAL_STATE). In BOOTSEL, PICOBOOT's bulk pair
+ * (0x03/0x84) runs the bootrom's command protocol on the same tick
+ * (sim_picoboot.c: erase, write, read back, reboot into what was written);
+ * mass storage stalls.
  *
  * SET_LINE_CODING to 1200 baud on a CDC reboots into BOOTSEL once the request
  * has completed, like pico-sdk's and pico-ice-sdk's magic baud rate.
@@ -70,6 +74,7 @@ void sim_urb_enumerated(sim_board *b)
     b->line_state[0] = b->line_state[1] = 0;
     b->echo_len = 0;
     b->leaving = false;
+    sim_pb_reset(b);
 }
 
 bool sim_urb_active(const sim_board *b)
@@ -103,8 +108,7 @@ static sim_urb *pop_head(sim_board *b, int slot)
     return su;
 }
 
-/* Complete the head of `slot`. */
-static void complete_head(sim_board *b, int slot, int status)
+void sim_urb_complete_head(sim_board *b, int slot, int status)
 {
     finish(b, pop_head(b, slot), status);
 }
@@ -113,7 +117,7 @@ static void fail_queued(sim_board *b, int status, bool keep_control)
 {
     for (int slot = keep_control ? 1 : 0; slot < SIM_EP_SLOTS; slot++)
         while (b->q[slot])
-            complete_head(b, slot, status);
+            sim_urb_complete_head(b, slot, status);
 }
 
 /* Calls `done` for every finished URB, in order. A callback may submit, cancel
@@ -287,8 +291,12 @@ static int control(sim_board *b, wrk_urb *u, bool *reboot)
         return standard(b, u, &s);
     case 0x20:
         return cdc_class(b, u, &s, reboot);
+    case 0x40:
+        if (b->bootsel && (s.bmRequestType & 0x1f) == 1 && (uint8_t)s.wIndex == SIM_PB_IFACE)
+            return sim_pb_control(b, u, &s);
+        return -EPIPE; /* the reset interface's, and any other vendor request */
     default:
-        return -EPIPE; /* vendor requests (PICOBOOT's, the reset interface's) */
+        return -EPIPE;
     }
 }
 
@@ -370,15 +378,20 @@ static bool in_from_tx(sim_board *b, sim_urb *su, uint32_t *budget)
 static void serve_slot(sim_board *b, int slot, uint32_t *out_budget, uint32_t *in_budget)
 {
     sim_urb *su;
+    if (b->bootsel && sim_pb_slot(slot)) {
+        if (slot < 16) /* both of PICOBOOT's endpoints, together */
+            sim_pb_serve(b, out_budget, in_budget);
+        return;
+    }
     while ((su = b->q[slot]) != NULL && !su->lost) {
         if (b->halted & (1u << slot)) {
-            complete_head(b, slot, -EPIPE);
+            sim_urb_complete_head(b, slot, -EPIPE);
             continue;
         }
         bool in = slot >= 16, done = false;
         uint8_t num = (uint8_t)(slot & 15);
         if (b->bootsel || su->u.type == WRK_EP_ISO) {
-            complete_head(b, slot, -EPIPE); /* mass storage and PICOBOOT are not modelled */
+            sim_urb_complete_head(b, slot, -EPIPE); /* mass storage is not modelled */
             continue;
         }
         if (su->u.type == WRK_EP_INTERRUPT)
@@ -392,7 +405,7 @@ static void serve_slot(sim_board *b, int slot, uint32_t *out_budget, uint32_t *i
         if (!in)
             su->u.actual = su->off;
         int status = in && su->u.actual < su->u.len && (su->u.flags & WRK_URB_SHORT_NOT_OK) ? -EREMOTEIO : 0;
-        complete_head(b, slot, status);
+        sim_urb_complete_head(b, slot, status);
     }
 }
 
@@ -400,7 +413,11 @@ static bool more_work(const sim_board *b)
 {
     if (b->fin)
         return true;
+    if (b->bootsel && sim_pb_more_work(b))
+        return true;
     for (int slot = 1; slot < SIM_EP_SLOTS; slot++) {
+        if (b->bootsel && sim_pb_slot(slot))
+            continue;
         const sim_urb *su = b->q[slot];
         if (!su || su->lost || su->u.type == WRK_EP_INTERRUPT)
             continue;
@@ -422,7 +439,7 @@ void sim_urb_tick(sim_board *b)
     while (b->q[0]) {
         sim_urb *su = b->q[0];
         int status = control(b, &su->u, &reboot);
-        complete_head(b, 0, status);
+        sim_urb_complete_head(b, 0, status);
     }
     uint32_t out_budget = b->sim->opt.usb_packet, in_budget = b->sim->opt.usb_packet;
     for (int slot = 1; slot < SIM_EP_SLOTS; slot++)
@@ -509,6 +526,7 @@ static void endpoints_reset(sim_board *b, int status)
 {
     fail_queued(b, status, true);
     b->halted = 0;
+    sim_pb_reset(b); /* the bootrom resets PICOBOOT when it is configured */
     memset(b->alt, 0, sizeof b->alt);
     set_dtr(b, 0, 0);
     b->line_state[1] = 0;

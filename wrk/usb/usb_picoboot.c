@@ -1,6 +1,7 @@
 /* Flashing a board in BOOTSEL over PICOBOOT, the RP2xxx bootrom's vendor
- * interface (class 0xff, one bulk OUT and one bulk IN endpoint; picotool's
- * boot/picoboot.h).
+ * interface (class 0xff, one bulk OUT and one bulk IN endpoint). The wire
+ * format (command block, status, ids, codes) is fw/picoboot.h, shared with the
+ * simulated bootrom (sim/sim_picoboot.c).
  *
  * A command is a 32-byte packet on the OUT endpoint (magic 0x431fd10b, token,
  * id, argument size, transfer length, 16 argument bytes), then dTransferLength
@@ -22,28 +23,14 @@
 #include <string.h>
 
 #include "icefarm/log.h"
+#include "picoboot.h"
 #include "uf2.h"
 #include "usb_internal.h"
 
-#define PICOBOOT_MAGIC 0x431fd10bu
-#define PICOBOOT_IF_CMD_STATUS 0x42
-#define PICOBOOT_CMD_SIZE 32
-#define PICOBOOT_STATUS_SIZE 16
-
-enum {
-    PC_EXCLUSIVE_ACCESS = 0x01,
-    PC_FLASH_ERASE = 0x03,
-    PC_READ = 0x84,
-    PC_WRITE = 0x05,
-    PC_EXIT_XIP = 0x06,
-    PC_ENTER_CMD_XIP = 0x07,
-    PC_REBOOT2 = 0x0a,
-};
-
-#define FLASH_BASE 0x10000000u
+#define FLASH_BASE PICOBOOT_FLASH_BASE
 #define FLASH_WINDOW (16u << 20) /* the XIP window of the boot flash */
-#define PAGE 256u
-#define SECTOR 4096u
+#define PAGE PICOBOOT_FLASH_PAGE
+#define SECTOR PICOBOOT_FLASH_SECTOR
 #define READ_CHUNK 4096u
 #define REBOOT_DELAY_MS 500u
 #define ERASE_MS_PER_SECTOR 100u /* added to the ack timeout of an erase */
@@ -83,66 +70,6 @@ struct usb_flash {
     int status;
     char reason[200];
 };
-
-static const char *cmd_name(uint8_t id)
-{
-    switch (id) {
-    case PC_EXCLUSIVE_ACCESS:
-        return "EXCLUSIVE_ACCESS";
-    case PC_FLASH_ERASE:
-        return "FLASH_ERASE";
-    case PC_READ:
-        return "READ";
-    case PC_WRITE:
-        return "WRITE";
-    case PC_EXIT_XIP:
-        return "EXIT_XIP";
-    case PC_ENTER_CMD_XIP:
-        return "ENTER_CMD_XIP";
-    case PC_REBOOT2:
-        return "REBOOT2";
-    default:
-        return "?";
-    }
-}
-
-static const char *status_name(uint32_t code)
-{
-    static const char *const names[] = {
-        "ok",
-        "unknown command",
-        "invalid command length",
-        "invalid transfer length",
-        "invalid address",
-        "bad alignment",
-        "interleaved write",
-        "rebooting",
-        "unknown error",
-        "invalid state",
-        "not permitted",
-        "invalid argument",
-        "buffer too small",
-        "precondition not met",
-        "modified data",
-        "invalid data",
-        "not found",
-        "unsupported modification",
-    };
-    return code < sizeof names / sizeof names[0] ? names[code] : "unknown status";
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 static void flash_free(usb_flash *f)
 {
@@ -209,15 +136,9 @@ static int send_cmd(usb_flash *f, uint8_t id, const uint8_t *args, uint8_t nargs
     usb_xfer *x = usb_xfer_new(f->dev, PICOBOOT_CMD_SIZE, flash_xfer_done, f);
     if (!x)
         return LIBUSB_ERROR_NO_MEM;
-    uint8_t *p = x->t->buffer;
-    memset(p, 0, PICOBOOT_CMD_SIZE);
-    put32(p, PICOBOOT_MAGIC);
-    put32(p + 4, ++f->token);
-    p[8] = id;
-    p[9] = nargs;
-    put32(p + 12, xfer_len);
-    if (nargs)
-        memcpy(p + 16, args, nargs);
+    picoboot_cmd c;
+    picoboot_cmd_make(&c, ++f->token, id, args, nargs, xfer_len);
+    picoboot_cmd_pack(&c, x->t->buffer);
     f->cmd_id = id;
     f->xfer_len = xfer_len;
     f->phase = PH_CMD;
@@ -228,8 +149,8 @@ static int send_cmd(usb_flash *f, uint8_t id, const uint8_t *args, uint8_t nargs
 static int range_cmd(usb_flash *f, uint8_t id, uint32_t addr, uint32_t size, uint32_t xfer_len)
 {
     uint8_t args[8];
-    put32(args, addr);
-    put32(args + 4, size);
+    picoboot_put32(args, addr);
+    picoboot_put32(args + 4, size);
     f->addr = addr;
     f->size = size;
     return send_cmd(f, id, args, sizeof args, xfer_len);
@@ -260,8 +181,8 @@ static int step_start(usb_flash *f)
     }
     case ST_REBOOT: {
         uint8_t args[16] = { 0 };
-        put32(args, 0); /* REBOOT2_FLAG_REBOOT_TYPE_NORMAL: boot the image in flash */
-        put32(args + 4, REBOOT_DELAY_MS);
+        picoboot_put32(args, 0); /* REBOOT2_FLAG_REBOOT_TYPE_NORMAL: boot the image in flash */
+        picoboot_put32(args + 4, REBOOT_DELAY_MS);
         return send_cmd(f, PC_REBOOT2, args, sizeof args, 0);
     }
     }
@@ -347,9 +268,9 @@ static int advance(usb_flash *f)
 static void describe(usb_flash *f, char *buf, size_t len)
 {
     if (f->cmd_id == PC_WRITE || f->cmd_id == PC_READ || f->cmd_id == PC_FLASH_ERASE)
-        snprintf(buf, len, "%s 0x%08x+%u", cmd_name(f->cmd_id), f->addr, f->size);
+        snprintf(buf, len, "%s 0x%08x+%u", picoboot_cmd_name(f->cmd_id), f->addr, f->size);
     else
-        snprintf(buf, len, "%s", cmd_name(f->cmd_id));
+        snprintf(buf, len, "%s", picoboot_cmd_name(f->cmd_id));
 }
 
 static void phase_failed(usb_flash *f, enum libusb_transfer_status st, int actual)
@@ -396,8 +317,10 @@ static void flash_xfer_done(usb_xfer *x)
                 break;
             }
     }
-    if (f->phase == PH_STATUS && st == LIBUSB_TRANSFER_COMPLETED && actual >= 8) {
-        code = get32(libusb_control_transfer_get_data(t) + 4);
+    picoboot_status cs;
+    if (f->phase == PH_STATUS && st == LIBUSB_TRANSFER_COMPLETED &&
+        picoboot_status_unpack(libusb_control_transfer_get_data(t), (size_t)actual, &cs, NULL, 0) == 0) {
+        code = cs.code;
         have_code = true;
     }
     usb_xfer_free(x);
@@ -415,7 +338,7 @@ static void flash_xfer_done(usb_xfer *x)
     if (f->phase == PH_STATUS) {
         if (have_code) {
             size_t n = strlen(f->reason);
-            snprintf(f->reason + n, sizeof f->reason - n, " (bootrom status %u: %s)", code, status_name(code));
+            snprintf(f->reason + n, sizeof f->reason - n, " (bootrom status %u: %s)", code, picoboot_status_name(code));
         }
         finish(f, f->status, f->reason);
         return;
