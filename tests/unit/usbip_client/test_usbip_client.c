@@ -9,7 +9,9 @@
  * cleared), a partial PDU then close (reported, re-imported), a late RET_UNLINK,
  * a busy import, an unknown busid, no such CDC function, and the board
  * re-enumerating mid-read (1200-baud touch: GONE, then BOOTSEL without CDC, then
- * back up after a flash). */
+ * back up after a flash), and flashing the board in BOOTSEL through the import
+ * with PICOBOOT URBs, as picotool would over USB/IP (erase, write, read back,
+ * REBOOT2: the export follows it back into the pico-ice firmware). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,7 +24,9 @@
 #include <cmocka.h>
 
 #include "icefarm/usbip_client.h"
+#include "picoboot.h"
 #include "sim.h"
+#include "uf2.h"
 #include "usbip.h"
 #include "usbip_session.h"
 
@@ -442,6 +446,156 @@ static void test_reenumeration_mid_read(void **state)
     icefarm_usbip_close(u);
 }
 
+/* ---- flashing in BOOTSEL through the import, as picotool over USB/IP ---- */
+
+typedef struct {
+    int done, status;
+    uint32_t actual;
+} urb_rec;
+
+static void urb_done(usbc_urb *urb)
+{
+    urb_rec *r = urb->arg;
+    r->done = 1;
+    r->status = urb->status;
+    r->actual = urb->actual;
+}
+
+/* One URB through the session's connection, waited for: its status. */
+static int urb(fx *f, icefarm_usbip *u, uint8_t ep, uint8_t type, const uint8_t *setup, uint8_t *buf, uint32_t len,
+               uint32_t *actual)
+{
+    urb_rec r = { 0 };
+    usbc_urb x = { .ep = ep, .type = type, .buf = buf, .len = len, .timeout_ms = WAIT_MS, .done = urb_done, .arg = &r };
+    if (setup)
+        memcpy(x.setup, setup, 8);
+    assert_non_null(u->c);
+    assert_int_equal(usbc_submit(u->c, &x), 0);
+    uint64_t dl = ifm_now_ms() + WAIT_MS;
+    while (!r.done && ifm_now_ms() < dl)
+        ifm_loop_once(f->loop, 10);
+    assert_int_equal(r.done, 1);
+    if (actual)
+        *actual = r.actual;
+    return r.status;
+}
+
+/* A PICOBOOT command: the block on bulk OUT 0x03, the data phase, the
+ * acknowledgement (a ZLP on IN 0x84, or 1 byte on OUT after READ). 0 or the
+ * failing phase's status. */
+static int picoboot(fx *f, icefarm_usbip *u, uint32_t token, uint8_t id, const uint8_t *args, uint8_t nargs,
+                    uint8_t *data, uint32_t xfer_len)
+{
+    picoboot_cmd c;
+    uint8_t blk[PICOBOOT_CMD_SIZE], ack[64] = { 0 };
+    picoboot_cmd_make(&c, token, id, args, nargs, xfer_len);
+    picoboot_cmd_pack(&c, blk);
+    uint32_t n;
+    int rc = urb(f, u, 0x03, 2, NULL, blk, sizeof blk, &n);
+    if (rc)
+        return rc;
+    assert_int_equal(n, PICOBOOT_CMD_SIZE);
+    if (xfer_len) {
+        rc = urb(f, u, (id & 0x80) ? 0x84 : 0x03, 2, NULL, data, xfer_len, &n);
+        if (rc)
+            return rc;
+        assert_int_equal(n, xfer_len);
+    }
+    if (id & 0x80)
+        return urb(f, u, 0x03, 2, NULL, ack, 1, NULL);
+    rc = urb(f, u, 0x84, 2, NULL, ack, sizeof ack, &n);
+    if (rc == 0)
+        assert_int_equal(n, 0);
+    return rc;
+}
+
+static int picoboot_range(fx *f, icefarm_usbip *u, uint32_t token, uint8_t id, uint32_t addr, uint32_t size,
+                          uint8_t *data)
+{
+    uint8_t a[8];
+    picoboot_put32(a, addr);
+    picoboot_put32(a + 4, size);
+    return picoboot(f, u, token, id, a, sizeof a, data, id == PC_FLASH_ERASE ? 0 : size);
+}
+
+static picoboot_status picoboot_get_status(fx *f, icefarm_usbip *u)
+{
+    uint8_t setup[8] = { 0xc1, PICOBOOT_IF_CMD_STATUS, 0, 0, 1, 0, PICOBOOT_STATUS_SIZE, 0 };
+    uint8_t buf[PICOBOOT_STATUS_SIZE];
+    uint32_t n;
+    assert_int_equal(urb(f, u, 0x80, 0, setup, buf, sizeof buf, &n), 0);
+    picoboot_status st;
+    char why[100];
+    assert_int_equal(picoboot_status_unpack(buf, n, &st, why, sizeof why), 0);
+    return st;
+}
+
+static void test_picoboot_flash_over_usbip(void **state)
+{
+    fx *f = *state;
+    states s;
+    memset(&s, 0, sizeof s);
+    icefarm_usbip_opts o = { .on_state = on_state, .arg = &s };
+    icefarm_usbip *u = open_ok(f, &o);
+    char line[512];
+    read_until(u, "Waiting for bitstream transfer", line, sizeof line);
+    /* the 1200-baud touch: the export follows the board into BOOTSEL */
+    int touched = 0;
+    icefarm_usbip_line_coding lc = { .baud = 1200 };
+    assert_int_equal(icefarm_usbip_set_line_coding(u, &lc, touch_sent, &touched), 0);
+    assert_int_equal(icefarm_usbip_wait_state(u, ICEFARM_USBIP_NO_CDC, WAIT_MS), 0);
+    assert_non_null(strstr(s.last_reason, "2e8a:000f"));
+    int arrivals = f->arrivals;
+
+    /* the variance firmware (pico-ice too), so the board's contents change */
+    size_t len;
+    uint8_t *uf2 = sim_fw_build_uf2(SIM_FW_VARIANCE, &len);
+    uf2_image img;
+    char why[UF2_REASON_MAX];
+    assert_int_equal(uf2_parse(uf2, len, UF2_TARGET_RP2350, &img, why), 0);
+    free(uf2);
+    uint32_t tok = 1;
+    uint8_t excl = 1;
+    assert_int_equal(picoboot(f, u, tok++, PC_EXCLUSIVE_ACCESS, &excl, 1, NULL, 0), 0);
+    assert_int_equal(picoboot(f, u, tok++, PC_EXIT_XIP, NULL, 0, NULL, 0), 0);
+    /* a misaligned erase stalls; GET_CMD_STATUS says why; INTERFACE_RESET clears it */
+    assert_int_equal(picoboot_range(f, u, tok++, PC_FLASH_ERASE, img.base + 256, 4096, NULL), -EPIPE);
+    picoboot_status st = picoboot_get_status(f, u);
+    assert_int_equal(st.code, PICOBOOT_BAD_ALIGNMENT);
+    assert_int_equal(st.token, tok - 1);
+    uint8_t reset[8] = { 0x41, PICOBOOT_IF_RESET, 0, 0, 1, 0, 0, 0 };
+    assert_int_equal(urb(f, u, 0x00, 0, reset, NULL, 0, NULL), 0);
+
+    uint32_t end = (uint32_t)((img.len + 255) / 256 * 256);
+    assert_int_equal(picoboot_range(f, u, tok++, PC_FLASH_ERASE, img.base, (end + 4095) / 4096 * 4096, NULL), 0);
+    uint8_t page[4096];
+    for (uint32_t off = 0; off < end; off += 256) {
+        memset(page, 0xff, 256);
+        memcpy(page, img.data + off, off + 256 <= img.len ? 256 : img.len - off);
+        assert_int_equal(picoboot_range(f, u, tok++, PC_WRITE, img.base + off, 256, page), 0);
+    }
+    for (uint32_t off = 0; off < img.len; off += sizeof page) {
+        uint32_t n = img.len - off < sizeof page ? (uint32_t)(img.len - off) : (uint32_t)sizeof page;
+        assert_int_equal(picoboot_range(f, u, tok++, PC_READ, img.base + off, n, page), 0);
+        assert_memory_equal(page, img.data + off, n);
+    }
+    uf2_image_free(&img);
+    /* REBOOT2: the board comes back running what was written, and the session
+     * with it (the server exports the new enumeration, the client re-imports) */
+    uint8_t r2[16] = { 0 };
+    picoboot_put32(r2 + 4, 100);
+    assert_int_equal(picoboot(f, u, tok++, PC_REBOOT2, r2, sizeof r2, NULL, 0), 0);
+    arrivals++;
+    run_until(f, arrived, &arrivals);
+    assert_int_equal(f->pid, 0xb1c0);
+    assert_int_equal(icefarm_usbip_wait_state(u, ICEFARM_USBIP_UP, WAIT_MS), 0);
+    icefarm_usbip_info info;
+    icefarm_usbip_get_info(u, &info);
+    assert_int_equal(info.pid, 0xb1c0);
+    read_until(u, "Waiting for bitstream transfer", line, sizeof line);
+    icefarm_usbip_close(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +610,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_partial_pdu_then_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_ret_unlink, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reenumeration_mid_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_picoboot_flash_over_usbip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,8 @@
  * usbfs (usbdevfs ioctl) emulation. See fake_usb.h. */
 #include "fake_usb.h"
 
+#include "picoboot.h"
+
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -75,19 +77,6 @@ struct fake_bed {
     fake_dev *devs[MAX_DEVS];
     int ndevs;
 };
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
 
 static bool has_cdc(const fake_dev *d)
 {
@@ -227,56 +216,57 @@ static void pb_stall(fake_dev *d, uint32_t status)
 
 static void pb_command(fake_dev *d, furb *f)
 {
-    if (f->len != 32 || !f->buf || rd32(f->buf->data) != 0x431fd10bu) {
+    picoboot_cmd c; /* the one PICOBOOT decoder (wrk/fw/picoboot.h) */
+    if (!f->buf || picoboot_cmd_unpack(f->buf->data, (size_t)f->len, &c, NULL, 0) != 0) {
         finish_urb(d, f, -EPIPE, 0);
-        pb_stall(d, 2);
+        pb_stall(d, PICOBOOT_INVALID_CMD_LENGTH);
         return;
     }
-    const uint8_t *p = f->buf->data;
-    uint8_t id = p[8];
-    uint32_t xfer = rd32(p + 12);
-    const uint8_t *args = p + 16;
+    uint8_t id = c.id;
+    uint32_t xfer = c.xfer_len;
+    const uint8_t *args = c.args;
     if (d->st.pb_cmds < 64)
         d->st.pb_ids[d->st.pb_cmds] = id;
     d->st.pb_cmds++;
-    d->pb_token = rd32(p + 4);
+    d->pb_token = c.token;
     d->pb_cmd = id;
     d->pb_status = 0;
     finish_urb(d, f, 0, 32);
-    uint32_t addr = rd32(args), size = rd32(args + 4);
+    uint32_t addr, size;
+    picoboot_cmd_range(&c, &addr, &size);
     switch (id) {
-    case 0x01:
+    case PC_EXCLUSIVE_ACCESS:
         d->st.pb_exclusive = args[0] != 0;
         d->pb = PB_ACK_IN;
         return;
-    case 0x06:
+    case PC_EXIT_XIP:
         d->st.pb_xip_exited = true;
         d->pb = PB_ACK_IN;
         return;
-    case 0x07:
+    case PC_ENTER_CMD_XIP:
         d->st.pb_xip_entered = true;
         d->pb = PB_ACK_IN;
         return;
-    case 0x03:
+    case PC_FLASH_ERASE:
         if (addr % 4096 || size % 4096 || !pb_range_ok(addr, size)) {
-            pb_stall(d, addr % 4096 || size % 4096 ? 5 : 4);
+            pb_stall(d, addr % 4096 || size % 4096 ? PICOBOOT_BAD_ALIGNMENT : PICOBOOT_INVALID_ADDRESS);
             return;
         }
         memset(d->flash + (addr - FAKE_FLASH_BASE), 0xff, size);
         d->st.pb_erases++;
         d->pb = d->hang_erase ? PB_HUNG : PB_ACK_IN;
         return;
-    case 0x05:
+    case PC_WRITE:
         if (xfer != size || xfer == 0 || xfer > PB_BUF) {
-            pb_stall(d, 3);
+            pb_stall(d, PICOBOOT_INVALID_TRANSFER_LENGTH);
             return;
         }
         if (addr % 256 || !pb_range_ok(addr, size)) {
-            pb_stall(d, addr % 256 ? 5 : 4);
+            pb_stall(d, addr % 256 ? PICOBOOT_BAD_ALIGNMENT : PICOBOOT_INVALID_ADDRESS);
             return;
         }
         if (d->fail_write && addr <= d->fail_write_at && d->fail_write_at < addr + size) {
-            pb_stall(d, 4);
+            pb_stall(d, PICOBOOT_INVALID_ADDRESS);
             return;
         }
         d->pb_addr = addr;
@@ -284,13 +274,13 @@ static void pb_command(fake_dev *d, furb *f)
         d->pb_off = 0;
         d->pb = PB_DATA_OUT;
         return;
-    case 0x84:
+    case PC_READ:
         if (xfer != size || xfer == 0 || xfer > PB_BUF) {
-            pb_stall(d, 3);
+            pb_stall(d, PICOBOOT_INVALID_TRANSFER_LENGTH);
             return;
         }
         if (!pb_range_ok(addr, size)) {
-            pb_stall(d, 4);
+            pb_stall(d, PICOBOOT_INVALID_ADDRESS);
             return;
         }
         memcpy(d->pb_buf, d->flash + (addr - FAKE_FLASH_BASE), size);
@@ -302,14 +292,14 @@ static void pb_command(fake_dev *d, furb *f)
         d->pb_off = 0;
         d->pb = PB_DATA_IN;
         return;
-    case 0x0a:
+    case PC_REBOOT2:
         d->st.rebooted = true;
-        d->st.reboot_flags = rd32(args);
-        d->st.reboot_delay = rd32(args + 4);
+        d->st.reboot_flags = picoboot_get32(args);
+        d->st.reboot_delay = picoboot_get32(args + 4);
         d->pb = PB_ACK_IN;
         return;
     default:
-        pb_stall(d, 1);
+        pb_stall(d, PICOBOOT_UNKNOWN_CMD);
         return;
     }
 }
@@ -445,7 +435,7 @@ static void control(fake_dev *d, furb *f)
             n = utf16_string(reply, d->serial);
         }
     } else if (type == 0x21 && req == 0x20 && wlen == 7 && has_cdc(d) && f->len >= 15) {
-        d->st.baud = rd32(b + 8);
+        d->st.baud = (uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24;
         d->st.line_codings++;
         if (d->st.baud == 1200)
             d->st.touched = true;
@@ -456,13 +446,11 @@ static void control(fake_dev *d, furb *f)
             d->st.line_history[d->st.line_states] = value;
         d->st.line_states++;
         n = 0;
-    } else if (type == 0xc1 && req == 0x42 && d->kind == FAKE_BOOTSEL) {
-        memset(reply, 0, 16);
-        wr32(reply, d->pb_token);
-        wr32(reply + 4, d->pb_status);
-        reply[8] = d->pb_cmd;
-        n = 16;
-    } else if (type == 0x41 && req == 0x41 && d->kind == FAKE_BOOTSEL) {
+    } else if (type == 0xc1 && req == PICOBOOT_IF_CMD_STATUS && d->kind == FAKE_BOOTSEL) {
+        picoboot_status st = { .token = d->pb_token, .code = d->pb_status, .cmd_id = d->pb_cmd };
+        picoboot_status_pack(&st, reply);
+        n = PICOBOOT_STATUS_SIZE;
+    } else if (type == 0x41 && req == PICOBOOT_IF_RESET && d->kind == FAKE_BOOTSEL) {
         d->pb = PB_IDLE;
         d->pb_status = 0;
         n = 0;
