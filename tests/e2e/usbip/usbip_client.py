@@ -19,6 +19,14 @@
       one JSON line (the URBs submitted, the bytes the RET_SUBMITs reported per
       direction, the two RET_UNLINK statuses), then keeps the connection open
       for SECONDS or until the server closes it.
+  usbip_client.py picoboot HOST PORT BUSID UF2
+      On a board in BOOTSEL, flashes UF2 the way picotool does, with PICOBOOT
+      URBs (the command block on bulk OUT 0x03, the data phase, the empty packet
+      in the other direction; GET_CMD_STATUS and INTERFACE_RESET on endpoint 0):
+      first a misaligned FLASH_ERASE (it must stall, GET_CMD_STATUS naming
+      BAD_ALIGNMENT), then EXCLUSIVE_ACCESS, EXIT_XIP, FLASH_ERASE, every 256-byte
+      page, READ back and compare, REBOOT2 (normal, 100 ms), and waits for the
+      server to close the import when the board re-enumerates. Prints JSON.
 
 HOST may instead be a broker URL (mqtt://H:P or mqtts://H:P) and PORT a board's
 serial: the same bytes then travel through the broker tunnel (PROTOCOL.md 19.3)
@@ -163,6 +171,93 @@ def session(s, devid, r):
               "unlink_completed": {"cmd": cmd6, "seq": seq6, "status": st6}})
 
 
+PICOBOOT_MAGIC = 0x431FD10B
+
+
+def uf2_image(path):
+    """(base, bytes) of a UF2's flash blocks (the RP2350-E10 block and others
+    outside the first 16 MiB of flash are skipped), which must be contiguous."""
+    data = open(path, "rb").read()
+    blocks = []
+    for off in range(0, len(data), 512):
+        m0, m1, flags, addr, size = struct.unpack("<5I", data[off:off + 20])
+        if m0 != 0x0A324655 or m1 != 0x9E5D5157 or flags & 1 or not 0x10000000 <= addr < 0x10FFFF00:
+            continue
+        blocks.append((addr, data[off + 32:off + 32 + size]))
+    blocks.sort()
+    base, img = blocks[0][0], b""
+    for addr, payload in blocks:
+        if addr != base + len(img):
+            raise ValueError("UF2 blocks are not contiguous at 0x%08x" % addr)
+        img += payload
+    return base, img
+
+
+def picoboot(s, devid, uf2, r):
+    seq = [100]
+    tok = [0]
+
+    def urb(direction, ep, setup=bytes(8), data=b"", length=None):
+        seq[0] += 1
+        submit(s, seq[0], devid, direction, ep, setup, data, length)
+        _, rseq, st, actual, got = ret(s, direction == 1)
+        if rseq != seq[0]:
+            raise RuntimeError("RET_SUBMIT for seqnum %d, expected %d" % (rseq, seq[0]))
+        return st, actual, got
+
+    def cmd(cid, args=b"", xfer=0, data=b""):
+        tok[0] += 1
+        blk = struct.pack("<IIBBHI", PICOBOOT_MAGIC, tok[0], cid, len(args), 0, xfer) + args.ljust(16, b"\0")
+        st, _, _ = urb(0, 3, data=blk)
+        got = b""
+        if st == 0 and xfer:
+            if cid & 0x80:
+                st, _, got = urb(1, 4, length=xfer)
+            else:
+                st, _, _ = urb(0, 3, data=data)
+        if st == 0:
+            st, _, _ = urb(0, 3, data=b"\0") if cid & 0x80 else urb(1, 4, length=64)
+        return st, got
+
+    def cmd_status():
+        st, n, got = urb(1, 0, bytes([0xC1, 0x42, 0, 0, 1, 0, 16, 0]), length=16)
+        token, code = struct.unpack("<II", got[:8])
+        return {"status": st, "token": token, "code": code, "cmd": got[8]}
+
+    base, img = uf2_image(uf2)
+    end = (len(img) + 255) // 256 * 256
+    img_padded = img + b"\xff" * (end - len(img))
+    st, _ = cmd(0x03, struct.pack("<II", base + 256, 4096))
+    r["bad_erase"] = {"status": st, "cmd_status": cmd_status()}
+    r["bad_erase"]["token"] = tok[0]
+    r["if_reset"] = urb(0, 0, bytes([0x41, 0x41, 0, 0, 1, 0, 0, 0]))[0]
+    steps = {}
+    steps["exclusive"] = cmd(0x01, b"\x01")[0]
+    steps["exit_xip"] = cmd(0x06)[0]
+    steps["erase"] = cmd(0x03, struct.pack("<II", base, (end + 4095) // 4096 * 4096))[0]
+    steps["write"] = max(abs(cmd(0x05, struct.pack("<II", base + o, 256), 256, img_padded[o:o + 256])[0])
+                         for o in range(0, end, 256))
+    back = b""
+    for o in range(0, len(img), 4096):
+        n = min(4096, len(img) - o)
+        st, got = cmd(0x84, struct.pack("<II", base + o, n), n)
+        if st:
+            steps["read"] = st
+            break
+        back += got
+    r["verified"] = back == img
+    steps["reboot2"] = cmd(0x0A, struct.pack("<IIII", 0, 100, 0, 0))[0]
+    r["steps"] = steps
+    r["bytes"] = len(img)
+    s.settimeout(10)
+    t0 = time.time()
+    try:
+        r["closed"] = s.recv(1) == b""
+    except (socket.timeout, ConnectionResetError):
+        r["closed"] = False
+    r["closed_after"] = round(time.time() - t0, 3)
+
+
 def main(argv):
     op, host, port, busid = argv[1:5]
     s = connect(host, port)
@@ -171,6 +266,10 @@ def main(argv):
         print(json.dumps(r))
         return 0
     devid = r["devid"]
+    if op == "picoboot":
+        picoboot(s, devid, argv[5], r)
+        print(json.dumps(r))
+        return 0
     if op == "session":
         session(s, devid, r)
         print(json.dumps(r), flush=True)
