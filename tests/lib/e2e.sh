@@ -42,7 +42,8 @@ for cand in ${E2E_PYTHON:-} /usr/bin/python3 python3; do
     fi
 done
 
-source "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # ok, not_ok, check, wait_until
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh" # ok, not_ok, check, wait_until, js, jtest, jpy
+JSON_LOG=$RUN/cli.log                              # jtest's complaints beside the CLI calls they judge
 
 # cli NAME ARGS...: icefarm-cli --json as client NAME. Sets OUT (stdout) and RC;
 # never fails itself. Every call and its result go to $RUN/cli.log. CLI_TIMEOUT
@@ -56,23 +57,20 @@ cli() {
     printf '  rc=%s out=%s\n' "$RC" "$OUT" >>"$RUN/cli.log"
 }
 
-# jpy JSON EXPR: prints EXPR evaluated with j = the parsed JSON (lists and dicts as JSON).
-jpy() {
-    "$PY" -c 'import json, sys
-j = json.loads(sys.argv[1])
-r = eval("(" + sys.argv[2] + ")")
-print(json.dumps(r) if isinstance(r, (dict, list, bool)) or r is None else r)' "$1" "$2"
-}
-
-# jtest JSON EXPR: succeeds if EXPR is true with j = the parsed JSON (false on bad JSON).
-jtest() {
-    "$PY" -c 'import json, sys
-try:
-    j = json.loads(sys.argv[1])
-    sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)
-except Exception as e:
-    sys.stderr.write("jtest: %s\n" % e)
-    sys.exit(1)' "$1" "$2" 2>>"$RUN/cli.log"
+# cli_run SECONDS ARGS...: icefarm-cli ARGS (human or --json, as ARGS say) under
+# `timeout SECONDS`, so a hang is a failure with a bound; stdin closed. Sets RC, OUT
+# (stdout), ERR (stderr) and TOOK (ms); never fails itself; logged to $RUN/cli.log.
+cli_run() {
+    local bound=$1 t0
+    shift
+    t0=$(date +%s%N)
+    RC=0
+    timeout "$bound" "$CLI_BIN" "$@" >"$RUN/run.out" 2>"$RUN/run.err" </dev/null || RC=$?
+    TOOK=$((($(date +%s%N) - t0) / 1000000))
+    OUT=$(cat "$RUN/run.out")
+    ERR=$(cat "$RUN/run.err")
+    printf '+ [%s] icefarm-cli %s\n  rc=%s took=%sms\n  out=%s\n  err=%s\n' "$(date +%T.%N)" "$*" "$RC" "$TOOK" "$OUT" \
+        "$ERR" >>"$RUN/cli.log"
 }
 
 # status_has EXPR: `status --json` (as j) satisfies EXPR. For wait_until.

@@ -13,16 +13,9 @@ e2e_farm_start 4 --sim-window-ms 50 --sim-flash-ms 50
 
 # hcli NAME ARGS...: the human output (no --json); sets RC, OUT, ERR, TOOK (ms).
 hcli() {
-    local name=$1 t0
+    local name=$1
     shift
-    t0=$(date +%s%N)
-    RC=0
-    timeout 30 "$CLI_BIN" --broker "$FARM_BROKER" --timeout 10 --name "$name" "$@" >"$RUN/h.out" 2>"$RUN/h.err" \
-        </dev/null || RC=$?
-    TOOK=$((($(date +%s%N) - t0) / 1000000))
-    OUT=$(cat "$RUN/h.out")
-    ERR=$(cat "$RUN/h.err")
-    printf '+ [%s] %s %s\n  rc=%s out=%s err=%s\n' "$name" "$CLI_BIN" "$*" "$RC" "$OUT" "$ERR" >>"$RUN/cli.log"
+    cli_run 30 --broker "$FARM_BROKER" --timeout 10 --name "$name" "$@"
 }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 lease_until() { # lease_until SERIAL: the lease's end (ms) from status

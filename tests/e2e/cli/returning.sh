@@ -11,17 +11,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 
 e2e_farm_start 2 --sim-window-ms 50 --sim-flash-ms 2000
 
-# run SECONDS ARGS...: icefarm-cli with a hard bound; sets RC, OUT, ERR, TOOK (ms).
+# run SECONDS ARGS...: icefarm-cli on the farm's broker with a hard bound; sets RC, OUT, ERR, TOOK (ms).
 run() {
-    local bound=$1 t0
+    local bound=$1
     shift
-    t0=$(date +%s%N)
-    RC=0
-    timeout "$bound" "$CLI_BIN" --broker "$FARM_BROKER" "$@" >"$RUN/out" 2>"$RUN/err" </dev/null || RC=$?
-    TOOK=$((($(date +%s%N) - t0) / 1000000))
-    OUT=$(cat "$RUN/out")
-    ERR=$(cat "$RUN/err")
-    printf '+ icefarm-cli %s\n  rc=%s took=%sms\n  out=%s\n  err=%s\n' "$*" "$RC" "$TOOK" "$OUT" "$ERR" >>"$RUN/cli.log"
+    cli_run "$bound" --broker "$FARM_BROKER" "$@"
 }
 returning_now() { status_has "sum(b['state'] in ('flashing', 'testing') for b in j['boards']) == 2 and not j['leases']"; }
 

@@ -12,16 +12,9 @@ ALICE_PW=${FARM_USERS[0]#* }
 BOB_PW=${FARM_USERS[1]#* }
 (umask 077 && printf '%s\n' "$ALICE_PW" >"$RUN/alice.pw" && printf '%s\n' "$BOB_PW" >"$RUN/bob.pw")
 scli() { # scli USER ARGS...: as USER through TLS with the farm's CA; sets RC, OUT, ERR, TOOK
-    local user=$1 t0
+    local user=$1
     shift
-    t0=$(date +%s%N)
-    RC=0
-    timeout 30 "$CLI_BIN" --broker "$FARM_BROKER" --cafile "$FARM_CA" --user "$user" --password-file "$RUN/$user.pw" \
-        --timeout 10 "$@" >"$RUN/s.out" 2>"$RUN/s.err" </dev/null || RC=$?
-    TOOK=$((($(date +%s%N) - t0) / 1000000))
-    OUT=$(cat "$RUN/s.out")
-    ERR=$(cat "$RUN/s.err")
-    printf '+ [%s] %s\n  rc=%s out=%s err=%s\n' "$user" "$*" "$RC" "$OUT" "$ERR" >>"$RUN/cli.log"
+    cli_run 30 --broker "$FARM_BROKER" --cafile "$FARM_CA" --user "$user" --password-file "$RUN/$user.pw" --timeout 10 "$@"
 }
 ready() { scli alice --json available && jtest "$OUT" "j['amount'] == 2"; }
 check "the secured farm is up with 2 boards" wait_until 60 ready

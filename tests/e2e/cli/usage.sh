@@ -7,25 +7,13 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 
-# run SECONDS ARGS...: icefarm-cli with a hard bound; sets RC, OUT, ERR, TOOK (ms).
-run() {
-    local bound=$1 t0
-    shift
-    t0=$(date +%s%N)
-    RC=0
-    timeout "$bound" "$CLI_BIN" "$@" >"$RUN/out" 2>"$RUN/err" </dev/null || RC=$?
-    TOOK=$((($(date +%s%N) - t0) / 1000000))
-    OUT=$(cat "$RUN/out")
-    ERR=$(cat "$RUN/err")
-    printf '+ icefarm-cli %s\n  rc=%s took=%sms\n  out=%s\n  err=%s\n' "$*" "$RC" "$TOOK" "$OUT" "$ERR" >>"$RUN/cli.log"
-}
 lines() { grep -c . <<<"$1" || true; }
 
 # usage_error DESCRIPTION PATTERN ARGS...: exit 2, one line on stderr matching PATTERN, at once.
 usage_error() {
     local desc=$1 pat=$2
     shift 2
-    run 5 --broker mqtt://127.0.0.1:1 "$@"
+    cli_run 5 --broker mqtt://127.0.0.1:1 "$@"
     check "$desc: exit 2 (got $RC)" test "$RC" = 2
     check "$desc: one line on stderr, saying \"$pat\"" bash -c '[[ $(grep -c . <<<"$1") == 1 ]] && grep -q -- "$2" <<<"$1"' _ "$ERR" "$pat"
     check "$desc: nothing on stdout" test -z "$OUT"
@@ -39,29 +27,29 @@ usage_error "end-all extra-arg" "end-all takes no arguments" end-all extra-arg
 usage_error "end without serials" "usage: icefarm-cli end" end
 usage_error "an unknown command" "unknown command" frobnicate
 usage_error "extend --set without --duration" "--set needs --duration" extend --set
-run 5 --broker mqtt://127.0.0.1:1 --name 'a/b' status
+cli_run 5 --broker mqtt://127.0.0.1:1 --name 'a/b' status
 check "a bad client name exits 2 (got $RC), at once" test "$RC" = 2
 check "... saying so" grep -q 'invalid client name "a/b": the name contains' <<<"$ERR"
 usage_error "an empty --name (not the default name in silence)" "--name needs a non-empty name" --name '' status
 usage_error "a --name of 128 bytes (not cut to 127 in silence)" "client name too long (128 bytes; at most 127)" \
     --name "$(printf 'n%.0s' {1..128})" status
-run 5 --broker 'http://example.org' status
+cli_run 5 --broker 'http://example.org' status
 check "a bad broker URL exits 2 (got $RC)" test "$RC" = 2
 check "... saying so" grep -q 'bad broker address' <<<"$ERR"
-run 5 --broker mqtts://127.0.0.1:1 --cafile "$RUN/no-such-ca.crt" status
+cli_run 5 --broker mqtts://127.0.0.1:1 --cafile "$RUN/no-such-ca.crt" status
 check "a missing CA file exits 2 (got $RC)" test "$RC" = 2
 check "... naming the file and the cause" grep -q "no-such-ca.crt: No such file" <<<"$ERR"
 
 # Per-command help: options with defaults and units, and an example; stdout, exit 0.
 for c in status who available devices reserve extend end end-all reboot evaluate flash watch sub; do
-    run 5 "$c" --help
+    cli_run 5 "$c" --help
     check "$c --help exits 0 with its usage and an example" bash -c \
         '[[ $1 == 0 ]] && grep -q "^Usage: icefarm-cli $2" <<<"$3" && grep -q "^Example:" <<<"$3"' _ "$RC" "$c" "$OUT"
 done
-run 5 reserve --help
+cli_run 5 reserve --help
 check "reserve --help gives --wait in seconds with its default" grep -q -- '--wait SECONDS .*default 0' <<<"$OUT"
 check "reserve --help gives --kind's default" grep -q -- '--kind KIND .*default pulsecount' <<<"$OUT"
-run 5 evaluate --help
+cli_run 5 evaluate --help
 check "evaluate --help lists --ndjson, --no-check and --result-timeout" bash -c \
     'grep -q -- --ndjson <<<"$1" && grep -q -- --no-check <<<"$1" && grep -q -- "--result-timeout SECONDS" <<<"$1"' _ "$OUT"
 
@@ -72,29 +60,29 @@ printf '\xff\x00' >"$RUN/nocomment.bin"
 head -c 104088 /dev/zero >>"$RUN/nocomment.bin"
 { printf '\xff\x00Lattice iCE40 \x00\xff\x7e\xaa\x99\x7e'; head -c 104068 "$BITS/clk_1khz.bin"; } >"$RUN/comment.bin"
 head -c 1000 "$BITS/clk_1khz.bin" >"$RUN/short.bin"
-run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/zero.bin"
+cli_run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/zero.bin"
 check "104,090 zero bytes are refused (exit 2, got $RC)" test "$RC" = 2
 check "... because they lack the preamble ff 00, and --no-check is named" \
     bash -c 'grep -q "iCE40 preamble ff 00" <<<"$1" && grep -q -- --no-check <<<"$1"' _ "$ERR"
-run 5 --broker mqtt://127.0.0.1:1 evaluate "$BITS/clk_1khz.bin" "$RUN/random.bin"
+cli_run 5 --broker mqtt://127.0.0.1:1 evaluate "$BITS/clk_1khz.bin" "$RUN/random.bin"
 check "random bytes are refused before anything is sent (exit 2, got $RC)" test "$RC" = 2
-run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/nocomment.bin"
+cli_run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/nocomment.bin"
 check "a comment that never ends is refused (got $RC)" bash -c '[[ $1 == 2 ]] && grep -q "never ends with 00 ff" <<<"$2"' _ "$RC" "$ERR"
-run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/short.bin"
+cli_run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/short.bin"
 check "a short file is refused with its size (got $RC)" bash -c '[[ $1 == 2 ]] && grep -q "is 1000 bytes" <<<"$2"' _ "$RC" "$ERR"
-run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/comment.bin"
+cli_run 5 --broker mqtt://127.0.0.1:1 evaluate "$RUN/comment.bin"
 check "a preamble with a comment passes the check (then the broker is unreachable: exit 3, got $RC)" test "$RC" = 3
-run 5 --broker mqtt://127.0.0.1:1 evaluate --no-check "$RUN/zero.bin"
+cli_run 5 --broker mqtt://127.0.0.1:1 evaluate --no-check "$RUN/zero.bin"
 check "--no-check sends any 104,090 bytes (unreachable broker: exit 3, got $RC)" test "$RC" = 3
 
 # Unreachable: fail at once with the cause, no retrying for --timeout, no timestamps.
 PORT=$(farm_free_port)
-run 10 --broker "mqtt://127.0.0.1:$PORT" --timeout 8 status
+cli_run 10 --broker "mqtt://127.0.0.1:$PORT" --timeout 8 status
 check "a refused connection exits 3 (got $RC)" test "$RC" = 3
 check "... at once (under 2 s of an 8 s --timeout: ${TOOK} ms)" test "$TOOK" -lt 2000
 check "... saying 'Connection refused'" grep -q "127.0.0.1:$PORT: Connection refused" <<<"$ERR"
 check "... in one line without a timestamp" bash -c '[[ $(grep -c . <<<"$1") == 1 ]] && ! grep -qE "[0-9]{4}-[0-9]{2}-[0-9]{2}T" <<<"$1"' _ "$ERR"
-run 10 --broker mqtt://no-such-host.invalid:1883 --timeout 8 --json status
+cli_run 10 --broker mqtt://no-such-host.invalid:1883 --timeout 8 --json status
 check "an unknown host exits 3 (got $RC)" test "$RC" = 3
 check "... at once (${TOOK} ms)" test "$TOOK" -lt 5000
 check "... saying it cannot resolve the name" grep -q "cannot resolve no-such-host.invalid" <<<"$ERR"

@@ -21,13 +21,7 @@ e2e_farm_start 4
 BROKER_PID=${FARM_PIDS[0]}
 E2E_KILLED[$BROKER_PID]=1 # the test stops it itself and starts another one
 status=0
-while IFS= read -r line; do
-    echo "$line"
-    case $line in
-    "ok - "*) PASS=$((PASS + 1)) ;;
-    "not ok - "*) FAIL=$((FAIL + 1)) ;;
-    esac
-done < <("$PY" "$E2E_DIR/../e2e/dhs/test_dhs.py" "$FARM_BIN" "$FARM_BROKER" "$RUN" "$BROKER_PID" "$BITS" 2>>"$RUN/test.log" || echo "not ok - test_dhs.py ended with status $?")
+relay < <("$PY" "$E2E_DIR/../e2e/dhs/test_dhs.py" "$FARM_BIN" "$FARM_BROKER" "$RUN" "$BROKER_PID" "$BITS" 2>>"$RUN/test.log" || echo "not ok - test_dhs.py ended with status $?")
 if [[ -e $RUN/broker2.pid ]]; then
     kill "$(cat "$RUN/broker2.pid")" 2>/dev/null || true
 fi

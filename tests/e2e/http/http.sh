@@ -19,110 +19,10 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../broker/embedded/farm.sh
 source "$HERE/../../../broker/embedded/farm.sh"
 
-HTTP_BIN=$FARM_BIN/ctl/http/icefarm-http
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-http.XXXXXX")
-HTTP_PID=""
-BG=()
-
-source "$(dirname "${BASH_SOURCE[0]}")/../../lib/checks.sh" # ok, not_ok, check, wait_until
-
-# js EXPR ARGS...: prints json.dumps(EXPR) with a = ARGS (to build JSON safely).
-js() {
-    python3 -c 'import json, sys
-a = sys.argv[2:]
-print(json.dumps(eval(sys.argv[1])))' "$@"
-}
-# jtest JSON EXPR: EXPR is true with j = the parsed JSON.
-jtest() {
-    python3 -c 'import json, sys
-try:
-    j = json.loads(sys.argv[1])
-    sys.exit(0 if eval(sys.argv[2]) else 1)
-except Exception as e:
-    sys.stderr.write("jtest: %s\n" % e)
-    sys.exit(1)' "$1" "$2" 2>>"$RUN/curl.log"
-}
-jpy() {
-    python3 -c 'import json, sys
-j = json.loads(sys.argv[1])
-r = eval(sys.argv[2])
-print(json.dumps(r) if isinstance(r, (dict, list, bool)) or r is None else r)' "$1" "$2"
-}
-urlenc() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
-
-# http STYLE PATH [JSON]: sets CODE and BODY. STYLE: get (GET + JSON body),
-# query (GET ?json=), post (POST + JSON body), postq (POST ?json=, no body),
-# bare (GET, no arguments), or any other HTTP method (JSON as the body).
-http() {
-    local style=$1 path=$2 json=${3-}
-    local args=(-s -o "$RUN/body" -w '%{http_code}' --max-time 60)
-    case $style in
-    get) args+=(-X GET -H 'Content-Type: application/json' --data-binary "$json" "$URL$path") ;;
-    query) args+=(-G --data-urlencode "json=$json" "$URL$path") ;;
-    post) args+=(-X POST -H 'Content-Type: application/json' --data-binary "$json" "$URL$path") ;;
-    postq) args+=(-X POST "$URL$path?json=$(urlenc "$json")") ;;
-    bare) args+=("$URL$path") ;;
-    *) args+=(-X "$style" ${json:+--data-binary "$json"} "$URL$path") ;;
-    esac
-    CODE=$(curl "${args[@]}" 2>>"$RUN/curl.log") || CODE=000
-    BODY=$(cat "$RUN/body" 2>/dev/null || true)
-    printf '+ %s %s %s\n  -> %s %s\n' "$style" "$path" "$json" "$CODE" "$BODY" >>"$RUN/curl.log"
-}
-
-# expect STATUS DESC [EXPR]: the last reply had STATUS (and its JSON satisfies EXPR).
-expect() {
-    local want=$1 desc=$2 expr=${3:-True}
-    if [[ $CODE == "$want" ]] && jtest "$BODY" "$expr"; then
-        ok "$desc"
-    else
-        not_ok "$desc (got HTTP $CODE: ${BODY:0:300})"
-    fi
-}
-# expect_error STATUS DESC WORD: an error reply {"error": "..."} mentioning WORD.
-expect_error() {
-    expect "$1" "$2" "set(j) == {'error'} and isinstance(j['error'], str) and $(js 'a[0]' "$3") in j['error']"
-}
-
-# shellcheck disable=SC2120 # callers may add icefarm-http options
-start_http() {
-    "$HTTP_BIN" --broker "$FARM_BROKER" --listen "127.0.0.1:$HTTP_PORT" --timeout-ms 2000 "$@" \
-        >>"$RUN/http.log" 2>&1 &
-    HTTP_PID=$!
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    for p in "${BG[@]}"; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    ((rc == 0)) || not_ok "the test script stopped early with status $rc"
-    if [[ -n $HTTP_PID ]]; then
-        kill -TERM "$HTTP_PID" 2>/dev/null
-        local st=0
-        wait "$HTTP_PID" || st=$?
-        if ((st == 0)); then
-            ok "icefarm-http exits 0 on SIGTERM (no leak or sanitizer report)"
-        else
-            not_ok "icefarm-http exits 0 on SIGTERM (status $st; see http.log)"
-        fi
-    fi
-    farm_stop
-    echo "$PASS passed, $FAIL failed"
-    if ((FAIL > 0)); then
-        for f in "$RUN"/*.log "$RUN"/*.out; do
-            [[ -e $f ]] || continue
-            echo "======== ${f##*/} (last 200 lines) ========"
-            tail -n 200 "$f"
-        done
-        echo "(run directory: $RUN)"
-        exit 1
-    fi
-    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$RUN"
-    exit 0
-}
-trap cleanup EXIT
+source "$HERE/../../lib/checks.sh" # ok, not_ok, check, wait_until, js, jtest, jpy
+source "$HERE/../../lib/http.sh"   # http, expect, expect_error, available_is, sse_has, start_http, stop_http
+trap http_cleanup EXIT
 
 # ---- the farm and the shim ----
 farm_start "$RUN" 4 --sim-window-ms 50 --sim-flash-ms 50
@@ -130,22 +30,15 @@ if farm_wait_ready 4 60; then ok "the farm is up with 4 simulated boards"; else
     not_ok "the farm is up with 4 simulated boards"
     exit 1
 fi
-HTTP_PORT=$(farm_free_port)
-URL=http://127.0.0.1:$HTTP_PORT
-start_http
-if farm_wait_port "$HTTP_PORT" 200; then ok "icefarm-http listens on $URL"; else
+if start_http "$RUN/http.log" --timeout-ms 2000; then ok "icefarm-http listens on $URL"; else
     not_ok "icefarm-http listens on $URL"
     exit 1
 fi
 check "icefarm-http logs its address" wait_until 30 grep -q "listening on $URL" "$RUN/http.log"
 RC=0
-"$HTTP_BIN" --help >"$RUN/help.out" 2>&1 || RC=$?
+"$FARM_BIN/ctl/http/icefarm-http" --help >"$RUN/help.out" 2>&1 || RC=$?
 check "--help exits 0 and lists --listen" bash -c "[[ $RC == 0 ]] && grep -q -- --listen '$RUN/help.out'"
 
-available_is() {
-    http bare /available
-    [[ $CODE == 200 ]] && jtest "$BODY" "j == {'amount': $1}"
-}
 check "/available reaches 4 through the shim" wait_until 30 available_is 4
 
 # ---- read-only endpoints in every style ----
@@ -223,21 +116,6 @@ SSE_PID=$!
 BG+=("$SSE_PID")
 check "GET /events opens a text/event-stream" wait_until 30 grep -q '^: icefarm events' "$SSE_OUT"
 check "the event stream is logged as opened" wait_until 30 grep -q 'event stream opened' "$RUN/http.log"
-sse_has() { # EVENT SERIAL: an "event: EVENT" block whose data names SERIAL
-    python3 - "$SSE_OUT" "$1" "$2" <<'EOF'
-import json, sys
-text = open(sys.argv[1]).read()
-for block in text.split("\n\n"):
-    lines = block.split("\n")
-    ev = [l[7:] for l in lines if l.startswith("event: ")]
-    data = [l[6:] for l in lines if l.startswith("data: ")]
-    if ev == [sys.argv[2]] and data:
-        d = json.loads(data[0])
-        if d.get("serial") == sys.argv[3] and d.get("event") == sys.argv[2]:
-            sys.exit(0)
-sys.exit(1)
-EOF
-}
 # A board event of a held board: the reboot above makes the board initialize again.
 http post /reboot "$(js '{"name": a[0], "serials": [a[1]]}' "$NA" "$A2")"
 expect 200 "/reboot (POST) of one's own board" "j == [$(js 'a[0]' "$A2")]"

@@ -23,66 +23,19 @@ FARM_BIN=$(cd "$FARM_BIN" && pwd)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../broker/embedded/farm.sh
 source "$HERE/../../../broker/embedded/farm.sh"
-source "$HERE/../../lib/checks.sh" # ok, not_ok, check, wait_until
-
 PY=/usr/bin/python3 # Debian's python3-socketio and python3-requests live there
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-oldclient.XXXXXX")
 chmod 755 "$RUN"
-HTTP_PID=""
+source "$HERE/../../lib/checks.sh" # ok, not_ok, check, wait_until
+source "$HERE/../../lib/http.sh"   # start_http, stop_http, http_cleanup
 BITS=("$HERE/../../bitstreams/clk_2khz.bin" "$HERE/../../bitstreams/clk_8khz.bin" "$HERE/../../bitstreams/clk_32khz.bin")
 
 # py ARGS...: oldclient.py; its ok/not ok lines count here.
 py() {
-    local line
-    while IFS= read -r line; do
-        case $line in
-        "ok - "*) ok "${line#ok - }" ;;
-        "not ok - "*) not_ok "${line#not ok - }" ;;
-        *) echo "$line" ;;
-        esac
-    done < <(timeout 300 "$PY" "$HERE/oldclient.py" "$@" 2>>"$RUN/oldclient.log" || echo "not ok - oldclient.py $1 exited with status $?")
+    relay < <(timeout 300 "$PY" "$HERE/oldclient.py" "$@" 2>>"$RUN/oldclient.log" || echo "not ok - oldclient.py $1 exited with status $?")
 }
 
-start_http() { # LOG [icefarm-http options...]
-    local log=$1 port
-    shift
-    port=$(farm_free_port)
-    "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" --listen "127.0.0.1:$port" --ping-interval-ms 3000 \
-        "$@" >"$log" 2>&1 &
-    HTTP_PID=$!
-    URL=http://127.0.0.1:$port
-    farm_wait_port "$port" 200
-}
-stop_http() {
-    [[ -n $HTTP_PID ]] || return 0
-    kill -TERM "$HTTP_PID" 2>/dev/null || true
-    local st=0
-    wait "$HTTP_PID" 2>/dev/null || st=$?
-    HTTP_PID=""
-    if ((st == 0)); then ok "$1: icefarm-http exits 0 on SIGTERM (no leak or sanitizer report)"; else
-        not_ok "$1: icefarm-http exits 0 on SIGTERM (status $st)"
-    fi
-}
-cleanup() {
-    local rc=$?
-    set +e
-    ((rc == 0)) || not_ok "the test script stopped early with status $rc"
-    stop_http "at exit"
-    farm_stop
-    echo "$PASS passed, $FAIL failed"
-    if ((FAIL > 0)); then
-        for f in "$RUN"/*.log "$RUN"/*/*.log; do
-            [[ -e $f ]] || continue
-            echo "======== ${f#"$RUN"/} (last 150 lines) ========"
-            tail -n 150 "$f"
-        done
-        echo "(run directory: $RUN)"
-        exit 1
-    fi
-    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$RUN"
-    exit 0
-}
-trap cleanup EXIT
+trap http_cleanup EXIT
 if ! "$PY" -c 'import socketio, requests, msgpack' 2>/dev/null; then
     echo "skip: /usr/bin/python3 lacks python3-socketio, python3-requests or python3-msgpack"
     exit 77
@@ -91,7 +44,7 @@ farm_sanitized_broker "$RUN"
 
 # ==== the anonymous farm ====
 farm_start "$RUN/anon" 4 --sim-window-ms 50 --sim-flash-ms 50
-if farm_wait_ready 4 60 && start_http "$RUN/anon/http.log"; then ok "anonymous farm with 4 boards and icefarm-http on $URL"; else
+if farm_wait_ready 4 60 && start_http "$RUN/anon/http.log" --ping-interval-ms 3000; then ok "anonymous farm with 4 boards and icefarm-http on $URL"; else
     not_ok "anonymous farm with 4 boards and icefarm-http"
     exit 1
 fi
@@ -113,7 +66,7 @@ farm_stop
 
 # ==== the secured farm: credentials in the URL ====
 FARM_SECURE=1 farm_start "$RUN/secure" 4 --sim-window-ms 50 --sim-flash-ms 50
-if farm_wait_ready 4 60 && start_http "$RUN/secure/http.log" "${FARM_HTTP_AUTH[@]}"; then
+if farm_wait_ready 4 60 && start_http "$RUN/secure/http.log" --ping-interval-ms 3000 "${FARM_HTTP_AUTH[@]}"; then
     ok "secured farm with 4 boards and icefarm-http (--auth broker) on $URL"
 else
     not_ok "secured farm with 4 boards and icefarm-http"

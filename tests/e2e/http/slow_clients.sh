@@ -12,11 +12,6 @@ else
     exit 1
 fi
 HP=${FARM_HTTP##*:}
-while IFS= read -r line; do
-    case $line in
-    "ok - "*) ok "${line#ok - }" ;;
-    "not ok - "*) not_ok "${line#not ok - }" ;;
-    esac
-done < <(timeout 120 python3 "$(dirname "${BASH_SOURCE[0]}")/slow_clients.py" 127.0.0.1 "$HP" /available ||
+relay < <(timeout 120 python3 "$(dirname "${BASH_SOURCE[0]}")/slow_clients.py" 127.0.0.1 "$HP" /available ||
     echo "not ok - slow_clients.py exited with status $?") # a crash or a hang is a failure, not silence
 check "icefarm-http is still running" kill -0 "${FARM_PIDS[${#FARM_PIDS[@]} - 1]}"

@@ -23,41 +23,12 @@ FARM_BIN=$(cd "$FARM_BIN" && pwd)
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../broker/embedded/farm.sh
 source "$HERE/../../../broker/embedded/farm.sh"
-source "$HERE/../../lib/checks.sh" # ok, not_ok, check, wait_until
-
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-table.XXXXXX")
 chmod 755 "$RUN" # the secured broker drops root before it reads its files under here
-HTTP_PID=""
+source "$HERE/../../lib/checks.sh" # ok, not_ok, check, wait_until, js, jtest, jpy
+source "$HERE/../../lib/http.sh"   # http, expect, expect_error, available_is, start_http, stop_http
+trap http_cleanup EXIT
 
-jtest() { # JSON EXPR: EXPR is true with j = the parsed JSON
-    python3 -c 'import json, sys
-try:
-    j = json.loads(sys.argv[1])
-    sys.exit(0 if eval(sys.argv[2]) else 1)
-except Exception as e:
-    sys.stderr.write("jtest: %s\n" % e)
-    sys.exit(1)' "$1" "$2" 2>>"$RUN/curl.log"
-}
-jpy() { python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"; }
-
-# AUTH=(curl options) go with every request.
-AUTH=()
-# http METHOD PATH [JSON]: sets CODE and BODY.
-http() {
-    local args=(-s -o "$RUN/body" -w '%{http_code}' --max-time 60 -X "$1" "${AUTH[@]}")
-    [[ -z ${3-} ]] || args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    CODE=$(curl "${args[@]}" "$URL$2" 2>>"$RUN/curl.log") || CODE=000
-    BODY=$(cat "$RUN/body" 2>/dev/null || true)
-    printf '+ %s %s %s (%s)\n  -> %s %s\n' "$1" "$2" "${3-}" "${AUTH[*]:0:2}" "$CODE" "$BODY" >>"$RUN/curl.log"
-}
-expect() { # STATUS DESC [EXPR]
-    if [[ $CODE == "$1" ]] && jtest "$BODY" "${3:-True}"; then ok "$2"; else
-        not_ok "$2 (got HTTP $CODE: ${BODY:0:300})"
-    fi
-}
-expect_error() { # STATUS DESC WORD: {"error": "..."} mentioning WORD
-    expect "$1" "$2" "set(j) == {'error'} and $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$3") in j['error']"
-}
 leases() { # the leases as "serial=client" words, sorted
     local saved=("${AUTH[@]}")
     http GET /status
@@ -65,41 +36,7 @@ leases() { # the leases as "serial=client" words, sorted
     jpy "$BODY" '" ".join(sorted(l["serial"] + "=" + l["client"] for l in j["leases"]))'
 }
 no_lease_on() { [[ " $(leases) " != *" $1="* ]]; }
-available_is() {
-    http GET /available
-    [[ $CODE == 200 ]] && jtest "$BODY" "j == {'amount': $1}"
-}
-stop_http() {
-    [[ -n $HTTP_PID ]] || return 0
-    kill -TERM "$HTTP_PID" 2>/dev/null || true
-    local st=0
-    wait "$HTTP_PID" 2>/dev/null || st=$?
-    HTTP_PID=""
-    if ((st == 0)); then ok "$1: icefarm-http exits 0 on SIGTERM (no leak or sanitizer report)"; else
-        not_ok "$1: icefarm-http exits 0 on SIGTERM (status $st)"
-    fi
-}
 
-cleanup() {
-    local rc=$?
-    set +e
-    ((rc == 0)) || not_ok "the test script stopped early with status $rc"
-    stop_http "at exit"
-    farm_stop
-    echo "$PASS passed, $FAIL failed"
-    if ((FAIL > 0)); then
-        for f in "$RUN"/*.log "$RUN"/*/*.log; do
-            [[ -e $f ]] || continue
-            echo "======== ${f#"$RUN"/} (last 150 lines) ========"
-            tail -n 150 "$f"
-        done
-        echo "(run directory: $RUN)"
-        exit 1
-    fi
-    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$RUN"
-    exit 0
-}
-trap cleanup EXIT
 farm_sanitized_broker "$RUN" # an ASan build's plugin needs the sanitizer runtimes in the broker
 
 # reserve NAME: one pulsecount board for NAME; prints its serial.

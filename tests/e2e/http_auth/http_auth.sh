@@ -25,95 +25,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../broker/embedded/farm.sh
 source "$HERE/../../../broker/embedded/farm.sh"
 
-HTTP_BIN=$FARM_BIN/ctl/http/icefarm-http
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/icefarm-e2e-http-auth.XXXXXX")
 chmod 755 "$RUN" # the secured broker drops root before it reads its files under here
-BG=()
-HTTP_PID=""
-
-source "$(dirname "${BASH_SOURCE[0]}")/../../lib/checks.sh" # ok, not_ok, check, wait_until
-# jtest JSON EXPR: EXPR is true with j = the parsed JSON.
-jtest() {
-    python3 -c 'import json, sys
-try:
-    j = json.loads(sys.argv[1])
-    sys.exit(0 if eval(sys.argv[2]) else 1)
-except Exception as e:
-    sys.stderr.write("jtest: %s\n" % e)
-    sys.exit(1)' "$1" "$2" 2>>"$RUN/curl.log"
-}
-jpy() {
-    python3 -c 'import json, sys
-j = json.loads(sys.argv[1])
-r = eval(sys.argv[2])
-print(json.dumps(r) if isinstance(r, (dict, list, bool)) or r is None else r)' "$1" "$2"
-}
-
-# AUTH=(curl options) are added to every request: (-u alice:PW), (-H "Authorization: Bearer T"), ().
-AUTH=()
-# http METHOD PATH [JSON [more curl options]]: sets CODE, BODY and HDRS (the response headers).
-http() {
-    local method=$1 path=$2 json=${3-}
-    shift $(($# < 3 ? $# : 3))
-    local args=(-s -o "$RUN/body" -D "$RUN/hdrs" -w '%{http_code}' --max-time 60 -X "$method" "${AUTH[@]}" "$@")
-    [[ -z $json ]] || args+=(-H 'Content-Type: application/json' --data-binary "$json")
-    CODE=$(curl "${args[@]}" "$URL$path" 2>>"$RUN/curl.log") || CODE=000
-    BODY=$(cat "$RUN/body" 2>/dev/null || true)
-    HDRS=$(tr -d '\r' <"$RUN/hdrs" 2>/dev/null || true)
-    printf '+ %s %s %s (%s)\n  -> %s %s\n' "$method" "$path" "$json" "${AUTH[*]:0:1}" "$CODE" "$BODY" >>"$RUN/curl.log"
-}
-# expect STATUS DESC [EXPR]: the last reply had STATUS (and its JSON satisfies EXPR).
-expect() {
-    local want=$1 desc=$2 expr=${3:-True}
-    if [[ $CODE == "$want" ]] && jtest "$BODY" "$expr"; then
-        ok "$desc"
-    else
-        not_ok "$desc (got HTTP $CODE: ${BODY:0:300})"
-    fi
-}
-expect_error() { # STATUS DESC WORD: {"error": "..."} mentioning WORD
-    expect "$1" "$2" "set(j) == {'error'} and $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$3") in j['error']"
-}
+source "$HERE/../../lib/checks.sh" # ok, not_ok, check, wait_until, js, jtest, jpy
+source "$HERE/../../lib/http.sh"   # http, expect, expect_error, available_is, sse_has, stop_http
+trap http_cleanup EXIT
 has_challenge() { grep -qi '^WWW-Authenticate: Basic realm="icefarm"$' <<<"$HDRS"; }
-
-# Stops the shim started last (SIGTERM) and checks it exits 0: under ASan that
-# also means no leak and no sanitizer report.
-stop_http() {
-    local what=$1
-    [[ -n $HTTP_PID ]] || return 0
-    kill -TERM "$HTTP_PID" 2>/dev/null || true
-    local st=0
-    wait "$HTTP_PID" 2>/dev/null || st=$?
-    HTTP_PID=""
-    if ((st == 0)); then ok "$what: icefarm-http exits 0 on SIGTERM (no leak or sanitizer report)"; else
-        not_ok "$what: icefarm-http exits 0 on SIGTERM (status $st; see its log)"
-    fi
-}
-
-cleanup() {
-    local rc=$?
-    set +e
-    for p in "${BG[@]}"; do
-        kill "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    ((rc == 0)) || not_ok "the test script stopped early with status $rc"
-    [[ -z $HTTP_PID ]] || stop_http "at exit"
-    farm_stop
-    echo "$PASS passed, $FAIL failed"
-    if ((FAIL > 0)); then
-        for f in "$RUN"/*.log "$RUN"/*/*.log "$RUN"/*.out; do
-            [[ -e $f ]] || continue
-            echo "======== ${f#"$RUN"/} (last 150 lines) ========"
-            tail -n 150 "$f"
-        done
-        echo "(run directory: $RUN)"
-        exit 1
-    fi
-    [[ -n ${E2E_KEEP:-} ]] || rm -rf "$RUN"
-    exit 0
-}
-trap cleanup EXIT
 
 farm_sanitized_broker "$RUN" # an ASan build's plugin needs the sanitizer runtimes in the broker
 
@@ -165,10 +82,6 @@ expect_error 400 "malformed Basic credentials are 400" "malformed"
 
 # ---- alice acts as alice ----
 AUTH=("${ALICE[@]}")
-available_is() {
-    http GET /available
-    [[ $CODE == 200 ]] && jtest "$BODY" "j == {'amount': $1}"
-}
 check "alice (Basic) sees 4 boards available" wait_until 30 available_is 4
 http POST /reserve '{"amount": 1, "kind": "pulsecount", "args": {}}'
 expect 200 "alice (Basic) reserves a board without giving a name" "len(j) == 1 and j[0]['serial']"
@@ -241,20 +154,6 @@ SSE_PID=$!
 BG+=("$SSE_PID")
 check "GET /events with Basic opens alice's stream" wait_until 30 grep -q '^: icefarm events' "$SSE_OUT"
 check "the stream is logged as alice's" wait_until 30 grep -q 'client=alice event stream opened' "$HLOG"
-sse_has() { # EVENT SERIAL: an "event: EVENT" block whose data names SERIAL
-    python3 - "$SSE_OUT" "$1" "$2" <<'EOF'
-import json, sys
-for block in open(sys.argv[1]).read().split("\n\n"):
-    lines = block.split("\n")
-    ev = [l[7:] for l in lines if l.startswith("event: ")]
-    data = [l[6:] for l in lines if l.startswith("data: ")]
-    if ev == [sys.argv[2]] and data:
-        d = json.loads(data[0])
-        if d.get("serial") == sys.argv[3] and d.get("event") == sys.argv[2]:
-            sys.exit(0)
-sys.exit(1)
-EOF
-}
 http POST /end "{\"serials\": [\"$A1\"]}"
 expect 200 "alice ends one board" "j == ['$A1']"
 check "alice's stream carries \"reservation end\" for it" wait_until 60 sse_has "reservation end" "$A1"
@@ -348,7 +247,7 @@ if farm_wait_ready 2 60; then ok "the anonymous farm is up with 2 simulated boar
 fi
 PORT=$(farm_free_port)
 st=0
-timeout 60 "$HTTP_BIN" --broker "$FARM_BROKER" --listen "127.0.0.1:$PORT" --auth broker >"$RUN/anon/probe.log" 2>&1 || st=$?
+timeout 60 "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" --listen "127.0.0.1:$PORT" --auth broker >"$RUN/anon/probe.log" 2>&1 || st=$?
 check "--auth broker on an anonymous broker exits 1 (status $st)" test "$st" = 1
 check "... saying the broker accepted a made-up login" grep -q 'accepted a made-up user and password' "$RUN/anon/probe.log"
 

@@ -221,13 +221,7 @@ done
 # ---- icefarm-dhs: a DCSS session against the fake DCSS ----
 wait_until 60 available_is 4 || true
 DHS_M=127.0.0.1:$(farm_free_port)
-while IFS= read -r line; do
-    echo "$line"
-    case $line in
-    "ok - "*) PASS=$((PASS + 1)) ;;
-    "not ok - "*) FAIL=$((FAIL + 1)) ;;
-    esac
-done < <("$PY" "$E2E_DIR/../e2e/metrics/dhs_metrics.py" "$FARM_BIN" "$FARM_BROKER" "$RUN" "$BITS" "$DHS_M" \
+relay < <("$PY" "$E2E_DIR/../e2e/metrics/dhs_metrics.py" "$FARM_BIN" "$FARM_BROKER" "$RUN" "$BITS" "$DHS_M" \
     2>>"$RUN/dhs_metrics.err" || echo "not ok - dhs_metrics.py ended with status $?")
 
 # ---- a frozen worker is counted hung; a process that is down is a failed scrape ----

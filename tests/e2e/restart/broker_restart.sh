@@ -78,13 +78,7 @@ restart_broker
 for i in 0 1; do
     RC=0
     wait "${HPIDS[i]}" || RC=$?
-    while IFS= read -r line; do
-        case $line in
-        "ok - "*) ok "${line#ok - }" ;;
-        "not ok - "*) not_ok "${line#not ok - }" ;;
-        "# "*) echo "$line" ;;
-        esac
-    done <"$RUN/holders.$i.out"
+    relay <"$RUN/holders.$i.out"
     check "holder ${NAMES[i]} exits 0 (got $RC)" test "$RC" = 0
 done
 if [[ -n ${BPID:-} ]]; then
