@@ -19,7 +19,9 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
 import fake_dcss as fd  # noqa: E402
+from checks import check, failures  # noqa: E402
 
 FARM_BIN, BROKER, RUN, BROKER_PID, BITS = sys.argv[1:6]
 DHS_BIN = os.path.join(FARM_BIN, "ctl", "dhs", "icefarm-dhs")
@@ -27,15 +29,6 @@ CLI = os.path.join(FARM_BIN, "cli", "icefarm-cli")
 NAME = "boardfarm"
 OPS = ["farm_reserve", "farm_release", "farm_renew", "farm_flash", "farm_pulse_count", "farm_variance",
        "farm_list", "farm_board_info", "farm_reboot"]
-FAILS = 0
-
-
-def check(cond, what):
-    global FAILS
-    if not cond:
-        FAILS += 1
-    print("%s - %s" % ("ok" if cond else "not ok", what), flush=True)
-    return cond
 
 
 # ---- a local HTTP server for the references ----
@@ -393,7 +386,7 @@ def main():
     d1.stop()
     broker.terminate()
     broker.wait(10)
-    return 1 if FAILS else 0
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":

@@ -35,16 +35,10 @@ import msgpack
 import requests
 import socketio
 
-FAILED = 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
+from checks import check, failures  # noqa: E402
+
 WAIT = 60.0
-
-
-def check(cond, what):
-    global FAILED
-    print(("ok - " if cond else "not ok - ") + what, flush=True)
-    if not cond:
-        FAILED += 1
-    return cond
 
 
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
@@ -437,7 +431,7 @@ def main():
         check(False, f"{what}: {type(e).__name__}: {e}")
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1 if FAILED else 0)  # python-socketio's threads must not keep a failed run alive
+    os._exit(1 if failures() else 0)  # python-socketio's threads must not keep a failed run alive
 
 
 if __name__ == "__main__":

@@ -17,20 +17,13 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dhs"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
 import fake_dcss as fd  # noqa: E402
+from checks import check, failures  # noqa: E402
 
 FARM_BIN, BROKER, RUN, BITS, MET = sys.argv[1:6]
 NAME = "boardfarm"
 OPS = ["farm_list", "farm_board_info", "farm_reserve", "farm_pulse_count", "farm_release"]
-FAILS = 0
-
-
-def check(cond, what):
-    global FAILS
-    if not cond:
-        FAILS += 1
-    print("%s - %s" % ("ok" if cond else "not ok", what), flush=True)
-    return cond
 
 
 def scrape():
@@ -129,7 +122,7 @@ def main():
             rc = dhs.returncode
         check(rc == 0, "icefarm-dhs exits 0 on SIGTERM (status %s)" % rc)
         d.stop()
-    return 1 if FAILS else 0
+    return 1 if failures() else 0
 
 
 if __name__ == "__main__":
