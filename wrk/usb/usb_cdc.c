@@ -88,6 +88,17 @@ static cdc_write *pop_write(usb_cdc *c)
     return w;
 }
 
+/* The head write is all out: off the queue, its `done` told (as a callback), freed. */
+static void finish_write(usb_cdc *c)
+{
+    cdc_write *w = pop_write(c);
+    c->in_cb++;
+    if (w->done)
+        w->done(w->arg, 0, NULL);
+    c->in_cb--;
+    free(w);
+}
+
 /* Cancel what is in flight. A transfer that is not submitted is the one whose
  * completion is running right now: it frees itself. */
 static void abandon_transfers(usb_cdc *c)
@@ -142,12 +153,7 @@ static void cdc_pump(usb_cdc *c)
     while (cdc_alive(c) && !c->out && c->wq_head) {
         cdc_write *w = c->wq_head;
         if (w->off >= w->len) {
-            pop_write(c);
-            c->in_cb++;
-            if (w->done)
-                w->done(w->arg, 0, NULL);
-            c->in_cb--;
-            free(w);
+            finish_write(c);
             continue;
         }
         size_t n = w->len - w->off < chunk ? w->len - w->off : chunk;
@@ -245,14 +251,8 @@ static void cdc_out_done(usb_xfer *x)
     cdc_write *w = c->wq_head;
     if (w) {
         w->off += c->out_len;
-        if (w->off >= w->len) {
-            pop_write(c);
-            c->in_cb++;
-            if (w->done)
-                w->done(w->arg, 0, NULL);
-            c->in_cb--;
-            free(w);
-        }
+        if (w->off >= w->len)
+            finish_write(c);
     }
     cdc_pump(c);
     cdc_release(c);
