@@ -289,7 +289,9 @@ void sim_pb_serve(sim_board *b, uint32_t *out_budget, uint32_t *in_budget);
 bool sim_pb_more_work(const sim_board *b);
 bool sim_pb_slot(int slot); /* the endpoint queue is one of PICOBOOT's */
 /* Replace the flash contents the image covers by it (erasing those sectors
- * first), as a completed UF2 download does. 0 or -ENOMEM/-EINVAL. */
+ * first), as a completed UF2 download does; `flashed` already names what it
+ * boots. A flash nobody has read or written yet that receives the image of
+ * `flashed` itself stays implicit (no memory). 0 or -ENOMEM/-EINVAL. */
 int sim_flash_store(sim_board *b, const uf2_image *img);
 void sim_flash_free(sim_board *b);
 

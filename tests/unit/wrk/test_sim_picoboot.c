@@ -435,6 +435,42 @@ static void test_contents_and_reboots(void **state)
     drv_free(d);
 }
 
+/* Worker flashes on a board whose flash PICOBOOT never touched: the image the
+ * sim builds for a kind, and a custom one, both read back as written. */
+static void test_worker_flash_read_back(void **state)
+{
+    drv *d = setup_bootsel(SIM_FW_DEFAULT);
+    drv_board *b = &d->b[0];
+    int arrivals = b->arrivals;
+    assert_int_equal(drv_flash(b, SIM_FW_VARIANCE), 0);
+    RUN_UNTIL(d, b->arrivals == arrivals + 1);
+    drv_to_bootsel(b);
+    uint8_t head[256];
+    const char *want = SIM_FW_MARKER "variance\n";
+    ok_range(b, PC_READ, BASE, sizeof head, head);
+    assert_memory_equal(head, want, strlen(want));
+
+    uint8_t payload[600];
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 7 + 3);
+    uf2_build_opts bo = { .base = BASE, .family = UF2_FAMILY_RP2350_ARM_S, .e10_block = true };
+    size_t len;
+    uint8_t *uf2 = uf2_build(payload, sizeof payload, &bo, &len);
+    assert_non_null(uf2);
+    arrivals = b->arrivals;
+    assert_int_equal(drv_flash_raw(b, uf2, len), 0);
+    free(uf2);
+    RUN_UNTIL(d, b->arrivals == arrivals + 1);
+    assert_int_equal(b->info.pid, WRK_PID_PICO_STDIO); /* unknown firmware */
+    drv_to_bootsel(b);
+    uint8_t back[768];
+    ok_range(b, PC_READ, BASE, sizeof back, back);
+    assert_memory_equal(back, payload, sizeof payload);
+    for (size_t i = sizeof payload; i < 768; i++) /* uf2_build pads the last 256-byte block with zeros */
+        assert_int_equal(back[i], 0);
+    drv_free(d);
+}
+
 /* A READ whose IN URBs are smaller than the transfer: several URBs; and a
  * command packet while a transfer waits is queued behind it. */
 static void test_read_in_pieces(void **state)
@@ -483,7 +519,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_flash_pico_ice_firmware),  cmocka_unit_test(test_refused_commands),
         cmocka_unit_test(test_write_unerased_and_short), cmocka_unit_test(test_contents_and_reboots),
-        cmocka_unit_test(test_read_in_pieces),
+        cmocka_unit_test(test_read_in_pieces),           cmocka_unit_test(test_worker_flash_read_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
