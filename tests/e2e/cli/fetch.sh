@@ -16,15 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../../lib/e2e.sh"
 # accepts (RP2350, 8 blocks), and a file that is no bitstream.
 mkdir -p "$RUN/www"
 cp "$BITS/clk_1khz.bin" "$BITS/clk_2khz.bin" "$RUN/www/"
-"$PY" - "$RUN/www/fw.uf2" <<'PY'
-import struct, sys
-out = b""
-for i in range(8):
-    data = bytes([(i + j) & 0xFF for j in range(256)]).ljust(476, b"\0")
-    out += struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * i, 256, i, 8,
-                       0xE48BFF59) + data + struct.pack("<I", 0x0AB16F30)
-open(sys.argv[1], "wb").write(out)
-PY
+"$PY" "$E2E_DIR/uf2.py" "$RUN/www/fw.uf2"
 head -c 104090 /dev/zero >"$RUN/www/zero.bin"
 printf 'not a uf2' >"$RUN/www/odd.uf2"
 "$PY" "$(dirname "${BASH_SOURCE[0]}")/file_server.py" "$RUN/www" "$RUN/http.port" 2>>"$RUN/http.log" &

@@ -56,15 +56,7 @@ check "... --json says the returning boards did not come back within 1 s" jtest 
 
 # flash, which reserves for itself when given no serials, waits the same way.
 wait_until 60 available_is 2 || true
-"$PY" - "$RUN/fw.uf2" <<'PY'
-import struct, sys
-out = b""
-for i in range(8):
-    data = bytes([(i + j) & 0xFF for j in range(256)]).ljust(476, b"\0")
-    out += struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * i, 256, i, 8,
-                       0xE48BFF59) + data + struct.pack("<I", 0x0AB16F30)
-open(sys.argv[1], "wb").write(out)
-PY
+"$PY" "$E2E_DIR/uf2.py" "$RUN/fw.uf2"
 run 60 --name first evaluate --boards 2 "$BITS/clk_1khz.bin"
 run 60 --name third --timeout 30 --json flash --boards 1 "$RUN/fw.uf2"
 check "flash --boards 1 right after an evaluate exits 0 (rc $RC): it waited for a returning board" test "$RC" = 0

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "lib"))
 import fake_dcss as fd  # noqa: E402
 from checks import check, failures  # noqa: E402
+from uf2 import image as uf2_image  # noqa: E402
 
 FARM_BIN, BROKER, RUN, BROKER_PID, BITS = sys.argv[1:6]
 DHS_BIN = os.path.join(FARM_BIN, "ctl", "dhs", "icefarm-dhs")
@@ -74,16 +74,6 @@ httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 httpd.daemon_threads = True
 threading.Thread(target=httpd.serve_forever, daemon=True).start()
 HTTP = "http://127.0.0.1:%d" % httpd.server_address[1]
-
-
-def uf2_image(blocks=8):
-    """A small RP2350 UF2 (family RP2350_ARM_S) the worker accepts."""
-    out = b""
-    for i in range(blocks):
-        data = bytes([(i + j) & 0xFF for j in range(256)]).ljust(476, b"\0")
-        out += struct.pack("<IIIIIIII", 0x0A324655, 0x9E5D5157, 0x2000, 0x10000000 + 256 * i, 256, i, blocks,
-                           0xE48BFF59) + data + struct.pack("<I", 0x0AB16F30)
-    return out
 
 
 for f in os.listdir(BITS):
