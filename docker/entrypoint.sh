@@ -39,7 +39,9 @@ role_init() {
     mkdir -p "$ETC/secrets"
     chmod 755 "$ETC"
     chmod 700 "$ETC/secrets"
-    "$SHARE/secure/make-certs.sh" "$CERTS" --host "$BROKER_HOST" ${ICEFARM_CERT_HOSTS:-} >/dev/null
+    local extra=()
+    read -ra extra <<<"${ICEFARM_CERT_HOSTS:-}" # "--host NAME ..." for the certificate, space-separated
+    "$SHARE/secure/make-certs.sh" "$CERTS" --host "$BROKER_HOST" "${extra[@]}" >/dev/null
     local pair user role pw
     for pair in "ctl:control" "http:gateway" "health:dashboard" "metrics:dashboard" "dhs:client" \
         "${ICEFARM_WORKER_NAME:-worker}:worker" ${ICEFARM_USERS:-}; do

@@ -29,6 +29,7 @@ farm_log() { printf '%s\n' "$*" >&2; }
 # An ASan build's ACL plugin needs the sanitizer runtimes preloaded into the
 # (uninstrumented) broker: puts a `mosquitto` wrapper that does so first on PATH.
 # A no-op for normal builds. farm_sanitized_broker DIR (a scratch directory).
+# shellcheck disable=SC2153 # FARM_BIN is set by the caller (see the top of this file)
 farm_sanitized_broker() {
     local dir=$1 preload="" lib p real
     # Not `ldd | grep -q`: under pipefail grep's early exit kills ldd with SIGPIPE now
@@ -126,8 +127,10 @@ farm_start() {
         farm_log "the broker did not start; see $dir/mosquitto.log"
         return 1
     fi
+    local ctl_args=()
+    read -ra ctl_args <<<"${FARM_CTL_ARGS:-}" # extra options for control, space-separated
     "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" "${FARM_CTL_AUTH[@]}" --data "$dir/ctl-data" \
-        ${FARM_CTL_ARGS:-} >"$dir/ctl.log" 2>&1 &
+        "${ctl_args[@]}" >"$dir/ctl.log" 2>&1 &
     FARM_PIDS+=($!)
     "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" "${FARM_WRK_AUTH[@]}" --name "${FARM_WORKER:-sim-worker}" \
         --sim "$boards" "$@" >"$dir/wrk.log" 2>&1 &

@@ -250,7 +250,7 @@ for line in open(sys.argv[1]):
     if m:
         for t in re.findall(r"\"([^\"]+)\"", m.group(1)):
             print(job, t, user or "-")' "$ROOT/docker/prometheus.yml")
-check "docker/prometheus.yml names the stack's four metrics targets ($(echo $targets))" test "$(wc -l <<<"$targets")" = 4
+check "docker/prometheus.yml names the stack's four metrics targets (${targets//$'\n'/ })" test "$(wc -l <<<"$targets")" = 4
 while read -r job target user; do
     pw=""
     [[ $user == - ]] || pw=$(cat "$T/operator/prometheus-http.password" 2>/dev/null)

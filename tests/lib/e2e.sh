@@ -19,7 +19,7 @@ E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 E2E_ROOT=$(cd "$E2E_DIR/../.." && pwd)
 : "${FARM_BIN:?set FARM_BIN to the build directory}"
 FARM_BIN=$(cd "$FARM_BIN" && pwd)
-# shellcheck source=../../broker/embedded/farm.sh
+# shellcheck source=broker/embedded/farm.sh
 source "$E2E_DIR/../../broker/embedded/farm.sh"
 
 CLI_BIN=$FARM_BIN/cli/icefarm-cli

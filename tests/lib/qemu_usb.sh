@@ -30,8 +30,9 @@ qemu_usb_setup() {
     QEMU=$(command -v qemu-system-x86_64 || true)
     [[ -n $QEMU ]] || qemu_usb_skip "qemu-system-x86_64 is not installed (apt install qemu-system-x86)"
     BUSYBOX=$(command -v busybox || true)
-    [[ -n $BUSYBOX ]] && file -L "$BUSYBOX" | grep -q "statically linked" ||
+    if [[ -z $BUSYBOX ]] || ! file -L "$BUSYBOX" | grep -q "statically linked"; then
         qemu_usb_skip "no static busybox (apt install busybox-static)"
+    fi
     command -v cpio >/dev/null || qemu_usb_skip "cpio is not installed"
     USBIP=$(command -v usbip || echo /usr/sbin/usbip)
     USBIPD=$(command -v usbipd || echo /usr/sbin/usbipd)

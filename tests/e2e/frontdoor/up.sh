@@ -109,7 +109,7 @@ fi
 # ./icefarm env: the same farm for a second shell, in a private file.
 envf=$ICEFARM_ENV_FILE
 check "the env file is private (mode 600)" test "$(stat -c %a "$envf" 2>/dev/null)" = 600
-env_out=$(cd "$ROOT" && ./icefarm env 2>&1 || true)
+env_out=$(cd "$ROOT" && { ./icefarm env 2>&1 || true; })
 check "./icefarm env exports the printed broker" grep -qx "export ICEFARM_BROKER=$BROKER" <<<"$env_out"
 if [[ -n $SECURE ]]; then
     check "./icefarm env gives alice's credentials" grep -qx "export ICEFARM_PASSWORD=$ALICE_PW" <<<"$env_out"

@@ -55,7 +55,7 @@ HTTP_PID=${FARM_PIDS[-1]}
 URL=$FARM_HTTP
 HLOG=$RUN/anon/http.log
 check "3 boards available through the shim" wait_until 30 available_is 3
-A1=$(reserve alice) && B1=$(reserve bob) || true
+{ A1=$(reserve alice) && B1=$(reserve bob); } || true
 check "alice and bob reserve one board each" test -n "$A1" -a -n "$B1"
 http GET /devices
 F1=$(jpy "$BODY" 'j[0]')

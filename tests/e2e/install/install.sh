@@ -62,7 +62,7 @@ farm_start "$TMP/run" 2 --sim-flash-ms 20 --sim-window-ms 50
 farm_wait_ready 2 60
 out=$(ICEFARM_LOG_LEVEL=warn ICEFARM_BROKER=$FARM_BROKER timeout 180 "$TMP/evaluate" \
     "$ROOT"/tests/bitstreams/clk_1khz.bin "$ROOT"/tests/bitstreams/clk_2khz.bin 2>&1) || true
-sed 's/^/# /' <<<"$out"
+while IFS= read -r line; do echo "# $line"; done <<<"$out"
 for f in clk_1khz clk_2khz; do
     want=$(python3 -c "import zlib,sys; print(zlib.crc32(open(sys.argv[1],'rb').read()) % 100000)" \
         "$ROOT/tests/bitstreams/$f.bin")
