@@ -32,13 +32,13 @@ void lib_log(const icefarm *f, icefarm_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (f->log)
+    if (f && f->log)
         f->log(level, line, f->log_arg);
     else
         ifm_log((enum ifm_log_level)level, "%s", line);
 }
 
-static void mqtt_log(enum ifm_log_level level, const char *msg, void *arg)
+void lib_mqtt_log(enum ifm_log_level level, const char *msg, void *arg)
 {
     lib_log(arg, (icefarm_log_level)level, "%s", msg);
 }
@@ -290,7 +290,7 @@ int icefarm_connect(const icefarm_opts *o, icefarm **out, char *reason, size_t r
         rc = ifm_failbuf(reason, reason_len, -ENOMEM, "out of memory");
         goto fail;
     }
-    mo.log = mqtt_log;
+    mo.log = lib_mqtt_log;
     mo.log_arg = f;
     mo.presence = true; /* a waiting reserve dies with this connection (PROTOCOL.md 5.1) */
     f->loop = ifm_loop_new();

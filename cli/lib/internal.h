@@ -103,8 +103,15 @@ struct icefarm_event {
     size_t len;
 };
 
-/* Logs through the handle's sink (opts.log, else ifm_log). */
+/* Logs through the handle's sink (opts.log, else ifm_log; f may be NULL: ifm_log).
+ * Everything the library says goes this way, so an embedding program (the CLI,
+ * the DHS) decides what reaches its user. */
 void lib_log(const icefarm *f, icefarm_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define LIB_DEBUG(f, ...) lib_log((f), ICEFARM_LOG_DEBUG, __VA_ARGS__)
+#define LIB_INFO(f, ...) lib_log((f), ICEFARM_LOG_INFO, __VA_ARGS__)
+#define LIB_WARN(f, ...) lib_log((f), ICEFARM_LOG_WARN, __VA_ARGS__)
+/* ifm_mqtt's log hook for connections the library opens (arg: the icefarm). */
+void lib_mqtt_log(enum ifm_log_level level, const char *msg, void *arg);
 /* A reply made from a copy of msgpack bytes; NULL (with why) when malformed. */
 icefarm_reply *lib_reply_parse(const void *data, size_t len, char *why, size_t whylen);
 /* The IFM_* reading of a public request (serials copied); -EINVAL with a reason. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "icefarm/log.h"
+#include "internal.h"
 
 #define MAX_DEVLIST 64
 #define MAX_GHOSTS 4096 /* unlinked URBs whose server answers are still due */
@@ -39,6 +40,7 @@ struct usbc_conn {
     usbc_conn_cbs cbs;
     void *arg;
     char peer[96];
+    const struct icefarm *log_f; /* the sink of our log lines (NULL: ifm_log) */
     uint64_t op_timeout_ms;
     uint64_t op_timer;
     phase ph;
@@ -121,7 +123,7 @@ static void end(usbc_conn *c, int status, const char *why)
         c->io.close(c->io_ctx);
     c->io.close = NULL;
     c->io.write = NULL;
-    IFM_DEBUG("usbip client=%s connection over: %s", c->peer, why);
+    LIB_DEBUG(c->log_f, "usbip client=%s connection over: %s", c->peer, why);
     enter(c);
     /* the op phase's caller hears of it through its own callback first */
     if (was == PH_IMPORT && c->cbs.on_import)
@@ -154,7 +156,7 @@ static void fail(usbc_conn *c, int status, const char *fmt, ...)
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     if (status == -EPROTO || status == -EMSGSIZE)
-        IFM_WARN("usbip client=%s protocol violation by the server: %s", c->peer, why);
+        LIB_WARN(c->log_f, "usbip client=%s protocol violation by the server: %s", c->peer, why);
     end(c, status, why);
 }
 
@@ -362,8 +364,8 @@ static void urb_timeout(ifm_loop *loop, void *arg)
     usbc_conn *c = u->conn;
     u->timer = 0;
     c->stats.timeouts++;
-    IFM_DEBUG("usbip client=%s seqnum=%u ep=0x%02x no reply within %llu ms: unlinking", c->peer, u->seqnum, u->ep,
-              (unsigned long long)u->timeout_ms);
+    LIB_DEBUG(c->log_f, "usbip client=%s seqnum=%u ep=0x%02x no reply within %llu ms: unlinking", c->peer, u->seqnum,
+              u->ep, (unsigned long long)u->timeout_ms);
     int rc = unlink_urb(c, u);
     enter(c);
     complete(c, u, -ETIMEDOUT);
@@ -493,8 +495,8 @@ static void on_ret_unlink(usbc_conn *c, const ifm_usbip_hdr *h)
 {
     ghost *g = find_ghost_unlink(c, h->seqnum);
     if (!g) {
-        IFM_DEBUG("usbip client=%s RET_UNLINK seqnum %u (status %d) for no CMD_UNLINK of ours: ignored", c->peer,
-                  h->seqnum, h->u.unlink_status);
+        LIB_DEBUG(c->log_f, "usbip client=%s RET_UNLINK seqnum %u (status %d) for no CMD_UNLINK of ours: ignored",
+                  c->peer, h->seqnum, h->u.unlink_status);
         return;
     }
     g->unlink_open = false;
@@ -707,6 +709,11 @@ static void conn_destroy(usbc_conn *c)
     free(c->rx);
     free(c->tx);
     free(c);
+}
+
+void usbc_conn_set_log(usbc_conn *c, const struct icefarm *f)
+{
+    c->log_f = f;
 }
 
 void usbc_conn_free(usbc_conn *c)

@@ -42,6 +42,7 @@
 #include "icefarm/loop.h"
 #include "icefarm/usbip.h"
 
+struct icefarm; /* the library handle (internal.h) */
 typedef struct usbc_conn usbc_conn;
 typedef struct usbc_urb usbc_urb;
 
@@ -105,6 +106,9 @@ typedef struct {
 usbc_conn *usbc_conn_new(ifm_loop *loop, const usbc_io *io, void *io_ctx, const usbc_conn_cbs *cbs, void *arg,
                          const char *peer, uint64_t op_timeout_ms);
 void usbc_conn_free(usbc_conn *c);
+/* Where the connection's log lines go: the library handle's sink (NULL, the
+ * default: ifm_log). f must outlive c. */
+void usbc_conn_set_log(usbc_conn *c, const struct icefarm *f);
 
 /* Carrier side: bytes from the server; the carrier ended (status 0: EOF). */
 void usbc_conn_feed(usbc_conn *c, const uint8_t *data, size_t len);

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "icefarm/log.h"
 #include "internal.h"
 #include "usbip_host.h"
 #include "usbip_tunnel.h"
@@ -40,7 +39,7 @@ static void on_exported(icefarm *f, const icefarm_event *e, void *arg)
     /* a worker that advertises no host is reached where the broker is */
     snprintf(u->host, sizeof u->host, "%s", ev->host[0] ? ev->host : u->f->host);
     snprintf(u->port, sizeof u->port, "%s", port);
-    IFM_DEBUG("usbip serial=%s exported at %s:%s: importing", u->serial, u->host, u->port);
+    LIB_DEBUG(u->f, "usbip serial=%s exported at %s:%s: importing", u->serial, u->host, u->port);
     ifm_backoff_reset(&u->bo);
     usbc_session_connect(u);
 }
@@ -53,7 +52,7 @@ static void on_detached(icefarm *f, const icefarm_event *e, void *arg)
         return;
     /* the connection ends by itself (the server closes it once the device's URBs
      * are answered); this says why, before it happens */
-    IFM_DEBUG("usbip serial=%s detached: %s", u->serial, e->ev.reason);
+    LIB_DEBUG(u->f, "usbip serial=%s detached: %s", u->serial, e->ev.reason);
 }
 
 static void on_lease_end(icefarm *f, const icefarm_event *e, void *arg)
@@ -80,7 +79,7 @@ static void on_error(icefarm *f, const icefarm_event *e, void *arg)
         if (strstr(e->ev.reason, "not exported"))
             usbc_session_closed(u, -EPERM, why);
         else
-            IFM_DEBUG("usbip serial=%s %s", u->serial, why);
+            LIB_DEBUG(u->f, "usbip serial=%s %s", u->serial, why);
     }
 }
 

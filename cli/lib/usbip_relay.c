@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "icefarm/log.h"
 #include "icefarm/tcp.h"
 #include "icefarm/usbip.h"
 #include "icefarm/usbip_client.h"
@@ -109,8 +108,8 @@ static void on_tcp_data(ifm_tcp *s, const uint8_t *data, size_t len, void *arg)
         if (k == 0)
             break;
         if (k < 0) {
-            IFM_WARN("usbip serial=%s client=%s tunnel relay: bad PDU from the local client: %s", r->tu->serial,
-                     r->peer, err.msg);
+            LIB_WARN(r->tu->f, "usbip serial=%s client=%s tunnel relay: bad PDU from the local client: %s",
+                     r->tu->serial, r->peer, err.msg);
             relay_free(r);
             return;
         }
@@ -136,7 +135,7 @@ static void on_tcp_close(ifm_tcp *s, int status, void *arg)
 static void on_t_up(void *arg)
 {
     relay *r = arg;
-    IFM_DEBUG("usbip serial=%s client=%s tunnel relay up (session %s)", r->tu->serial, r->peer,
+    LIB_DEBUG(r->tu->f, "usbip serial=%s client=%s tunnel relay up (session %s)", r->tu->serial, r->peer,
               usbc_tstream_session(r->t));
 }
 
@@ -150,7 +149,8 @@ static void on_t_data(const uint8_t *data, size_t len, void *arg)
 static void on_t_end(int status, const char *why, void *arg)
 {
     relay *r = arg;
-    IFM_INFO("usbip serial=%s client=%s tunnel relay ends: %s (%s)", r->tu->serial, r->peer, why, ifm_strerror(status));
+    LIB_INFO(r->tu->f, "usbip serial=%s client=%s tunnel relay ends: %s (%s)", r->tu->serial, r->peer, why,
+             ifm_strerror(status));
     r->t = NULL; /* it frees itself */
     if (r->s)
         ifm_tcp_end(r->s); /* what the worker sent last still reaches the client; on_tcp_close frees r */
@@ -174,7 +174,7 @@ static void on_accept(ifm_tcp_listener *l, ifm_tcp *s, void *arg)
     char why[200];
     r->t = usbc_tstream_open(tu->f, tu->serial, &tcbs, r, tu->f->timeout_ms, why, sizeof why);
     if (!r->t) {
-        IFM_WARN("usbip serial=%s client=%s tunnel relay: %s", tu->serial, r->peer, why);
+        LIB_WARN(tu->f, "usbip serial=%s client=%s tunnel relay: %s", tu->serial, r->peer, why);
         ifm_tcp_close(s);
         free(r);
         return;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "icefarm/log.h"
+#include "internal.h"
 #include "usbip_host.h"
 
 #define DEF_TIMEOUT_MS 5000
@@ -60,7 +60,7 @@ static void user_state(icefarm_usbip *u, icefarm_usbip_state st, const char *why
     snprintf(u->reason, sizeof u->reason, "%s", why);
     if (!changed)
         return;
-    IFM_INFO("usbip serial=%s busid=%s state=%s %s", u->serial[0] ? u->serial : "-", u->busid,
+    LIB_INFO(u->f, "usbip serial=%s busid=%s state=%s %s", u->serial[0] ? u->serial : "-", u->busid,
              icefarm_usbip_state_name(st), why);
     if (u->o.on_state) {
         usbc_host_cb_enter(u->f);
@@ -288,7 +288,7 @@ static void clear_halt_done(icefarm_usbip *u, ctl_op *op, int status)
         u->acc.stalls_cleared++;
         in_refill(u);
     } else if (status != -ENODEV && status != -ESHUTDOWN) {
-        IFM_WARN("usbip serial=%s CLEAR_FEATURE(ENDPOINT_HALT) failed: %s", u->serial, ifm_strerror(status));
+        LIB_WARN(u->f, "usbip serial=%s CLEAR_FEATURE(ENDPOINT_HALT) failed: %s", u->serial, ifm_strerror(status));
     }
 }
 
@@ -329,7 +329,7 @@ static void in_done(usbc_urb *urb)
         return; /* unlinked by us, or the connection is ending (its on_end follows) */
     if (st == -EPIPE) {
         /* a stall halts the endpoint until CLEAR_FEATURE(ENDPOINT_HALT) */
-        IFM_INFO("usbip serial=%s bulk IN 0x%02x stalled: clearing the halt", u->serial, urb->ep);
+        LIB_INFO(u->f, "usbip serial=%s bulk IN 0x%02x stalled: clearing the halt", u->serial, urb->ep);
         bool pending = false;
         for (ctl_op *op = u->ctl_head; op; op = op->next)
             pending |= op->internal == clear_halt_done && op->setup[4] == u->fn.in.addr;
@@ -341,7 +341,7 @@ static void in_done(usbc_urb *urb)
         went_gone(u, "device gone (bulk IN: %s)", ifm_strerror(st));
         return;
     }
-    IFM_WARN("usbip serial=%s bulk IN failed: %s; resubmitting", u->serial, ifm_strerror(st));
+    LIB_WARN(u->f, "usbip serial=%s bulk IN failed: %s; resubmitting", u->serial, ifm_strerror(st));
     in_refill(u);
 }
 
@@ -382,7 +382,7 @@ static void out_done(usbc_urb *urb)
     if (st && !w->status)
         w->status = st;
     if (st == -EPIPE) {
-        IFM_INFO("usbip serial=%s bulk OUT 0x%02x stalled: clearing the halt", u->serial, u->fn.out.addr);
+        LIB_INFO(u->f, "usbip serial=%s bulk OUT 0x%02x stalled: clearing the halt", u->serial, u->fn.out.addr);
         ctl_queue(u, 0x02, USB_REQ_CLEAR_FEATURE, 0, u->fn.out.addr, NULL, 0, clear_halt_done, NULL, NULL);
     }
     /* the write is over when every chunk came back, or at its first failure once
@@ -530,7 +530,7 @@ static void step_serial(icefarm_usbip *u, ctl_op *op, int status)
     if (status == 0) {
         ifm_err err;
         if (usbc_parse_string(op->data, op->actual, u->info.serial, sizeof u->info.serial, &err) != 0)
-            IFM_DEBUG("usbip busid=%s serial string: %s", u->busid, err.msg);
+            LIB_DEBUG(u->f, "usbip busid=%s serial string: %s", u->busid, err.msg);
     }
     /* a device without a readable serial is still usable */
     step_config_value(u);
@@ -671,8 +671,8 @@ static void on_import(usbc_conn *c, int status, const ifm_usbip_device *dev, con
     u->info.vid = dev->idVendor;
     u->info.pid = dev->idProduct;
     u->info.serial[0] = '\0';
-    IFM_DEBUG("usbip serial=%s busid=%s imported %04x:%04x devid=0x%x from %s", u->serial, u->busid, dev->idVendor,
-              dev->idProduct, u->info.devid, usbc_conn_peer(u->c));
+    LIB_DEBUG(u->f, "usbip serial=%s busid=%s imported %04x:%04x devid=0x%x from %s", u->serial, u->busid,
+              dev->idVendor, dev->idProduct, u->info.devid, usbc_conn_peer(u->c));
     ctl_queue(u, 0x80, USB_REQ_GET_DESCRIPTOR, USB_DT_DEVICE << 8, 0, NULL, 18, step_device, NULL, NULL);
 }
 
@@ -759,6 +759,7 @@ void usbc_session_connect(icefarm_usbip *u)
         usbc_session_import_failed(u, rc, why);
         return;
     }
+    usbc_conn_set_log(u->c, u->f);
     if (u->st != ICEFARM_USBIP_CONNECTING)
         user_state(u, ICEFARM_USBIP_CONNECTING, "importing");
     rc = usbc_conn_import(u->c, u->busid);

@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "icefarm/log.h"
 #include "icefarm/topics.h"
 #include "internal.h"
 
@@ -192,6 +191,8 @@ usbc_tstream *usbc_tstream_open(icefarm *f, const char *serial, const usbc_tstre
         .will_topic = t->c2s,
         .will_payload = "",
         .will_len = 0,
+        .log = lib_mqtt_log, /* the library's log sink, as the handle's own connection */
+        .log_arg = f,
     };
     t->m = ifm_mqtt_new(t->loop, &mo, on_conn, t);
     if (!t->m || ifm_mqtt_subscribe(t->m, t->s2c, 1, on_s2c, t) || ifm_mqtt_start(t->m)) {
@@ -201,7 +202,7 @@ usbc_tstream *usbc_tstream_open(icefarm *f, const char *serial, const usbc_tstre
         return NULL;
     }
     t->connect_timer = ifm_timer_add(t->loop, timeout_ms ? timeout_ms : 10000, connect_timeout, t);
-    IFM_DEBUG("usbip serial=%s tunnel session %s", serial, t->session);
+    LIB_DEBUG(f, "usbip serial=%s tunnel session %s", serial, t->session);
     return t;
 }
 
