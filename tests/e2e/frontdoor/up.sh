@@ -59,6 +59,18 @@ if [[ -n $SECURE ]]; then
         bash -c "! '$BUILD/cli/icefarm-cli' --broker '$BROKER' --cafile '$CA' --timeout 5 status >/dev/null 2>&1"
 fi
 
+# Kind usbip, as README.md documents it: a board's console through `serial`, no root.
+USBIP=$(fd_field usbip)
+check "it prints the worker's USB/IP address (${USBIP%% *})" test -n "$USBIP"
+out=$("${cli[@]}" --json reserve --kind usbip --amount 1 --args '{"image": "pulsecount"}' 2>&1 || true)
+userial=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["serials"][0]["serial"])' "$out" 2>/dev/null || true)
+check "reserve --kind usbip through the printed broker gets a board" test -n "$userial"
+timeout -s INT 15 "${cli[@]}" serial "$userial" </dev/null >"$RUN/serial.out" 2>"$RUN/serial.err" || true
+check "icefarm-cli serial prints the board firmware's greeting" grep -q "Waiting for bitstream transfer" "$RUN/serial.out"
+check "  ... and says on stderr that the console is up" grep -q "serial $userial: up:" "$RUN/serial.err"
+check "  ... with no timestamped log line among what it says" bash -c "! grep -q '^[0-9]\{4\}-[0-9][0-9]-' '$RUN/serial.err'"
+"${cli[@]}" end "$userial" >/dev/null 2>&1 || true
+
 # all_available: every board is back (boards an evaluate used re-flash for a moment).
 all_available() {
     local out
