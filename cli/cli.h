@@ -199,6 +199,9 @@ const char *cli_fmt_duration(uint64_t ms, char *buf, size_t cap);
  * this client (else "reserved by another client" / "not reserved by you",
  * 403). Returns CLI_OK or the exit code of the error it printed. */
 int cli_check_boards(icefarm *f, const cli_opts *o, char *const *serials, size_t n, bool mine);
+/* In a status reply: whether a worker reports the board, and its lease's holder
+ * and kind ("" when free; kind may be NULL). */
+bool cli_status_board(const cli_reply *r, const char *serial, char *holder, size_t hcap, char *kind, size_t kcap);
 /* What the farm offers for `kind`, from control's status: the number of boards
  * of that kind whose worker is online (*total) and the kinds offered (a
  * comma-separated list in offered[cap]). CLI_OK or an exit code (printed). */

@@ -91,18 +91,13 @@ int cli_usbip_check_lease(icefarm *f, const cli_opts *o, const char *board)
     int rc = cli_call(s->f, s->o, &req, NULL, 0, &r);
     if (rc)
         return rc;
-    const msgpack_object *ls = ifm_map_get(r.doc.root, "leases");
-    char kind[IFM_KIND_MAX] = "", holder[IFM_NAME_MAX] = "";
-    for (uint32_t i = 0; ls && ls->type == MSGPACK_OBJECT_ARRAY && i < ls->via.array.size; i++) {
-        char serial[IFM_SERIAL_MAX] = "";
-        ifm_get_str(&ls->via.array.ptr[i], "serial", false, serial, sizeof serial, NULL);
-        if (strcmp(serial, s->serial) == 0) {
-            ifm_get_str(&ls->via.array.ptr[i], "client", false, holder, sizeof holder, NULL);
-            ifm_get_str(&ls->via.array.ptr[i], "kind", false, kind, sizeof kind, NULL);
-        }
-    }
+    char kind[IFM_KIND_MAX], holder[IFM_NAME_MAX];
+    bool known = cli_status_board(&r, s->serial, holder, sizeof holder, kind, sizeof kind);
     cli_reply_free(&r);
     const char *me = icefarm_name(s->f);
+    if (!known)
+        return cli_error(s->o, CLI_FAILED, "unknown serial %s (404: no worker has reported it; see icefarm-cli status)",
+                         s->serial);
     if (!holder[0])
         return cli_error(s->o, CLI_FAILED,
                          "board %s is not reserved: its USB device is exported only to a holder of kind usbip. "

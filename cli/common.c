@@ -212,15 +212,28 @@ int cli_call(icefarm *f, const cli_opts *o, const ifm_ctl_req *req, const void *
 }
 
 /* Finds serial's lease holder in a status reply's "leases"; "" when free. */
-static void lease_holder(const msgpack_object *leases, const char *serial, char *holder, size_t cap)
+bool cli_status_board(const cli_reply *r, const char *serial, char *holder, size_t hcap, char *kind, size_t kcap)
 {
+    const msgpack_object *boards = ifm_map_get(r->doc.root, "boards"), *leases = ifm_map_get(r->doc.root, "leases");
+    bool known = false;
+    for (uint32_t j = 0; boards && boards->type == MSGPACK_OBJECT_ARRAY && j < boards->via.array.size; j++) {
+        char s[IFM_SERIAL_MAX] = "";
+        ifm_get_str(&boards->via.array.ptr[j], "serial", false, s, sizeof s, NULL);
+        known |= strcmp(s, serial) == 0;
+    }
     holder[0] = '\0';
+    if (kind)
+        kind[0] = '\0';
     for (uint32_t j = 0; leases && leases->type == MSGPACK_OBJECT_ARRAY && j < leases->via.array.size; j++) {
         char s[IFM_SERIAL_MAX] = "";
         ifm_get_str(&leases->via.array.ptr[j], "serial", false, s, sizeof s, NULL);
-        if (strcmp(s, serial) == 0)
-            ifm_get_str(&leases->via.array.ptr[j], "client", false, holder, cap, NULL);
+        if (strcmp(s, serial) != 0)
+            continue;
+        ifm_get_str(&leases->via.array.ptr[j], "client", false, holder, hcap, NULL);
+        if (kind)
+            ifm_get_str(&leases->via.array.ptr[j], "kind", false, kind, kcap, NULL);
     }
+    return known;
 }
 
 int cli_check_boards(icefarm *f, const cli_opts *o, char *const *serials, size_t n, bool mine)
@@ -232,16 +245,9 @@ int cli_check_boards(icefarm *f, const cli_opts *o, char *const *serials, size_t
     int rc = cli_call(f, o, &req, NULL, 0, &r);
     if (rc != CLI_OK)
         return rc;
-    const msgpack_object *boards = ifm_map_get(r.doc.root, "boards"), *leases = ifm_map_get(r.doc.root, "leases");
     for (size_t i = 0; i < n && rc == CLI_OK; i++) {
-        bool known = false;
-        for (uint32_t j = 0; boards && boards->type == MSGPACK_OBJECT_ARRAY && j < boards->via.array.size; j++) {
-            char s[IFM_SERIAL_MAX] = "";
-            ifm_get_str(&boards->via.array.ptr[j], "serial", false, s, sizeof s, NULL);
-            known |= strcmp(s, serials[i]) == 0;
-        }
         char holder[IFM_NAME_MAX];
-        lease_holder(leases, serials[i], holder, sizeof holder);
+        bool known = cli_status_board(&r, serials[i], holder, sizeof holder, NULL, 0);
         if (!known)
             rc = cli_error(o, CLI_FAILED, "unknown serial %s (404: no worker has reported it; see icefarm-cli status)",
                            serials[i]);

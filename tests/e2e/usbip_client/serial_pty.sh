@@ -38,6 +38,10 @@ other=$(serials_of "$OUT")
 check "serial on a pulsecount board fails (rc $rc)" test "$rc" = 1
 check "and says how to reserve one with kind usbip" grep -q "reserve --kind usbip" "$RUN/refused.err"
 cli alice end "$other"
+# ---- refused: a serial no worker reports (a typo): at once, 404 ----
+"${CLIX[@]}" serial NOSUCHSERIAL </dev/null >"$RUN/unknown.out" 2>"$RUN/unknown.err" && rc=0 || rc=$?
+check "serial on an unknown serial fails (rc $rc)" test "$rc" = 1
+check "and says it is unknown" grep -q "unknown serial NOSUCHSERIAL (404" "$RUN/unknown.err"
 
 cli alice reserve --amount 1 --kind usbip --args '{"image": "pulsecount"}' --duration 600
 check "reserve --kind usbip exits 0 (got $RC)" test "$RC" = 0
