@@ -8,7 +8,12 @@
 #   qemu_usb_setup                      QEMU, BUSYBOX, USBIP, USBIPD, KVER, KROOT; exits 77
 #                                       with a reason when QEMU cannot run here at all
 #   qemu_usb_initramfs DIR MODULE...    DIR: busybox, usbip + usbipd and their libraries,
-#                                       usb.ids, mods/<name>.ko (paths under drivers/ without .ko)
+#                                       usb.ids, mods/<name>.ko (paths under drivers/ without .ko),
+#                                       and /lib/guest.sh for the scenario's /init to source:
+#                                       guest_up MODULE... (mounts, insmod in that order, eth0
+#                                       as 10.0.2.15 behind 10.0.2.2, each icefarm.K=V of the
+#                                       kernel command line as $K) and guest_done (the dmesg
+#                                       between DMESG-BEGIN/END, GUEST-DONE, power off)
 #   qemu_usb_boot DIR LOG APPEND [QEMU ARGS...]
 #                                       packs DIR (with its /init) and runs the guest until it
 #                                       powers off (240 s at most); its console goes to LOG
@@ -85,6 +90,31 @@ qemu_usb_initramfs() {
     else
         : >"$dir/usr/share/misc/usb.ids"
     fi
+    mkdir -p "$dir/lib"
+    cat >"$dir/lib/guest.sh" <<'GUEST'
+# The part of every scenario's /init that is the same (busybox sh; see qemu_usb.sh).
+guest_up() {
+    export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/tmp
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs dev /dev
+    for m in "$@"; do insmod "/mods/$m.ko" || echo "INSMOD-FAILED $m"; done
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 10.0.2.15/24 dev eth0
+    ip route add default via 10.0.2.2
+    for kv in $(cat /proc/cmdline); do
+        case $kv in icefarm.*=*) k=${kv#icefarm.}; eval "${k%%=*}=${kv#*=}" ;; esac
+    done
+}
+guest_done() {
+    echo "DMESG-BEGIN"
+    dmesg
+    echo "DMESG-END"
+    echo "GUEST-DONE"
+    poweroff -f
+}
+GUEST
     local mods=$KROOT/lib/modules/$KVER/kernel/drivers
     for m in "$@"; do
         cp "$mods/$m.ko" "$dir/mods/" || { not_ok "kernel module $m.ko in $KVER"; return 1; }

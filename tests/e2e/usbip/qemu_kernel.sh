@@ -44,15 +44,8 @@ cp "$bits" "$ir/bitstream.bin"
 cat >"$ir/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev
-for m in usb-common usbcore usbip-core vhci-hcd cdc-acm e1000; do insmod /mods/$m.ko || echo "INSMOD-FAILED $m"; done
-ip link set lo up
-ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
-ip route add default via 10.0.2.2
-for kv in $(cat /proc/cmdline); do case $kv in icefarm.*=*) k=${kv#icefarm.}; eval "${k%%=*}=${kv#*=}";; esac; done
+. /lib/guest.sh
+guest_up usb-common usbcore usbip-core vhci-hcd cdc-acm e1000
 attach() {
     i=0
     while [ $i -lt 60 ]; do
@@ -100,11 +93,7 @@ for d in /sys/bus/usb/devices/*; do
 done
 usbip detach -p 0 && echo "DETACHED"
 sleep 1
-echo "DMESG-BEGIN"
-dmesg
-echo "DMESG-END"
-echo "GUEST-DONE"
-poweroff -f
+guest_done
 INIT
 chmod +x "$ir/init"
 ok "initramfs: busybox, usbip, 6 modules, a bitstream"

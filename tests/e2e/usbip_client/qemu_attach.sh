@@ -41,16 +41,8 @@ ln -sf "$CLI_BIN" "$ir/bin/icefarm-cli"
 cat >"$ir/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/sbin:/usr/sbin:/bin:/usr/bin HOME=/tmp
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev
-for m in usb-common usbcore usbip-core vhci-hcd cdc-acm e1000; do insmod /mods/$m.ko || echo "INSMOD-FAILED $m"; done
-ip link set lo up
-ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
-ip route add default via 10.0.2.2
-for kv in $(cat /proc/cmdline); do case $kv in icefarm.*=*) k=${kv#icefarm.}; eval "${k%%=*}=${kv#*=}";; esac; done
+. /lib/guest.sh
+guest_up usb-common usbcore usbip-core vhci-hcd cdc-acm e1000
 J=/tmp/attach.jsonl
 count() {
     c=$(grep -c "$1" "$J" 2>/dev/null || true)
@@ -116,11 +108,7 @@ ls /dev/ttyACM* >/dev/null 2>&1 || echo "NO-TTY-AFTER"
 echo "ATTACH-BEGIN"
 cat $J /tmp/attach.err
 echo "ATTACH-END"
-echo "DMESG-BEGIN"
-dmesg
-echo "DMESG-END"
-echo "GUEST-DONE"
-poweroff -f
+guest_done
 INIT
 chmod +x "$ir/init"
 ok "initramfs: busybox, icefarm-cli and its libraries, 6 modules"

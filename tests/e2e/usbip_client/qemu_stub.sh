@@ -26,19 +26,9 @@ qemu_usb_initramfs "$ir" usb/common/usb-common usb/core/usbcore usb/usbip/usbip-
 cat >"$ir/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
-export PATH=/sbin:/usr/sbin:/bin:/usr/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs dev /dev
-for m in usb-common usbcore usbip-core usbip-host udc-core dummy_hcd configfs libcomposite u_serial usb_f_acm e1000; do
-    insmod /mods/$m.ko || echo "INSMOD-FAILED $m"
-done
+. /lib/guest.sh
+guest_up usb-common usbcore usbip-core usbip-host udc-core dummy_hcd configfs libcomposite u_serial usb_f_acm e1000
 insmod /mods/g_serial.ko use_acm=1 n_ports=1 || echo "INSMOD-FAILED g_serial"
-ip link set lo up
-ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
-ip route add default via 10.0.2.2
-for kv in $(cat /proc/cmdline); do case $kv in icefarm.*=*) k=${kv#icefarm.}; eval "${k%%=*}=${kv#*=}";; esac; done
 i=0
 while [ ! -e /dev/ttyGS0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 [ -e /dev/ttyGS0 ] && echo "GADGET ok" || echo "GADGET missing"
@@ -70,11 +60,7 @@ echo "GUEST-READY"
 # until the host says it is done (it listens on its loopback, 10.0.2.2 from here)
 i=0
 while ! nc 10.0.2.2 "$doneport" </dev/null >/dev/null 2>&1 && [ $i -lt 1200 ]; do sleep 0.2; i=$((i + 1)); done
-echo "DMESG-BEGIN"
-dmesg
-echo "DMESG-END"
-echo "GUEST-DONE"
-poweroff -f
+guest_done
 INIT
 chmod +x "$ir/init"
 ok "initramfs: busybox, usbip and usbipd, 12 modules"
