@@ -412,6 +412,20 @@ static void start_reserve(op *o)
 
 static void fetched(int status, const uint8_t *data, size_t len, const char *sha, const char *reason, void *arg);
 
+/* Board events for the operation's board (its 'initialized', its results); false
+ * (the operation completed with error) when the library cannot follow it. */
+static bool follow_board(op *o)
+{
+    int rc = icefarm_watch(o->d->farm, o->serial);
+    if (rc) {
+        char why[128];
+        snprintf(why, sizeof why, "cannot follow board %s: %s", o->serial, icefarm_strerror(rc));
+        complete(o, "error", why, NULL);
+        return false;
+    }
+    return true;
+}
+
 static void on_board_timeout(ifm_loop *loop, void *arg)
 {
     op *o = arg;
@@ -455,13 +469,8 @@ static void after_check(op *o, const dhs_board *b)
     case OP_REBOOT: {
         /* control's reboot verb, as icefarm-cli reboot sends it (the holder's, checked there
          * too); the board's 'initialized' says the lease's firmware is back */
-        int rc = icefarm_watch(d->farm, o->serial);
-        if (rc) {
-            char why[128];
-            snprintf(why, sizeof why, "cannot follow board %s: %s", o->serial, icefarm_strerror(rc));
-            complete(o, "error", why, NULL);
+        if (!follow_board(o))
             return;
-        }
         icefarm_req req = { .verb = "reboot", .serials = serials, .nserials = 1 };
         o->stage = ST_CALL;
         call(o, &req, 0);
@@ -518,13 +527,9 @@ static void fetched(int status, const uint8_t *data, size_t len, const char *sha
         complete(o, "farm_offline", NULL, NULL);
         return;
     }
-    int rc = icefarm_watch(d->farm, o->serial);
-    if (rc) {
-        char why[128];
-        snprintf(why, sizeof why, "cannot follow board %s: %s", o->serial, icefarm_strerror(rc));
-        complete(o, "error", why, NULL);
+    if (!follow_board(o))
         return;
-    }
+    int rc;
     if (o->def->kind == OP_FLASH) {
         rc = icefarm_flash(d->farm, o->serial, data, len);
         if (rc == 0)
