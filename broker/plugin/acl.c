@@ -1138,7 +1138,8 @@ bool acl_check(acl_state *st, const void *conn, const char *user, int access, co
             /* a Will */
             bool ok = (role == ROLE_CONTROL && t.k == T_CTL_STATE) ||
                 (role == ROLE_WORKER && t.k == T_WORKER && is(t.name, user) && is(t.leaf, "state")) ||
-                (t.k == T_CLIENT && is(t.leaf, "presence") && len == 0);
+                (t.k == T_CLIENT && is(t.leaf, "presence") && len == 0) ||
+                (t.k == T_TUNNEL && is(t.leaf, "c2s") && len == 0); /* the end of its tunnel session */
             return ok && can_write(st, role, user, &t, payload, len, retain);
         }
         return can_write(st, role, user, &t, payload, len, retain);

@@ -111,8 +111,10 @@ int acl_check_connect(const acl_state *st, const char *user, const char *client_
  * the same WRITE check as a publish, and a Will skips MOSQ_EVT_MESSAGE (so the
  * identity on a request could not be rewritten). A WRITE from a connection that
  * has ended (acl_disconnect) is therefore a Will, and the only Wills allowed are
- * a worker's death notice on its own icefarm/worker/<id>/state and control's on
- * icefarm/ctl/state. */
+ * a worker's death notice on its own icefarm/worker/<id>/state, control's on
+ * icefarm/ctl/state, a client's empty presence, and a lease holder's empty
+ * icefarm/<serial>/usbip/<session>/c2s (the end of its tunnel session,
+ * PROTOCOL.md 19.3). */
 bool acl_check(acl_state *st, const void *conn, const char *user, int access, const char *topic, const void *payload,
                size_t len, bool retain);
 

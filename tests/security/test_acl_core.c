@@ -619,6 +619,14 @@ static void test_wills(void)
           "will: a client's Will is refused (it would skip the identity rewrite)");
     check(acl_check(st, alice, "alice", ACL_READ, "icefarm/client/alice/event", NULL, 0, false),
           "will: reads are not affected");
+    check(acl_check(st, alice, "alice", ACL_WRITE, "icefarm/S1/usbip/AbCdEfGh12345678/c2s", "", 0, false),
+          "will: the holder's empty c2s Will ends her USB/IP tunnel session");
+    check(!acl_check(st, alice, "alice", ACL_WRITE, "icefarm/S1/usbip/AbCdEfGh12345678/c2s", "x", 1, false) &&
+              !acl_check(st, alice, "alice", ACL_WRITE, "icefarm/S1/usbip/AbCdEfGh12345678/s2c", "", 0, false),
+          "will: ... and only an empty one, on c2s");
+    acl_disconnect(st, (const void *)0x48, "b");
+    check(!acl_check(st, (const void *)0x48, "bob", ACL_WRITE, "icefarm/S1/usbip/AbCdEfGh12345678/c2s", "", 0, false),
+          "will: ... of the holder only");
     acl_connect(st, alice);
     check(acl_check(st, alice, "alice", ACL_WRITE, "icefarm/ctl/req/end_all", "x", 1, false),
           "will: a new connection at the same address publishes normally");

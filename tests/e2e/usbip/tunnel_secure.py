@@ -78,9 +78,33 @@ while not busid() and time.time() < deadline:
 token = busid()
 check(bool(token), "alice hears 'usbip exported' with the token")
 
+# alice's console through the tunnel dies without a word (kill -9, a laptop lid):
+# the broker publishes its Will, the empty c2s, and the worker ends the session,
+# so her board's import is free again (the ACL once refused that Will, and the
+# board answered "Device busy" to its holder until the lease ended).
+con = subprocess.Popen([CLI, "--broker", URL, "--cafile", CA, "--user", "alice", "--password-file",
+                        os.path.join(SECRETS, "alice"), "serial", serial, "--tunnel"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+up = ""
+deadline = time.time() + 30
+while time.time() < deadline:
+    line = con.stderr.readline()
+    if not line or " up: " in line:
+        up = line
+        break
+check(" up: " in up, "alice's 'icefarm-cli serial --tunnel' comes up: %s" % up.strip())
+con.kill()
+con.wait()
+
 as_user("alice")
-s = uc.connect(URL, serial)
-r = uc.do_import(s, token)
+deadline = time.time() + 5  # the Will goes out at once; the worker ends the session on it
+while True:
+    s = uc.connect(URL, serial)
+    r = uc.do_import(s, token)
+    if r.get("status") != 2 or time.time() >= deadline:  # 2: ST_DEV_BUSY
+        break
+    s.close()
+    time.sleep(0.2)
 check(r.get("status") == 0 and r.get("vid") == "2e8a", "alice imports her board through the tunnel over TLS: %s" % r)
 uc.submit(s, 1, r.get("devid", 0), 1, 0, bytes([0x80, 6, 0, 1, 0, 0, 18, 0]), length=18)
 _, _, st, actual, desc = uc.ret(s, True)

@@ -90,6 +90,12 @@ class Tunnel:
     def sendall(self, data):
         self.c.publish(self.c2s, data, qos=1).wait_for_publish(10)
 
+    def close(self):
+        """Ends the session (an empty c2s) and the connection."""
+        self.c.publish(self.c2s, b"", qos=1).wait_for_publish(5)
+        self.c.disconnect()
+        self.c.loop_stop()
+
     def recv(self, n):
         deadline = time.time() + (self.timeout if self.timeout is not None else 1e9)
         with self.cv:
