@@ -487,6 +487,7 @@ int cmd_serial(const cli_opts *o)
     char why[512];
     int rc = icefarm_usbip_open(s.f, &uo, true, &s.u, why, sizeof why);
     if (rc) {
+        s.u = NULL; /* on_state saw the session, but a failed open has freed it */
         code = cli_error(o, rc == -ENOTCONN ? CLI_UNREACHABLE : CLI_FAILED, "%s", why);
         goto out;
     }

@@ -534,7 +534,16 @@ static size_t parse_op(usbc_conn *c)
                 : st == IFM_USBIP_ST_DEV_ERR    ? -EAGAIN
                 : st == IFM_USBIP_ST_NA         ? -EACCES
                                                 : -EIO;
-            fail(c, code, "import refused: status %u (%s)", st, ifm_usbip_status_str(st));
+            if (st == IFM_USBIP_ST_DEV_BUSY)
+                fail(c, code,
+                     "import refused: status %u (%s): the device is already in use by another USB/IP client "
+                     "(one import at a time: end the other icefarm-cli serial, usbip attach or tunnel session)",
+                     st, ifm_usbip_status_str(st));
+            else if (st == IFM_USBIP_ST_DEV_ERR)
+                fail(c, code, "import refused: status %u (%s): the device is re-enumerating", st,
+                     ifm_usbip_status_str(st));
+            else
+                fail(c, code, "import refused: status %u (%s)", st, ifm_usbip_status_str(st));
             return 0;
         }
         c->dev = dev;

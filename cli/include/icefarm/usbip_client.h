@@ -113,7 +113,8 @@ typedef struct {
  * NO_CDC (0), or failed (-ENOENT: no such device/busid, -EBUSY: imported by
  * someone else, -ECONNREFUSED/-EHOSTUNREACH: no server, -ETIMEDOUT, -EPROTO: not
  * a USB/IP server we understand, -EPERM: the board is not held with kind usbip
- * by this client), all with a reason; *out is then NULL. With `wait` false it
+ * by this client), all with a reason; *out is then NULL and the session that
+ * on_state callbacks were handed meanwhile is freed. With `wait` false it
  * returns at once (-EINVAL on bad options) and on_state reports progress; a
  * failure ends in CLOSED. f may be NULL for a direct server. Free with
  * icefarm_usbip_close. */

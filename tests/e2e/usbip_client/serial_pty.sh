@@ -94,6 +94,12 @@ E2E_BG+=("$console")
 check "serial --pty makes its link" wait_until 20 test -L "$RUN/tty"
 check "and says up" wait_until 20 grep -q '"event":"up"' "$RUN/serial.jsonl"
 
+# ---- a second console on the board while the first holds its import ----
+"${CLIX[@]}" serial "$serial" </dev/null >"$RUN/second.out" 2>"$RUN/second.err" && rc=0 || rc=$?
+check "a second serial on the same board fails cleanly (rc $rc: 1, not a crash)" test "$rc" = 1
+check "and says the board is in use by another USB/IP client" grep -q "already in use by another USB/IP client" \
+    "$RUN/second.err"
+
 session=icefarm-e2e-serial-$$
 tmux new-session -d -s "$session" -x 160 -y 40 "picocom -q -b 115200 $RUN/tty"
 pane() { tmux capture-pane -p -t "$session" -S -200 2>/dev/null; }
