@@ -19,6 +19,9 @@
 # after farm_start_http: FARM_HTTP (http://HOST:PORT).
 
 FARM_PIDS=()
+# What each process of FARM_PIDS is and where it logs, by pid ("what|log file"):
+# ./icefarm up names the one that died and shows its last lines.
+declare -gA FARM_WHAT=()
 
 farm_free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -123,6 +126,7 @@ farm_start() {
     fi
     mosquitto -c "$dir/mosquitto.conf" >"$dir/mosquitto.log" 2>&1 &
     FARM_PIDS+=($!)
+    FARM_WHAT[$!]="the broker (mosquitto)|$dir/mosquitto.log"
     if ! farm_wait_port "$port"; then
         farm_log "the broker did not start; see $dir/mosquitto.log"
         return 1
@@ -132,9 +136,11 @@ farm_start() {
     "$FARM_BIN/ctl/icefarm-ctl" --broker "$FARM_BROKER" "${FARM_CTL_AUTH[@]}" --data "$dir/ctl-data" \
         "${ctl_args[@]}" >"$dir/ctl.log" 2>&1 &
     FARM_PIDS+=($!)
+    FARM_WHAT[$!]="control (icefarm-ctl)|$dir/ctl.log"
     "$FARM_BIN/wrk/icefarm-wrk" --broker "$FARM_BROKER" "${FARM_WRK_AUTH[@]}" --name "${FARM_WORKER:-sim-worker}" \
         --sim "$boards" "$@" >"$dir/wrk.log" 2>&1 &
     FARM_PIDS+=($!)
+    FARM_WHAT[$!]="the worker (icefarm-wrk)|$dir/wrk.log"
 }
 
 # icefarm-http on the running farm (default: a free loopback port). It is appended
@@ -144,6 +150,7 @@ farm_start_http() {
     "$FARM_BIN/ctl/http/icefarm-http" --broker "$FARM_BROKER" "${FARM_HTTP_AUTH[@]}" --listen "$listen" --ws-url "$FARM_WS" \
         >"$FARM_DIR/http.log" 2>&1 &
     FARM_PIDS+=($!)
+    FARM_WHAT[$!]="the HTTP API (icefarm-http)|$FARM_DIR/http.log"
     FARM_HTTP="http://$listen"
     if ! farm_wait_port "${listen##*:}"; then
         farm_log "icefarm-http did not start on $listen; see $FARM_DIR/http.log"
@@ -158,6 +165,7 @@ farm_start_dhs() {
     "$FARM_BIN/ctl/dhs/icefarm-dhs" --dcss "$1" --broker "$FARM_BROKER" "${FARM_DHS_AUTH[@]}" \
         --name "${ICEFARM_DHS_NAME:-icefarm}" --protocol "${ICEFARM_DHS_PROTOCOL:-2}" >"$FARM_DIR/dhs.log" 2>&1 &
     FARM_PIDS+=($!)
+    FARM_WHAT[$!]="the DCSS gateway (icefarm-dhs)|$FARM_DIR/dhs.log"
 }
 
 # Waits until control reports BOARDS boards available.
@@ -192,6 +200,7 @@ farm_stop() {
         wait "$pid" 2>/dev/null || true
     done
     FARM_PIDS=()
+    FARM_WHAT=()
 }
 
 # Injects a fault into a simulated board: farm_sim_fault SERIAL FAULT [COUNT]
