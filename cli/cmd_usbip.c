@@ -413,7 +413,9 @@ out:
 static int cmd_list(const cli_opts *o)
 {
     if (o->npos != 2)
-        return cli_error(o, CLI_USAGE, "usbip list HOST[:PORT]");
+        return cli_error(o, CLI_USAGE,
+                         "usbip list takes one HOST[:PORT]: a USB/IP server (port 3240 unless given), e.g. the "
+                         "worker's 'usbip:' address");
     char host[256], port[16] = "3240";
     if (ifm_tcp_split_hostport(o->pos[1], host, sizeof host, port, sizeof port) != 0 || !host[0]) {
         snprintf(host, sizeof host, "%s", o->pos[1]);
@@ -426,7 +428,12 @@ static int cmd_list(const cli_opts *o)
     char why[512];
     int rc = icefarm_usbip_list(NULL, host, port, o->farm.timeout_ms, &devs, &n, why, sizeof why);
     if (rc)
-        return cli_error(o, rc == -ECONNREFUSED || rc == -ETIMEDOUT ? CLI_UNREACHABLE : CLI_FAILED, "%s", why);
+        return cli_error(o,
+                         rc == -ECONNREFUSED || rc == -ETIMEDOUT || rc == -ENOENT || rc == -EHOSTUNREACH ||
+                                 rc == -ENETUNREACH
+                             ? CLI_UNREACHABLE
+                             : CLI_FAILED,
+                         "%s", why);
     if (o->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)

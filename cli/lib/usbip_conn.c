@@ -664,7 +664,9 @@ void usbc_conn_carrier_end(usbc_conn *c, int status, const char *why)
     c->io.write = NULL;
     if (c->ph == PH_OVER)
         return;
-    if (c->rx_len && c->ph == PH_URB)
+    if (!c->carrier_up) /* it never connected: no server ever spoke */
+        fail(c, status ? status : -ESHUTDOWN, "%s", why && *why ? why : "cannot connect");
+    else if (c->rx_len && c->ph == PH_URB)
         fail(c, -ECONNRESET, "the server closed the connection in the middle of a PDU (%zu bytes of it came)%s%s",
              c->rx_len, why && *why ? ": " : "", why ? why : "");
     else

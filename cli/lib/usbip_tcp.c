@@ -39,7 +39,10 @@ static void on_connect(ifm_tcp *s, int status, void *arg)
     if (status) {
         t->s = NULL; /* freed by the helper */
         char why[160];
-        snprintf(why, sizeof why, "cannot connect: %s", strerror(-status));
+        if (status == -ENOENT) /* what name resolution says for an unknown host (tcp_gai_errno) */
+            snprintf(why, sizeof why, "cannot resolve the host name: unknown host");
+        else
+            snprintf(why, sizeof why, "cannot connect: %s", strerror(-status));
         usbc_conn *c = t->c;
         free(t);
         usbc_conn_carrier_end(c, status, why);

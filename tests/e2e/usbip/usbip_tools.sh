@@ -55,6 +55,19 @@ check "no state message ever carries the token" bash -c "! grep '/state' '$RUN/e
 check "usbip list -r runs against the server" grep -qi "127.0.0.1\|no exportable devices" "$RUN/list.out"
 check "usbip list -r leaks no leased device" bash -c "! grep -q '$busid\|2e8a\|1209' '$RUN/list.out'"
 
+# icefarm-cli usbip list, as a user types it: the server, then the wrong places.
+"$CLI_BIN" usbip list "127.0.0.1:$port" >"$RUN/clilist.out" 2>&1 && rc=0 || rc=$?
+check "icefarm-cli usbip list HOST:PORT exits 0 (rc $rc) and says no device" grep -q "exports no device" "$RUN/clilist.out"
+check "its --json is {ok, devices: []}" bash -c "[[ \$('$CLI_BIN' usbip list --json 127.0.0.1:$port) == '{\"ok\":true,\"devices\":[]}' ]]"
+dead=$(farm_free_port)
+"$CLI_BIN" usbip list "127.0.0.1:$dead" >"$RUN/clilist.out" 2>&1 && rc=0 || rc=$?
+check "usbip list on a port nobody listens on: exit 3 (rc $rc)" test "$rc" = 3
+check "and says the connection was refused, not that a server closed it" \
+    bash -c "grep -q 'cannot connect: Connection refused' '$RUN/clilist.out' && ! grep -q 'closed the connection' '$RUN/clilist.out'"
+"$CLI_BIN" usbip list nosuchhost.invalid >"$RUN/clilist.out" 2>&1 && rc=0 || rc=$?
+check "usbip list on an unknown host: exit 3 (rc $rc)" test "$rc" = 3
+check "and says the host is unknown" grep -q "unknown host" "$RUN/clilist.out"
+
 "$USBIP" --tcp-port "$port" attach -r 127.0.0.1 -b "$busid" >"$RUN/attach.out" 2>&1 || true
 check "usbip attach -b TOKEN gets through the import (fails only at vhci)" grep -q "vhci" "$RUN/attach.out"
 check "usbip attach sees the busid it asked for" bash -c "! grep -q 'recv different busid\|recv op_import_reply' '$RUN/attach.out'"
