@@ -14,13 +14,15 @@ for "Waiting for bitstream transfer", write the 104090 bytes raw, read the line
 ", pulses: N". The console comes up when the pty is opened (DTR), as a locally
 plugged board's /dev/ttyACM0 would.
 
-Needs python3-serial (pyserial) and icefarm-cli on PATH (or $ICEFARM_CLI).
+Needs python3-serial (pyserial) and icefarm-cli: $ICEFARM_CLI, else on PATH, else
+the one built in this checkout (build/cli/icefarm-cli).
 """
 
 import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,9 +43,31 @@ PULSES = re.compile(rb"pulses: ([0-9]+)")
 FAILED = b"Watchdog timeout"
 
 
+def find_cli():
+    """$ICEFARM_CLI, else icefarm-cli on PATH, else the one built in this checkout (build/)."""
+    if os.environ.get("ICEFARM_CLI"):
+        return os.environ["ICEFARM_CLI"]
+    if shutil.which("icefarm-cli"):
+        return "icefarm-cli"
+    built = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "build", "cli", "icefarm-cli")
+    if os.access(built, os.X_OK):
+        return os.path.normpath(built)
+    sys.exit("pulse_count_usbip: icefarm-cli is not on PATH and not built in this checkout: "
+             "cmake --install build, or set ICEFARM_CLI=/path/to/icefarm-cli")
+
+
+def run(cmd, **kw):
+    """subprocess.run/Popen of icefarm-cli, with a clear message when it cannot be started."""
+    try:
+        return (subprocess.Popen if kw.pop("background", False) else subprocess.run)(cmd, **kw)
+    except OSError as exc:
+        sys.exit("pulse_count_usbip: cannot run %s: %s (set ICEFARM_CLI to the icefarm-cli to use)"
+                 % (cmd[0], exc.strerror))
+
+
 def cli(args, base):
     """icefarm-cli --json ARGS; returns the parsed JSON reply (exits on failure)."""
-    out = subprocess.run(base + ["--json"] + args, stdout=subprocess.PIPE, check=False)
+    out = run(base + ["--json"] + args, stdout=subprocess.PIPE, check=False)
     try:
         reply = json.loads(out.stdout.decode() or "{}")
     except ValueError:
@@ -93,7 +117,7 @@ def main():
     ap.add_argument("--serial", help="a board you hold with kind usbip (default: reserve one)")
     ap.add_argument("files", nargs="+", metavar="FILE.bin")
     a = ap.parse_args()
-    base = [os.environ.get("ICEFARM_CLI", "icefarm-cli")]
+    base = [find_cli()]
     if a.broker:
         base += ["--broker", a.broker]
     if a.name:
@@ -112,8 +136,8 @@ def main():
         s = reply["serials"][0]
         serial_no = s if isinstance(s, str) else s["serial"]
     link = os.path.join(os.environ.get("TMPDIR", "/tmp"), "icefarm-%s-%d.tty" % (serial_no, os.getpid()))
-    console = subprocess.Popen(base + ["serial", serial_no, "--pty", "--link", link],
-                               stdout=subprocess.PIPE, stderr=sys.stderr)
+    console = run(base + ["serial", serial_no, "--pty", "--link", link], background=True,
+                  stdout=subprocess.PIPE, stderr=sys.stderr)
     try:
         path = console.stdout.readline().decode().strip()  # printed once the pty exists
         if not path:

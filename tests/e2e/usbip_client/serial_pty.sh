@@ -80,6 +80,11 @@ fi
 
 # ---- the python example: pyserial on serial --pty ----
 bits=$BITS/clk_1khz.bin
+ICEFARM_CLI=$RUN/no-such-icefarm-cli timeout 60 /usr/bin/python3 "$EXAMPLE" --broker "$FARM_BROKER" --name alice \
+    --serial "$serial" "$bits" >"$RUN/example.out" 2>"$RUN/example.err" && rc=0 || rc=$?
+check "pulse_count_usbip.py with no icefarm-cli to run: exit 1 (rc $rc)" test "$rc" = 1
+check "and says so in one line, no Python traceback" \
+    bash -c "grep -q 'cannot run .*no-such-icefarm-cli.*ICEFARM_CLI' '$RUN/example.err' && ! grep -q Traceback '$RUN/example.err'"
 want=$("$PY" "$E2E_DIR/mqtt_tool.py" pulses "$bits" | awk '{print $2}')
 ICEFARM_CLI=$CLI_BIN timeout 120 /usr/bin/python3 "$EXAMPLE" --broker "$FARM_BROKER" --name alice --serial "$serial" \
     "$bits" "$bits" >"$RUN/example.out" 2>"$RUN/example.err" && rc=0 || rc=$?
