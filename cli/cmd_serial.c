@@ -56,6 +56,8 @@ typedef struct {
     size_t pend_len, pend_cap;
     icefarm_usbip_line_coding lc; /* as the pty's termios last said */
     bool in_eof;
+    bool retrying;       /* GONE was reported and the session is importing again */
+    char last_gone[512]; /* the reason last reported while retrying */
     bool stop;
     int exit_code;
 } ser;
@@ -369,7 +371,24 @@ static void on_state(icefarm_usbip *u, icefarm_usbip_state st, const char *why, 
     ser *s = arg;
     s->u = u; /* also while icefarm_usbip_open is still waiting */
     s->st = st;
-    report(s, icefarm_usbip_state_name(st), "%s: %s", icefarm_usbip_state_name(st), why);
+    /* While the board or its worker is away the session retries every second:
+     * say so once, and again only when the reason changes, not twice a second. */
+    bool quiet = false;
+    const char *note = "";
+    if (st == ICEFARM_USBIP_CONNECTING) {
+        quiet = s->retrying;
+    } else if (st == ICEFARM_USBIP_GONE) {
+        const char *w = why ? why : "";
+        quiet = s->retrying && strcmp(s->last_gone, w) == 0;
+        if (!s->retrying)
+            note = " (trying again until it is back or the lease ends)";
+        s->retrying = true;
+        snprintf(s->last_gone, sizeof s->last_gone, "%s", w);
+    } else {
+        s->retrying = false;
+    }
+    if (!quiet)
+        report(s, icefarm_usbip_state_name(st), "%s: %s%s", icefarm_usbip_state_name(st), why ? why : "", note);
     if (st == ICEFARM_USBIP_UP) {
         look_at_termios(s); /* a coding set while the board was away */
         if (s->pty && !s->lines_due)

@@ -149,10 +149,24 @@ rc=0
 wait "$console" || rc=$?
 check "Ctrl-C ends the console with status 0 (got $rc)" test "$rc" = 0
 check "and removes its link" test ! -e "$RUN/tty"
+
+# ---- the worker dies under an open console: said once, not twice a second ----
+"${CLIX[@]}" serial "$serial" --pty --link "$RUN/tty2" >/dev/null 2>"$RUN/dead.err" &
+console=$!
+E2E_BG+=("$console")
+check "a new console comes up" wait_until 20 grep -q " up: " "$RUN/dead.err"
+e2e_kill9 "$(e2e_pid_of wrk)"
+check "the console says the board is gone and that it keeps trying" \
+    wait_until 10 grep -q "gone: .*trying again until it is back or the lease ends" "$RUN/dead.err"
+sleep 5
+n=$(grep -c "gone: \|connecting: " "$RUN/dead.err" || true)
+check "5 s of retries against the dead worker: said at most 4 times, not twice a second (said $n)" test "$n" -le 4
+kill -INT "$console"
+wait "$console" || true
 cli alice end "$serial"
 
 if ((FAIL)); then
-    for f in serial.jsonl serial.err stdio.err tunnel.err example.out example.err; do
+    for f in serial.jsonl serial.err stdio.err tunnel.err example.out example.err dead.err; do
         echo "---- $f"
         tail -n 30 "$RUN/$f" 2>/dev/null || true
     done
