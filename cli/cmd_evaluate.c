@@ -201,6 +201,20 @@ static void on_dropped(icefarm_batch *b, const char *serial, const char *why, vo
     draw_progress(r);
 }
 
+/* Control's word that a board's worker lost its connection, or is back (PROTOCOL.md
+ * 9): the batch waits through it by itself; the user hears why nothing moves. */
+static void on_worker_news(icefarm *f, const icefarm_event *ev, void *arg)
+{
+    run *r = arg;
+    bool away = !strcmp(icefarm_event_name(ev), "worker reconnecting");
+    clear_progress(r);
+    fprintf(stderr, "icefarm-cli: board %s: %s\n", icefarm_event_serial(ev),
+            away ? "its worker lost its connection; control keeps the lease while it reconnects (results wait)"
+                 : "its worker is back; evaluating on");
+    if (!r->releasing)
+        draw_progress(r);
+}
+
 static void on_signal(icefarm *f, int signo, void *arg)
 {
     run *r = arg;
@@ -379,6 +393,11 @@ int cmd_evaluate(const cli_opts *o)
         goto out;
     }
     icefarm_batch_on_board_dropped(r.batch, on_dropped);
+    if (icefarm_on(r.f, "worker reconnecting", on_worker_news, &r) ||
+        icefarm_on(r.f, "worker reconnected", on_worker_news, &r)) {
+        rc = cli_error(o, CLI_FAILED, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < r.njobs; i++) {
         icefarm_batch_add(r.batch, r.jobs[i].data, r.jobs[i].len, NULL);
         free(r.jobs[i].data);

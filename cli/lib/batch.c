@@ -212,7 +212,14 @@ static void on_failure(icefarm *f, const icefarm_event *ev, void *arg)
     board *bd = find_board(b, icefarm_event_serial(ev));
     if (bd && b->ndone < b->njobs) {
         const char *why = icefarm_event_reason(ev);
-        drop_board(b, bd, why[0] ? why : icefarm_event_name(ev));
+        /* Control's `failure` and `reservation end` carry no reason (PROTOCOL.md 9):
+         * say what they mean rather than the bare event name. */
+        if (!why[0] && !strcmp(icefarm_event_name(ev), "failure"))
+            why = bd->away ? "its worker did not come back within control's grace: the lease ended"
+                           : "the lease ended: its worker restarted or the board went away";
+        else if (!why[0])
+            why = "the lease ended";
+        drop_board(b, bd, why);
         dispatch(b);
     }
 }
