@@ -116,14 +116,26 @@ int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size
         opts->tls = true;
     } else if (strstr(p, "://"))
         return -1;
-    const char *colon = strrchr(p, ':');
-    size_t hl = colon ? (size_t)(colon - p) : strlen(p);
+    /* An IPv6 literal goes in brackets, as in any URL: mqtt://[::1]:1883. */
+    const char *host = p, *colon;
+    size_t hl;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (!close || close == p + 1 || (close[1] && close[1] != ':' && close[1] != '/'))
+            return -1;
+        host = p + 1;
+        hl = (size_t)(close - host);
+        colon = close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = strrchr(p, ':');
+        hl = colon ? (size_t)(colon - p) : strlen(p);
+    }
     if (hl >= cap)
         return -1;
     if (hl == 0) {
         snprintf(hostbuf, cap, "127.0.0.1");
     } else {
-        memcpy(hostbuf, p, hl);
+        memcpy(hostbuf, host, hl);
         hostbuf[hl] = '\0';
     }
     opts->host = hostbuf;

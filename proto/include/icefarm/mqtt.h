@@ -78,7 +78,8 @@ typedef void (*ifm_mqtt_conn_cb)(ifm_mqtt *m, bool connected, void *arg);
 typedef void (*ifm_mqtt_reply_cb)(ifm_mqtt *m, int status, const ifm_mqtt_msg *reply, void *arg);
 
 /* Parses "mqtt://host:port", "mqtts://host:port" (sets opts->tls), "host:port" or
- * "host" into opts->host/port; the host is copied into `hostbuf`. Returns 0 or -1. */
+ * "host" into opts->host/port; an IPv6 literal in brackets ("mqtt://[::1]:1883"), copied
+ * without them. The host is copied into `hostbuf`. Returns 0 or -1. */
 int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size_t cap);
 
 ifm_mqtt *ifm_mqtt_new(ifm_loop *loop, const ifm_mqtt_opts *opts, ifm_mqtt_conn_cb on_conn, void *arg);

@@ -82,6 +82,12 @@ check "a refused connection exits 3 (got $RC)" test "$RC" = 3
 check "... at once (under 2 s of an 8 s --timeout: ${TOOK} ms)" test "$TOOK" -lt 2000
 check "... saying 'Connection refused'" grep -q "127.0.0.1:$PORT: Connection refused" <<<"$ERR"
 check "... in one line without a timestamp" bash -c '[[ $(grep -c . <<<"$1") == 1 ]] && ! grep -qE "[0-9]{4}-[0-9]{2}-[0-9]{2}T" <<<"$1"' _ "$ERR"
+# An IPv6 literal in brackets, as URLs write it (it was taken for a host name).
+cli_run 10 --broker "mqtt://[::1]:$PORT" --timeout 8 status
+check "mqtt://[::1]:PORT is an address, not a name to resolve (rc $RC)" \
+    bash -c '[[ $1 == 3 ]] && ! grep -q "cannot resolve" <<<"$2"' _ "$RC" "$ERR"
+cli_run 5 --broker 'mqtt://[::1:1883' status
+check "an unclosed [ is a bad broker URL: exit 2 (got $RC)" test "$RC" = 2
 cli_run 10 --broker mqtt://no-such-host.invalid:1883 --timeout 8 --json status
 check "an unknown host exits 3 (got $RC)" test "$RC" = 3
 check "... at once (${TOOK} ms)" test "$TOOK" -lt 5000
