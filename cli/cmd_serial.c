@@ -13,7 +13,8 @@
  * opener ("Waiting for bitstream transfer") like a locally plugged board. They
  * go up 50 ms after the open, once the opener has set its mode and flushed its
  * input (pyserial and picocom flush at open). In stdin/stdout mode they are up
- * for the whole session.
+ * for the whole session. Either way they go down when `serial` ends, as on a
+ * tty's last close, so the next console is greeted too.
  *
  * Line coding set on the pty (baud, data bits, parity, stop bits) is relayed to
  * the board as SET_LINE_CODING: the master is in packet mode, so a program that
@@ -511,6 +512,10 @@ int cmd_serial(const cli_opts *o)
         goto out;
     }
     code = run(&s);
+    /* Hang up as a tty's last close does (HUPCL): DTR and RTS go down, so the
+     * firmware sees the next console open and greets it again. */
+    if (s.u && s.st == ICEFARM_USBIP_UP)
+        icefarm_usbip_set_control_lines(s.u, false, false, NULL, NULL);
     if (s.u) {
         icefarm_usbip_info info;
         icefarm_usbip_get_info(s.u, &info);

@@ -51,6 +51,9 @@ check "usbip exported" wait_until 60 e2e_wait_event "$RUN/events.jsonl" 0 "usbip
 # ---- stdin/stdout, started after the export: the announce brings the token ----
 timeout -s INT 8 "${CLIX[@]}" serial "$serial" </dev/null >"$RUN/stdio.out" 2>"$RUN/stdio.err" || true
 check "stdin/stdout: the firmware's greeting comes out" grep -q "Waiting for bitstream transfer" "$RUN/stdio.out"
+timeout -s INT 8 "${CLIX[@]}" serial "$serial" </dev/null >"$RUN/stdio2.out" 2>>"$RUN/stdio.err" || true
+check "and again for the next console (the first one dropped DTR when it ended)" \
+    grep -q "Waiting for bitstream transfer" "$RUN/stdio2.out"
 printf x | timeout -s INT 8 "${CLIX[@]}" serial "$serial" --tunnel >"$RUN/tunnel.out" 2>"$RUN/tunnel.err" || true
 check "through the broker tunnel (--tunnel): a byte in, the firmware's answer out" \
     grep -q "Watchdog timeout, 1 bytes received" "$RUN/tunnel.out"
