@@ -30,6 +30,7 @@ static void print_event(icefarm *f, const icefarm_event *ev, void *arg)
 
 static void on_signal(icefarm *f, int signo, void *arg)
 {
+    *(bool *)arg = true; /* the check below may be what it stops */
     icefarm_stop(f);
 }
 
@@ -54,9 +55,26 @@ int cmd_watch(const cli_opts *o)
         return rc;
     }
     int sigs[] = { SIGINT, SIGTERM };
-    if ((rc = icefarm_on(f, NULL, print_event, NULL)) || (rc = icefarm_on_signals(f, sigs, 2, on_signal, NULL))) {
+    bool stopped = false;
+    if ((rc = icefarm_on(f, NULL, print_event, NULL)) || (rc = icefarm_on_signals(f, sigs, 2, on_signal, &stopped))) {
         icefarm_close(f);
         return cli_error(o, CLI_FAILED, "cannot set up event and signal handling: %s", icefarm_strerror(rc));
+    }
+    /* With no serials nothing above asked control anything: ask once, so a broker
+     * that is not an icefarm farm (Debian's mosquitto on 1883) or a farm whose
+     * control is down is named, within --timeout, instead of a silent watch. The
+     * watch goes on either way: control may come (back) later. */
+    if (!o->npos) {
+        ifm_ctl_req req = { .verb = IFM_VERB_STATUS };
+        cli_reply r = { 0 };
+        if (cli_call(f, o, &req, NULL, 0, &r) == CLI_OK)
+            cli_reply_free(&r);
+        else if (!stopped)
+            fprintf(stderr, "icefarm-cli: watching anyway\n");
+    }
+    if (stopped) { /* Ctrl-C during the check: a watch ends there, as always */
+        icefarm_close(f);
+        return CLI_OK;
     }
     fprintf(stderr, "watching events for %s (Ctrl-C to stop)\n", icefarm_name(f));
     icefarm_run_until(f, NULL, NULL, 0);

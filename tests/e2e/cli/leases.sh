@@ -145,6 +145,14 @@ TOOK=$((($(date +%s%N) - t0) / 1000000))
 check "status against a plain mosquitto exits 3 (rc $RC) within its --timeout 2 (${TOOK} ms)" \
     test "$RC" = 3 -a "$TOOK" -lt 5000
 check "... saying it is not an icefarm farm" grep -q "is not an icefarm farm (it has no retained icefarm/ctl/state" <<<"$ERR"
+# watch asks nothing of control by itself: it must still name the wrong broker
+# (it watched Debian's mosquitto in silence), and go on watching.
+RC=0
+timeout --preserve-status -s INT 5 "$CLI_BIN" --broker "mqtt://127.0.0.1:$PORT" --name erin --timeout 2 watch \
+    >/dev/null 2>"$RUN/watch-bare.err" </dev/null || RC=$?
+check "watch against a plain mosquitto says it is not an icefarm farm (within its --timeout 2)" \
+    grep -q "is not an icefarm farm (it has no retained icefarm/ctl/state" "$RUN/watch-bare.err"
+check "... and watches on until Ctrl-C (rc $RC)" bash -c "test $RC = 0 && grep -q 'watching anyway' '$RUN/watch-bare.err'"
 
 # ---- sub: topics and payloads as JSON lines (mosquitto_sub -v habits) ----
 RC=0
