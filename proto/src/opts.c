@@ -161,6 +161,10 @@ void ifm_opts_usage(const ifm_opts_spec *spec, FILE *f)
         env_name(t[i], env, sizeof env);
         char where[160];
         snprintf(where, sizeof where, "[%s%s%s]", env, t[i]->def ? ", " : "", t[i]->def ? t[i]->def : "");
+        if (strlen(left) >= 29) { /* no room for the two spaces: the text goes below (help2man reads both) */
+            fprintf(f, "%s\n", left);
+            left[0] = '\0';
+        }
         if (strlen(t[i]->help) + 1 + strlen(where) <= 80)
             fprintf(f, "%-30s%s %s\n", left, t[i]->help, where);
         else

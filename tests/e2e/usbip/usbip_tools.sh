@@ -55,6 +55,15 @@ check "no state message ever carries the token" bash -c "! grep '/state' '$RUN/e
 check "usbip list -r runs against the server" grep -qi "127.0.0.1\|no exportable devices" "$RUN/list.out"
 check "usbip list -r leaks no leased device" bash -c "! grep -q '$busid\|2e8a\|1209' '$RUN/list.out'"
 
+# The worker's USB/IP option, as its --help and man page show it: apart from its text.
+"$FARM_BIN/wrk/icefarm-wrk" --help >"$RUN/wrkhelp.out" 2>&1 || true
+check "icefarm-wrk --help: '--usbip-listen [HOST][:PORT]' is not glued to its description" \
+    grep -qE -- '--usbip-listen \[HOST\]\[:PORT\]( |$)' "$RUN/wrkhelp.out"
+if [[ -f $FARM_BIN/ctl/packaging/icefarm-wrk.1 ]] && command -v man >/dev/null; then
+    MANWIDTH=200 man -l "$FARM_BIN/ctl/packaging/icefarm-wrk.1" >"$RUN/wrkman.out" 2>/dev/null || true
+    check "and so does its man page" grep -qE -- '--usbip-listen \[HOST\]\[:PORT\]( |$)' "$RUN/wrkman.out"
+fi
+
 # icefarm-cli usbip list, as a user types it: the server, then the wrong places.
 "$CLI_BIN" usbip list "127.0.0.1:$port" >"$RUN/clilist.out" 2>&1 && rc=0 || rc=$?
 check "icefarm-cli usbip list HOST:PORT exits 0 (rc $rc) and says no device" grep -q "exports no device" "$RUN/clilist.out"
