@@ -102,8 +102,7 @@ int icefarm_usbip_announce(icefarm *f, const char *serial)
         return -EINVAL;
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_enc_root(&e, 1);
-    ifm_enc_kstr(&e, "op", "announce");
+    ifm_board_op_encode(&e, "announce");
     return lib_publish_cmd(f, serial, &e);
 }
 

@@ -84,6 +84,12 @@ void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len)
     ifm_enc_kbin(e, "image", image, len);
 }
 
+void ifm_board_op_encode(ifm_enc *e, const char *op)
+{
+    ifm_enc_root(e, 1);
+    ifm_enc_kstr(e, "op", op);
+}
+
 void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id)
 {
     ifm_event_lease_encode(e, event, serial, reason, batch_id, 0);

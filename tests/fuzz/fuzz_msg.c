@@ -204,14 +204,23 @@ static void fuzz_board_cmd(const ifm_doc *doc)
         ifm_board_cmd_free(&a);
         return;
     }
-    CHECK(a.nfiles >= 1 && a.nfiles <= IFM_MAX_FILES);
+    bool evaluate = strcmp(a.op, "evaluate") == 0, flash = strcmp(a.op, "flash") == 0;
+    CHECK(evaluate || flash || strcmp(a.op, "unbind") == 0 || strcmp(a.op, "announce") == 0);
+    CHECK(evaluate ? a.nfiles >= 1 && a.nfiles <= IFM_MAX_FILES : a.nfiles == 0 && !a.files);
+    CHECK(flash ? a.image && a.image_len >= 512 && a.image_len <= IFM_MAX_IMAGE : !a.image);
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_board_cmd_encode(&e, a.batch_id, a.files, a.nfiles);
+    if (evaluate)
+        ifm_board_cmd_encode_resend(&e, a.batch_id, a.files, a.nfiles, a.resend);
+    else if (flash)
+        ifm_board_flash_encode(&e, a.image, a.image_len);
+    else
+        ifm_board_op_encode(&e, a.op);
     ifm_doc d2;
     reparse(&d2, &e);
     CHECK(ifm_board_cmd_decode(&d2, &b, &err) == 0);
-    CHECK(strcmp(a.op, b.op) == 0 && strcmp(a.batch_id, b.batch_id) == 0);
+    CHECK(strcmp(a.op, b.op) == 0 && strcmp(a.batch_id, b.batch_id) == 0 && a.resend == b.resend);
+    CHECK(a.image_len == b.image_len && (!flash || memcmp(a.image, b.image, a.image_len) == 0));
     CHECK(a.nfiles == b.nfiles);
     for (size_t i = 0; i < a.nfiles; i++) {
         CHECK(strcmp(a.files[i].id, b.files[i].id) == 0);

@@ -178,6 +178,8 @@ void ifm_board_cmd_encode(ifm_enc *e, const char *batch_id, const ifm_file *file
 /* The same with `resend: true` when `resend`. */
 void ifm_board_cmd_encode_resend(ifm_enc *e, const char *batch_id, const ifm_file *files, size_t n, bool resend);
 void ifm_board_flash_encode(ifm_enc *e, const uint8_t *image, size_t len);
+/* A board command without arguments: "unbind" or "announce" (kind usbip). */
+void ifm_board_op_encode(ifm_enc *e, const char *op);
 
 /* ---- board events: icefarm/<serial>/event ---- */
 
