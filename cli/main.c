@@ -43,7 +43,9 @@ static const optdef optdefs[O_COUNT] = {
     [O_JSON] = { "json", false, NULL, "machine-readable output: one JSON document on stdout" },
     [O_HELP] = { "help", false, NULL, "this command's options, defaults and an example" },
     [O_AMOUNT] = { "amount", true, "N", "how many boards (1..4096)" },
-    [O_KIND] = { "kind", true, "KIND", "the firmware the boards run: pulsecount or variance (default pulsecount)" },
+    [O_KIND] = { "kind", true, "KIND",
+                 "the boards' kind: pulsecount or variance (the firmware they run), or usbip with "
+                 "reserve (the board's whole USB device: icefarm-cli serial, usbip; README.md) (default pulsecount)" },
     [O_ARGS] = { "args", true, "JSON",
                  "the kind's arguments, a JSON object, e.g. '{\"send_waveform\": true}' (PROTOCOL.md 6.3)" },
     [O_WAIT] = { "wait", true, "SECONDS", "wait this long for boards to come free (default 0: answer at once)" },
@@ -202,7 +204,8 @@ static const command commands[] = {
     { "usbip",
       cmd_usbip,
       "attach (SERIAL...|--amount N) | tunnel SERIAL | list HOST[:PORT]",
-      "attach: boards of kind usbip to this machine's kernel (root and vhci_hcd), following every re-export "
+      "A board of kind usbip: attach it to this machine's kernel, tunnel it through the broker, or list a USB/IP "
+      "server. attach: boards of kind usbip to this machine's kernel (root and vhci_hcd), following every re-export "
       "by itself and printing each board's tty; Ctrl-C detaches and ends the leases it reserved. tunnel: a "
       "local USB/IP endpoint through the broker for the kernel's own usbip attach. list: what a USB/IP "
       "server lists.",

@@ -64,6 +64,11 @@ if [[ -f $FARM_BIN/ctl/packaging/icefarm-wrk.1 ]] && command -v man >/dev/null; 
     check "and so does its man page" grep -qE -- '--usbip-listen \[HOST\]\[:PORT\]( |$)' "$RUN/wrkman.out"
 fi
 
+# What icefarm-cli's help and man page offer for kind usbip.
+check "icefarm-cli reserve --help names kind usbip" bash -c "'$CLI_BIN' reserve --help | grep -- '--kind' | grep -q usbip"
+check "icefarm-cli --help: the usbip command names attach, tunnel and list" \
+    bash -c "'$CLI_BIN' --help | grep -E '^  usbip ' | grep 'attach' | grep 'tunnel' | grep -q 'list'"
+
 # icefarm-cli usbip list, as a user types it: the server, then the wrong places.
 "$CLI_BIN" usbip list "127.0.0.1:$port" >"$RUN/clilist.out" 2>&1 && rc=0 || rc=$?
 check "icefarm-cli usbip list HOST:PORT exits 0 (rc $rc) and says no device" grep -q "exports no device" "$RUN/clilist.out"
