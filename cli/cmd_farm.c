@@ -398,7 +398,7 @@ static void human_status(const cli_reply *r, const cli_opts *o, icefarm *f)
     const msgpack_object *root = r->doc.root, *ws = ifm_map_get(root, "workers"), *bs = ifm_map_get(root, "boards"),
                          *ls = ifm_map_get(root, "leases");
     const char *me = icefarm_name(f);
-    printf("WORKERS\n%-24s %-8s %s\n", "ID", "STATE", "KINDS");
+    printf("WORKERS\n%-24s %-12s %s\n", "ID", "STATE", "KINDS");
     for (uint32_t i = 0; i < array_len(ws); i++) {
         const msgpack_object *w = &ws->via.array.ptr[i];
         char id[IFM_NAME_MAX], kinds[256] = "", state[16] = "";
@@ -418,7 +418,7 @@ static void human_status(const cli_reply *r, const cli_opts *o, icefarm *f)
             if (!ifm_obj_str(&k->via.array.ptr[j], "kind", false, one, sizeof one, NULL))
                 snprintf(kinds + strlen(kinds), sizeof kinds - strlen(kinds), "%s%s", j ? "," : "", one);
         }
-        printf("%-24s %-8s %s\n", str_of(w, "id", id, sizeof id), state, kinds);
+        printf("%-24s %-12s %s\n", str_of(w, "id", id, sizeof id), state, kinds);
     }
     size_t mine = 0;
     printf("\nBOARDS (* = yours, %s)\n  %-20s %-16s %-10s %-11s %-20s %s\n", me, "SERIAL", "WORKER", "STATE", "KIND",

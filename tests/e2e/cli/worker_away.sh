@@ -40,6 +40,18 @@ sleep 1
 kill -STOP "$WRK"
 said_away() { grep -q "its worker lost its connection" "$1"; }
 check "a frozen worker: evaluate says the worker lost its connection" wait_until 20 said_away "$RUN/err1.txt"
+# status shows it, its columns in line ("RECONNECTING" once pushed KINDS aside).
+"${cli[@]}" status >"$RUN/status.txt" 2>&1 || true
+aligned() {
+    python3 - "$1" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+head = next(l for l in lines if l.startswith("ID ") and "KINDS" in l)
+row = next(l for l in lines if "RECONNECTING" in l or "HUNG" in l)
+sys.exit(0 if row[head.index("KINDS"):].startswith("pulsecount") else 1)
+PY
+}
+check "  ... status shows the worker's state with KINDS in its column" aligned "$RUN/status.txt"
 kill -CONT "$WRK"
 said_back() { grep -q "its worker is back" "$1"; }
 check "  ... and, when it is back, that it evaluates on" wait_until 20 said_back "$RUN/err1.txt"
