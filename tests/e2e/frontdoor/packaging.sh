@@ -19,6 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 DAEMONS=(icefarm-ctl icefarm-wrk icefarm-http)
+[[ ! -x $BUILD/ctl/dhs/icefarm-dhs ]] || DAEMONS+=(icefarm-dhs) # built where libcurl is
 
 # 1. A private prefix.
 P=$T/prefix
