@@ -63,6 +63,7 @@ struct att {
     size_t n;
     bool took; /* the leases are ours to end */
     bool stop;
+    bool leases_gone; /* stopped because every lease ended: exit 1, like `serial` */
     int exit_code;
 };
 
@@ -259,15 +260,18 @@ static void on_lease_end(icefarm *f, const icefarm_event *ev, void *arg)
     board *b = find(a, icefarm_event_serial(ev));
     if (!b)
         return;
-    detach(a, b, "the lease ended");
-    say(a, b, "ended", "the lease ended");
+    char why[200];
+    const char *reason = icefarm_event_reason(ev);
+    snprintf(why, sizeof why, "the lease ended%s%s", reason[0] ? ": " : "", reason);
+    detach(a, b, why);
+    say(a, b, "ended", "%s", why);
     b->st = B_WAITING;
     b->serial[0] = '\0'; /* forget it */
     bool any = false;
     for (size_t i = 0; i < a->n; i++)
         any |= a->b[i].serial[0] != '\0';
     if (!any)
-        a->stop = true;
+        a->stop = a->leases_gone = true;
 }
 
 static void on_signal(icefarm *f, int signo, void *arg)
@@ -384,6 +388,8 @@ static int cmd_attach(const cli_opts *o)
         code = cli_error(o, CLI_FAILED, "cannot follow the boards' events: %s", icefarm_strerror(wrc));
     else
         code = attach_run(a);
+    if (code == CLI_OK && a->leases_gone)
+        code = CLI_FAILED;
     for (size_t i = 0; i < a->n; i++)
         if (a->b[i].serial[0])
             detach(a, &a->b[i], "Ctrl-C");
@@ -501,7 +507,8 @@ static void tun_lease_end(icefarm *f, const icefarm_event *ev, void *arg)
     (void)f;
     tun *t = arg;
     if (strcmp(icefarm_event_serial(ev), t->serial) == 0) {
-        cli_error(t->o, CLI_FAILED, "the lease of %s ended", t->serial);
+        const char *reason = icefarm_event_reason(ev);
+        cli_error(t->o, CLI_FAILED, "the lease of %s ended%s%s", t->serial, reason[0] ? ": " : "", reason);
         t->stop = true;
     }
 }

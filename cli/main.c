@@ -206,7 +206,8 @@ static const command commands[] = {
       "attach (SERIAL...|--amount N) | tunnel SERIAL | list HOST[:PORT]",
       "A board of kind usbip: attach it to this machine's kernel, tunnel it through the broker, or list a USB/IP "
       "server. attach: boards of kind usbip to this machine's kernel (root and vhci_hcd), following every re-export "
-      "by itself and printing each board's tty; Ctrl-C detaches and ends the leases it reserved. tunnel: a "
+      "by itself and printing each board's tty; Ctrl-C detaches and ends the leases it reserved (exit 0); a lease "
+      "ended otherwise detaches that board, and when none is left it exits 1. tunnel: a "
       "local USB/IP endpoint through the broker for the kernel's own usbip attach. list: what a USB/IP "
       "server lists.",
       { O_AMOUNT, O_WAIT, O_DURATION, O_TUNNEL, O_LISTEN, 0 },

@@ -249,7 +249,8 @@ void ctl_publish_state(ctl *c, bool online);
 void ctl_publish_liveness(ctl *c, ctl_worker *w, bool force);
 void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const char *serial, const char *kind,
                          const char *client, uint64_t lease, const uint8_t *args, size_t args_len);
-void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms);
+void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms,
+                           const char *reason);
 uint64_t ctl_now_ms(const ctl *c);
 
 /* stats.c */

@@ -46,7 +46,7 @@ static void on_warn(ifm_loop *loop, void *arg)
         IFM_ERROR("serial=%s client=%s cannot record the warning: %s", b->serial, b->client, err);
     b->warned = true;
     IFM_INFO("serial=%s client=%s reservation ending soon", b->serial, b->client);
-    ctl_send_client_event(c, b->client, "reservation ending soon", b->serial, b->until_ms);
+    ctl_send_client_event(c, b->client, "reservation ending soon", b->serial, b->until_ms, NULL);
 }
 
 static void on_expire(ifm_loop *loop, void *arg)
@@ -120,8 +120,8 @@ void ctl_lease_ended(ctl *c, const ctl_lease *l, bool failed, const char *why)
     rec->at_ms = ifm_wall_ms();
     rec->failed = failed;
     if (failed)
-        ctl_send_client_event(c, l->client, "failure", l->serial, 0);
-    ctl_send_client_event(c, l->client, "reservation end", l->serial, 0);
+        ctl_send_client_event(c, l->client, "failure", l->serial, 0, why);
+    ctl_send_client_event(c, l->client, "reservation end", l->serial, 0, why);
     /* The worker puts the board back on the default firmware; if the worker is
      * gone the command simply finds nobody, and its next birth resets it anyway. */
     ctl_send_worker_cmd(c, l->worker, IFM_WOP_RELEASE, l->serial, NULL, NULL, 0, NULL, 0);

@@ -168,14 +168,15 @@ void ctl_send_worker_cmd(ctl *c, const char *worker, ifm_worker_op op, const cha
     ifm_enc_free(&e);
 }
 
-void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms)
+void ctl_send_client_event(ctl *c, const char *client, const char *event, const char *serial, uint64_t until_ms,
+                           const char *reason)
 {
     char topic[IFM_TOPIC_MAX];
     if (ifm_topic_client(topic, sizeof topic, client, "event"))
         return;
     ifm_enc e;
     ifm_enc_init(&e);
-    ifm_client_event_encode(&e, event, serial, until_ms);
+    ifm_client_event_encode(&e, event, serial, until_ms, reason);
     pub(c, topic, ifm_enc_data(&e), ifm_enc_size(&e), false);
     ifm_enc_free(&e);
 }

@@ -163,7 +163,7 @@ static size_t tell_holders(ctl *c, const ctl_worker *w, const char *event, uint6
     for (size_t i = 0; i < c->nboards; i++) {
         const ctl_board *b = c->boards[i];
         if (b->leased && strcmp(b->worker, w->id) == 0) {
-            ctl_send_client_event(c, b->client, event, b->serial, until_ms);
+            ctl_send_client_event(c, b->client, event, b->serial, until_ms, NULL);
             n++;
         }
     }

@@ -211,14 +211,18 @@ static void on_failure(icefarm *f, const icefarm_event *ev, void *arg)
     icefarm_batch *b = arg;
     board *bd = find_board(b, icefarm_event_serial(ev));
     if (bd && b->ndone < b->njobs) {
-        const char *why = icefarm_event_reason(ev);
-        /* Control's `failure` and `reservation end` carry no reason (PROTOCOL.md 9):
-         * say what they mean rather than the bare event name. */
-        if (!why[0] && !strcmp(icefarm_event_name(ev), "failure"))
-            why = bd->away ? "its worker did not come back within control's grace: the lease ended"
-                           : "the lease ended: its worker restarted or the board went away";
-        else if (!why[0])
-            why = "the lease ended";
+        const char *reason = icefarm_event_reason(ev);
+        bool ended = !strcmp(icefarm_event_name(ev), "reservation end");
+        char why[200];
+        if (reason[0] && ended) /* control's words for a lease it ended (PROTOCOL.md 9) */
+            snprintf(why, sizeof why, "the lease ended: %s", reason);
+        else if (reason[0]) /* the worker's words, or control's while the worker was away */
+            snprintf(why, sizeof why, "%s%s", reason, bd->away ? ": the lease ended" : "");
+        else /* a control that gives no reason: say what the event means */
+            snprintf(why, sizeof why, "%s",
+                     strcmp(icefarm_event_name(ev), "failure") ? "the lease ended"
+                         : bd->away ? "its worker did not come back within control's grace: the lease ended"
+                                    : "the lease ended: its worker restarted or the board went away");
         drop_board(b, bd, why);
         dispatch(b);
     }

@@ -61,7 +61,9 @@ static void on_lease_end(icefarm *f, const icefarm_event *e, void *arg)
     icefarm_usbip *u = arg;
     if (strcmp(e->ev.serial, u->serial) != 0)
         return;
-    usbc_session_closed(u, -ESHUTDOWN, "the lease ended");
+    char why[200];
+    snprintf(why, sizeof why, "the lease ended%s%s", e->ev.reason[0] ? ": " : "", e->ev.reason);
+    usbc_session_closed(u, -ESHUTDOWN, why);
 }
 
 static void on_error(icefarm *f, const icefarm_event *e, void *arg)

@@ -1,16 +1,20 @@
 /* What control publishes for clients and dashboards: client events, leases,
  * its own state and the availability counts. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "icefarm/msg.h"
 
-void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms)
+void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms, const char *reason)
 {
-    ifm_enc_root(e, 2 + (until_ms != 0));
+    bool has_reason = reason && reason[0];
+    ifm_enc_root(e, 2 + (until_ms != 0) + has_reason);
     ifm_enc_kstr(e, "event", event);
     ifm_enc_kstr(e, "serial", serial);
     if (until_ms)
         ifm_enc_kuint(e, "until", until_ms);
+    if (has_reason)
+        ifm_enc_kstr(e, "reason", reason);
 }
 
 void ifm_presence_encode(ifm_enc *e)

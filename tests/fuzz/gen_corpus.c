@@ -163,7 +163,7 @@ int main(int argc, char **argv)
     };
     ifm_event_results_encode(&e, "S1", "batch-1", rs, 5);
     seed("event_results", SEL_EVENT, &e);
-    ifm_client_event_encode(&e, "reservation_ending_soon", "S1", 1795243030123ull);
+    ifm_client_event_encode(&e, "reservation_ending_soon", "S1", 1795243030123ull, NULL);
     seed("client_event", SEL_EVENT, &e);
 
     /* lease, ctl state, availability */

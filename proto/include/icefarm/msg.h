@@ -244,7 +244,8 @@ int ifm_event_result_at(const ifm_event *ev, size_t i, ifm_result *r, uint16_t *
                         ifm_err *err);
 
 /* ---- control -> client: icefarm/client/<name>/event ---- */
-void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms);
+/* `until_ms` 0 and `reason` NULL or "" are left out of the message. */
+void ifm_client_event_encode(ifm_enc *e, const char *event, const char *serial, uint64_t until_ms, const char *reason);
 
 /* ---- icefarm/client/<name>/presence/<conn> (retained; empty = that connection ended) ---- */
 void ifm_presence_encode(ifm_enc *e);

@@ -31,6 +31,10 @@ check "'ending soon' came before 'end', each exactly once, and nothing else" "$P
 ev = [json.loads(l)["payload"] for l in open(sys.argv[1])]
 names = [e["event"] for e in ev if e.get("serial") == sys.argv[2]]
 sys.exit(0 if names == ["reservation ending soon", "reservation end"] else "events: %r" % ev)' "$EV" "$S"
+check "'reservation end' says why: expired" "$PY" -c 'import json, sys
+ev = [json.loads(l)["payload"] for l in open(sys.argv[1])]
+end = [e for e in ev if e["event"] == "reservation end"]
+sys.exit(0 if end and end[0].get("reason") == "expired" else "events: %r" % ev)' "$EV"
 check "'ending soon' carries the lease deadline" "$PY" -c 'import json, sys
 ev = [json.loads(l)["payload"] for l in open(sys.argv[1])]
 soon = [e for e in ev if e["event"] == "reservation ending soon"]

@@ -73,6 +73,10 @@ for s in "$S1" "$S2"; do
     check "the holder hears 'failure' for $s" e2e_wait_event "$EV" 60 failure "$s"
     check "the holder hears 'reservation end' for $s" e2e_wait_event "$EV" 60 "reservation end" "$s"
 done
+check "they say why: the worker restarted" "$PY" -c 'import json, sys
+ev = [json.loads(l)["payload"] for l in open(sys.argv[1])]
+why = [e.get("reason") for e in ev if e["event"] in ("failure", "reservation end")]
+sys.exit(0 if why and set(why) == {"worker restarted"} else "events: %r" % ev)' "$EV"
 check "status: the worker is online as another instance, no lease is left" status_has \
     "[w['state'] for w in j['workers']] == ['online'] and j['workers'][0]['instance'] != $INSTANCE and j['leases'] == []"
 check "all 4 boards become available again" wait_until 60 available_is 4
@@ -89,6 +93,10 @@ ok "kill -9 the worker again (pid $WRK), and leave it dead"
 check "the holder hears 'worker reconnecting' for $G1" e2e_wait_event "$EVG" 30 "worker reconnecting" "$G1"
 check "the holder hears 'failure' for $G1 when the 4 s grace runs out" e2e_wait_event "$EVG" 30 failure "$G1"
 check "the holder hears 'reservation end' for $G1" e2e_wait_event "$EVG" 30 "reservation end" "$G1"
+check "both say why: the worker did not come back within 4 s" "$PY" -c 'import json, sys
+ev = [json.loads(l)["payload"] for l in open(sys.argv[1])]
+why = {e["event"]: e.get("reason") for e in ev if e.get("serial") == sys.argv[2] and e["event"] in ("failure", "reservation end")}
+sys.exit(0 if set(why.values()) == {"worker did not come back within 4 s"} and len(why) == 2 else "events: %r" % ev)' "$EVG" "$G1"
 check "status: the worker is offline and no lease is left" status_has \
     "[w['online'] for w in j['workers']] == [False] and j['leases'] == []"
 check "status: no board is available" status_has "not any(b['available'] for b in j['boards'])"

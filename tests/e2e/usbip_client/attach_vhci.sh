@@ -116,6 +116,22 @@ check "Ctrl-C detached the port" wait_until 5 bash -c "(( \$(grep -c '^detach' '
 check "and left the lease it did not take" bash -c "'$CLI_BIN' --broker '$FARM_BROKER' --name alice --json status | grep -q '$serial'"
 cli alice end "$serial"
 
+# ---- the lease ended elsewhere: attach detaches, says why, and exits ----
+cli alice reserve --amount 1 --kind usbip --args '{"image": "pulsecount"}'
+serial=$(serials_of "$OUT")
+ICEFARM_SYSFS=$SYS ICEFARM_VHCI_RUN=$RUN/run "${CLIX[@]}" --json usbip attach "$serial" >"$RUN/ended.jsonl" \
+    2>"$RUN/ended.err" &
+att=$!
+E2E_BG+=("$att")
+check "attached a second lease" wait_until 20 grep -q '"event":"attached"' "$RUN/ended.jsonl"
+cli alice end "$serial"
+rc=0
+wait_until 20 bash -c "! kill -0 $att 2>/dev/null" || true
+wait "$att" || rc=$?
+check "an 'end' from another shell: attach exits by itself, status 1 (got $rc)" test "$rc" = 1
+check "  ... having said why, in control's words" grep -q 'the lease ended: ended by the holder' "$RUN/ended.jsonl"
+check "  ... and detached the port" wait_until 5 bash -c "(( \$(grep -c '^detach' '$RUN/kernel.log') >= 3 ))"
+
 # ---- --amount: it reserves, and ends what it reserved ----
 ICEFARM_SYSFS=$SYS ICEFARM_VHCI_RUN=$RUN/run "${CLIX[@]}" --json usbip attach --amount 1 >"$RUN/amount.jsonl" \
     2>"$RUN/amount.err" &
@@ -132,7 +148,7 @@ cli alice status
 check "no lease of alice is left" bash -c "! grep -q '\"client\":\"alice\"' <<<'$OUT'"
 
 if ((FAIL)); then
-    for f in attach.jsonl attach.err amount.jsonl amount.err kernel.log novhci.err norights.err; do
+    for f in attach.jsonl attach.err ended.jsonl ended.err amount.jsonl amount.err kernel.log novhci.err norights.err; do
         echo "---- $f"
         tail -n 30 "$RUN/$f" 2>/dev/null || true
     done

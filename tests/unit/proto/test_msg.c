@@ -1388,11 +1388,13 @@ static void test_client_event(void **state)
 {
     const char *events[] = { "reservation_ending_soon", "reservation_end", "failure" };
     for (size_t i = 0; i < sizeof events / sizeof *events; i++) {
-        for (int with_until = 0; with_until < 2; with_until++) {
+        for (int variant = 0; variant < 3; variant++) {
+            int with_until = variant == 1;
             uint64_t until = with_until ? 1795243030123ull : 0;
+            const char *reason = variant == 2 ? "expired" : variant == 1 ? "" : NULL;
             ifm_enc e;
             ifm_enc_init(&e);
-            ifm_client_event_encode(&e, events[i], "SER-9", until);
+            ifm_client_event_encode(&e, events[i], "SER-9", until, reason);
             ifm_doc doc;
             parse_ok(&doc, &e);
             ifm_event ev;
@@ -1400,6 +1402,7 @@ static void test_client_event(void **state)
             assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
             assert_string_equal(ev.event, events[i]);
             assert_string_equal(ev.serial, "SER-9");
+            assert_string_equal(ev.reason, variant == 2 ? "expired" : ""); /* "" is left out */
             assert_null(ev.results);
             uint64_t got = 0;
             assert_int_equal(ifm_get_uint(doc.root, "until", false, 0, UINT64_MAX, &got, &err), with_until ? 0 : 1);
@@ -1646,7 +1649,7 @@ static void test_reliability_fields(void **state)
     ifm_enc_free(&e);
     /* a client event's until */
     ifm_enc_init(&e);
-    ifm_client_event_encode(&e, "worker reconnecting", "S1", 1795243030123ull);
+    ifm_client_event_encode(&e, "worker reconnecting", "S1", 1795243030123ull, NULL);
     parse_ok(&doc, &e);
     assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
     assert_int_equal(ev.until_ms, 1795243030123ull);
