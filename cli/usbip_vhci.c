@@ -1,27 +1,15 @@
 /* vhci_hcd through sysfs (usbip_vhci.h). */
 #include "usbip_vhci.h"
+#include "icefarm/err.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int fail(char *why, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *why, size_t len, int code, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 static int read_file(const char *path, char *buf, size_t cap)
 {
@@ -68,20 +56,22 @@ int vhci_open(vhci *v, char *why, size_t whylen)
     snprintf(v->dev, sizeof v->dev, "%s/devices/platform/vhci_hcd.0", v->sysfs);
     struct stat st;
     if (stat(v->dev, &st) != 0)
-        return fail(why, whylen, -ENOENT,
-                    "vhci_hcd is not loaded (no %s): run `sudo modprobe vhci-hcd` (the module comes with Debian's "
-                    "kernel package, linux-image-amd64; the usbip tools, for `usbip port`, are in package usbip)",
-                    v->dev);
+        return ifm_failbuf(
+            why, whylen, -ENOENT,
+            "vhci_hcd is not loaded (no %s): run `sudo modprobe vhci-hcd` (the module comes with Debian's "
+            "kernel package, linux-image-amd64; the usbip tools, for `usbip port`, are in package usbip)",
+            v->dev);
     char path[400], buf[32];
     snprintf(path, sizeof path, "%s/nports", v->dev);
     if (read_file(path, buf, sizeof buf) > 0)
         v->nports = atoi(buf);
     snprintf(path, sizeof path, "%s/attach", v->dev);
     if (access(path, W_OK) != 0)
-        return fail(why, whylen, -EACCES,
-                    "cannot write %s (%s): attaching to the kernel needs root: sudo icefarm-cli usbip attach ... "
-                    "(no root? `icefarm-cli serial SERIAL --pty` gives the console without the kernel)",
-                    path, strerror(errno));
+        return ifm_failbuf(
+            why, whylen, -EACCES,
+            "cannot write %s (%s): attaching to the kernel needs root: sudo icefarm-cli usbip attach ... "
+            "(no root? `icefarm-cli serial SERIAL --pty` gives the console without the kernel)",
+            path, strerror(errno));
     return 0;
 }
 
@@ -158,9 +148,10 @@ int vhci_attach(const vhci *v, int port, int fd, uint32_t devid, uint32_t speed,
     snprintf(text, sizeof text, "%d %d %u %u", port, fd, devid, speed);
     int rc = write_attr(path, text);
     if (rc == -EACCES || rc == -EPERM)
-        return fail(why, whylen, rc, "cannot write %s: %s: attaching to the kernel needs root", path, strerror(-rc));
+        return ifm_failbuf(why, whylen, rc, "cannot write %s: %s: attaching to the kernel needs root", path,
+                           strerror(-rc));
     if (rc)
-        return fail(why, whylen, rc, "vhci_hcd refused the attach of port %d (%s)", port, strerror(-rc));
+        return ifm_failbuf(why, whylen, rc, "vhci_hcd refused the attach of port %d (%s)", port, strerror(-rc));
     return 0;
 }
 
@@ -177,7 +168,7 @@ int vhci_detach(const vhci *v, int port, char *why, size_t whylen)
     if (rc == -EINVAL && vhci_port_get(v, port, &p) == 0 && p.status != VHCI_ST_USED)
         return 0;
     if (rc)
-        return fail(why, whylen, rc, "vhci_hcd refused to detach port %d (%s)", port, strerror(-rc));
+        return ifm_failbuf(why, whylen, rc, "vhci_hcd refused to detach port %d (%s)", port, strerror(-rc));
     return 0;
 }
 

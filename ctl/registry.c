@@ -6,6 +6,7 @@
 
 #include "ctl.h"
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 
 ctl_worker *ctl_worker_find(ctl *c, const char *id)
 {
@@ -20,14 +21,10 @@ static ctl_worker *worker_get(ctl *c, const char *id)
     ctl_worker *w = ctl_worker_find(c, id);
     if (w)
         return w;
-    if (c->nworkers == c->capworkers) {
-        size_t cap = c->capworkers ? c->capworkers * 2 : 16;
-        ctl_worker *nw = realloc(c->workers, cap * sizeof *nw);
-        if (!nw)
-            return NULL;
-        c->workers = nw;
-        c->capworkers = cap;
-    }
+    ctl_worker *nw = ifm_grow(c->workers, &c->capworkers, c->nworkers, sizeof *nw, 16);
+    if (!nw)
+        return NULL;
+    c->workers = nw;
     w = &c->workers[c->nworkers++];
     memset(w, 0, sizeof *w);
     snprintf(w->id, sizeof w->id, "%s", id);
@@ -47,14 +44,10 @@ ctl_board *ctl_board_get(ctl *c, const char *serial)
     ctl_board *b = ctl_board_find(c, serial);
     if (b)
         return b;
-    if (c->nboards == c->capboards) {
-        size_t cap = c->capboards ? c->capboards * 2 : 64;
-        ctl_board **nb = realloc(c->boards, cap * sizeof *nb);
-        if (!nb)
-            return NULL;
-        c->boards = nb;
-        c->capboards = cap;
-    }
+    ctl_board **nb = ifm_grow(c->boards, &c->capboards, c->nboards, sizeof *nb, 64);
+    if (!nb)
+        return NULL;
+    c->boards = nb;
     b = calloc(1, sizeof *b);
     if (!b)
         return NULL;

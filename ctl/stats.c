@@ -17,6 +17,7 @@
 
 #include "ctl.h"
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 
 #define STATS_TICK_MS 1000
 
@@ -25,14 +26,10 @@ static ctl_wstats *wstats_get(ctl_stats *st, const char *worker)
     for (size_t i = 0; i < st->nworkers; i++)
         if (strcmp(st->workers[i].worker, worker) == 0)
             return &st->workers[i];
-    if (st->nworkers == st->capworkers) {
-        size_t cap = st->capworkers ? st->capworkers * 2 : 8;
-        ctl_wstats *n = realloc(st->workers, cap * sizeof *n);
-        if (!n)
-            return NULL;
-        st->workers = n;
-        st->capworkers = cap;
-    }
+    ctl_wstats *n = ifm_grow(st->workers, &st->capworkers, st->nworkers, sizeof *n, 8);
+    if (!n)
+        return NULL;
+    st->workers = n;
     ctl_wstats *w = &st->workers[st->nworkers++];
     memset(w, 0, sizeof *w);
     snprintf(w->worker, sizeof w->worker, "%s", worker);

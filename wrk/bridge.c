@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 #include "sim.h"
 #include "usbip_tunnel.h"
 
@@ -435,14 +436,10 @@ static void sink_board_added(void *ctx, wrk_board *b)
         (ifm_topic_board(topic, sizeof topic, b->serial, "usbip/+/c2s") ||
          ifm_mqtt_subscribe(br->w->mqtt, topic, 1, on_usbip_c2s, br->w)))
         IFM_WARN("serial=%s cannot subscribe to the board's USB/IP tunnel", b->serial);
-    if (br->nboards == br->capboards) {
-        size_t cap = br->capboards ? br->capboards * 2 : 16;
-        wrk_bridge_board **nb = realloc(br->boards, cap * sizeof *nb);
-        if (!nb)
-            return;
-        br->boards = nb;
-        br->capboards = cap;
-    }
+    wrk_bridge_board **nb = ifm_grow(br->boards, &br->capboards, br->nboards, sizeof *nb, 16);
+    if (!nb)
+        return;
+    br->boards = nb;
     wrk_bridge_board *bb = calloc(1, sizeof *bb);
     if (!bb)
         return;

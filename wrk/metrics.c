@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 
 static const char *const L_STATE[] = { "state", NULL };
 static const char *const L_KIND[] = { "kind", NULL };
@@ -28,14 +29,10 @@ static wrk_metrics_board *seen(wrk_metrics *m, const wrk_board *b)
     for (size_t i = 0; i < m->nseen; i++)
         if (m->seen[i].b == b)
             return &m->seen[i];
-    if (m->nseen == m->capseen) {
-        size_t cap = m->capseen ? m->capseen * 2 : 16;
-        wrk_metrics_board *ns = realloc(m->seen, cap * sizeof *ns);
-        if (!ns)
-            return NULL;
-        m->seen = ns;
-        m->capseen = cap;
-    }
+    wrk_metrics_board *ns = ifm_grow(m->seen, &m->capseen, m->nseen, sizeof *ns, 16);
+    if (!ns)
+        return NULL;
+    m->seen = ns;
     m->seen[m->nseen] = (wrk_metrics_board){ b, IFM_BOARD_STATE_COUNT, now_s() };
     return &m->seen[m->nseen++];
 }

@@ -1,5 +1,6 @@
 /* libicefarm batch evaluation engine (see icefarm/batch.h for the contract). */
 #include "icefarm/batch.h"
+#include "icefarm/grow.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -425,14 +426,10 @@ void icefarm_batch_on_board_dropped(icefarm_batch *b, icefarm_board_cb cb)
 
 int icefarm_batch_add(icefarm_batch *b, const uint8_t *data, size_t len, size_t *index)
 {
-    if (b->njobs == b->capjobs) {
-        size_t cap = b->capjobs ? b->capjobs * 2 : 64;
-        job *nj = realloc(b->jobs, cap * sizeof *nj);
-        if (!nj)
-            return -1;
-        b->jobs = nj;
-        b->capjobs = cap;
-    }
+    job *nj = ifm_grow(b->jobs, &b->capjobs, b->njobs, sizeof *nj, 64);
+    if (!nj)
+        return -1;
+    b->jobs = nj;
     job *j = &b->jobs[b->njobs];
     memset(j, 0, sizeof *j);
     j->data = malloc(len ? len : 1);

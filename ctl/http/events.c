@@ -22,6 +22,7 @@
 #include "http.h"
 #include "icefarm/mp.h"
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 
 #define LEASE_FILTER "icefarm/lease/+"
 
@@ -193,14 +194,10 @@ static void on_lease(ifm_mqtt *m, const ifm_mqtt_msg *msg, void *arg)
         return;
     }
     if (i == s->nleases) {
-        if (s->nleases == s->capleases) {
-            size_t cap = s->capleases ? s->capleases * 2 : 16;
-            lease_ent *n = realloc(s->leases, cap * sizeof *n);
-            if (!n)
-                return;
-            s->leases = n;
-            s->capleases = cap;
-        }
+        lease_ent *n = ifm_grow(s->leases, &s->capleases, s->nleases, sizeof *n, 16);
+        if (!n)
+            return;
+        s->leases = n;
         memset(&s->leases[i], 0, sizeof s->leases[i]);
         snprintf(s->leases[i].serial, sizeof s->leases[i].serial, "%s", serial);
         s->nleases++;

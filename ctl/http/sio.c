@@ -31,6 +31,7 @@
 
 #include "http.h"
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 #include "sio_codec.h"
 
 #define SIO_HOLD_MS 60000u         /* board events wait this long for the worker socket */
@@ -248,16 +249,12 @@ static void client_push(sio_client *cl, char *pkt, bool board)
         free(pkt);
         return;
     }
-    if (cl->nq == cl->capq) {
-        size_t cap = cl->capq ? cl->capq * 2 : 16;
-        sio_ev *q = realloc(cl->q, cap * sizeof *q);
-        if (!q) {
-            free(pkt);
-            return;
-        }
-        cl->q = q;
-        cl->capq = cap;
+    sio_ev *q = ifm_grow(cl->q, &cl->capq, cl->nq, sizeof *q, 16);
+    if (!q) {
+        free(pkt);
+        return;
     }
+    cl->q = q;
     cl->q[cl->nq++] = (sio_ev){ pkt, board, ifm_now_ms() };
     client_flush(cl);
 }
@@ -361,16 +358,12 @@ static void sess_push(sio_sess *ss, char *pkt)
         sess_close(ss, "its client stopped polling");
         return;
     }
-    if (ss->nout == ss->capout) {
-        size_t cap = ss->capout ? ss->capout * 2 : 16;
-        char **o = realloc(ss->out, cap * sizeof *o);
-        if (!o) {
-            free(pkt);
-            return;
-        }
-        ss->out = o;
-        ss->capout = cap;
+    char **o = ifm_grow(ss->out, &ss->capout, ss->nout, sizeof *o, 16);
+    if (!o) {
+        free(pkt);
+        return;
     }
+    ss->out = o;
     ss->out[ss->nout++] = pkt;
     answer_get(ss);
 }

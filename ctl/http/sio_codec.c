@@ -1,20 +1,9 @@
 /* Engine.IO v4 polling payloads and Socket.IO v5 packets: see sio_codec.h. */
 #include "sio_codec.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(sio_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(sio_err *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- base64 (standard alphabet, padding optional) ---- */
 
@@ -41,10 +30,10 @@ static int b64_decode(const char *in, size_t n, uint8_t **out, size_t *outlen, s
         pad++;
     }
     if (n % 4 == 1)
-        return fail(err, "base64 of %zu characters is truncated", n);
+        return ifm_fail(err, -1, "base64 of %zu characters is truncated", n);
     uint8_t *b = malloc(n / 4 * 3 + 3);
     if (!b)
-        return fail(err, "out of memory");
+        return ifm_fail(err, -1, "out of memory");
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
@@ -52,7 +41,7 @@ static int b64_decode(const char *in, size_t n, uint8_t **out, size_t *outlen, s
         int v = b64v((unsigned char)in[i]);
         if (v < 0) {
             free(b);
-            return fail(err, "invalid base64 character 0x%02x at %zu", (unsigned char)in[i], i);
+            return ifm_fail(err, -1, "invalid base64 character 0x%02x at %zu", (unsigned char)in[i], i);
         }
         acc = (acc << 6) | (uint32_t)v;
         bits += 6;
@@ -78,7 +67,7 @@ int eio_next(const char *body, size_t len, size_t *off, eio_packet *p, sio_err *
     size_t n = sep ? (size_t)(sep - s) : len - *off;
     *off += n + (sep ? 1 : 0);
     if (n == 0)
-        return fail(err, "empty Engine.IO packet");
+        return ifm_fail(err, -1, "empty Engine.IO packet");
     p->type = s[0];
     if (p->type == 'b') {
         if (b64_decode(s + 1, n - 1, &p->bin, &p->binlen, err))
@@ -86,7 +75,7 @@ int eio_next(const char *body, size_t len, size_t *off, eio_packet *p, sio_err *
         return 1;
     }
     if (p->type < '0' || p->type > '6')
-        return fail(err, "unknown Engine.IO packet type 0x%02x", (unsigned char)p->type);
+        return ifm_fail(err, -1, "unknown Engine.IO packet type 0x%02x", (unsigned char)p->type);
     p->data = s + 1;
     p->len = n - 1;
     return 1;
@@ -138,9 +127,9 @@ int sio_parse(const char *text, size_t len, sio_packet *p, sio_err *err)
     p->ack_id = -1;
     snprintf(p->nsp, sizeof p->nsp, "/");
     if (len == 0)
-        return fail(err, "empty Socket.IO packet");
+        return ifm_fail(err, -1, "empty Socket.IO packet");
     if (text[0] < '0' || text[0] > '6')
-        return fail(err, "unknown Socket.IO packet type 0x%02x", (unsigned char)text[0]);
+        return ifm_fail(err, -1, "unknown Socket.IO packet type 0x%02x", (unsigned char)text[0]);
     p->type = text[0] - '0';
     size_t i = 1;
     if (p->type == SIO_BINARY_EVENT || p->type == SIO_BINARY_ACK) {
@@ -149,10 +138,11 @@ int sio_parse(const char *text, size_t len, sio_packet *p, sio_err *err)
         while (i < len && is_digit(text[i]) && i - start < 6)
             n = n * 10 + (unsigned long)(text[i++] - '0');
         if (i == start || i >= len || text[i] != '-')
-            return fail(err, "binary packet without \"<attachments>-\"");
+            return ifm_fail(err, -1, "binary packet without \"<attachments>-\"");
         i++;
         if (n == 0 || n > SIO_MAX_ATTACHMENTS)
-            return fail(err, "binary packet announces %lu attachments (1 to %d allowed)", n, SIO_MAX_ATTACHMENTS);
+            return ifm_fail(err, -1, "binary packet announces %lu attachments (1 to %d allowed)", n,
+                            SIO_MAX_ATTACHMENTS);
         p->attachments = (unsigned)n;
     }
     if (i < len && text[i] == '/') {
@@ -161,11 +151,11 @@ int sio_parse(const char *text, size_t len, sio_packet *p, sio_err *err)
             i++;
         size_t n = i - start;
         if (n >= sizeof p->nsp)
-            return fail(err, "namespace longer than %zu bytes", sizeof p->nsp - 1);
+            return ifm_fail(err, -1, "namespace longer than %zu bytes", sizeof p->nsp - 1);
         memcpy(p->nsp, text + start, n);
         p->nsp[n] = '\0';
         if (memchr(p->nsp, '\0', n))
-            return fail(err, "namespace contains NUL");
+            return ifm_fail(err, -1, "namespace contains NUL");
         char *q = strchr(p->nsp, '?'); /* a query string on the namespace is not part of it */
         if (q)
             *q = '\0';
@@ -177,7 +167,7 @@ int sio_parse(const char *text, size_t len, sio_packet *p, sio_err *err)
         size_t start = i;
         while (i < len && is_digit(text[i])) {
             if (i - start >= 15)
-                return fail(err, "ack id longer than 15 digits");
+                return ifm_fail(err, -1, "ack id longer than 15 digits");
             id = id * 10 + (text[i++] - '0');
         }
         p->ack_id = id;
@@ -186,27 +176,27 @@ int sio_parse(const char *text, size_t len, sio_packet *p, sio_err *err)
         json_error_t je;
         p->data = json_loadb(text + i, len - i, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
         if (!p->data)
-            return fail(err, "malformed JSON in a Socket.IO packet: %s (column %d)", je.text, je.column);
+            return ifm_fail(err, -1, "malformed JSON in a Socket.IO packet: %s (column %d)", je.text, je.column);
     }
     switch (p->type) {
     case SIO_EVENT:
     case SIO_BINARY_EVENT:
         if (!json_is_array(p->data) || json_array_size(p->data) == 0 || !json_is_string(json_array_get(p->data, 0))) {
             sio_packet_free(p);
-            return fail(err, "an event's data must be a list starting with the event name");
+            return ifm_fail(err, -1, "an event's data must be a list starting with the event name");
         }
         break;
     case SIO_ACK:
     case SIO_BINARY_ACK:
         if (p->ack_id < 0 || !json_is_array(p->data)) {
             sio_packet_free(p);
-            return fail(err, "an ack needs an id and a list");
+            return ifm_fail(err, -1, "an ack needs an id and a list");
         }
         break;
     case SIO_CONNECT:
         if (p->data && !json_is_object(p->data)) {
             sio_packet_free(p);
-            return fail(err, "CONNECT's data must be an object (the auth)");
+            return ifm_fail(err, -1, "CONNECT's data must be an object (the auth)");
         }
         break;
     default:
@@ -242,7 +232,8 @@ int sio_asm_text(sio_asm *a, const char *text, size_t len, sio_msg *out, sio_err
     if (a->waiting) {
         unsigned want = a->cur.pkt.attachments, got = a->cur.natt;
         asm_drop(a);
-        return fail(err, "a text packet arrived while %u of %u attachments were still expected", want - got, want);
+        return ifm_fail(err, -1, "a text packet arrived while %u of %u attachments were still expected", want - got,
+                        want);
     }
     sio_packet p;
     if (sio_parse(text, len, &p, err))
@@ -262,12 +253,12 @@ int sio_asm_binary(sio_asm *a, uint8_t *bytes, size_t len, sio_msg *out, sio_err
     memset(out, 0, sizeof *out);
     if (!a->waiting) {
         free(bytes);
-        return fail(err, "a binary attachment arrived without a binary packet announcing it");
+        return ifm_fail(err, -1, "a binary attachment arrived without a binary packet announcing it");
     }
     if (a->bytes + len > SIO_MAX_ATTACHED) {
         free(bytes);
         asm_drop(a);
-        return fail(err, "attachments of one event exceed %u bytes", SIO_MAX_ATTACHED);
+        return ifm_fail(err, -1, "attachments of one event exceed %u bytes", SIO_MAX_ATTACHED);
     }
     a->cur.att[a->cur.natt] = bytes;
     a->cur.attlen[a->cur.natt] = len;
@@ -290,14 +281,15 @@ void sio_asm_free(sio_asm *a)
 static int to_mp(const json_t *j, const sio_msg *m, ifm_enc *e, int depth, sio_err *err)
 {
     if (depth > SIO_MAX_JSON_DEPTH)
-        return fail(err, "JSON nested deeper than %d levels", SIO_MAX_JSON_DEPTH);
+        return ifm_fail(err, -1, "JSON nested deeper than %d levels", SIO_MAX_JSON_DEPTH);
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         json_t *ph = json_object_get(j, "_placeholder");
         if (ph && json_is_true(ph)) {
             json_t *num = json_object_get(j, "num");
             if (!json_is_integer(num) || json_integer_value(num) < 0 || json_integer_value(num) >= (json_int_t)m->natt)
-                return fail(err, "placeholder without a valid \"num\" (the message has %u attachments)", m->natt);
+                return ifm_fail(err, -1, "placeholder without a valid \"num\" (the message has %u attachments)",
+                                m->natt);
             size_t k = (size_t)json_integer_value(num);
             ifm_enc_bin(e, m->att[k], m->attlen[k]);
             return 0;
@@ -337,13 +329,13 @@ static int to_mp(const json_t *j, const sio_msg *m, ifm_enc *e, int depth, sio_e
         ifm_enc_nil(e);
         return 0;
     }
-    return fail(err, "unknown JSON type");
+    return ifm_fail(err, -1, "unknown JSON type");
 }
 
 int sio_json_to_msgpack(const json_t *j, const sio_msg *m, ifm_enc *e, sio_err *err)
 {
     if (!j)
-        return fail(err, "no value");
+        return ifm_fail(err, -1, "no value");
     return to_mp(j, m, e, 0, err);
 }
 

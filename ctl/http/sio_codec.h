@@ -25,15 +25,15 @@
 #include <stdint.h>
 
 #include "icefarm/codec.h"
+#include "icefarm/err.h"
 
 #define SIO_MAX_ATTACHMENTS 16                 /* binary attachments of one event */
 #define SIO_MAX_ATTACHED (12u * 1024u * 1024u) /* bytes of attachments of one event */
 #define SIO_MAX_JSON_DEPTH 16                  /* nesting of an event's JSON (msgpack allows 8 below) */
 #define SIO_NSP_MAX 64
 
-typedef struct {
-    char msg[200];
-} sio_err;
+/* A decoder's reason: the error convention's fixed buffer (icefarm/err.h). */
+typedef ifm_err sio_err;
 
 /* ---- Engine.IO ---- */
 

@@ -1,22 +1,10 @@
 /* Allocation policy: least-loaded-worker round robin, and explicit serials. */
 #include "alloc.h"
+#include "icefarm/err.h"
 
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(int rc, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 const char *ctl_alloc_reason_str(ctl_alloc_reason r)
 {
@@ -107,13 +95,13 @@ int ctl_alloc_pick(const ctl_alloc_board *boards, size_t nboards, const ctl_allo
     if (n_eligible)
         *n_eligible = 0;
     if (want == 0)
-        return fail(CTL_ALLOC_ERROR, err, errlen, "amount must be at least 1");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "amount must be at least 1");
     if (!out || (nboards && !boards) || (nloads && !loads))
-        return fail(CTL_ALLOC_ERROR, err, errlen, "missing argument");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "missing argument");
     size_t n;
     entry *e = entries_by_serial(boards, nboards, &n);
     if (!e)
-        return fail(CTL_ALLOC_ERROR, err, errlen, "out of memory");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "out of memory");
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
         if (eligible(&e[i]))
@@ -122,13 +110,13 @@ int ctl_alloc_pick(const ctl_alloc_board *boards, size_t nboards, const ctl_allo
         *n_eligible = m;
     if (m < want) {
         free(e);
-        return fail(CTL_ALLOC_REFUSED, err, errlen, "%zu boards requested, %zu eligible", want, m);
+        return ifm_failbuf(err, errlen, CTL_ALLOC_REFUSED, "%zu boards requested, %zu eligible", want, m);
     }
     qsort(e, m, sizeof *e, by_worker_serial);
     group *g = malloc(m * sizeof *g);
     if (!g) {
         free(e);
-        return fail(CTL_ALLOC_ERROR, err, errlen, "out of memory");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "out of memory");
     }
     size_t ng = 0;
     for (size_t i = 0; i < m; i++) {
@@ -189,16 +177,16 @@ int ctl_alloc_serials(const ctl_alloc_board *boards, size_t nboards, const char 
     if (why)
         *why = CTL_ALLOC_OK;
     if (n == 0)
-        return fail(CTL_ALLOC_ERROR, err, errlen, "no serials requested");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "no serials requested");
     if (!serials || !out || (nboards && !boards))
-        return fail(CTL_ALLOC_ERROR, err, errlen, "missing argument");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "missing argument");
     size_t ne;
     entry *e = entries_by_serial(boards, nboards, &ne);
     bool *used = calloc(nboards ? nboards : 1, sizeof *used);
     if (!e || !used) {
         free(e);
         free(used);
-        return fail(CTL_ALLOC_ERROR, err, errlen, "out of memory");
+        return ifm_failbuf(err, errlen, CTL_ALLOC_ERROR, "out of memory");
     }
     int rc = CTL_ALLOC_DONE;
     for (size_t i = 0; i < n; i++) {
@@ -209,8 +197,8 @@ int ctl_alloc_serials(const ctl_alloc_board *boards, size_t nboards, const char 
             if (why)
                 *why = r;
             /* The serial is the client's own text; bound it in the message. */
-            rc = fail(CTL_ALLOC_REFUSED, err, errlen, "serial %.64s: %s", serials[i] ? serials[i] : "(null)",
-                      ctl_alloc_reason_str(r));
+            rc = ifm_failbuf(err, errlen, CTL_ALLOC_REFUSED, "serial %.64s: %s", serials[i] ? serials[i] : "(null)",
+                             ctl_alloc_reason_str(r));
             break;
         }
     }

@@ -4,7 +4,6 @@
  * store_ops.c is built from. The record's bytes are store_codec.c's. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,24 +13,14 @@
 
 #include "store_codec.h"
 #include "store_internal.h"
-
-int store_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+#include "icefarm/err.h"
 
 int store_begin(ctl_store *s, bool write, MDB_txn **txn, char *err, size_t errlen)
 {
     if (!s)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "no store");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no store");
     if (s->busy)
-        return store_fail(err, errlen, CTL_STORE_EBUSY, "store called from inside a foreach callback");
+        return ifm_failbuf(err, errlen, CTL_STORE_EBUSY, "store called from inside a foreach callback");
     int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
     if (rc == MDB_MAP_RESIZED) {
         /* Another process grew the map: adopt its size and try again. */
@@ -40,7 +29,7 @@ int store_begin(ctl_store *s, bool write, MDB_txn **txn, char *err, size_t errle
             rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
     }
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "begin transaction: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "begin transaction: %s", mdb_strerror(rc));
     return 0;
 }
 
@@ -48,9 +37,9 @@ int store_commit(MDB_txn *txn, char *err, size_t errlen)
 {
     int rc = mdb_txn_commit(txn);
     if (rc == MDB_MAP_FULL)
-        return store_fail(err, errlen, CTL_STORE_EIO, "commit: lease store is full (%s)", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "commit: lease store is full (%s)", mdb_strerror(rc));
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "commit: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "commit: %s", mdb_strerror(rc));
     return 0;
 }
 
@@ -67,21 +56,21 @@ int store_read(ctl_store *s, MDB_txn *txn, const char *serial, ctl_lease *out, c
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "read lease %s: %s", serial, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "read lease %s: %s", serial, mdb_strerror(rc));
     char why[256];
     if (store_lease_decode(k.mv_data, k.mv_size, v.mv_data, v.mv_size, out, why, sizeof why))
-        return store_fail(err, errlen, CTL_STORE_ECORRUPT, "lease %s is corrupt: %s", serial, why);
+        return ifm_failbuf(err, errlen, CTL_STORE_ECORRUPT, "lease %s is corrupt: %s", serial, why);
     return 1;
 }
 
 static int put_error(int rc, const char *what, const char *serial, char *err, size_t errlen)
 {
     if (rc == MDB_KEYEXIST)
-        return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s is already leased", serial);
+        return ifm_failbuf(err, errlen, CTL_STORE_ECONFLICT, "serial %s is already leased", serial);
     if (rc == MDB_MAP_FULL)
-        return store_fail(err, errlen, CTL_STORE_EIO, "%s %s: lease store is full (%s)", what, serial,
-                          mdb_strerror(rc));
-    return store_fail(err, errlen, CTL_STORE_EIO, "%s %s: %s", what, serial, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "%s %s: lease store is full (%s)", what, serial,
+                           mdb_strerror(rc));
+    return ifm_failbuf(err, errlen, CTL_STORE_EIO, "%s %s: %s", what, serial, mdb_strerror(rc));
 }
 
 int store_write(ctl_store *s, MDB_txn *txn, const ctl_lease *l, bool new_record, char *err, size_t errlen)
@@ -89,7 +78,7 @@ int store_write(ctl_store *s, MDB_txn *txn, const ctl_lease *l, bool new_record,
     store_lease_buf buf;
     char why[256];
     if (store_lease_encode(l, &buf, why, sizeof why))
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "encode lease: %s", why);
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "encode lease: %s", why);
     MDB_val k = text_val(l->serial), v = { .mv_size = buf.len, .mv_data = buf.buf };
     int rc = mdb_put(txn, s->leases, &k, &v, new_record ? MDB_NOOVERWRITE : 0);
     if (rc)
@@ -108,7 +97,7 @@ int store_unindex(ctl_store *s, MDB_txn *txn, const char *client, const char *se
     MDB_val c = text_val(client), sv = text_val(serial);
     int rc = mdb_del(txn, s->by_client, &c, &sv);
     if (rc && rc != MDB_NOTFOUND)
-        return store_fail(err, errlen, CTL_STORE_EIO, "unindex lease %s: %s", serial, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "unindex lease %s: %s", serial, mdb_strerror(rc));
     return 0;
 }
 
@@ -117,7 +106,7 @@ int store_delete(ctl_store *s, MDB_txn *txn, const ctl_lease *l, char *err, size
     MDB_val k = text_val(l->serial);
     int rc = mdb_del(txn, s->leases, &k, NULL);
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "delete lease %s: %s", l->serial, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "delete lease %s: %s", l->serial, mdb_strerror(rc));
     return store_unindex(s, txn, l->client, l->serial, err, errlen);
 }
 
@@ -146,7 +135,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
     char path[4096];
     size_t n = strlen(dir);
     if (n == 0 || n >= sizeof path)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "bad store directory");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "bad store directory");
     memcpy(path, dir, n + 1);
     for (size_t i = 1; i <= n; i++) {
         if (path[i] != '/' && path[i] != '\0')
@@ -154,12 +143,12 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
         char c = path[i];
         path[i] = '\0';
         if (mkdir(path, 0700) && errno != EEXIST)
-            return store_fail(err, errlen, CTL_STORE_EIO, "mkdir %s: %s", path, strerror(errno));
+            return ifm_failbuf(err, errlen, CTL_STORE_EIO, "mkdir %s: %s", path, strerror(errno));
         path[i] = c;
     }
     struct stat st;
     if (stat(dir, &st) || !S_ISDIR(st.st_mode))
-        return store_fail(err, errlen, CTL_STORE_EIO, "%s is not a directory", dir);
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "%s is not a directory", dir);
     return 0;
 }
 
@@ -170,9 +159,9 @@ static int meta_get(ctl_store *s, MDB_txn *txn, const char *key, uint64_t *v, ch
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "read meta %s: %s", key, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "read meta %s: %s", key, mdb_strerror(rc));
     if (d.mv_size != 8)
-        return store_fail(err, errlen, CTL_STORE_ECORRUPT, "meta %s is %zu bytes, expected 8", key, d.mv_size);
+        return ifm_failbuf(err, errlen, CTL_STORE_ECORRUPT, "meta %s is %zu bytes, expected 8", key, d.mv_size);
     *v = store_be64_get(d.mv_data);
     return 1;
 }
@@ -184,7 +173,7 @@ int store_meta_put(ctl_store *s, MDB_txn *txn, const char *key, uint64_t v, char
     MDB_val k = { .mv_size = strlen(key), .mv_data = (void *)key }, d = { .mv_size = 8, .mv_data = b };
     int rc = mdb_put(txn, s->meta, &k, &d, 0);
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "write meta %s: %s", key, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "write meta %s: %s", key, mdb_strerror(rc));
     return 0;
 }
 
@@ -192,11 +181,11 @@ int store_next_id(ctl_store *s, MDB_txn *txn, uint64_t *next, char *err, size_t 
 {
     int rc = meta_get(s, txn, "next_id", next, err, errlen);
     if (rc == 0)
-        return store_fail(err, errlen, CTL_STORE_ECORRUPT, "meta next_id is missing");
+        return ifm_failbuf(err, errlen, CTL_STORE_ECORRUPT, "meta next_id is missing");
     if (rc < 0)
         return rc;
     if (*next == 0)
-        return store_fail(err, errlen, CTL_STORE_ECORRUPT, "meta next_id is 0");
+        return ifm_failbuf(err, errlen, CTL_STORE_ECORRUPT, "meta next_id is 0");
     return 0;
 }
 
@@ -215,7 +204,7 @@ static int init_schema(ctl_store *s, char *err, size_t errlen)
         rc = mdb_dbi_open(txn, what = "by_client", MDB_CREATE | MDB_DUPSORT, &s->by_client);
     if (rc) {
         mdb_txn_abort(txn);
-        return store_fail(err, errlen, CTL_STORE_EIO, "open db %s: %s", what, mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "open db %s: %s", what, mdb_strerror(rc));
     }
     uint64_t version, next;
     rc = meta_get(s, txn, "schema", &version, err, errlen);
@@ -224,16 +213,16 @@ static int init_schema(ctl_store *s, char *err, size_t errlen)
         MDB_stat st;
         rc = mdb_stat(txn, s->leases, &st);
         if (rc == 0 && st.ms_entries)
-            rc = store_fail(err, errlen, CTL_STORE_ECORRUPT, "store has leases but no schema version");
+            rc = ifm_failbuf(err, errlen, CTL_STORE_ECORRUPT, "store has leases but no schema version");
         else if (rc)
-            rc = store_fail(err, errlen, CTL_STORE_EIO, "stat leases: %s", mdb_strerror(rc));
+            rc = ifm_failbuf(err, errlen, CTL_STORE_EIO, "stat leases: %s", mdb_strerror(rc));
         else if (!(rc = store_meta_put(s, txn, "schema", STORE_SCHEMA_VERSION, err, errlen)))
             rc = store_meta_put(s, txn, "next_id", 1, err, errlen);
     } else if (rc == 1) {
         rc = version == STORE_SCHEMA_VERSION
             ? store_next_id(s, txn, &next, err, errlen)
-            : store_fail(err, errlen, CTL_STORE_ECORRUPT, "unsupported store schema %llu (this build knows %d)",
-                         (unsigned long long)version, STORE_SCHEMA_VERSION);
+            : ifm_failbuf(err, errlen, CTL_STORE_ECORRUPT, "unsupported store schema %llu (this build knows %d)",
+                          (unsigned long long)version, STORE_SCHEMA_VERSION);
     }
     if (rc) {
         mdb_txn_abort(txn);
@@ -246,12 +235,12 @@ ctl_store *ctl_store_open(const char *dir, char *err, size_t errlen)
 {
     if (!dir || make_dirs(dir, err, errlen)) {
         if (!dir)
-            store_fail(err, errlen, CTL_STORE_EINVAL, "no store directory");
+            ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no store directory");
         return NULL;
     }
     ctl_store *s = calloc(1, sizeof *s);
     if (!s) {
-        store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+        ifm_failbuf(err, errlen, CTL_STORE_ENOMEM, "out of memory");
         return NULL;
     }
     s->lock_fd = -1;
@@ -271,7 +260,7 @@ ctl_store *ctl_store_open(const char *dir, char *err, size_t errlen)
     if (!rc)
         rc = mdb_reader_check(s->env, &dead), what = "reader check";
     if (rc) {
-        store_fail(err, errlen, CTL_STORE_EIO, "%s %s: %s", what, dir, mdb_strerror(rc));
+        ifm_failbuf(err, errlen, CTL_STORE_EIO, "%s %s: %s", what, dir, mdb_strerror(rc));
         ctl_store_close(s);
         return NULL;
     }
@@ -296,14 +285,14 @@ void ctl_store_close(ctl_store *store)
 int ctl_store_claim(ctl_store *store, char *err, size_t errlen)
 {
     if (!store)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "no store");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no store");
     if (store->lock_fd >= 0)
         return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/ctl.lock", store->dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
-        return store_fail(err, errlen, CTL_STORE_EIO, "open %s: %s", path, strerror(errno));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "open %s: %s", path, strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB)) {
         int e = errno;
         char pid[32] = "";
@@ -312,9 +301,9 @@ int ctl_store_claim(ctl_store *store, char *err, size_t errlen)
         pid[strcspn(pid, "\n")] = '\0';
         close(fd);
         if (e == EWOULDBLOCK)
-            return store_fail(err, errlen, CTL_STORE_EBUSY, "%s is in use by another icefarm-ctl (pid %s)", store->dir,
-                              pid[0] ? pid : "unknown");
-        return store_fail(err, errlen, CTL_STORE_EIO, "lock %s: %s", path, strerror(e));
+            return ifm_failbuf(err, errlen, CTL_STORE_EBUSY, "%s is in use by another icefarm-ctl (pid %s)", store->dir,
+                               pid[0] ? pid : "unknown");
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "lock %s: %s", path, strerror(e));
     }
     /* The pid is only for the message above; the flock is what excludes. */
     char pid[32];

@@ -3,39 +3,27 @@
 
 #include "icefarm/mp.h"
 #include "icefarm/names.h"
+#include "icefarm/err.h"
 
 #include <msgpack.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* Length-based check shared by the encoder (C strings) and decoder (msgpack str). */
 static int text_check_n(const char *what, const char *s, size_t n, size_t max, char *err, size_t errlen)
 {
     if (n == 0)
-        return fail(err, errlen, "%s is empty", what);
+        return ifm_failbuf(err, errlen, -1, "%s is empty", what);
     if (n > max)
-        return fail(err, errlen, "%s is %zu bytes (max %zu)", what, n, max);
+        return ifm_failbuf(err, errlen, -1, "%s is %zu bytes (max %zu)", what, n, max);
     if (!ifm_utf8_valid(s, n))
-        return fail(err, errlen, "%s is not valid UTF-8", what);
+        return ifm_failbuf(err, errlen, -1, "%s is not valid UTF-8", what);
     return 0;
 }
 
 int store_text_check(const char *what, const char *s, size_t max, char *err, size_t errlen)
 {
     if (!s)
-        return fail(err, errlen, "%s is missing", what);
+        return ifm_failbuf(err, errlen, -1, "%s is missing", what);
     /* strnlen: never read past max+1 bytes of a caller's unterminated array. */
     return text_check_n(what, s, strnlen(s, max + 1), max, err, errlen);
 }
@@ -49,9 +37,9 @@ int store_lease_check(const ctl_lease *l, char *err, size_t errlen)
         (l->tag[0] && store_text_check("tag", l->tag, CTL_TAG_MAX, err, errlen)))
         return -1;
     if (l->args_len > CTL_ARGS_MAX)
-        return fail(err, errlen, "args are %zu bytes (max %d)", l->args_len, CTL_ARGS_MAX);
+        return ifm_failbuf(err, errlen, -1, "args are %zu bytes (max %d)", l->args_len, CTL_ARGS_MAX);
     if (l->args_len && !l->args)
-        return fail(err, errlen, "args_len without args");
+        return ifm_failbuf(err, errlen, -1, "args_len without args");
     return 0;
 }
 
@@ -94,7 +82,7 @@ int store_lease_encode(const ctl_lease *l, store_lease_buf *out, char *err, size
         pack_key(&pk, "u") || msgpack_pack_uint64(&pk, l->until_ms) || pack_key(&pk, "wn") ||
         (l->warned ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk)) || (l->tag[0] && pack_text(&pk, "t", l->tag));
     if (bad)
-        return fail(err, errlen, "lease for %s does not fit %d bytes", l->serial, STORE_LEASE_ENC_MAX);
+        return ifm_failbuf(err, errlen, -1, "lease for %s does not fit %d bytes", l->serial, STORE_LEASE_ENC_MAX);
     return 0;
 }
 
@@ -132,7 +120,7 @@ static int read_text(ifm_mp *r, const char *what, char *dst, size_t max, char *e
     const char *s;
     uint32_t n;
     if (ifm_mp_str(r, &s, &n))
-        return fail(err, errlen, "field %s: %s", what, r->why);
+        return ifm_failbuf(err, errlen, -1, "field %s: %s", what, r->why);
     if (text_check_n(what, s, n, max, err, errlen))
         return -1;
     memcpy(dst, s, n);
@@ -143,7 +131,7 @@ static int read_text(ifm_mp *r, const char *what, char *dst, size_t max, char *e
 static int read_u64(ifm_mp *r, const char *what, uint64_t *v, char *err, size_t errlen)
 {
     if (ifm_mp_uint(r, v))
-        return fail(err, errlen, "field %s: %s", what, r->why);
+        return ifm_failbuf(err, errlen, -1, "field %s: %s", what, r->why);
     return 0;
 }
 
@@ -153,7 +141,7 @@ static int read_field(ifm_mp *r, ctl_lease *out, unsigned *seen, char *err, size
     const char *k;
     uint32_t kn;
     if (ifm_mp_str(r, &k, &kn))
-        return fail(err, errlen, "key: %s", r->why);
+        return ifm_failbuf(err, errlen, -1, "key: %s", r->why);
     unsigned bit = 0;
     for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
         if (strlen(field_names[i]) == kn && memcmp(field_names[i], k, kn) == 0)
@@ -163,11 +151,11 @@ static int read_field(ifm_mp *r, ctl_lease *out, unsigned *seen, char *err, size
         bool show = kn <= 16;
         for (uint32_t i = 0; show && i < kn; i++)
             show = k[i] >= 0x20 && k[i] < 0x7f;
-        return show ? fail(err, errlen, "unknown key \"%.*s\"", (int)kn, k)
-                    : fail(err, errlen, "unknown key of %u bytes", kn);
+        return show ? ifm_failbuf(err, errlen, -1, "unknown key \"%.*s\"", (int)kn, k)
+                    : ifm_failbuf(err, errlen, -1, "unknown key of %u bytes", kn);
     }
     if (*seen & bit)
-        return fail(err, errlen, "repeated key \"%.*s\"", (int)kn, k);
+        return ifm_failbuf(err, errlen, -1, "repeated key \"%.*s\"", (int)kn, k);
     *seen |= bit;
     switch (bit) {
     case F_S:
@@ -181,9 +169,9 @@ static int read_field(ifm_mp *r, ctl_lease *out, unsigned *seen, char *err, size
     case F_A: {
         uint32_t n;
         if (ifm_mp_bin(r, &out->args, &n))
-            return fail(err, errlen, "field args: %s", r->why);
+            return ifm_failbuf(err, errlen, -1, "field args: %s", r->why);
         if (n > CTL_ARGS_MAX)
-            return fail(err, errlen, "args are %u bytes (max %d)", n, CTL_ARGS_MAX);
+            return ifm_failbuf(err, errlen, -1, "args are %u bytes (max %d)", n, CTL_ARGS_MAX);
         out->args_len = n;
         if (n == 0)
             out->args = NULL;
@@ -199,7 +187,7 @@ static int read_field(ifm_mp *r, ctl_lease *out, unsigned *seen, char *err, size
         return read_text(r, "tag", out->tag, CTL_TAG_MAX, err, errlen);
     default:
         if (ifm_mp_bool(r, &out->warned))
-            return fail(err, errlen, "field wn: %s", r->why);
+            return ifm_failbuf(err, errlen, -1, "field wn: %s", r->why);
         return 0;
     }
 }
@@ -209,40 +197,40 @@ static int decode(const void *key, size_t keylen, const void *val, size_t vallen
 {
     char why[160], fwhy[200];
     if (vallen > STORE_LEASE_ENC_MAX)
-        return fail(err, errlen, "record is %zu bytes (max %d)", vallen, STORE_LEASE_ENC_MAX);
+        return ifm_failbuf(err, errlen, -1, "record is %zu bytes (max %d)", vallen, STORE_LEASE_ENC_MAX);
     ifm_mp r;
     ifm_mp_init(&r, val, vallen, why, sizeof why);
     uint32_t count;
     if (ifm_mp_map(&r, &count))
-        return fail(err, errlen, "record: %s", why);
+        return ifm_failbuf(err, errlen, -1, "record: %s", why);
     if (count == 0)
-        return fail(err, errlen, "record: empty map");
+        return ifm_failbuf(err, errlen, -1, "record: empty map");
     /* The version comes first so that everything after it is read knowing it. */
     const char *k;
     uint32_t kn;
     uint64_t version;
     if (ifm_mp_str(&r, &k, &kn))
-        return fail(err, errlen, "record: first key: %s", why);
+        return ifm_failbuf(err, errlen, -1, "record: first key: %s", why);
     if (kn != 1 || k[0] != 'v')
-        return fail(err, errlen, "record: first key is not \"v\" (version)");
+        return ifm_failbuf(err, errlen, -1, "record: first key is not \"v\" (version)");
     if (ifm_mp_uint(&r, &version))
-        return fail(err, errlen, "record: version: %s", why);
+        return ifm_failbuf(err, errlen, -1, "record: version: %s", why);
     if (version != STORE_LEASE_VERSION)
-        return fail(err, errlen, "record: unsupported version %llu (this build reads %d)", (unsigned long long)version,
-                    STORE_LEASE_VERSION);
+        return ifm_failbuf(err, errlen, -1, "record: unsupported version %llu (this build reads %d)",
+                           (unsigned long long)version, STORE_LEASE_VERSION);
     unsigned seen = 0;
     for (uint32_t i = 1; i < count; i++)
         if (read_field(&r, out, &seen, fwhy, sizeof fwhy))
-            return fail(err, errlen, "record: %s", fwhy);
+            return ifm_failbuf(err, errlen, -1, "record: %s", fwhy);
     if ((seen & F_ALL) != F_ALL) {
         for (unsigned i = 0; i < sizeof field_names / sizeof *field_names; i++)
             if (!(seen & (1u << i)))
-                return fail(err, errlen, "record: missing key \"%s\"", field_names[i]);
+                return ifm_failbuf(err, errlen, -1, "record: missing key \"%s\"", field_names[i]);
     }
     if (!ifm_mp_done(&r))
-        return fail(err, errlen, "record: %zu trailing bytes", r.n - r.off);
+        return ifm_failbuf(err, errlen, -1, "record: %zu trailing bytes", r.n - r.off);
     if (keylen != strlen(out->serial) || memcmp(key, out->serial, keylen) != 0)
-        return fail(err, errlen, "record: serial \"%s\" does not match its key", out->serial);
+        return ifm_failbuf(err, errlen, -1, "record: serial \"%s\" does not match its key", out->serial);
     return 0;
 }
 

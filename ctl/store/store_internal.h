@@ -18,9 +18,6 @@ struct ctl_store {
     char dir[4096];
 };
 
-/* Writes the reason to err and returns rc. */
-int store_fail(char *err, size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
 /* Begins a transaction (EBUSY inside foreach, EIO from LMDB). */
 int store_begin(ctl_store *s, bool write, MDB_txn **txn, char *err, size_t errlen);
 /* Commits; on failure LMDB has already aborted the transaction. */

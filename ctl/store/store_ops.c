@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/grow.h"
 #include "store_codec.h"
 #include "store_internal.h"
+#include "icefarm/err.h"
 
 /* ---- ctl_lease_list: what every operation reports into ---- */
 
@@ -35,14 +37,10 @@ void ctl_lease_list_free(ctl_lease_list *list)
 
 int store_list_push(ctl_lease_list *list, const ctl_lease *l)
 {
-    if (list->n == list->cap) {
-        size_t cap = list->cap ? list->cap * 2 : 8;
-        ctl_lease *v = realloc(list->v, cap * sizeof *v);
-        if (!v)
-            return CTL_STORE_ENOMEM;
-        list->v = v;
-        list->cap = cap;
-    }
+    ctl_lease *v = ifm_grow(list->v, &list->cap, list->n, sizeof *v, 8);
+    if (!v)
+        return CTL_STORE_ENOMEM;
+    list->v = v;
     ctl_lease copy = *l;
     copy.args = NULL;
     if (l->args_len) {
@@ -66,10 +64,10 @@ static int conflict(ctl_store *s, MDB_txn *txn, const ctl_lease *l, uint64_t fir
     char why[256];
     int rc = store_read(s, txn, l->serial, &cur, why, sizeof why);
     if (rc == 1 && cur.lease_id >= first_id)
-        return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s appears twice in the request", l->serial);
+        return ifm_failbuf(err, errlen, CTL_STORE_ECONFLICT, "serial %s appears twice in the request", l->serial);
     if (rc == CTL_STORE_ECORRUPT)
-        return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s has a corrupt lease record", l->serial);
-    return store_fail(err, errlen, CTL_STORE_ECONFLICT, "serial %s is already leased", l->serial);
+        return ifm_failbuf(err, errlen, CTL_STORE_ECONFLICT, "serial %s has a corrupt lease record", l->serial);
+    return ifm_failbuf(err, errlen, CTL_STORE_ECONFLICT, "serial %s is already leased", l->serial);
 }
 
 int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_t *ids_out, char *err, size_t errlen)
@@ -77,12 +75,12 @@ int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_
     if (n == 0)
         return 0;
     if (!store || !leases)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "no store or leases");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no store or leases");
     /* Validate everything before touching the env: a bad request costs no txn. */
     for (size_t i = 0; i < n; i++) {
         char why[256];
         if (store_lease_check(&leases[i], why, sizeof why))
-            return store_fail(err, errlen, CTL_STORE_EINVAL, "lease %zu: %s", i, why);
+            return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "lease %zu: %s", i, why);
     }
     MDB_txn *txn;
     int rc = store_begin(store, true, &txn, err, errlen);
@@ -91,7 +89,7 @@ int ctl_store_grant(ctl_store *store, const ctl_lease *leases, size_t n, uint64_
     uint64_t first;
     rc = store_next_id(store, txn, &first, err, errlen);
     if (!rc && first > UINT64_MAX - n)
-        rc = store_fail(err, errlen, CTL_STORE_EIO, "lease ids exhausted");
+        rc = ifm_failbuf(err, errlen, CTL_STORE_EIO, "lease ids exhausted");
     for (size_t i = 0; !rc && i < n; i++) {
         ctl_lease l = leases[i];
         l.lease_id = first + i;
@@ -127,14 +125,10 @@ typedef struct {
 
 static int targets_add(targets *t, const char *serial, size_t len)
 {
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        store_serial *v = realloc(t->v, cap * sizeof *v);
-        if (!v)
-            return CTL_STORE_ENOMEM;
-        t->v = v;
-        t->cap = cap;
-    }
+    store_serial *v = ifm_grow(t->v, &t->cap, t->n, sizeof *v, 16);
+    if (!v)
+        return CTL_STORE_ENOMEM;
+    t->v = v;
     memcpy(t->v[t->n], serial, len);
     t->v[t->n++][len] = '\0';
     return 0;
@@ -178,7 +172,7 @@ static int targets_client(ctl_store *s, MDB_txn *txn, const char *client, target
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, s->by_client, &c);
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "open index cursor: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "open index cursor: %s", mdb_strerror(rc));
     MDB_val k = { .mv_size = strlen(client), .mv_data = (void *)client }, d;
     for (rc = mdb_cursor_get(c, &k, &d, MDB_SET); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT_DUP)) {
         /* An entry that cannot be a serial cannot point at a lease: ignore it. */
@@ -186,12 +180,12 @@ static int targets_client(ctl_store *s, MDB_txn *txn, const char *client, target
             continue;
         if (targets_add(t, d.mv_data, d.mv_size)) {
             mdb_cursor_close(c);
-            return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+            return ifm_failbuf(err, errlen, CTL_STORE_ENOMEM, "out of memory");
         }
     }
     mdb_cursor_close(c);
     if (rc != MDB_NOTFOUND)
-        return store_fail(err, errlen, CTL_STORE_EIO, "read index: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "read index: %s", mdb_strerror(rc));
     targets_unique(t);
     return 0;
 }
@@ -202,7 +196,7 @@ static int targets_worker(ctl_store *s, MDB_txn *txn, const char *worker, target
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, s->leases, &c);
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
     MDB_val k, d;
     for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
         ctl_lease l;
@@ -210,12 +204,12 @@ static int targets_worker(ctl_store *s, MDB_txn *txn, const char *worker, target
             continue;
         if (strcmp(l.worker, worker) == 0 && targets_add(t, l.serial, strlen(l.serial))) {
             mdb_cursor_close(c);
-            return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+            return ifm_failbuf(err, errlen, CTL_STORE_ENOMEM, "out of memory");
         }
     }
     mdb_cursor_close(c);
     if (rc != MDB_NOTFOUND)
-        return store_fail(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
     return 0;
 }
 
@@ -247,7 +241,7 @@ static int apply_one(ctl_store *s, MDB_txn *txn, const char *serial, const actio
     /* Copy into `out` BEFORE writing: l.args points into a page this txn may
    * rewrite; the list's copy owns its args. */
     if (store_list_push(out, &l))
-        return store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+        return ifm_failbuf(err, errlen, CTL_STORE_ENOMEM, "out of memory");
     const ctl_lease *kept = &out->v[out->n - 1];
     return a->end ? store_delete(s, txn, kept, err, errlen) : store_write(s, txn, kept, false, err, errlen);
 }
@@ -260,7 +254,7 @@ static int run(ctl_store *s, pick_fn pick, const char *key, targets *t, const ac
                size_t errlen)
 {
     if (!out)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "no output list");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no output list");
     MDB_txn *txn;
     int rc = store_begin(s, true, &txn, err, errlen);
     if (rc)
@@ -283,7 +277,7 @@ static int check_name(const char *what, const char *name, size_t max, char *err,
 {
     char why[200];
     if (store_text_check(what, name, max, why, sizeof why))
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "%s", why);
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "%s", why);
     return 0;
 }
 
@@ -293,7 +287,7 @@ static int run_listed(ctl_store *s, const char *const *serials, size_t n, const 
     targets t = { 0 };
     int rc = targets_listed(&t, serials, n);
     if (rc)
-        rc = store_fail(err, errlen, rc, "out of memory");
+        rc = ifm_failbuf(err, errlen, rc, "out of memory");
     else
         rc = run(s, NULL, NULL, &t, a, out, err, errlen);
     free(t.v);
@@ -389,7 +383,7 @@ int ctl_store_mark_warned(ctl_store *store, const char *serial, uint64_t lease_i
 int ctl_store_purge(ctl_store *store, const char *serial, char *err, size_t errlen)
 {
     if (!serial || !*serial || strlen(serial) > CTL_SERIAL_MAX)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "bad serial");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "bad serial");
     MDB_txn *txn;
     int rc = store_begin(store, true, &txn, err, errlen);
     if (rc)
@@ -404,9 +398,9 @@ int ctl_store_purge(ctl_store *store, const char *serial, char *err, size_t errl
         MDB_val k = { .mv_size = strlen(serial), .mv_data = (void *)serial };
         int mrc = mdb_del(txn, store->leases, &k, NULL);
         if (mrc)
-            rc = store_fail(err, errlen, CTL_STORE_EIO, "delete %s: %s", serial, mdb_strerror(mrc));
+            rc = ifm_failbuf(err, errlen, CTL_STORE_EIO, "delete %s: %s", serial, mdb_strerror(mrc));
     } else {
-        rc = found ? store_fail(err, errlen, found, "%s", why) : 0;
+        rc = found ? ifm_failbuf(err, errlen, found, "%s", why) : 0;
         mdb_txn_abort(txn);
         return rc;
     }
@@ -423,11 +417,11 @@ int ctl_store_purge(ctl_store *store, const char *serial, char *err, size_t errl
 int ctl_store_get(ctl_store *store, const char *serial, ctl_lease *out, char *err, size_t errlen)
 {
     if (!out)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "no output lease");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no output lease");
     memset(out, 0, sizeof *out);
     char why[200];
     if (store_text_check("serial", serial, CTL_SERIAL_MAX, why, sizeof why))
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "%s", why);
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "%s", why);
     MDB_txn *txn;
     int rc = store_begin(store, false, &txn, err, errlen);
     if (rc)
@@ -445,7 +439,7 @@ int ctl_store_get(ctl_store *store, const char *serial, ctl_lease *out, char *er
                 out->args = a;
             } else {
                 memset(out, 0, sizeof *out);
-                rc = store_fail(err, errlen, CTL_STORE_ENOMEM, "out of memory");
+                rc = ifm_failbuf(err, errlen, CTL_STORE_ENOMEM, "out of memory");
             }
         }
     }
@@ -473,7 +467,7 @@ int ctl_store_foreach(ctl_store *store, ctl_store_visit_fn visit, ctl_store_bad_
                       size_t errlen)
 {
     if (!visit)
-        return store_fail(err, errlen, CTL_STORE_EINVAL, "no visit callback");
+        return ifm_failbuf(err, errlen, CTL_STORE_EINVAL, "no visit callback");
     MDB_txn *txn;
     int rc = store_begin(store, false, &txn, err, errlen);
     if (rc)
@@ -482,7 +476,7 @@ int ctl_store_foreach(ctl_store *store, ctl_store_visit_fn visit, ctl_store_bad_
     rc = mdb_cursor_open(txn, store->leases, &c);
     if (rc) {
         mdb_txn_abort(txn);
-        return store_fail(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "open cursor: %s", mdb_strerror(rc));
     }
     /* The callbacks see leases that borrow from this read txn; a store call from
    * inside them would need a second txn in this thread, so it is refused. */
@@ -510,7 +504,7 @@ int ctl_store_foreach(ctl_store *store, ctl_store_visit_fn visit, ctl_store_bad_
     mdb_cursor_close(c);
     mdb_txn_abort(txn);
     if (rc != MDB_NOTFOUND)
-        return store_fail(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "scan leases: %s", mdb_strerror(rc));
     return corrupt;
 }
 
@@ -524,6 +518,6 @@ long long ctl_store_count(ctl_store *store, char *err, size_t errlen)
     rc = mdb_stat(txn, store->leases, &st);
     mdb_txn_abort(txn);
     if (rc)
-        return store_fail(err, errlen, CTL_STORE_EIO, "stat leases: %s", mdb_strerror(rc));
+        return ifm_failbuf(err, errlen, CTL_STORE_EIO, "stat leases: %s", mdb_strerror(rc));
     return (long long)st.ms_entries;
 }

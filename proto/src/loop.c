@@ -2,6 +2,7 @@
  * watches a handful of fds (MQTT, libusb, listeners) and a few thousand timers at
  * most, so poll and an O(log n) heap are plenty. */
 #include "icefarm/loop.h"
+#include "icefarm/grow.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -126,14 +127,10 @@ int ifm_loop_watch(ifm_loop *l, int fd, int events, ifm_fd_cb cb, void *arg)
 {
     watch *w = find_watch(l, fd);
     if (!w) {
-        if (l->nwatches == l->capwatches) {
-            size_t cap = l->capwatches ? l->capwatches * 2 : 8;
-            watch *nw = realloc(l->watches, cap * sizeof *nw);
-            if (!nw)
-                return -1;
-            l->watches = nw;
-            l->capwatches = cap;
-        }
+        watch *nw = ifm_grow(l->watches, &l->capwatches, l->nwatches, sizeof *nw, 8);
+        if (!nw)
+            return -1;
+        l->watches = nw;
         w = &l->watches[l->nwatches++];
     }
     *w = (watch){ fd, events, cb, arg };
@@ -217,22 +214,18 @@ static void heap_remove(ifm_loop *l, size_t i)
 
 uint64_t ifm_timer_add(ifm_loop *l, uint64_t ms, ifm_timer_cb cb, void *arg)
 {
-    if (l->ntimers == l->captimers) {
-        size_t cap = l->captimers ? l->captimers * 2 : 16;
-        timer *nh = realloc(l->heap, cap * sizeof *nh);
-        if (!nh) {
-            /* A timer that silently never fires is a lease that never expires or a
-             * wait that never ends: stop loudly instead (supervisors restart us, and
-             * control reloads its leases from LMDB). */
-            static const char msg[] = "icefarm: out of memory adding a timer: aborting\n";
-            if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
-                /* nothing more to say */
-            }
-            abort();
+    timer *nh = ifm_grow(l->heap, &l->captimers, l->ntimers, sizeof *nh, 16);
+    if (!nh) {
+        /* A timer that silently never fires is a lease that never expires or a
+         * wait that never ends: stop loudly instead (supervisors restart us, and
+         * control reloads its leases from LMDB). */
+        static const char msg[] = "icefarm: out of memory adding a timer: aborting\n";
+        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+            /* nothing more to say */
         }
-        l->heap = nh;
-        l->captimers = cap;
+        abort();
     }
+    l->heap = nh;
     uint64_t id = ++l->next_id;
     l->heap[l->ntimers] = (timer){ ifm_now_ms() + ms, id, cb, arg };
     sift_up(l->heap, l->ntimers++);

@@ -2,6 +2,7 @@
  * are small arrays searched linearly: a daemon has a few dozen series, and hot
  * paths keep their series pointers. */
 #include "icefarm/metrics.h"
+#include "icefarm/grow.h"
 
 #include <errno.h>
 #include <math.h>
@@ -120,14 +121,10 @@ static ifm_metric *add_family(ifm_metrics *r, enum kind kind, const char *name, 
             if (strcmp(labels[j], labels[n]) == 0)
                 return NULL;
     }
-    if (r->nfams == r->capfams) {
-        size_t cap = r->capfams ? r->capfams * 2 : 16;
-        ifm_metric **nf = realloc(r->fams, cap * sizeof *nf);
-        if (!nf)
-            return NULL;
-        r->fams = nf;
-        r->capfams = cap;
-    }
+    ifm_metric **nf = ifm_grow(r->fams, &r->capfams, r->nfams, sizeof *nf, 16);
+    if (!nf)
+        return NULL;
+    r->fams = nf;
     ifm_metric *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
@@ -186,14 +183,10 @@ static ifm_series *series_new(ifm_metric *m, const char **values)
 {
     if (m->nseries == IFM_METRIC_MAX_SERIES)
         return NULL;
-    if (m->nseries == m->capseries) {
-        size_t cap = m->capseries ? m->capseries * 2 : 8;
-        ifm_series **ns = realloc(m->series, cap * sizeof *ns);
-        if (!ns)
-            return NULL;
-        m->series = ns;
-        m->capseries = cap;
-    }
+    ifm_series **ns = ifm_grow(m->series, &m->capseries, m->nseries, sizeof *ns, 8);
+    if (!ns)
+        return NULL;
+    m->series = ns;
     ifm_series *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;

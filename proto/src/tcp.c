@@ -6,12 +6,12 @@
  * closing marks the stream dead and releases the socket at once, and the memory
  * goes when the outermost callback returns. */
 #include "tcp_int.h"
+#include "icefarm/err.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,17 +84,6 @@ void tcp_tune(int fd, const ifm_tcp_opts *o)
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-}
-
-int tcp_why(int rc, char *why, size_t whylen, const char *fmt, ...)
-{
-    if (why && whylen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, whylen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
 }
 
 int tcp_gai_errno(int gai_rc)
@@ -384,10 +373,10 @@ int ifm_tcp_connect(ifm_loop *loop, const char *host, const char *port, const if
 {
     *out = NULL;
     if (!loop || !host || !*host || !port || !*port || !cbs)
-        return tcp_why(-EINVAL, why, whylen, "connect: host and port are required");
+        return ifm_failbuf(why, whylen, -EINVAL, "connect: host and port are required");
     ifm_tcp *s = stream_new(loop, opts);
     if (!s)
-        return tcp_why(-ENOMEM, why, whylen, "connect %s:%s: out of memory", host, port);
+        return ifm_failbuf(why, whylen, -ENOMEM, "connect %s:%s: out of memory", host, port);
     s->cbs = *cbs;
     s->arg = arg;
     s->started = true;
@@ -406,14 +395,15 @@ int ifm_tcp_connect(ifm_loop *loop, const char *host, const char *port, const if
         int rc = tcp_resolve_start(loop, host, port, on_resolved, s, &s->res);
         if (rc != 0) {
             destroy(s);
-            return tcp_why(rc, why, whylen, "connect %s:%s: cannot start the resolver: %s", host, port, strerror(-rc));
+            return ifm_failbuf(why, whylen, rc, "connect %s:%s: cannot start the resolver: %s", host, port,
+                               strerror(-rc));
         }
     }
     s->timer = ifm_timer_add(loop, s->o.connect_timeout_ms, on_connect_timeout, s);
     if (!s->timer) {
         teardown(s);
         destroy(s);
-        return tcp_why(-ENOMEM, why, whylen, "connect %s:%s: out of memory", host, port);
+        return ifm_failbuf(why, whylen, -ENOMEM, "connect %s:%s: out of memory", host, port);
     }
     *out = s;
     return 0;

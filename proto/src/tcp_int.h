@@ -11,8 +11,6 @@
 void tcp_opts_defaults(ifm_tcp_opts *o, const ifm_tcp_opts *given);
 /* TCP_NODELAY and keep-alive; failures are ignored (the socket still works). */
 void tcp_tune(int fd, const ifm_tcp_opts *o);
-/* Writes "fmt" into why (when not NULL) and returns rc. */
-int tcp_why(int rc, char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* getaddrinfo's EAI_* as a negative errno. */
 int tcp_gai_errno(int gai_rc);
 

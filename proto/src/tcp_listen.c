@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "icefarm/log.h"
+#include "icefarm/err.h"
 
 enum {
     ACCEPT_BATCH = 16,  /* connections accepted per loop turn */
@@ -69,14 +70,15 @@ int ifm_tcp_listen(ifm_loop *loop, const char *host, const char *port, const ifm
 {
     *out = NULL;
     if (!loop || !port || !*port || !cb)
-        return tcp_why(-EINVAL, why, whylen, "listen: a port and a callback are required");
+        return ifm_failbuf(why, whylen, -EINVAL, "listen: a port and a callback are required");
     if (host && (!*host || strcmp(host, "*") == 0))
         host = NULL;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0)
-        return tcp_why(tcp_gai_errno(gai), why, whylen, "listen %s:%s: %s", host ? host : "*", port, gai_strerror(gai));
+        return ifm_failbuf(why, whylen, tcp_gai_errno(gai), "listen %s:%s: %s", host ? host : "*", port,
+                           gai_strerror(gai));
     int fd = -1, err = -EADDRNOTAVAIL;
     for (struct addrinfo *a = res; a; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
@@ -94,13 +96,13 @@ int ifm_tcp_listen(ifm_loop *loop, const char *host, const char *port, const ifm
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return tcp_why(err, why, whylen, "listen %s:%s: %s", host ? host : "*", port, strerror(-err));
+        return ifm_failbuf(why, whylen, err, "listen %s:%s: %s", host ? host : "*", port, strerror(-err));
 
     ifm_tcp_listener *l = calloc(1, sizeof *l);
     if (!l || ifm_loop_watch(loop, fd, IFM_READ, on_accept, l) != 0) {
         free(l);
         close(fd);
-        return tcp_why(-ENOMEM, why, whylen, "listen %s:%s: out of memory", host ? host : "*", port);
+        return ifm_failbuf(why, whylen, -ENOMEM, "listen %s:%s: out of memory", host ? host : "*", port);
     }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;

@@ -2,6 +2,7 @@
  * redialer owns one stream at a time and sits between it and the caller's
  * callbacks, so it sees every failure and close and schedules the next attempt. */
 #include "tcp_int.h"
+#include "icefarm/err.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -165,13 +166,13 @@ int ifm_tcp_redial_start(ifm_loop *loop, const char *host, const char *port, con
 {
     *out = NULL;
     if (!loop || !host || !*host || !port || !*port || !cbs)
-        return tcp_why(-EINVAL, why, whylen, "redial: host and port are required");
+        return ifm_failbuf(why, whylen, -EINVAL, "redial: host and port are required");
     ifm_tcp_redial *r = calloc(1, sizeof *r);
     if (!r)
-        return tcp_why(-ENOMEM, why, whylen, "redial %s:%s: out of memory", host, port);
+        return ifm_failbuf(why, whylen, -ENOMEM, "redial %s:%s: out of memory", host, port);
     if (strlen(host) >= sizeof r->host || strlen(port) >= sizeof r->port) {
         free(r);
-        return tcp_why(-ENAMETOOLONG, why, whylen, "redial: host or port too long");
+        return ifm_failbuf(why, whylen, -ENAMETOOLONG, "redial: host or port too long");
     }
     strcpy(r->host, host);
     strcpy(r->port, port);
@@ -183,7 +184,7 @@ int ifm_tcp_redial_start(ifm_loop *loop, const char *host, const char *port, con
     r->timer = ifm_timer_add(loop, 0, attempt, r);
     if (!r->timer) {
         free(r);
-        return tcp_why(-ENOMEM, why, whylen, "redial %s:%s: out of memory", host, port);
+        return ifm_failbuf(why, whylen, -ENOMEM, "redial %s:%s: out of memory", host, port);
     }
     *out = r;
     return 0;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 #include "worker.h"
 
 static void try_send(wrk_board *b);
@@ -96,17 +97,18 @@ static void add_result(wrk_board *b, const evaljob *j, const ifm_result *r, cons
     resbatch *rb = batch_for(b, j->batch);
     if (!rb)
         return;
-    if (rb->n == rb->cap) {
-        size_t cap = rb->cap ? rb->cap * 2 : 8;
-        ifm_result *nr = realloc(rb->r, cap * sizeof *nr);
-        if (nr)
-            rb->r = nr;
-        uint16_t **ns = nr ? realloc(rb->samples, cap * sizeof *ns) : NULL;
-        if (!nr || !ns)
-            return;
-        rb->samples = ns;
-        rb->cap = cap;
-    }
+    /* Two arrays of one capacity: each grows from the same rb->cap, which
+     * changes only once both have; a grown r with the old cap is harmless. */
+    size_t cap = rb->cap, scap = rb->cap;
+    ifm_result *nr = ifm_grow(rb->r, &cap, rb->n, sizeof *nr, 8);
+    if (!nr)
+        return;
+    rb->r = nr;
+    uint16_t **ns = ifm_grow(rb->samples, &scap, rb->n, sizeof *ns, 8);
+    if (!ns)
+        return;
+    rb->samples = ns;
+    rb->cap = cap;
     rb->r[rb->n] = *r;
     snprintf(rb->r[rb->n].id, sizeof rb->r[rb->n].id, "%s", j->id);
     rb->samples[rb->n] = NULL;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 #include "worker.h"
 
 wrk_board *wrk_board_get(wrk_ctx *w, const char *serial, bool create)
@@ -13,14 +14,10 @@ wrk_board *wrk_board_get(wrk_ctx *w, const char *serial, bool create)
             return w->boards[i];
     if (!create || !ifm_serial_valid(serial))
         return NULL;
-    if (w->nboards == w->capboards) {
-        size_t cap = w->capboards ? w->capboards * 2 : 16;
-        wrk_board **nb = realloc(w->boards, cap * sizeof *nb);
-        if (!nb)
-            return NULL;
-        w->boards = nb;
-        w->capboards = cap;
-    }
+    wrk_board **nb = ifm_grow(w->boards, &w->capboards, w->nboards, sizeof *nb, 16);
+    if (!nb)
+        return NULL;
+    w->boards = nb;
     /* Boards are never freed before the worker exits: timers and transport
      * callbacks may hold pointers to them. */
     wrk_board *b = calloc(1, sizeof *b);

@@ -2,22 +2,10 @@
  * acceptance rules for a command block. */
 #include "picoboot.h"
 
+#include "icefarm/err.h"
+
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
-
-static void say(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-    if (!why || whylen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-}
 
 uint32_t picoboot_get32(const uint8_t *p)
 {
@@ -59,15 +47,12 @@ void picoboot_cmd_pack(const picoboot_cmd *c, uint8_t out[PICOBOOT_CMD_SIZE])
 int picoboot_cmd_unpack(const uint8_t *buf, size_t len, picoboot_cmd *out, char *why, size_t whylen)
 {
     memset(out, 0, sizeof *out);
-    if (!buf || len != PICOBOOT_CMD_SIZE) {
-        say(why, whylen, "a PICOBOOT command is exactly %d bytes, this packet has %zu", PICOBOOT_CMD_SIZE, len);
-        return -EBADMSG;
-    }
+    if (!buf || len != PICOBOOT_CMD_SIZE)
+        return ifm_failbuf(why, whylen, -EBADMSG, "a PICOBOOT command is exactly %d bytes, this packet has %zu",
+                           PICOBOOT_CMD_SIZE, len);
     uint32_t magic = picoboot_get32(buf);
-    if (magic != PICOBOOT_MAGIC) {
-        say(why, whylen, "dMagic is 0x%08x, not 0x%08x", magic, PICOBOOT_MAGIC);
-        return -EBADMSG;
-    }
+    if (magic != PICOBOOT_MAGIC)
+        return ifm_failbuf(why, whylen, -EBADMSG, "dMagic is 0x%08x, not 0x%08x", magic, PICOBOOT_MAGIC);
     out->token = picoboot_get32(buf + 4);
     out->id = buf[8];
     out->args_len = buf[9];
@@ -133,13 +118,11 @@ void picoboot_cmd_range(const picoboot_cmd *c, uint32_t *addr, uint32_t *size)
 picoboot_status_code picoboot_cmd_check(const picoboot_cmd *c, char *why, size_t whylen)
 {
     const cmd_info *ci = info_of(c->id);
-    if (!ci) {
-        say(why, whylen, "bCmdId 0x%02x is not a PICOBOOT command", c->id);
-        return PICOBOOT_UNKNOWN_CMD;
-    }
+    if (!ci)
+        return ifm_failbuf(why, whylen, PICOBOOT_UNKNOWN_CMD, "bCmdId 0x%02x is not a PICOBOOT command", c->id);
     if (c->args_len != ci->args) {
-        say(why, whylen, "%s takes %u argument bytes, bCmdSize is %u", ci->name, ci->args, c->args_len);
-        return PICOBOOT_INVALID_CMD_LENGTH;
+        return ifm_failbuf(why, whylen, PICOBOOT_INVALID_CMD_LENGTH, "%s takes %u argument bytes, bCmdSize is %u",
+                           ci->name, ci->args, c->args_len);
     }
     uint32_t want = 0;
     switch (ci->rule) {
@@ -151,18 +134,17 @@ picoboot_status_code picoboot_cmd_check(const picoboot_cmd *c, char *why, size_t
     case XFER_UPTO:
         if (c->xfer_len <= 256)
             return PICOBOOT_OK;
-        say(why, whylen, "%s moves at most 256 bytes, dTransferLength is %u", ci->name, c->xfer_len);
-        return PICOBOOT_INVALID_TRANSFER_LENGTH;
+        return ifm_failbuf(why, whylen, PICOBOOT_INVALID_TRANSFER_LENGTH,
+                           "%s moves at most 256 bytes, dTransferLength is %u", ci->name, c->xfer_len);
     case XFER_OTP: {
         uint32_t rows = (uint32_t)c->args[2] | (uint32_t)c->args[3] << 8;
         want = rows * (c->args[4] ? 2u : 4u);
         break;
     }
     }
-    if (c->xfer_len != want) {
-        say(why, whylen, "%s moves %u bytes, dTransferLength is %u", ci->name, want, c->xfer_len);
-        return PICOBOOT_INVALID_TRANSFER_LENGTH;
-    }
+    if (c->xfer_len != want)
+        return ifm_failbuf(why, whylen, PICOBOOT_INVALID_TRANSFER_LENGTH, "%s moves %u bytes, dTransferLength is %u",
+                           ci->name, want, c->xfer_len);
     return PICOBOOT_OK;
 }
 
@@ -178,10 +160,9 @@ void picoboot_status_pack(const picoboot_status *s, uint8_t out[PICOBOOT_STATUS_
 int picoboot_status_unpack(const uint8_t *buf, size_t len, picoboot_status *out, char *why, size_t whylen)
 {
     memset(out, 0, sizeof *out);
-    if (!buf || len < PICOBOOT_STATUS_SIZE) {
-        say(why, whylen, "a PICOBOOT command status is %d bytes, got %zu", PICOBOOT_STATUS_SIZE, len);
-        return -EBADMSG;
-    }
+    if (!buf || len < PICOBOOT_STATUS_SIZE)
+        return ifm_failbuf(why, whylen, -EBADMSG, "a PICOBOOT command status is %d bytes, got %zu",
+                           PICOBOOT_STATUS_SIZE, len);
     out->token = picoboot_get32(buf);
     out->code = picoboot_get32(buf + 4);
     out->cmd_id = buf[8];

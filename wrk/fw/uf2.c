@@ -1,7 +1,6 @@
 #include "uf2.h"
+#include "icefarm/err.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,15 +99,6 @@ uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opt
     return img;
 }
 
-static int fail(char *why, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, UF2_REASON_MAX, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* picotool's RP2350-E10 block carries an extension tag saying "ignore this block". */
 static bool is_ignore_block(const uint8_t *b, uint32_t flags, uint32_t size)
 {
@@ -139,12 +129,14 @@ static int check_family(uf2_target target, uint32_t family, char *why)
     case UF2_FAMILY_ABSOLUTE:
         return 0;
     case UF2_FAMILY_RP2040:
-        return fail(why, "wrong family: RP2040 image (0x%08x) cannot run on an RP2350", family);
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "wrong family: RP2040 image (0x%08x) cannot run on an RP2350",
+                           family);
     default: {
         const char *name = uf2_family_name(family);
         if (name)
-            return fail(why, "wrong family: %s (0x%08x) is not an RP2350 program", name, family);
-        return fail(why, "wrong family: unknown family id 0x%08x", family);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "wrong family: %s (0x%08x) is not an RP2350 program", name,
+                               family);
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "wrong family: unknown family id 0x%08x", family);
     }
     }
 }
@@ -154,9 +146,10 @@ int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out,
     memset(out, 0, sizeof *out);
     why[0] = '\0';
     if (!img || len == 0)
-        return fail(why, "empty image");
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "empty image");
     if (len % UF2_BLOCK_SIZE)
-        return fail(why, "truncated: %zu bytes is not a whole number of 512-byte blocks", len);
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "truncated: %zu bytes is not a whole number of 512-byte blocks",
+                           len);
     size_t nblk = len / UF2_BLOCK_SIZE;
 
     /* Pass 1: validate every block and size the program. */
@@ -166,58 +159,64 @@ int uf2_parse(const uint8_t *img, size_t len, uf2_target target, uf2_image *out,
         const uint8_t *b = img + i * UF2_BLOCK_SIZE;
         if (rd32(b + OFF_MAGIC0) != UF2_MAGIC_START0 || rd32(b + OFF_MAGIC1) != UF2_MAGIC_START1 ||
             rd32(b + OFF_MAGIC_END) != UF2_MAGIC_END)
-            return fail(why, "block %zu: bad magic", i);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: bad magic", i);
         uint32_t flags = rd32(b + OFF_FLAGS), addr = rd32(b + OFF_ADDR);
         uint32_t size = rd32(b + OFF_SIZE), no = rd32(b + OFF_BLOCKNO);
         uint32_t n = rd32(b + OFF_NBLOCKS), fam = rd32(b + OFF_FAMILY);
         if (flags & UF2_FLAG_FILE_CONTAINER)
-            return fail(why, "block %zu: file-container UF2 is not a firmware image", i);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: file-container UF2 is not a firmware image", i);
         if (size > UF2_MAX_PAYLOAD)
-            return fail(why, "block %zu: oversize payload %u > %d", i, size, UF2_MAX_PAYLOAD);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: oversize payload %u > %d", i, size,
+                               UF2_MAX_PAYLOAD);
         if (size == 0)
-            return fail(why, "block %zu: empty payload", i);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: empty payload", i);
         if ((flags & UF2_FLAG_NOT_MAIN_FLASH) || is_ignore_block(b, flags, size))
             continue;
         if (!(flags & UF2_FLAG_FAMILY_ID_PRESENT)) {
             if (target != UF2_TARGET_ANY)
-                return fail(why, "block %zu: no family id", i);
+                return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: no family id", i);
             fam = 0;
         }
         if (k == 0) {
             if (check_family(target, fam, why) != 0)
                 return -1;
             if (n == 0)
-                return fail(why, "block %zu: inconsistent block count 0", i);
+                return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: inconsistent block count 0", i);
             family = fam;
             count = n;
             base = addr;
         } else {
             if (fam != family)
-                return fail(why, "block %zu: wrong family: 0x%08x in an image of 0x%08x", i, fam, family);
+                return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: wrong family: 0x%08x in an image of 0x%08x", i,
+                                   fam, family);
             if (n != count)
-                return fail(why, "block %zu: inconsistent block count %u, earlier blocks said %u", i, n, count);
+                return ifm_failbuf(why, UF2_REASON_MAX, -1,
+                                   "block %zu: inconsistent block count %u, earlier blocks said %u", i, n, count);
         }
         if (no != k)
-            return fail(why, "block %zu: numbered %u, expected %zu (out of order or missing)", i, no, k);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1,
+                               "block %zu: numbered %u, expected %zu (out of order or missing)", i, no, k);
         if (no >= count)
-            return fail(why, "block %zu: inconsistent block count: number %u of %u", i, no, count);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: inconsistent block count: number %u of %u", i, no,
+                               count);
         if (k > 0 && addr != next)
-            return fail(why, "block %zu: non-contiguous: address 0x%08x, expected 0x%08x", i, addr, next);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: non-contiguous: address 0x%08x, expected 0x%08x", i,
+                               addr, next);
         if ((uint64_t)addr + size > UINT64_C(0x100000000))
-            return fail(why, "block %zu: payload runs past the 32-bit address space", i);
+            return ifm_failbuf(why, UF2_REASON_MAX, -1, "block %zu: payload runs past the 32-bit address space", i);
         next = addr + size;
         total += size;
         k++;
     }
     if (k == 0)
-        return fail(why, "no program blocks");
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "no program blocks");
     if (k < count)
-        return fail(why, "truncated: %zu of %u blocks present", k, count);
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "truncated: %zu of %u blocks present", k, count);
 
     /* Pass 2: assemble. */
     uint8_t *data = malloc(total);
     if (!data)
-        return fail(why, "out of memory");
+        return ifm_failbuf(why, UF2_REASON_MAX, -1, "out of memory");
     size_t at = 0;
     for (size_t i = 0; i < nblk; i++) {
         const uint8_t *b = img + i * UF2_BLOCK_SIZE;

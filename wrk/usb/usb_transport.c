@@ -10,6 +10,7 @@
 #include <sys/time.h>
 
 #include "icefarm/log.h"
+#include "icefarm/grow.h"
 #include "usb_internal.h"
 
 static const wrk_transport_ops usb_ops;
@@ -162,14 +163,10 @@ static void LIBUSB_CALL fd_added(int fd, short events, void *arg)
     for (size_t i = 0; i < ut->nfds; i++)
         if (ut->fds[i] == fd)
             return;
-    if (ut->nfds == ut->capfds) {
-        size_t cap = ut->capfds ? ut->capfds * 2 : 8;
-        int *nf = realloc(ut->fds, cap * sizeof *nf);
-        if (!nf)
-            return; /* still watched; unwatched when libusb removes it */
-        ut->fds = nf;
-        ut->capfds = cap;
-    }
+    int *nf = ifm_grow(ut->fds, &ut->capfds, ut->nfds, sizeof *nf, 8);
+    if (!nf)
+        return; /* still watched; unwatched when libusb removes it */
+    ut->fds = nf;
     ut->fds[ut->nfds++] = fd;
 }
 

@@ -24,10 +24,10 @@
  *     if (rc < 0)
  *         IFM_WARN("serial=%s bad thing (%s): %s", serial, ifm_strerror(rc), err.msg);
  *
- * This header has no link dependency of its own: ifm_strerror(),
- * ifm_err_to_http() and ifm_err_from_http() live in icefarm-base (which the broker
- * plugin links too); ifm_err_set(), ifm_fail() and ifm_failbuf() format with
- * vsnprintf and live in libicefarm-proto.
+ * This header has no link dependency of its own: everything it declares lives
+ * in icefarm-base (which libicefarm-proto, the lease store and the broker plugin
+ * link); ifm_err_set(), ifm_fail() and ifm_failbuf() format with vsnprintf.
+ * Use them rather than a private vsnprintf wrapper.
  */
 #ifndef ICEFARM_ERR_H
 #define ICEFARM_ERR_H
@@ -89,13 +89,15 @@ int ifm_err_to_http(int code);
  * their first code, any other 4xx -> IFM_EINVAL, anything else -> IFM_EIO. */
 int ifm_err_from_http(int status);
 
-/* Formats the reason into err (NULL: nothing). In libicefarm-proto. */
+/* Formats the reason into err (NULL: nothing). Re-entrant: writes only *err. */
 void ifm_err_set(ifm_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sets the reason and returns `code`, so a failure is one statement:
  *     return ifm_fail(err, IFM_EMSGSIZE, "field \"%s\": %zu bytes, at most %zu", k, n, max);
- * In libicefarm-proto. */
+ */
 int ifm_fail(ifm_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* The same for a `char *buf, size_t len` reason buffer. */
+/* The same for a `char *buf, size_t len` reason buffer (buf NULL or len 0:
+ * nothing is written). Returns `code`, whatever it is (-1 for the older
+ * internal convention). */
 int ifm_failbuf(char *buf, size_t len, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -1,5 +1,6 @@
-/* The reason half of the error convention (icefarm/err.h): formatting needs
- * stdio, so it lives here rather than in icefarm-base. */
+/* The reason half of the error convention (icefarm/err.h): formatting a reason
+ * into the caller's buffer. In icefarm-base, so the lease store and the broker
+ * plugin use the same helpers as everyone else instead of their own copies. */
 #include "icefarm/err.h"
 
 #include <stdarg.h>
