@@ -178,6 +178,14 @@ e2e_wait_event() {
     "$PY" "$E2E_DIR/mqtt_tool.py" wait "$@"
 }
 
+# wrong_token TOKEN: the token with its last character changed, so never the
+# token itself (a plain "${t%?}X" is the token again when it ends in X).
+wrong_token() {
+    local t=$1 c=X
+    [[ ${t: -1} != X ]] || c=Y
+    printf '%s%s\n' "${t%?}" "$c"
+}
+
 # sim_fault SERIAL FAULT [COUNT]: arms a fault through icefarm/worker/<id>/sim.
 sim_fault() {
     local worker=${FARM_WORKER:-sim-worker}

@@ -183,7 +183,7 @@ usession_end() {
 usession direct 127.0.0.1 "$USBIP_PORT"
 r=$(usb import 127.0.0.1 "$USBIP_PORT" "$busid")
 check "a second import meanwhile is refused busy" jtest "$r" "j['status'] == 2"
-r=$(usb import 127.0.0.1 "$USBIP_PORT" "${busid%?}X")
+r=$(usb import 127.0.0.1 "$USBIP_PORT" "$(wrong_token "$busid")")
 check "a wrong token is refused (Device not found)" jtest "$r" "j['status'] == 4"
 scrape wrk "$WRK_M"
 check "imports refused busy moved by 1" moved wrk 'icefarm_wrk_usbip_imports_refused_total{reason="busy"}' \

@@ -35,7 +35,7 @@ r=$(tunnel import "$busid")
 check "an import through the tunnel answers the device (2e8a:0009)" \
     jtest "$r" "j['status'] == 0 and j['vid'] == '2e8a' and j['pid'] == '0009' and j['busid'] == '$busid'"
 check "the worker logs the tunnel session" grep -q "usbip tunnel session .* opened" "$FARM_DIR/wrk.log"
-r=$(tunnel import "${busid%?}X")
+r=$(tunnel import "$(wrong_token "$busid")")
 check "a wrong token through the tunnel gets ST_NODEV" jtest "$r" "j['status'] == 4"
 
 r=$(tunnel touch "$busid")

@@ -85,7 +85,7 @@ check "and says the host is unknown" grep -q "unknown host" "$RUN/clilist.out"
 "$USBIP" --tcp-port "$port" attach -r 127.0.0.1 -b "$busid" >"$RUN/attach.out" 2>&1 || true
 check "usbip attach -b TOKEN gets through the import (fails only at vhci)" grep -q "vhci" "$RUN/attach.out"
 check "usbip attach sees the busid it asked for" bash -c "! grep -q 'recv different busid\|recv op_import_reply' '$RUN/attach.out'"
-"$USBIP" --tcp-port "$port" attach -r 127.0.0.1 -b "${busid%?}X" >"$RUN/wrong.out" 2>&1 || true
+"$USBIP" --tcp-port "$port" attach -r 127.0.0.1 -b "$(wrong_token "$busid")" >"$RUN/wrong.out" 2>&1 || true
 check "a wrong token gets 'Device not found'" grep -q "Device not found" "$RUN/wrong.out"
 
 # imported_more N: the worker logged more than N imports.
