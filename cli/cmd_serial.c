@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "icefarm/grow.h"
 #include "icefarm/usbip_client.h"
 
 typedef struct {
@@ -285,17 +286,13 @@ static void on_data(icefarm_usbip *u, const uint8_t *data, size_t len, void *arg
 {
     ser *s = arg;
     if (s->pend_len + len > s->pend_cap) {
-        size_t cap = s->pend_cap ? s->pend_cap : 65536;
-        while (cap < s->pend_len + len)
-            cap *= 2;
-        uint8_t *p = realloc(s->pend, cap);
+        uint8_t *p = ifm_grow_bytes(s->pend, &s->pend_cap, s->pend_len + len, 65536, 0);
         if (!p) {
             s->stop = true;
             s->exit_code = cli_error(s->o, CLI_FAILED, "out of memory");
             return;
         }
         s->pend = p;
-        s->pend_cap = cap;
     }
     memcpy(s->pend + s->pend_len, data, len);
     s->pend_len += len;

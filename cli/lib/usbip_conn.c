@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/grow.h"
 #include "icefarm/log.h"
 #include "internal.h"
 
@@ -605,16 +606,12 @@ void usbc_conn_feed(usbc_conn *c, const uint8_t *data, size_t len)
         return;
     }
     if (c->rx_len + len > c->rx_cap) {
-        size_t cap = c->rx_cap ? c->rx_cap : 4096;
-        while (cap < c->rx_len + len)
-            cap *= 2;
-        uint8_t *p = realloc(c->rx, cap);
+        uint8_t *p = ifm_grow_bytes(c->rx, &c->rx_cap, c->rx_len + len, 4096, 0);
         if (!p) {
             fail(c, -ENOMEM, "out of memory for %zu bytes of input", c->rx_len + len);
             return;
         }
         c->rx = p;
-        c->rx_cap = cap;
     }
     memcpy(c->rx + c->rx_len, data, len);
     c->rx_len += len;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/grow.h"
 #include "icefarm/tcp.h"
 #include "icefarm/usbip.h"
 #include "icefarm/usbip_client.h"
@@ -86,16 +87,12 @@ static void on_tcp_data(ifm_tcp *s, const uint8_t *data, size_t len, void *arg)
     (void)s;
     relay *r = arg;
     if (r->rxlen + len > r->rxcap) {
-        size_t cap = r->rxcap ? r->rxcap : 65536;
-        while (cap < r->rxlen + len)
-            cap *= 2;
-        uint8_t *p = realloc(r->rx, cap);
+        uint8_t *p = ifm_grow_bytes(r->rx, &r->rxcap, r->rxlen + len, 65536, 0);
         if (!p) {
             relay_free(r);
             return;
         }
         r->rx = p;
-        r->rxcap = cap;
     }
     if (!r->t)
         return; /* the session is over; the socket is ending */

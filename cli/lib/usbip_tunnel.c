@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "icefarm/grow.h"
 #include "icefarm/topics.h"
 #include "internal.h"
 
@@ -78,14 +79,10 @@ int usbc_tstream_write(usbc_tstream *t, const uint8_t *data, size_t len)
     if (t->txlen && t->txlen + len > USBC_TUNNEL_BATCH)
         flush(t);
     if (t->txlen + len > t->txcap) {
-        size_t cap = t->txcap ? t->txcap : 4096;
-        while (cap < t->txlen + len)
-            cap *= 2;
-        uint8_t *p = realloc(t->tx, cap);
+        uint8_t *p = ifm_grow_bytes(t->tx, &t->txcap, t->txlen + len, 4096, 0);
         if (!p)
             return -ENOMEM;
         t->tx = p;
-        t->txcap = cap;
     }
     memcpy(t->tx + t->txlen, data, len);
     t->txlen += len;

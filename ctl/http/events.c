@@ -102,17 +102,13 @@ static void push(sse_stream *st, const char *data, size_t n)
             st->len -= st->off;
             st->off = 0;
         }
-        size_t cap = st->cap ? st->cap : 1024;
-        while (cap < st->len + n)
-            cap *= 2;
-        char *b = realloc(st->buf, cap);
+        char *b = ifm_grow_bytes(st->buf, &st->cap, st->len + n, 1024, 0);
         if (!b) {
             st->closed = true;
             wake(st);
             return;
         }
         st->buf = b;
-        st->cap = cap;
     }
     memcpy(st->buf + st->len, data, n);
     st->len += n;

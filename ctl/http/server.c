@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "http.h"
+#include "icefarm/grow.h"
 #include "icefarm/log.h"
 
 static uint64_t now_us(void)
@@ -394,14 +395,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return MHD_YES;
         }
         if (r->len + n + 1 > r->cap) {
-            size_t cap = r->cap ? r->cap : 1024;
-            while (cap < r->len + n + 1)
-                cap *= 2;
-            char *b = realloc(r->body, cap);
+            char *b = ifm_grow_bytes(r->body, &r->cap, r->len + n + 1, 1024, 0);
             if (!b)
                 return MHD_NO;
             r->body = b;
-            r->cap = cap;
         }
         memcpy(r->body + r->len, upload_data, n);
         r->len += n;

@@ -2,6 +2,7 @@
  * file: references (confined to one directory unless told otherwise). See
  * icefarm/fetch.h. */
 #include "icefarm/fetch.h"
+#include "icefarm/grow.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -187,16 +188,10 @@ static size_t write_cb(char *p, size_t size, size_t n, void *userp)
         return 0;
     }
     if (j->len + add > j->cap) {
-        size_t cap = j->cap ? j->cap : 64 * 1024;
-        while (cap < j->len + add)
-            cap *= 2;
-        if (cap > j->f->max_bytes)
-            cap = j->f->max_bytes;
-        uint8_t *nb = realloc(j->buf, cap);
+        uint8_t *nb = ifm_grow_bytes(j->buf, &j->cap, j->len + add, 64 * 1024, j->f->max_bytes);
         if (!nb)
             return 0;
         j->buf = nb;
-        j->cap = cap;
     }
     memcpy(j->buf + j->len, p, add);
     j->len += add;

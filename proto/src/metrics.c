@@ -299,16 +299,12 @@ static void put(buf *b, const char *s, size_t n)
     if (b->oom)
         return;
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
+        char *np = ifm_grow_bytes(b->p, &b->cap, b->len + n + 1, 4096, 0);
         if (!np) {
             b->oom = true;
             return;
         }
         b->p = np;
-        b->cap = cap;
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;

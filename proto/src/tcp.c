@@ -7,6 +7,7 @@
  * goes when the outermost callback returns. */
 #include "tcp_int.h"
 #include "icefarm/err.h"
+#include "icefarm/grow.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -471,14 +472,10 @@ static bool queue_append(ifm_tcp *s, const uint8_t *p, size_t len)
         s->woff = 0;
     }
     if (s->wend + len > s->wcap) {
-        size_t cap = s->wcap ? s->wcap : 4096;
-        while (cap < s->wend + len)
-            cap *= 2;
-        uint8_t *nq = realloc(s->wq, cap);
+        uint8_t *nq = ifm_grow_bytes(s->wq, &s->wcap, s->wend + len, 4096, 0);
         if (!nq)
             return false;
         s->wq = nq;
-        s->wcap = cap;
     }
     memcpy(s->wq + s->wend, p, len);
     s->wend += len;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/grow.h"
 #include "sim_internal.h"
 
 static void usb_tick(ifm_loop *loop, void *arg);
@@ -40,14 +41,10 @@ void sim_usb_print(sim_board *b, const char *text)
             b->tx_off = 0;
         }
         if (b->tx_len + n > b->tx_cap) {
-            size_t cap = b->tx_cap ? b->tx_cap : 1024;
-            while (cap < b->tx_len + n)
-                cap *= 2;
-            uint8_t *nt = realloc(b->tx, cap);
+            uint8_t *nt = ifm_grow_bytes(b->tx, &b->tx_cap, b->tx_len + n, 1024, 0);
             if (!nt)
                 return;
             b->tx = nt;
-            b->tx_cap = cap;
         }
     }
     memcpy(b->tx + b->tx_len, text, n);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/grow.h"
 #include "icefarm/log.h"
 #include "usbip_internal.h"
 
@@ -84,14 +85,10 @@ static const char *holder_of(const usbip_conn *c)
 static uint8_t *tx_room(usbip_conn *c, size_t n)
 {
     if (n > c->txcap) {
-        size_t cap = c->txcap ? c->txcap : 4096;
-        while (cap < n)
-            cap *= 2;
-        uint8_t *p = realloc(c->tx, cap);
+        uint8_t *p = ifm_grow_bytes(c->tx, &c->txcap, n, 4096, 0);
         if (!p)
             return NULL;
         c->tx = p;
-        c->txcap = cap;
     }
     return c->tx;
 }
@@ -563,14 +560,12 @@ void usbip_conn_feed(usbip_conn *c, const uint8_t *data, size_t len)
     if (c->ph == PH_CLOSED || !len)
         return;
     if (c->rxlen + len > c->rxcap) {
-        size_t cap = c->rxcap ? c->rxcap : 4096;
-        while (cap < c->rxlen + len)
-            cap *= 2;
-        if (cap > 2 * RX_MAX || !(c->rx = realloc(c->rx, cap))) {
+        uint8_t *p = ifm_grow_bytes(c->rx, &c->rxcap, c->rxlen + len, 4096, 2 * RX_MAX);
+        if (!p) {
             usbip_conn_close(c, "out of memory");
             return;
         }
-        c->rxcap = cap;
+        c->rx = p;
     }
     memcpy(c->rx + c->rxlen, data, len);
     c->rxlen += len;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "icefarm/grow.h"
 #include "icefarm/log.h"
 #include "icefarm/topics.h"
 #include "usbip_internal.h"
@@ -90,14 +91,10 @@ static int io_write(void *ctx, const uint8_t *data, size_t len)
     if (len > IFM_USBIP_TUNNEL_BATCH) /* one large PDU: a message of its own */
         return publish(x, data, len) ? -EIO : 0;
     if (x->txlen + len > x->txcap) {
-        size_t cap = x->txcap ? x->txcap : 4096;
-        while (cap < x->txlen + len)
-            cap *= 2;
-        uint8_t *p = realloc(x->tx, cap);
+        uint8_t *p = ifm_grow_bytes(x->tx, &x->txcap, x->txlen + len, 4096, 0);
         if (!p)
             return -ENOMEM;
         x->tx = p;
-        x->txcap = cap;
     }
     memcpy(x->tx + x->txlen, data, len);
     x->txlen += len;
