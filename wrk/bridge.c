@@ -470,13 +470,16 @@ static void sink_event(void *ctx, const wrk_board *b, const wrk_event *ev)
     /* A refusal meant for someone else than the holder belongs to no lease. */
     bool holders = ev->client && b->holder[0] && strcmp(ev->client, b->holder) == 0;
     if (ev->busid) {
-        /* USB/IP export events: only the holder learns the busid token (ACL). */
+        /* USB/IP export events: only the holder learns the busid token (ACL);
+         * tagged with the lease like the others, so the last one, at the
+         * lease's end, still reaches the holder while the lease drains. */
         char topic[IFM_TOPIC_MAX];
         if (ifm_topic_board(topic, sizeof topic, b->serial, "event"))
             return;
         ifm_enc e;
         ifm_enc_init(&e);
-        ifm_event_usbip_encode(&e, ev->name, b->serial, ev->busid, ev->host ? ev->host : "", ev->port, ev->reason);
+        ifm_event_usbip_encode(&e, ev->name, b->serial, ev->busid, ev->host ? ev->host : "", ev->port, ev->reason,
+                               holders ? b->lease : 0);
         publish_enc(b->w, topic, &e, false, NULL);
         return;
     }

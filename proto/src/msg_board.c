@@ -111,10 +111,12 @@ void ifm_event_lease_encode(ifm_enc *e, const char *event, const char *serial, c
 }
 
 void ifm_event_usbip_encode(ifm_enc *e, const char *event, const char *serial, const char *busid, const char *host,
-                            uint32_t port, const char *reason)
+                            uint32_t port, const char *reason, uint64_t lease)
 {
-    ifm_enc_root(e, 5 + (reason != NULL));
+    ifm_enc_root(e, 5 + (reason != NULL) + (lease != 0));
     ifm_enc_kstr(e, "event", event);
+    if (lease)
+        ifm_enc_kuint(e, "lease", lease);
     ifm_enc_kstr(e, "serial", serial);
     ifm_enc_kstr(e, "busid", busid);
     ifm_enc_kstr(e, "host", host);

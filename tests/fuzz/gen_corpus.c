@@ -165,6 +165,11 @@ int main(int argc, char **argv)
     seed("event_results", SEL_EVENT, &e);
     ifm_client_event_encode(&e, "reservation_ending_soon", "S1", 1795243030123ull, NULL);
     seed("client_event", SEL_EVENT, &e);
+    ifm_client_event_encode(&e, "reservation end", "S1", 0, "worker did not come back within 30 s");
+    seed("client_event_reason", SEL_EVENT, &e);
+    ifm_event_usbip_encode(&e, "usbip detached", "S1", "Zq3vK8pW1mXc7RtY2nLdA9bQ", "worker1.lab", 3240,
+                           "the lease ended", 1795243600001ull);
+    seed("event_usbip_detached", SEL_EVENT, &e);
 
     /* lease, ctl state, availability */
     ifm_lease_info li = { .serial = "S1",

@@ -133,7 +133,7 @@ static void on_default_flashed(wrk_board *b, bool ok, const char *why)
 
 void wrk_board_flash_default(wrk_board *b)
 {
-    wrk_export_end(b);
+    wrk_export_end(b, "the lease ended");
     wrk_upload_free(b);
     free(b->custom);
     b->custom = NULL;
@@ -245,7 +245,7 @@ void wrk_board_release(wrk_board *b)
     b->failures = 0;
     if (b->state == IFM_BOARD_GONE) {
         /* Unplugged: nothing to flash; it starts over when it is plugged back in. */
-        wrk_export_end(b);
+        wrk_export_end(b, "the lease ended");
         b->kind = -1;
         b->holder[0] = '\0';
         return;
@@ -260,7 +260,7 @@ void wrk_board_release(wrk_board *b)
 void wrk_board_delete(wrk_board *b)
 {
     IFM_INFO("serial=%s deleted by control: starting over", b->serial);
-    wrk_export_end(b);
+    wrk_export_end(b, "the board was deleted");
     wrk_upload_free(b);
     b->kind = -1;
     b->holder[0] = '\0';

@@ -10,8 +10,9 @@
  * arrive    -> the export serves the new enumeration, `usbip exported` again
  *              with the same busid: the holder simply attaches again
  * announce  -> (board command) the current event again, for a late holder program
- * release   -> the export and any connection end at once; the board is flashed
- *              back to the default firmware like every other kind
+ * release   -> the export and any connection end at once, a last `usbip
+ *              detached` ("the lease ended"); the board is flashed back to the
+ *              default firmware like every other kind
  *
  * While exported the worker keeps its hands off the board: no reflash on
  * re-enumeration, no test, no health check, no state timer. */
@@ -118,10 +119,11 @@ void wrk_export_leave(wrk_board *b)
     wrk_board_set_state(b, IFM_BOARD_RESERVED, "exported, device away");
 }
 
-void wrk_export_end(wrk_board *b)
+void wrk_export_end(wrk_board *b, const char *why)
 {
     if (b->export) {
-        IFM_INFO("serial=%s client=%s usbip export ends", b->serial, b->holder);
+        IFM_INFO("serial=%s client=%s usbip export ends (%s)", b->serial, b->holder, why);
+        emit_usbip(b, "usbip detached", why); /* needs the token: before the free */
         usbip_export_free(b->export);
     }
     b->export = NULL;

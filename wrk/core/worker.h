@@ -219,8 +219,10 @@ void wrk_export_flashed(wrk_board *b, bool ok, const char *why);
 void wrk_export_resume(wrk_board *b);
 /* The device the export serves (NULL: that enumeration ended). */
 void wrk_export_set_device(wrk_board *b, wrk_usbdev *dev);
-/* The lease ended (or the board was deleted): the export and its connection end. */
-void wrk_export_end(wrk_board *b);
+/* The lease ended (or the board was deleted): the export and its connection end,
+ * and the holder hears a last `usbip detached` with `why`, tagged with the lease
+ * (call it before b->lease and b->holder are cleared). Nothing when not exported. */
+void wrk_export_end(wrk_board *b, const char *why);
 /* The holder's `unbind`: end the current import, keep the export. */
 int wrk_export_unbind(wrk_board *b, char *err, size_t errlen);
 /* Board command `announce`: say `usbip exported` (or `usbip detached` while the

@@ -202,10 +202,10 @@ typedef struct {
 
 /* `usbip exported` / `usbip detached` (PROTOCOL.md 19.2): the board's USB device
  * is (or, until the next `usbip exported`, is no longer) served at host:port
- * under `busid`, the lease's token. reason may be NULL. */
+ * under `busid`, the lease's token. reason may be NULL; lease 0 leaves the tag out. */
 #define IFM_HOST_MAX 256
 void ifm_event_usbip_encode(ifm_enc *e, const char *event, const char *serial, const char *busid, const char *host,
-                            uint32_t port, const char *reason);
+                            uint32_t port, const char *reason, uint64_t lease);
 
 /* Any non-results board event; reason and batch_id may be NULL. */
 void ifm_event_encode(ifm_enc *e, const char *event, const char *serial, const char *reason, const char *batch_id);

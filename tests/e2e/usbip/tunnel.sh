@@ -61,3 +61,24 @@ check "an open tunnel session ends within a second of the lease's end" \
     jtest "$(cat "$RUN/hold.out")" "j['closed_after'] is not None and j['closed_after'] < 1.0"
 r=$(tunnel import "$busid")
 check "the old token is unknown afterwards (ST_NODEV)" jtest "$r" "j['status'] == 4"
+# The export's events are tagged with the lease like every board event (PROTOCOL.md
+# 19.2), and the last one says the lease ended, before the lease's `released`.
+lease_tags() {
+    "$PY" - "$RUN/events.jsonl" "$serial" <<'PY'
+import json, sys
+evs = [json.loads(l)["payload"] for l in open(sys.argv[1]) if l.strip()]
+evs = [p for p in evs if isinstance(p, dict) and p.get("serial") == sys.argv[2]]
+names = [p["event"] for p in evs]
+if "released" not in names:
+    sys.exit(1)
+rel = names.index("released")
+lease = evs[rel]["lease"]
+usb = [p for p in evs[:rel] if p["event"].startswith("usbip ")]
+ok = (len(usb) >= 3 and all(p.get("lease") == lease for p in usb)
+      and usb[-1]["event"] == "usbip detached" and usb[-1]["reason"] == "the lease ended"
+      and usb[-1]["busid"] == usb[0]["busid"] and not any(n.startswith("usbip ") for n in names[rel:]))
+sys.exit(0 if ok else "events: %r" % evs)
+PY
+}
+check "the export's events carry the lease; the last, 'usbip detached: the lease ended', comes before 'released'" \
+    wait_until 10 lease_tags

@@ -132,5 +132,34 @@ try:
 except socket.timeout:
     reply = None
 check(not reply, "after the end nothing comes back through her tunnel")
+
+
+def last_detached():
+    import msgpack
+    mine = []
+    for p in events:
+        try:
+            e = msgpack.unpackb(p, raw=False)
+        except Exception:
+            continue
+        if isinstance(e, dict) and e.get("serial") == serial:
+            mine.append(e)
+    names = [e.get("event") for e in mine]
+    if "released" not in names:
+        return None
+    rel = names.index("released")
+    return mine[rel - 1] if rel else None, mine[rel].get("lease")
+
+
+# Her lease's events drain to her after its end (the ACL's drain): the export's
+# last `usbip detached` reaches her, tagged with the lease, before `released`.
+deadline = time.time() + 10
+while not last_detached() and time.time() < deadline:
+    time.sleep(0.1)
+got = last_detached()
+check(got is not None and got[0] is not None and got[0].get("event") == "usbip detached"
+      and got[0].get("reason") == "the lease ended" and got[0].get("lease") == got[1] and got[1],
+      "after the end she still hears 'usbip detached' (the lease ended), tagged with her lease, then 'released' (%r)"
+      % (got,))
 print("%d failed" % len(FAILED))
 sys.exit(1 if FAILED else 0)

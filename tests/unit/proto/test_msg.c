@@ -1204,6 +1204,40 @@ static void test_event_simple(void **state)
     ifm_enc_free(&e);
 }
 
+/* `usbip exported`/`usbip detached` (PROTOCOL.md 19.2): busid, host and port
+ * are required; the lease tag and the reason are optional. */
+static void test_event_usbip(void **state)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        uint64_t lease = variant ? 1795243600001ull : 0;
+        const char *reason = variant ? "the lease ended" : NULL;
+        ifm_enc e;
+        ifm_enc_init(&e);
+        ifm_event_usbip_encode(&e, variant ? "usbip detached" : "usbip exported", "SER1", "Zq3vK8pW1mXc7RtY2nLdA9bQ",
+                               "worker1.lab", 3240, reason, lease);
+        ifm_doc doc;
+        parse_ok(&doc, &e);
+        ifm_event ev;
+        ifm_err err = { "" };
+        assert_int_equal(ifm_event_decode(&doc, &ev, &err), 0);
+        assert_string_equal(ev.event, variant ? "usbip detached" : "usbip exported");
+        assert_string_equal(ev.busid, "Zq3vK8pW1mXc7RtY2nLdA9bQ");
+        assert_string_equal(ev.host, "worker1.lab");
+        assert_int_equal(ev.port, 3240);
+        assert_true(ev.lease == lease);
+        assert_string_equal(ev.reason, reason ? reason : "");
+        /* the tag comes right after `event` (8.2), after the version: the third key */
+        assert_true(doc.root->via.map.size >= 3);
+        const msgpack_object_kv *kv = &doc.root->via.map.ptr[2];
+        assert_true(kv->key.type == MSGPACK_OBJECT_STR);
+        assert_int_equal(kv->key.via.str.size == 5 && !memcmp(kv->key.via.str.ptr, "lease", 5), variant);
+        ifm_doc_free(&doc);
+        static const char *const required[] = { "event", "busid", "host", "port", NULL };
+        check_decoder(dec_event, &e, required, NULL);
+        ifm_enc_free(&e);
+    }
+}
+
 static void test_event_results(void **state)
 {
     uint16_t wave[5] = { 0, 1, 65535, 1000, 42 };
@@ -1789,6 +1823,7 @@ int main(void)
         cmocka_unit_test(test_worker_cmd),
         cmocka_unit_test(test_board_cmd),
         cmocka_unit_test(test_event_simple),
+        cmocka_unit_test(test_event_usbip),
         cmocka_unit_test(test_event_results),
         cmocka_unit_test(test_event_results_bad),
         cmocka_unit_test(test_client_event),
