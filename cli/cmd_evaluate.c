@@ -33,6 +33,7 @@ typedef struct {
     const cli_opts *o;
     job *jobs;
     size_t njobs, ndone, nfailed, nboards;
+    size_t nnever; /* of the failed, those that never reached a board (no working board left) */
     icefarm_batch *batch;
     bool progress, rows, interrupted, releasing;
     uint64_t started_ms, first_result_ms;
@@ -116,8 +117,9 @@ static json_t *result_json(const job *j, size_t index)
 
 static json_t *summary_json(const run *r)
 {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:b}", "total", (json_int_t)r->njobs, "done", (json_int_t)r->ndone,
-                     "failed", (json_int_t)r->nfailed, "not_evaluated", (json_int_t)(r->njobs - r->ndone), "boards",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:b}", "total", (json_int_t)r->njobs, "done",
+                     (json_int_t)r->ndone, "failed", (json_int_t)r->nfailed, "never_reached_a_board",
+                     (json_int_t)r->nnever, "not_evaluated", (json_int_t)(r->njobs - r->ndone), "boards",
                      (json_int_t)r->nboards, "seconds", (double)(ifm_now_ms() - r->started_ms) / 1000.0, "interrupted",
                      r->interrupted);
 }
@@ -182,6 +184,7 @@ static void on_result(icefarm_batch *b, size_t index, const char *serial, const 
     if (!r->ndone++)
         r->first_result_ms = ifm_now_ms();
     r->nfailed += res->type == ICEFARM_VALUE_FAILED;
+    r->nnever += res->type == ICEFARM_VALUE_FAILED && !serial[0];
     if (r->o->ndjson) {
         json_t *line = result_json(j, index);
         cli_print_json(line);
@@ -320,9 +323,12 @@ static void print_end(run *r, bool complete)
         for (size_t i = 0; i < r->njobs; i++)
             if (!r->jobs[i].done)
                 print_row(r, &r->jobs[i]);
-        printf("%zu of %zu bitstream(s) evaluated on %zu board(s) in %.1f s: %zu ok, %zu failed%s", r->ndone, r->njobs,
-               r->nboards, (double)(ifm_now_ms() - r->started_ms) / 1000.0, r->ndone - r->nfailed, r->nfailed,
-               missing ? ", " : "\n");
+        char never[64] = "";
+        if (r->nnever)
+            snprintf(never, sizeof never, " (%zu of them never reached a board)", r->nnever);
+        printf("%zu of %zu bitstream(s) evaluated on %zu board(s) in %.1f s: %zu ok, %zu failed%s%s", r->ndone,
+               r->njobs, r->nboards, (double)(ifm_now_ms() - r->started_ms) / 1000.0, r->ndone - r->nfailed, r->nfailed,
+               never, missing ? ", " : "\n");
         if (missing)
             printf("%zu not evaluated%s\n", missing, r->interrupted ? " (interrupted)" : "");
     }

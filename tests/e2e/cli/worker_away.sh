@@ -84,6 +84,8 @@ check "  ... after the grace it ends with status 1 ($rc)" test "$rc" = 1
 check "  ... saying, in control's words, the worker did not come back within the grace" \
     grep -Eq "worker did not come back within [0-9]+ s: the lease ended" "$RUN/err2.txt"
 check "  ... and never a bare 'failure'" bash -c "! grep -q ': failure$' '$RUN/err2.txt'"
+check "  ... its summary counts the bitstreams that never reached a board as such" jtest "$(cat "$RUN/out2.json")" \
+    "j['summary']['failed'] > 0 and j['summary']['never_reached_a_board'] == j['summary']['failed'] == len([r for r in j['results'] if not r['ok'] and r['serial'] == '' and r['error'] == 'no working board left'])"
 sed 's/^/# err2: /' "$RUN/err2.txt"
 
 echo "$PASS passed, $FAIL failed"
