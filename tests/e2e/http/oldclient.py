@@ -13,6 +13,7 @@ socket and collects `results` by batch_id. Only the test's own waits are
 bounded (the original waits for `initialized` forever).
 
   oldclient.py session URL NAME BITS...      reserve, evaluate, extend, reboot, end
+  oldclient.py varmax URL NAME BITS...       kind variance, with and without the waveform
   oldclient.py wait URL NAME HOG_NAME N      a reserve that waits for boards freed later
   oldclient.py refuse URL NAME SERIAL        a request for somebody else's board
   oldclient.py raw URL                       Engine.IO details with plain requests
@@ -278,6 +279,24 @@ def expected(data):
     return str(zlib.crc32(data) % 100000)  # the simulated board's pulse count (PROTOCOL.md 11.2)
 
 
+def expected_samples(data):
+    """The simulated board's 500 ADC samples (PROTOCOL.md 11.2)."""
+    x = zlib.crc32(data) or 0x9E3779B9
+    out = []
+    for _ in range(500):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        out.append(x >> 20)
+    return out
+
+
+def varmax_fitness(samples):
+    """BitstreamEvolution's VarMaxFitnessFunction, as the original worker computes it."""
+    n = len(samples)
+    return 0.0 if n < 2 else sum(abs(samples[i + 1] - samples[i]) for i in range(n - 1)) / n
+
+
 def session(url, name, files):
     bits = [open(f, "rb").read() for f in files]
     c = BatchClient(url, name)
@@ -310,6 +329,32 @@ def session(url, name, files):
           f"{name}: \"reservation end\" arrives for both boards")
     check(c.getSerials() == [], f"{name}: no serials left")
     c.server.control.disconnect()
+
+
+def varmax(url, name, files):
+    """The original VarMaxClient's flow: kind "variance", with and without
+    reserve(send_waveform=True); the values come as the original worker sent
+    them: a float, or [fitness, [samples]]."""
+    bits = [open(f, "rb").read() for f in files]
+    for waveform in (False, True):
+        c = BatchClient(url, name)
+        serials = c.reserve(1, "variance", {"send_waveform": waveform, "flush_interval_seconds": 10,
+                                            "flush_at_bitstreams_remaining": 25})
+        what = "with" if waveform else "without"
+        check(len(serials) == 1, f"{name}: reserve(1, variance, send_waveform={waveform}) returns once initialized")
+        want, got = c.evaluate(bits, serials)
+        ok = len(got) == len(want) > 0
+        for k, data in want.items():
+            v, samples = got.get(k), expected_samples(data)
+            if waveform:
+                ok = ok and isinstance(v, list) and len(v) == 2 and v[1] == samples and \
+                    abs(v[0] - varmax_fitness(samples)) < 1e-9
+            else:
+                ok = ok and isinstance(v, float) and abs(v - varmax_fitness(samples)) < 1e-9
+        check(ok, f"{name}: {len(bits)} variance results {what} the waveform, each the VarMax fitness of the "
+                  f"board's samples ({sorted(got.values(), key=str)[0] if not waveform and got else '...'})")
+        check(sorted(c.stop() or []) == sorted(serials), f"{name}: stop() ends it")
+        c.server.control.disconnect()
 
 
 def wait_reserve(url, name, hog, n):
@@ -421,6 +466,8 @@ def main():
     try:
         if what == "session":
             session(sys.argv[2], sys.argv[3], sys.argv[4:])
+        elif what == "varmax":
+            varmax(sys.argv[2], sys.argv[3], sys.argv[4:])
         elif what == "wait":
             wait_reserve(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
         elif what == "refuse":

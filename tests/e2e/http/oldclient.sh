@@ -6,7 +6,8 @@
 #
 #   FARM_BIN=BUILD_DIR oldclient.sh
 #
-# Anonymous farm: a full session (reserve, evaluate, extend, reboot, end), a
+# Anonymous farm: a full session (reserve, evaluate, extend, reboot, end), the
+# VarMaxClient's kind variance with and without the waveform, a
 # reserve(wait_for_available=True) that waits for boards freed later, a request
 # for somebody else's board, and the Engine.IO details with plain HTTP (no
 # upgrades, PINGs, 16 packets per response, binary events across POSTs, a
@@ -49,6 +50,7 @@ if farm_wait_ready 4 60 && start_http "$RUN/anon/http.log" --ping-interval-ms 30
     exit 1
 fi
 py session "$URL" old-alice "${BITS[@]}"
+py varmax "$URL" old-vera "${BITS[@]:0:2}"
 check "the shim logs the client's two sockets" grep -q 'client=old-alice socket.io socket 2 connected' "$RUN/anon/http.log"
 curl -s -X POST -d '{"amount": 4, "name": "hog", "kind": "pulsecount", "args": {}, "wait_ms": 30000}' "$URL/reserve" \
     >"$RUN/hog.json"
