@@ -71,12 +71,26 @@ struct ifm_tcp_redial {
 
 static void attempt(ifm_loop *loop, void *arg);
 
-static void schedule(ifm_tcp_redial *r)
+/* The next attempt's delay, known to the user's callback (ifm_tcp_redial_delay)... */
+static void prepare(ifm_tcp_redial *r)
 {
     r->s = NULL;
     r->connected = false;
     r->delay = ifm_backoff_next(&r->backoff);
-    r->timer = ifm_timer_add(r->loop, r->delay, attempt, r);
+}
+
+/* ... and counted from after that callback, so the user never sees an attempt
+ * sooner than the delay it was told (and a stop inside the callback arms nothing). */
+static void arm(ifm_tcp_redial *r)
+{
+    if (!r->dead)
+        r->timer = ifm_timer_add(r->loop, r->delay, attempt, r);
+}
+
+static void schedule(ifm_tcp_redial *r)
+{
+    prepare(r);
+    arm(r);
 }
 
 static void enter(ifm_tcp_redial *r)
@@ -100,10 +114,12 @@ static void t_connect(ifm_tcp *s, int status, void *arg)
         ifm_backoff_reset(&r->backoff);
     } else {
         r->failures++;
-        schedule(r);
+        prepare(r);
     }
     if (r->user.on_connect)
         r->user.on_connect(s, status, r->arg);
+    if (status != 0)
+        arm(r);
     leave(r);
 }
 
@@ -131,9 +147,10 @@ static void t_close(ifm_tcp *s, int status, void *arg)
 {
     ifm_tcp_redial *r = arg;
     enter(r);
-    schedule(r);
+    prepare(r);
     if (r->user.on_close)
         r->user.on_close(s, status, r->arg);
+    arm(r);
     leave(r);
 }
 

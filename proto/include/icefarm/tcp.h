@@ -158,7 +158,8 @@ IFM_MUST_CHECK int ifm_tcp_redial_start(ifm_loop *loop, const char *host, const 
                                         ifm_tcp_redial **out, char *why, size_t whylen);
 /* The connected stream, or NULL while connecting or waiting. */
 ifm_tcp *ifm_tcp_redial_stream(const ifm_tcp_redial *r);
-/* Milliseconds until the next attempt (valid in on_connect failures and on_close). */
+/* Milliseconds until the next attempt (valid in on_connect failures and on_close),
+ * counted from when that callback returns. */
 uint64_t ifm_tcp_redial_delay(const ifm_tcp_redial *r);
 /* Number of attempts since the last successful connect. */
 uint32_t ifm_tcp_redial_failures(const ifm_tcp_redial *r);
