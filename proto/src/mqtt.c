@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "icefarm/log.h"
+#include "icefarm/tcp.h"
 #include "icefarm/msg.h"
 #include "icefarm/topics.h"
 
@@ -116,39 +117,24 @@ int ifm_mqtt_parse_url(const char *url, ifm_mqtt_opts *opts, char *hostbuf, size
         opts->tls = true;
     } else if (strstr(p, "://"))
         return -1;
-    /* An IPv6 literal goes in brackets, as in any URL: mqtt://[::1]:1883. */
-    const char *host = p, *colon;
-    size_t hl;
-    if (*p == '[') {
-        const char *close = strchr(p, ']');
-        if (!close || close == p + 1 || (close[1] && close[1] != ':' && close[1] != '/'))
-            return -1;
-        host = p + 1;
-        hl = (size_t)(close - host);
-        colon = close[1] == ':' ? close + 1 : NULL;
-    } else {
-        colon = strrchr(p, ':');
-        hl = colon ? (size_t)(colon - p) : strlen(p);
-    }
-    if (hl >= cap)
+    /* The authority ends at a path; without a port it gets the scheme's default,
+     * so one splitter (the TCP helper's, brackets for IPv6: mqtt://[::1]:1883)
+     * reads every form. */
+    char auth[512], port[8];
+    size_t al = strcspn(p, "/");
+    if (al + sizeof ":65535" > sizeof auth)
         return -1;
-    if (hl == 0) {
+    memcpy(auth, p, al);
+    auth[al] = '\0';
+    const char *bracket = strrchr(auth, ']'), *colon = strrchr(auth, ':');
+    if (!colon || (bracket && colon < bracket))
+        snprintf(auth + al, sizeof auth - al, ":%d", opts->tls ? 8883 : 1883);
+    if (ifm_tcp_split_hostport(auth, hostbuf, cap, port, sizeof port) || atoi(port) == 0)
+        return -1;
+    if (!hostbuf[0])
         snprintf(hostbuf, cap, "127.0.0.1");
-    } else {
-        memcpy(hostbuf, host, hl);
-        hostbuf[hl] = '\0';
-    }
     opts->host = hostbuf;
-    opts->port = opts->tls ? 8883 : 1883;
-    if (colon) {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (*end != '\0' && *end != '/')
-            return -1;
-        if (port <= 0 || port > 65535)
-            return -1;
-        opts->port = (int)port;
-    }
+    opts->port = atoi(port);
     return 0;
 }
 
