@@ -1,4 +1,4 @@
-/* PICOBOOT: the RP2xxx bootrom's vendor USB interface (class 0xff, one bulk OUT
+/* PICOBOOT: the RP2040/RP2350 bootrom's vendor USB interface (class 0xff, one bulk OUT
  * and one bulk IN endpoint), as the RP2350 datasheet (section 5.6) and
  * picotool's boot/picoboot.h define it. One definition of the wire format for
  * both ends the worker has: the libusb backend's flasher (usb/usb_picoboot.c)

@@ -18,7 +18,7 @@ enum {
     OFF_MAGIC_END = 508,
 };
 
-/* The RP2xxx bootrom programs whole 256-byte pages, so builders use that size. */
+/* The RP2040/RP2350 bootrom programs whole 256-byte pages, so builders use that size. */
 #define PAGE 256u
 
 static uint32_t rd32(const uint8_t *p)

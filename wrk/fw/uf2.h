@@ -60,7 +60,7 @@ typedef struct {
 } uf2_image;
 
 /* Payload -> UF2 image (malloc'd, *out_len bytes). Payload is cut into 256-byte
- * blocks, the last one zero-padded, because the RP2xxx bootrom writes whole
+ * blocks, the last one zero-padded, because the RP2040/RP2350 bootrom writes whole
  * 256-byte flash pages. Returns NULL for an empty payload, a payload that would
  * wrap the 32-bit address space, or out of memory. */
 uint8_t *uf2_build(const uint8_t *payload, size_t len, const uf2_build_opts *opts, size_t *out_len);

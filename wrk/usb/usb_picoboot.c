@@ -1,4 +1,4 @@
-/* Flashing a board in BOOTSEL over PICOBOOT, the RP2xxx bootrom's vendor
+/* Flashing a board in BOOTSEL over PICOBOOT, the RP2040/RP2350 bootrom's vendor
  * interface (class 0xff, one bulk OUT and one bulk IN endpoint). The wire
  * format (command block, status, ids, codes) is fw/picoboot.h, shared with the
  * simulated bootrom (sim/sim_picoboot.c).

@@ -512,7 +512,7 @@ static void probe_langid_done(usb_xfer *x)
     wrk_usbdev *d = x->dev;
     struct libusb_transfer *t = x->t;
     enum libusb_transfer_status st = t->status;
-    uint16_t lang = 0x0409; /* what every RP2xxx and TinyUSB device answers with */
+    uint16_t lang = 0x0409; /* what every RP2040/RP2350 and TinyUSB device answers with */
     if (st == LIBUSB_TRANSFER_COMPLETED && t->actual_length >= 4) {
         const uint8_t *p = libusb_control_transfer_get_data(t);
         if (p[1] == LIBUSB_DT_STRING && p[0] >= 4)

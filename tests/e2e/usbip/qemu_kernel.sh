@@ -21,9 +21,7 @@ qemu_usb_setup
 port=$(farm_free_port)
 e2e_farm_start 1 --sim-window-ms 100 --sim-flash-ms 50 --kinds pulsecount,usbip \
     --usbip-listen "127.0.0.1:$port" --usbip-host 10.0.2.2
-"$PY" "$E2E_DIR/mqtt_tool.py" watch "$FARM_BROKER" "$RUN/events.jsonl" 'icefarm/+/event' &
-E2E_BG+=($!)
-wait_until 10 test -e "$RUN/events.jsonl.ready"
+e2e_watch "$RUN/events.jsonl" 'icefarm/+/event'
 cli alice reserve --amount 1 --kind usbip --args '{"image": "pulsecount"}' --duration 600
 check "reserve --kind usbip (image pulsecount) exits 0 (got $RC)" test "$RC" = 0
 serial=$(serials_of "$OUT")

@@ -13,9 +13,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 e2e_farm_start 1 --sim-window-ms 50 --sim-flash-ms 50 --kinds pulsecount,usbip \
     --usbip-listen "127.0.0.1:$(farm_free_port)" --usbip-host 127.0.0.1
 
-"$PY" "$E2E_DIR/mqtt_tool.py" watch "$FARM_BROKER" "$RUN/events.jsonl" 'icefarm/+/event' &
-E2E_BG+=($!)
-wait_until 10 test -e "$RUN/events.jsonl.ready"
+e2e_watch "$RUN/events.jsonl" 'icefarm/+/event'
 busid_of() { # SERIAL N: the busid of the N-th 'usbip exported' of SERIAL
     "$PY" -c 'import json, sys
 evs = [json.loads(l)["payload"] for l in open(sys.argv[1]) if l.strip()]

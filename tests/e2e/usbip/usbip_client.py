@@ -255,13 +255,18 @@ def picoboot(s, devid, uf2, r):
     steps["reboot2"] = cmd(0x0A, struct.pack("<IIII", 0, 100, 0, 0))[0]
     r["steps"] = steps
     r["bytes"] = len(img)
-    s.settimeout(10)
+    r["closed"], r["closed_after"] = wait_closed(s, 10)
+
+
+def wait_closed(s, timeout):
+    """Whether the server closes the connection within timeout s, and after how long."""
+    s.settimeout(timeout)
     t0 = time.time()
     try:
-        r["closed"] = s.recv(1) == b""
+        closed = s.recv(1) == b""
     except (socket.timeout, ConnectionResetError):
-        r["closed"] = False
-    r["closed_after"] = round(time.time() - t0, 3)
+        closed = False
+    return closed, round(time.time() - t0, 3)
 
 
 def main(argv):
@@ -281,13 +286,8 @@ def main(argv):
         print(json.dumps(r), flush=True)
         op = "hold"
     if op == "hold":
-        s.settimeout(float(argv[5]))
-        t0 = time.time()
-        try:
-            closed = s.recv(1) == b""
-        except socket.timeout:
-            closed = False
-        r["closed_after"] = round(time.time() - t0, 3) if closed else None
+        closed, after = wait_closed(s, float(argv[5]))
+        r["closed_after"] = after if closed else None
         print(json.dumps(r))
         return 0
     # touch: GET_DESCRIPTOR(device), then SET_LINE_CODING 1200 on interface 0
@@ -297,13 +297,7 @@ def main(argv):
     submit(s, 2, devid, 0, 0, bytes([0x21, 0x20, 0, 0, 0, 0, 7, 0]), bytes([0xb0, 0x04, 0, 0, 0, 0, 8]))
     _, seq, st, actual, _ = ret(s, False)
     r["line_coding"] = {"seq": seq, "status": st, "actual": actual}
-    s.settimeout(10)
-    t0 = time.time()
-    try:
-        r["closed"] = s.recv(1) == b""
-    except (socket.timeout, ConnectionResetError):
-        r["closed"] = False
-    r["closed_after"] = round(time.time() - t0, 3)
+    r["closed"], r["closed_after"] = wait_closed(s, 10)
     print(json.dumps(r))
     return 0
 

@@ -19,9 +19,7 @@ port=$(farm_free_port)
 e2e_farm_start 2 --sim-window-ms 50 --sim-flash-ms 50 --kinds pulsecount,usbip \
     --usbip-listen "127.0.0.1:$port" --usbip-host 127.0.0.1
 
-"$PY" "$E2E_DIR/mqtt_tool.py" watch "$FARM_BROKER" "$RUN/events.jsonl" 'icefarm/+/event' 'icefarm/+/state' &
-E2E_BG+=($!)
-wait_until 10 test -e "$RUN/events.jsonl.ready"
+e2e_watch "$RUN/events.jsonl" 'icefarm/+/event' 'icefarm/+/state'
 
 # event_field SERIAL EVENT N FIELD: FIELD of the N-th (0-based) EVENT of SERIAL.
 event_field() {

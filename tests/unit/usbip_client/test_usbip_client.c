@@ -406,18 +406,28 @@ static void touch_sent(icefarm_usbip *u, int status, void *arg)
     *(int *)arg = status == 0 ? 1 : status;
 }
 
+/* Imports the board, reads the firmware's greeting and sends the 1200-baud
+ * touch (BOOTSEL follows); *touched becomes 1 once the request completed. */
+static icefarm_usbip *open_and_touch(fx *f, states *s, int *touched)
+{
+    memset(s, 0, sizeof *s);
+    icefarm_usbip_opts o = { .on_state = on_state, .arg = s };
+    icefarm_usbip *u = open_ok(f, &o);
+    char line[512];
+    read_until(u, "Waiting for bitstream transfer", line, sizeof line);
+    *touched = 0;
+    icefarm_usbip_line_coding lc = { .baud = 1200 };
+    assert_int_equal(icefarm_usbip_set_line_coding(u, &lc, touch_sent, touched), 0);
+    return u;
+}
+
 static void test_reenumeration_mid_read(void **state)
 {
     fx *f = *state;
     states s;
-    memset(&s, 0, sizeof s);
-    icefarm_usbip_opts o = { .on_state = on_state, .arg = &s };
-    icefarm_usbip *u = open_ok(f, &o);
+    int touched;
+    icefarm_usbip *u = open_and_touch(f, &s, &touched);
     char line[512];
-    read_until(u, "Waiting for bitstream transfer", line, sizeof line);
-    int touched = 0;
-    icefarm_usbip_line_coding lc = { .baud = 1200 };
-    assert_int_equal(icefarm_usbip_set_line_coding(u, &lc, touch_sent, &touched), 0);
     /* a read that would wait for more: the device vanishes under it */
     ssize_t n;
     do
@@ -534,15 +544,8 @@ static void test_picoboot_flash_over_usbip(void **state)
 {
     fx *f = *state;
     states s;
-    memset(&s, 0, sizeof s);
-    icefarm_usbip_opts o = { .on_state = on_state, .arg = &s };
-    icefarm_usbip *u = open_ok(f, &o);
-    char line[512];
-    read_until(u, "Waiting for bitstream transfer", line, sizeof line);
-    /* the 1200-baud touch: the export follows the board into BOOTSEL */
-    int touched = 0;
-    icefarm_usbip_line_coding lc = { .baud = 1200 };
-    assert_int_equal(icefarm_usbip_set_line_coding(u, &lc, touch_sent, &touched), 0);
+    int touched; /* the 1200-baud touch: the export follows the board into BOOTSEL */
+    icefarm_usbip *u = open_and_touch(f, &s, &touched);
     assert_int_equal(icefarm_usbip_wait_state(u, ICEFARM_USBIP_NO_CDC, WAIT_MS), 0);
     assert_non_null(strstr(s.last_reason, "2e8a:000f"));
     int arrivals = f->arrivals;
@@ -592,6 +595,7 @@ static void test_picoboot_flash_over_usbip(void **state)
     icefarm_usbip_info info;
     icefarm_usbip_get_info(u, &info);
     assert_int_equal(info.pid, 0xb1c0);
+    char line[512];
     read_until(u, "Waiting for bitstream transfer", line, sizeof line);
     icefarm_usbip_close(u);
 }
